@@ -1,0 +1,13 @@
+//! Root tests in network namespaces: every test builds its own nodes,
+//! runs the engine inside them, and proves each result twice: by reading
+//! the kernel back and by moving packets pod to pod. Without root they
+//! skip with a message (CI sets PODROUTE_REQUIRE_ROOT_TESTS=1 to forbid that).
+
+mod support;
+
+mod cli;
+mod lab_plumbing;
+mod modes;
+mod ownership;
+mod subnets;
+mod switching;

@@ -1,0 +1,239 @@
+//! Shared scaffolding: a topology of node namespaces plus the engine run
+//! inside each node, and checks that read the kernel and move packets.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use podroute::dataplane::Dataplane;
+use podroute::engine::{self, Outcome};
+use podroute::lab::netns::unique_name;
+use podroute::lab::probe::{udp_roundtrip, EchoServer, OVERHEAD};
+use podroute::lab::topology::{NodeInfo, Topology, TopologyBuilder};
+use podroute::model::{Cluster, Config, Mode, Node, Plan};
+use podroute::plan::{Desired, Observed};
+
+pub const PORT: u16 = 7777;
+const TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Root tests skip cleanly without root, unless CI demands them.
+pub fn have_root() -> bool {
+    if nix::unistd::Uid::effective().is_root() {
+        return true;
+    }
+    if std::env::var("PODROUTE_REQUIRE_ROOT_TESTS").as_deref() == Ok("1") {
+        panic!("PODROUTE_REQUIRE_ROOT_TESTS=1 but not running as root");
+    }
+    println!("skipping: needs root");
+    false
+}
+
+/// ipip exists only where the kernel has the module (the VM runner); on a
+/// kernel without it the test says so and skips, except inside the VM.
+pub fn have_ipip() -> bool {
+    let probe = podroute::lab::netns::Netns::create(&unique_name("pripip")).expect("netns");
+    let ok = probe.ip(&["link", "show", "tunl0"]).is_ok()
+        || probe.ip(&["link", "add", "tunl0", "type", "ipip"]).is_ok();
+    if ok {
+        return true;
+    }
+    if std::env::var("PODROUTE_IN_VM").as_deref() == Ok("1") {
+        panic!("inside the VM runner the kernel must have ipip");
+    }
+    println!("skipping: this kernel has no ipip (run netns-tests/vm/run.sh for the ipip tests)");
+    false
+}
+
+pub struct Lab {
+    pub topo: Topology,
+    pub nodes: Vec<Node>,
+    dir: PathBuf,
+    _echo: Vec<EchoServer>,
+}
+
+impl Lab {
+    pub fn new(builder: TopologyBuilder) -> Lab {
+        let topo = builder.build().expect("topology");
+        let nodes = topo
+            .nodes()
+            .iter()
+            .map(|n| Node {
+                name: n.name.clone(),
+                node_ip: n.ip,
+                pod_cidrs: vec![n.pod_cidr.into()],
+            })
+            .collect();
+        let dir = std::env::temp_dir().join(unique_name("prtest"));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let echo = topo
+            .nodes()
+            .iter()
+            .flat_map(|n| &n.pods)
+            .map(|p| EchoServer::start(&p.netns, PORT).expect("echo server"))
+            .collect();
+        Lab {
+            topo,
+            nodes,
+            dir,
+            _echo: echo,
+        }
+    }
+
+    /// `n` nodes on one subnet, one pod each.
+    pub fn flat(n: usize) -> Lab {
+        Lab::new(Topology::builder().nodes(0, n))
+    }
+
+    pub fn node(&self, name: &str) -> &NodeInfo {
+        self.topo.node(name).expect("node in topology")
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| n.name.clone()).collect()
+    }
+
+    pub fn config(&self, node: &str) -> Config {
+        Config {
+            mtu_file: self.dir.join(node).join("mtu"),
+            ..Config::default()
+        }
+    }
+
+    pub fn cluster(&self, plan: &Plan) -> Cluster {
+        Cluster {
+            nodes: self.nodes.clone(),
+            plan: plan.clone(),
+            off_subnet: None,
+            mtu: None,
+            vxlan_vni: None,
+            vxlan_port: None,
+        }
+    }
+
+    /// Run the engine once in `node`'s namespace.
+    pub fn converge_with(&self, node: &str, plan: &Plan, config: Config) -> podroute::Result<Outcome> {
+        let cluster = self.cluster(plan);
+        let netns = self.topo.node_netns(node)?;
+        netns.run_async(|| async {
+            let mut dp = Dataplane::connect(config)?;
+            let local = engine::local_node(&dp, &cluster, Some(node)).await?;
+            let (desired, _) = engine::desired_for(&mut dp, &cluster, local).await?;
+            engine::converge(&mut dp, &desired).await
+        })?
+    }
+
+    pub fn converge(&self, node: &str, plan: &Plan) -> Outcome {
+        self.converge_with(node, plan, self.config(node))
+            .unwrap_or_else(|e| panic!("converge {node}: {e}"))
+    }
+
+    /// Converge every node, then give the pods the MTU the engine chose.
+    pub fn converge_all(&self, plan: &Plan) -> BTreeMap<String, Outcome> {
+        let out: BTreeMap<String, Outcome> = self
+            .names()
+            .into_iter()
+            .map(|n| {
+                let o = self.converge(&n, plan);
+                (n, o)
+            })
+            .collect();
+        for (node, outcome) in &out {
+            let mtu = outcome.pod_mtu.expect("pod mtu");
+            self.topo.set_pod_mtu(node, mtu).expect("pod mtu");
+        }
+        out
+    }
+
+    /// Remove everything we own from `node`.
+    pub fn cleanup(&self, node: &str, config: Config) -> Outcome {
+        let netns = self.topo.node_netns(node).expect("netns");
+        netns
+            .run_async(|| async {
+                let mut dp = Dataplane::connect(config)?;
+                engine::converge(&mut dp, &Desired::default()).await
+            })
+            .and_then(|r| r)
+            .unwrap_or_else(|e| panic!("cleanup {node}: {e}"))
+    }
+
+    pub fn observe(&self, node: &str) -> Observed {
+        let config = self.config(node);
+        let netns = self.topo.node_netns(node).expect("netns");
+        netns
+            .run_async(|| async {
+                let mut dp = Dataplane::connect(config)?;
+                dp.observe(std::iter::empty()).await
+            })
+            .and_then(|r| r)
+            .unwrap_or_else(|e| panic!("observe {node}: {e}"))
+    }
+
+    /// `ip -n <node> args...`
+    pub fn ip(&self, node: &str, args: &[&str]) -> String {
+        self.topo
+            .node_netns(node)
+            .and_then(|ns| ns.ip(args))
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    pub fn pod_ip(&self, node: &str) -> Ipv4Addr {
+        self.node(node).pods[0].ip
+    }
+
+    /// A UDP round trip from the first pod of `from` to the first pod of `to`.
+    pub fn udp(&self, from: &str, to: &str, payload: usize, df: bool) -> bool {
+        let src = &self.node(from).pods[0].netns;
+        udp_roundtrip(src, self.pod_ip(to), PORT, payload, df, TIMEOUT).expect("probe")
+    }
+
+    /// Every ordered pair of pods exchanges a small packet and a DF packet of
+    /// exactly the pod MTU (the pod veth MTU the engine chose).
+    pub fn assert_all_pods_talk(&self, pod_mtu: u32) {
+        for from in self.names() {
+            for to in self.names().into_iter().filter(|t| *t != from) {
+                assert!(self.udp(&from, &to, 64, false), "pod {from} -> pod {to}: no echo");
+                let exact = pod_mtu as usize - OVERHEAD;
+                assert!(
+                    self.udp(&from, &to, exact, true),
+                    "pod {from} -> pod {to}: DF packet of the pod MTU {pod_mtu} lost"
+                );
+            }
+        }
+    }
+
+    /// Transmitted packet count of a device in a node (from
+    /// /proc/thread-self/net/dev: /sys shows the mounter's namespace).
+    pub fn tx_packets(&self, node: &str, dev: &str) -> u64 {
+        let netns = self.topo.node_netns(node).expect("netns");
+        let table = netns
+            .run(|| std::fs::read_to_string("/proc/thread-self/net/dev"))
+            .expect("netns")
+            .expect("net/dev");
+        table
+            .lines()
+            .filter_map(|l| l.trim().split_once(':'))
+            .find(|(name, _)| *name == dev)
+            .and_then(|(_, counters)| counters.split_whitespace().nth(9)?.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+pub fn steady(mode: Mode) -> Plan {
+    Plan::steady(mode, 1)
+}
+
+/// Lines of `ip route show proto 91` (our routes in the main table; the
+/// filter proves the protocol, so ip leaves it out of each line).
+pub fn our_routes(lab: &Lab, node: &str) -> Vec<String> {
+    lab.ip(node, &["route", "show", "proto", "91"])
+        .lines()
+        .map(|l| l.trim().to_string())
+        .collect()
+}

@@ -1,0 +1,88 @@
+//! Moving a node between plans leaves nothing stale behind.
+
+use std::collections::BTreeSet;
+
+use podroute::model::{Mode, Plan};
+
+use crate::support::{have_root, our_routes, steady, Lab};
+
+fn assert_no_vxlan_leftovers(lab: &Lab, node: &str) {
+    let links = lab.ip(node, &["link", "show"]);
+    assert!(!links.contains("vxlan.calico"), "{node}: device left:\n{links}");
+    let observed = lab.observe(node);
+    assert!(observed.neighs.is_empty() && observed.fdb.is_empty(), "{node}: {observed:?}");
+    for r in our_routes(lab, node) {
+        assert!(r.contains("dev eth0"), "{node}: stale tunnel route {r}");
+    }
+}
+
+#[test]
+fn vxlan_native_and_back_leaves_nothing_stale() {
+    if !have_root() {
+        return;
+    }
+    let lab = Lab::flat(3);
+    lab.converge_all(&steady(Mode::Vxlan));
+    lab.assert_all_pods_talk(1450);
+
+    // The three phases of a switch to native, then the way back.
+    let both = BTreeSet::from([Mode::Vxlan, Mode::Native]);
+    let phases = [
+        Plan { generation: 2, route_mode: Mode::Vxlan, decap: both.clone() },
+        Plan { generation: 3, route_mode: Mode::Native, decap: both.clone() },
+        Plan::steady(Mode::Native, 4),
+    ];
+    for plan in &phases {
+        let out = lab.converge_all(plan);
+        let mtu = out["node-1"].pod_mtu.expect("mtu");
+        lab.assert_all_pods_talk(mtu);
+    }
+    for node in lab.names() {
+        assert_no_vxlan_leftovers(&lab, &node);
+        assert_eq!(our_routes(&lab, &node).len(), 2);
+    }
+
+    lab.converge_all(&Plan::steady(Mode::Vxlan, 5));
+    lab.assert_all_pods_talk(1450);
+    for node in lab.names() {
+        for r in our_routes(&lab, &node) {
+            assert!(r.contains("dev vxlan.calico"), "{node}: stale native route {r}");
+        }
+    }
+}
+
+#[test]
+fn vxlan_identity_change_recreates_device() {
+    if !have_root() {
+        return;
+    }
+    let lab = Lab::flat(2);
+    lab.converge_all(&steady(Mode::Vxlan));
+    lab.ip("node-1", &["link", "set", "vxlan.calico", "mtu", "1300"]);
+    let mut config = lab.config("node-1");
+    config.vxlan_vni = 4097;
+    let out = lab.converge_with("node-1", &steady(Mode::Vxlan), config).expect("converge");
+    assert!(out.steps.iter().any(|s| s.why.contains("vni 4096 -> 4097")), "{:?}", out.steps);
+    let link = lab.ip("node-1", &["-d", "link", "show", "vxlan.calico"]);
+    assert!(link.contains("vxlan id 4097") && link.contains("mtu 1450"), "{link}");
+    assert_eq!(our_routes(&lab, "node-1").len(), 1, "routes restored after recreate");
+    let observed = lab.observe("node-1");
+    assert_eq!(observed.neighs.len(), 1);
+    assert_eq!(observed.fdb.len(), 1);
+}
+
+#[test]
+fn peer_leaving_removes_its_route_neighbour_and_fdb() {
+    if !have_root() {
+        return;
+    }
+    let mut lab = Lab::flat(3);
+    lab.converge("node-1", &steady(Mode::Vxlan));
+    assert_eq!(our_routes(&lab, "node-1").len(), 2);
+    lab.nodes.retain(|n| n.name != "node-3");
+    let out = lab.converge("node-1", &steady(Mode::Vxlan));
+    assert_eq!(out.changes, 3, "route, neighbour and fdb entry of node-3: {:?}", out.steps);
+    assert_eq!(our_routes(&lab, "node-1").len(), 1);
+    let observed = lab.observe("node-1");
+    assert_eq!((observed.neighs.len(), observed.fdb.len()), (1, 1));
+}

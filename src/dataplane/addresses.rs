@@ -1,0 +1,81 @@
+//! Tunnel addresses: /32s on our devices, marked with our protocol (IFA_PROTO)
+//! so an address someone else put on the same device is never touched.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+
+use ipnetwork::Ipv4Network;
+use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage, AddressProtocol};
+use rtnetlink::packet_route::AddressFamily;
+use rtnetlink::Handle;
+
+use super::netlink::{collect, errno, nl_err, EADDRNOTAVAIL, EEXIST};
+use crate::Result;
+
+#[derive(Debug, Clone, Copy)]
+pub struct Address {
+    pub index: u32,
+    pub network: Ipv4Network,
+    pub protocol: u8,
+}
+
+pub async fn dump(handle: &Handle) -> Result<Vec<Address>> {
+    let mut request = handle.address().get();
+    request.message_mut().header.family = AddressFamily::Inet;
+    let messages = collect(request.execute(), "addresses").await?;
+    Ok(messages.iter().filter_map(parse).collect())
+}
+
+fn parse(msg: &AddressMessage) -> Option<Address> {
+    let mut ip = None;
+    let mut protocol = 0;
+    for attr in &msg.attributes {
+        match attr {
+            // IFA_LOCAL is the address itself; IFA_ADDRESS is the peer on
+            // point-to-point links, so it only counts when there is no local.
+            AddressAttribute::Local(IpAddr::V4(v4)) => ip = Some(*v4),
+            AddressAttribute::Address(IpAddr::V4(v4)) if ip.is_none() => ip = Some(*v4),
+            AddressAttribute::Protocol(p) => protocol = u8::from(*p),
+            _ => {}
+        }
+    }
+    let network = Ipv4Network::new(ip?, msg.header.prefix_len).ok()?;
+    Some(Address {
+        index: msg.header.index,
+        network,
+        protocol,
+    })
+}
+
+/// Addresses by interface index.
+pub fn by_index(addresses: &[Address]) -> BTreeMap<u32, Vec<Address>> {
+    let mut out: BTreeMap<u32, Vec<Address>> = BTreeMap::new();
+    for a in addresses {
+        out.entry(a.index).or_default().push(*a);
+    }
+    out
+}
+
+pub async fn add(handle: &Handle, index: u32, dev: &str, ip: Ipv4Addr, protocol: u8) -> Result<()> {
+    let mut request = handle.address().add(index, IpAddr::V4(ip), 32);
+    request
+        .message_mut()
+        .attributes
+        .push(AddressAttribute::Protocol(AddressProtocol::from(protocol)));
+    match request.execute().await {
+        Ok(()) => Ok(()),
+        // Someone holds the same address already: it serves, and it is theirs.
+        Err(e) if errno(&e) == Some(EEXIST) => Ok(()),
+        Err(e) => Err(nl_err(format!("adding {ip}/32 to {dev}"))(e)),
+    }
+}
+
+pub async fn del(handle: &Handle, index: u32, dev: &str, ip: Ipv4Addr) -> Result<()> {
+    let mut request = handle.address().add(index, IpAddr::V4(ip), 32);
+    let message = std::mem::take(request.message_mut());
+    match handle.address().del(message).execute().await {
+        Ok(()) => Ok(()),
+        Err(e) if errno(&e) == Some(EADDRNOTAVAIL) => Ok(()),
+        Err(e) => Err(nl_err(format!("removing {ip}/32 from {dev}"))(e)),
+    }
+}

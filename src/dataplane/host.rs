@@ -1,0 +1,50 @@
+//! sysctls under /proc/sys (per network namespace of the calling thread)
+//! and the pod MTU file.
+
+use std::path::Path;
+
+use crate::{Error, Result};
+
+const PROC_SYS: &str = "/proc/sys";
+
+/// `None` when the key does not exist (a device not created yet).
+pub fn read_sysctl(key: &str) -> Result<Option<String>> {
+    let path = Path::new(PROC_SYS).join(key);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Ok(Some(text.trim().to_string())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io(format!("reading {}", path.display()), e)),
+    }
+}
+
+pub fn write_sysctl(key: &str, value: &str) -> Result<()> {
+    let path = Path::new(PROC_SYS).join(key);
+    std::fs::write(&path, value).map_err(|e| Error::io(format!("writing {value} to {}", path.display()), e))
+}
+
+pub fn read_pod_mtu(path: &Path) -> Result<Option<u32>> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(text.trim().parse().ok()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io(format!("reading {}", path.display()), e)),
+    }
+}
+
+/// Written to a temporary file and renamed, so a CNI plugin never reads half a number.
+pub fn write_pod_mtu(path: &Path, mtu: u32) -> Result<()> {
+    let context = |what: &str| format!("{what} {}", path.display());
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(context("creating the directory of"), e))?;
+    }
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, format!("{mtu}\n")).map_err(|e| Error::io(context("writing"), e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(context("renaming into"), e))
+}
+
+pub fn remove_pod_mtu(path: &Path) -> Result<()> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io(format!("removing {}", path.display()), e)),
+    }
+}

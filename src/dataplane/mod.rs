@@ -1,0 +1,287 @@
+//! Netlink: read what the kernel holds of ours (`Observed`) and run the ops
+//! of a diff. Everything here acts on the network namespace of the thread
+//! that called [`Dataplane::connect`].
+
+mod addresses;
+mod host;
+mod links;
+mod neighbours;
+mod netlink;
+mod routes;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use futures::stream::{self, StreamExt};
+use ipnetwork::Ipv4Network;
+use rtnetlink::packet_route::link::InfoKind;
+use rtnetlink::Handle;
+
+use crate::model::Config;
+use crate::plan::{
+    Diff, Fdb, IpipDevice, Neigh, Observed, Op, Stage, Step, Uplink, VxlanDevice, VxlanIdentity,
+};
+use crate::{Error, Result};
+
+pub use host::{read_sysctl, write_sysctl};
+pub use links::Link;
+
+/// Writes in flight at once within one stage: enough to keep the kernel
+/// busy, few enough that acks never overrun the socket buffer.
+const CONCURRENCY: usize = 64;
+
+pub struct Dataplane {
+    handle: Handle,
+    config: Config,
+    links: Vec<Link>,
+    requests: AtomicU64,
+}
+
+impl Dataplane {
+    /// Open a netlink socket (strict-check dumps) in the calling thread's
+    /// network namespace. Must be called inside a tokio runtime.
+    pub fn connect(config: Config) -> Result<Dataplane> {
+        let (connection, handle, _) = rtnetlink::new_connection_with_strict_check()
+            .map_err(|e| Error::io("opening a netlink socket", e))?;
+        tokio::spawn(connection);
+        Ok(Dataplane {
+            handle,
+            config,
+            links: Vec::new(),
+            requests: AtomicU64::new(0),
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Netlink requests sent so far (dumps and writes).
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    /// Links as of the last observe.
+    pub fn links(&self) -> &[Link] {
+        &self.links
+    }
+
+    fn count(&self, n: u64) {
+        self.requests.fetch_add(n, Ordering::Relaxed);
+    }
+
+    async fn refresh_links(&mut self) -> Result<()> {
+        self.count(1);
+        self.links = links::dump(&self.handle).await?;
+        Ok(())
+    }
+
+    fn link(&self, name: &str) -> Option<&Link> {
+        self.links.iter().find(|l| l.name == name)
+    }
+
+    fn index(&self, name: &str) -> Result<u32> {
+        self.link(name).map(|l| l.index).ok_or_else(|| Error::Netns {
+            name: "current".into(),
+            reason: format!("device {name} does not exist"),
+        })
+    }
+
+    /// IPv4 addresses on this host's interfaces.
+    pub async fn local_addresses(&self) -> Result<Vec<Ipv4Network>> {
+        self.count(1);
+        Ok(addresses::dump(&self.handle).await?.iter().map(|a| a.network).collect())
+    }
+
+    /// The interface that holds `node_ip`.
+    pub async fn uplink(&mut self, node_ip: Ipv4Addr) -> Result<Uplink> {
+        self.refresh_links().await?;
+        self.count(1);
+        let found = addresses::dump(&self.handle)
+            .await?
+            .into_iter()
+            .find(|a| a.network.ip() == node_ip);
+        let address = found.ok_or_else(|| {
+            Error::invalid("node ip", format!("{node_ip} is not an address of any interface here"))
+        })?;
+        let link = self.links.iter().find(|l| l.index == address.index).ok_or_else(|| Error::Netns {
+            name: "current".into(),
+            reason: format!("interface {} of {node_ip} vanished", address.index),
+        })?;
+        Ok(Uplink {
+            name: link.name.clone(),
+            mtu: link.mtu,
+            address: address.network,
+        })
+    }
+
+    /// What the kernel holds of ours, plus the sysctls named in `sysctl_keys`.
+    pub async fn observe<'a>(&mut self, sysctl_keys: impl IntoIterator<Item = &'a String>) -> Result<Observed> {
+        self.refresh_links().await?;
+        let names: BTreeMap<u32, String> = self.links.iter().map(|l| (l.index, l.name.clone())).collect();
+        self.count(2);
+        let addrs = addresses::by_index(&addresses::dump(&self.handle).await?);
+        let dumped = routes::dump(&self.handle, self.config.route_table).await?;
+
+        let mut observed = Observed::default();
+        let protocol = self.config.route_protocol;
+        for dev in [&self.config.ipip_device, &self.config.vxlan_device] {
+            let Some(link) = self.link(dev) else { continue };
+            let (ours, theirs): (Vec<&addresses::Address>, Vec<_>) = addrs
+                .get(&link.index)
+                .into_iter()
+                .flatten()
+                .partition(|a| a.protocol == protocol && a.network.prefix() == 32);
+            let ours: BTreeSet<Ipv4Addr> = ours.iter().map(|a| a.network.ip()).collect();
+            if !theirs.is_empty() {
+                observed
+                    .foreign_addresses
+                    .insert(dev.clone(), theirs.iter().map(|a| a.network).collect());
+            }
+            if dev == &self.config.ipip_device {
+                observed.ipip = Some(self.ipip_device(link, ours)?);
+            } else {
+                observed.vxlan = Some(self.vxlan_device(link, ours, &names)?);
+            }
+        }
+
+        for route in routes::named(dumped, &names) {
+            let adoptable = route.key.dst.prefix() > 0;
+            if route.protocol == protocol || (adoptable && self.config.is_owned_protocol(route.protocol)) {
+                observed.routes.entry(route.key).or_insert(route);
+            } else {
+                observed.foreign_routes.insert(route.key);
+            }
+        }
+
+        if let Some(vxlan) = self.link(&self.config.vxlan_device).cloned() {
+            self.count(2);
+            let dev = &vxlan.name;
+            for (ip, mac) in neighbours::dump_arp(&self.handle, vxlan.index).await? {
+                observed.neighs.insert(ip, Neigh { dev: dev.clone(), ip, mac });
+            }
+            for (mac, dst) in neighbours::dump_fdb(&self.handle, vxlan.index).await? {
+                observed.fdb.insert(mac, Fdb { dev: dev.clone(), mac, dst });
+            }
+        }
+
+        for key in sysctl_keys {
+            observed.sysctls.insert(key.clone(), host::read_sysctl(key)?);
+        }
+        observed.pod_mtu = host::read_pod_mtu(&self.config.mtu_file)?;
+        Ok(observed)
+    }
+
+    fn ipip_device(&self, link: &Link, addresses: BTreeSet<Ipv4Addr>) -> Result<IpipDevice> {
+        if link.kind != Some(InfoKind::IpIp) {
+            return Err(foreign_device(link, "ipip"));
+        }
+        Ok(IpipDevice {
+            name: link.name.clone(),
+            mtu: link.mtu,
+            up: link.up,
+            addresses,
+        })
+    }
+
+    fn vxlan_device(
+        &self,
+        link: &Link,
+        addresses: BTreeSet<Ipv4Addr>,
+        names: &BTreeMap<u32, String>,
+    ) -> Result<VxlanDevice> {
+        let (Some(InfoKind::Vxlan), Some(attrs)) = (&link.kind, &link.vxlan) else {
+            return Err(foreign_device(link, "vxlan"));
+        };
+        Ok(VxlanDevice {
+            name: link.name.clone(),
+            identity: VxlanIdentity {
+                vni: attrs.vni,
+                port: attrs.port,
+                local: attrs.local.unwrap_or(Ipv4Addr::UNSPECIFIED),
+                link: attrs.link.and_then(|i| names.get(&i).cloned()).unwrap_or_default(),
+                mac: link.mac.unwrap_or(crate::model::Mac([0; 6])),
+                learning: attrs.learning,
+            },
+            mtu: link.mtu,
+            up: link.up,
+            addresses,
+        })
+    }
+
+    /// Run the steps stage by stage. Within a stage the writes are
+    /// independent and run concurrently; a stage with a failure stops the
+    /// run before the next stage (later stages build on earlier ones).
+    /// Returns the number of writes performed.
+    pub async fn apply(&mut self, diff: &Diff) -> Result<usize> {
+        let mut done = 0;
+        for stage in stages(&diff.steps) {
+            if stage[0].op.stage() == Stage::Links {
+                for step in stage {
+                    self.run(step).await?;
+                    done += 1;
+                    self.refresh_links().await?;
+                }
+                continue;
+            }
+            let this = &*self;
+            let results: Vec<Result<()>> = stream::iter(stage.iter().map(|step| this.run(step)))
+                .buffer_unordered(CONCURRENCY)
+                .collect()
+                .await;
+            let total = results.len();
+            let errors: Vec<Error> = results.into_iter().filter_map(|r| r.err()).collect();
+            done += total - errors.len();
+            if let Some(first) = errors.into_iter().next() {
+                return Err(Error::Apply {
+                    failed: total - done.min(total),
+                    done,
+                    first: Box::new(first),
+                });
+            }
+        }
+        Ok(done)
+    }
+
+    async fn run(&self, step: &Step) -> Result<()> {
+        self.count(1);
+        let h = &self.handle;
+        let cfg = &self.config;
+        match &step.op {
+            Op::CreateIpip { name } => links::create_ipip(h, name).await?,
+            Op::CreateVxlan { device } => {
+                links::create_vxlan(h, device, self.index(&device.identity.link)?).await?
+            }
+            Op::DeleteLink { name, .. } => links::delete(h, self.index(name)?, name).await?,
+            Op::SetMtu { dev, mtu } => links::set_mtu(h, self.index(dev)?, dev, *mtu).await?,
+            Op::SetUp { dev } => links::set_up(h, self.index(dev)?, dev, true).await?,
+            Op::SetDown { dev } => links::set_up(h, self.index(dev)?, dev, false).await?,
+            Op::AddAddress { dev, ip } => addresses::add(h, self.index(dev)?, dev, *ip, cfg.route_protocol).await?,
+            Op::DelAddress { dev, ip, .. } => addresses::del(h, self.index(dev)?, dev, *ip).await?,
+            Op::SetSysctl { key, value } => host::write_sysctl(key, value)?,
+            Op::WritePodMtu { mtu } => host::write_pod_mtu(&cfg.mtu_file, *mtu)?,
+            Op::RemovePodMtu => host::remove_pod_mtu(&cfg.mtu_file)?,
+            Op::ReplaceNeigh { neigh } => neighbours::replace_arp(h, self.index(&neigh.dev)?, neigh).await?,
+            Op::DelNeigh { neigh } => neighbours::del_arp(h, self.index(&neigh.dev)?, neigh).await?,
+            Op::ReplaceFdb { fdb } => neighbours::replace_fdb(h, self.index(&fdb.dev)?, fdb).await?,
+            Op::DelFdb { fdb } => neighbours::del_fdb(h, self.index(&fdb.dev)?, fdb).await?,
+            Op::ReplaceRoute { route } => routes::replace(h, route, self.index(&route.dev)?).await?,
+            Op::DelRoute { route } => routes::del(h, route).await?,
+        }
+        tracing::info!(why = %step.why, "{}", step.op);
+        Ok(())
+    }
+}
+
+/// Consecutive steps of the same stage.
+fn stages(steps: &[Step]) -> impl Iterator<Item = &[Step]> {
+    steps.chunk_by(|a, b| a.op.stage() == b.op.stage())
+}
+
+fn foreign_device(link: &Link, want: &str) -> Error {
+    Error::Foreign(format!(
+        "device {} exists but is not {want} (kind {:?}); it is not ours, so it is left alone",
+        link.name, link.kind
+    ))
+}

@@ -1,0 +1,125 @@
+//! Permanent ARP and FDB entries on our VXLAN device: everything permanent
+//! there is ours; entries the kernel learns or resolves are left alone.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use rtnetlink::packet_route::neighbour::{
+    NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
+};
+use rtnetlink::packet_route::AddressFamily;
+use rtnetlink::Handle;
+
+use super::netlink::{collect, errno, nl_err, ENOENT};
+use crate::model::Mac;
+use crate::plan::{Fdb, Neigh};
+use crate::Result;
+
+const NUD_PERMANENT: u16 = 0x80;
+
+/// Permanent IPv4 neighbours on `index`: (ip, mac).
+pub async fn dump_arp(handle: &Handle, index: u32) -> Result<Vec<(Ipv4Addr, Mac)>> {
+    let mut request = handle.neighbours().get().set_address_family(AddressFamily::Inet);
+    request.message_mut().attributes.push(NeighbourAttribute::IfIndex(index));
+    let messages = collect(request.execute(), "neighbours").await?;
+    Ok(messages
+        .iter()
+        .filter(|m| m.header.ifindex == index && is_permanent(m.header.state))
+        .filter_map(|m| Some((destination(m)?, lladdr(m)?)))
+        .collect())
+}
+
+/// Permanent FDB entries of the device itself (`self`): (mac, dst).
+pub async fn dump_fdb(handle: &Handle, index: u32) -> Result<Vec<(Mac, Ipv4Addr)>> {
+    let mut request = handle.neighbours().get().set_address_family(AddressFamily::Bridge);
+    request.message_mut().header.ifindex = index;
+    let messages = collect(request.execute(), "fdb").await?;
+    Ok(messages
+        .iter()
+        .filter(|m| m.header.ifindex == index && is_permanent(m.header.state))
+        .filter_map(|m| Some((lladdr(m)?, destination(m)?)))
+        .collect())
+}
+
+/// FDB entries of a VXLAN device are NUD_PERMANENT|NUD_NOARP.
+fn is_permanent(state: NeighbourState) -> bool {
+    u16::from(state) & NUD_PERMANENT != 0
+}
+
+fn destination(m: &NeighbourMessage) -> Option<Ipv4Addr> {
+    m.attributes.iter().find_map(|a| match a {
+        NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => Some(*ip),
+        // In AF_BRIDGE messages the parser cannot know the address family.
+        NeighbourAttribute::Destination(NeighbourAddress::Other(bytes)) => {
+            <[u8; 4]>::try_from(bytes.as_slice()).ok().map(Ipv4Addr::from)
+        }
+        _ => None,
+    })
+}
+
+fn lladdr(m: &NeighbourMessage) -> Option<Mac> {
+    m.attributes.iter().find_map(|a| match a {
+        NeighbourAttribute::LinkLayerAddress(bytes) => Mac::from_slice(bytes),
+        _ => None,
+    })
+}
+
+pub async fn replace_arp(handle: &Handle, index: u32, neigh: &Neigh) -> Result<()> {
+    handle
+        .neighbours()
+        .add(index, IpAddr::V4(neigh.ip))
+        .link_layer_address(&neigh.mac.0)
+        .state(NeighbourState::Permanent)
+        .replace()
+        .execute()
+        .await
+        .map_err(nl_err(format!("neigh replace {} lladdr {} dev {}", neigh.ip, neigh.mac, neigh.dev)))
+}
+
+pub async fn del_arp(handle: &Handle, index: u32, neigh: &Neigh) -> Result<()> {
+    let mut message = NeighbourMessage::default();
+    message.header.family = AddressFamily::Inet;
+    message.header.ifindex = index;
+    message
+        .attributes
+        .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(neigh.ip)));
+    ignore_missing(
+        handle.neighbours().del(message).execute().await,
+        format!("neigh del {} dev {}", neigh.ip, neigh.dev),
+    )
+}
+
+pub async fn replace_fdb(handle: &Handle, index: u32, fdb: &Fdb) -> Result<()> {
+    handle
+        .neighbours()
+        .add_bridge(index, &fdb.mac.0)
+        .destination(IpAddr::V4(fdb.dst))
+        .flags(NeighbourFlags::Own)
+        .state(NeighbourState::Permanent)
+        .replace()
+        .execute()
+        .await
+        .map_err(nl_err(format!("fdb replace {} dev {} dst {}", fdb.mac, fdb.dev, fdb.dst)))
+}
+
+pub async fn del_fdb(handle: &Handle, index: u32, fdb: &Fdb) -> Result<()> {
+    let mut message = NeighbourMessage::default();
+    message.header.family = AddressFamily::Bridge;
+    message.header.ifindex = index;
+    message.header.flags = NeighbourFlags::Own;
+    message.attributes.push(NeighbourAttribute::LinkLayerAddress(fdb.mac.0.to_vec()));
+    message
+        .attributes
+        .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(fdb.dst)));
+    ignore_missing(
+        handle.neighbours().del(message).execute().await,
+        format!("fdb del {} dev {} dst {}", fdb.mac, fdb.dev, fdb.dst),
+    )
+}
+
+fn ignore_missing(result: std::result::Result<(), rtnetlink::Error>, context: String) -> Result<()> {
+    match result {
+        Ok(()) => Ok(()),
+        Err(e) if errno(&e) == Some(ENOENT) => Ok(()),
+        Err(e) => Err(nl_err(context)(e)),
+    }
+}

@@ -1,0 +1,31 @@
+//! Small helpers shared by the netlink wrappers.
+
+use futures::{Stream, TryStreamExt};
+
+use crate::Error;
+
+/// errno of a netlink NACK (positive), if that is what failed.
+pub fn errno(e: &rtnetlink::Error) -> Option<i32> {
+    match e {
+        rtnetlink::Error::NetlinkError(m) if m.raw_code() != 0 => Some(m.raw_code().abs()),
+        _ => None,
+    }
+}
+
+pub fn nl_err(context: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> Error {
+    let context = context.into();
+    move |source| Error::Netlink { context, source }
+}
+
+/// Collect a dump, with the context of what was dumped on failure.
+pub async fn collect<T>(
+    stream: impl Stream<Item = Result<T, rtnetlink::Error>>,
+    what: &str,
+) -> Result<Vec<T>, Error> {
+    stream.try_collect().await.map_err(nl_err(format!("dumping {what}")))
+}
+
+pub const EEXIST: i32 = libc::EEXIST;
+pub const ENOENT: i32 = libc::ENOENT;
+pub const ESRCH: i32 = libc::ESRCH;
+pub const EADDRNOTAVAIL: i32 = libc::EADDRNOTAVAIL;

@@ -1,0 +1,86 @@
+//! One reconcile: read the kernel, plan, write, read back. The CLI's `apply`
+//! runs it once; the agent runs it on every trigger.
+
+use serde::Serialize;
+
+use crate::dataplane::Dataplane;
+use crate::model::{Cluster, Node};
+use crate::plan::{self, Desired, Diff, Inputs, RouteKey, Step, Uplink};
+use crate::{Error, Result};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Outcome {
+    /// Kernel (and file) writes performed; 0 when already converged.
+    pub changes: usize,
+    pub steps: Vec<Step>,
+    /// Desired routes not installed because a foreign route holds the key.
+    pub conflicts: Vec<RouteKey>,
+    pub pod_mtu: Option<u32>,
+}
+
+/// The node this host is: by name when given, else the one whose IP is on a
+/// local interface.
+pub async fn local_node<'c>(dp: &Dataplane, cluster: &'c Cluster, name: Option<&str>) -> Result<&'c Node> {
+    if let Some(name) = name {
+        return cluster
+            .node(name)
+            .ok_or_else(|| Error::invalid("node", format!("{name:?} is not in the cluster file")));
+    }
+    let local = dp.local_addresses().await?;
+    let mut found = cluster.nodes.iter().filter(|n| local.iter().any(|a| a.ip() == n.node_ip));
+    match (found.next(), found.next()) {
+        (Some(node), None) => Ok(node),
+        (None, _) => Err(Error::invalid(
+            "node",
+            "no node of the cluster file has an IP on this host; pass --node NAME",
+        )),
+        (Some(a), Some(b)) => Err(Error::invalid(
+            "node",
+            format!("both {} and {} have an IP on this host; pass --node NAME", a.name, b.name),
+        )),
+    }
+}
+
+/// Desired state of `local` in `cluster`, with the uplink read from the kernel.
+pub async fn desired_for(dp: &mut Dataplane, cluster: &Cluster, local: &Node) -> Result<(Desired, Uplink)> {
+    let uplink = dp.uplink(local.node_ip).await?;
+    let desired = plan::desired(Inputs {
+        local,
+        nodes: &cluster.nodes,
+        plan: &cluster.plan,
+        config: dp.config(),
+        uplink: &uplink,
+    })?;
+    Ok((desired, uplink))
+}
+
+/// The diff between `desired` and the kernel, without writing anything.
+pub async fn dry_run(dp: &mut Dataplane, desired: &Desired) -> Result<Diff> {
+    let observed = dp.observe(desired.sysctls.keys()).await?;
+    Ok(plan::diff(desired, &observed))
+}
+
+/// Make the kernel hold `desired`, then read it back: success means the
+/// kernel holds the plan, not merely that the writes were accepted.
+pub async fn converge(dp: &mut Dataplane, desired: &Desired) -> Result<Outcome> {
+    let diff = dry_run(dp, desired).await?;
+    for key in &diff.conflicts {
+        tracing::warn!(
+            dst = %key.dst,
+            table = key.table,
+            "a route that is not ours holds this destination; leaving it alone"
+        );
+    }
+    let changes = if diff.is_empty() { 0 } else { dp.apply(&diff).await? };
+    let after = dry_run(dp, desired).await?;
+    if !after.is_empty() {
+        let left: Vec<String> = after.steps.iter().map(ToString::to_string).collect();
+        return Err(Error::Unconverged(left.join("; ")));
+    }
+    Ok(Outcome {
+        changes,
+        steps: diff.steps,
+        conflicts: diff.conflicts,
+        pod_mtu: desired.pod_mtu,
+    })
+}

@@ -1,0 +1,78 @@
+//! One error type for the crate. Every variant carries enough context to say
+//! what was being done and with which input.
+
+use std::path::PathBuf;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Bad user or cluster input; nothing was changed. Exit code 2.
+    #[error("invalid {field}: {reason}")]
+    Invalid { field: String, reason: String },
+
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("reading {path}: {source}")]
+    ReadFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("netlink: {context}: {source}")]
+    Netlink {
+        context: String,
+        #[source]
+        source: rtnetlink::Error,
+    },
+
+    /// Something we would own by name is somebody else's.
+    #[error("{0}")]
+    Foreign(String),
+
+    #[error("{failed} of the writes failed ({done} done), first: {first}")]
+    Apply {
+        failed: usize,
+        done: usize,
+        first: Box<Error>,
+    },
+
+    #[error("kernel state after apply still differs from the plan: {0}")]
+    Unconverged(String),
+
+    #[error("command `{command}` failed: {stderr}")]
+    Command { command: String, stderr: String },
+
+    #[error("network namespace {name}: {reason}")]
+    Netns { name: String, reason: String },
+}
+
+impl Error {
+    pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Error::Invalid {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+
+    /// Bad input is exit code 2, everything else is a runtime failure (1).
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Invalid { .. } => 2,
+            _ => 1,
+        }
+    }
+}

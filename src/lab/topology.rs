@@ -1,0 +1,463 @@
+//! A virtual cluster in network namespaces, built with `ip`:
+//!
+//! ```text
+//!  pod ns (eth0 10.244.N.2/32) ==veth== node ns `node-N` (podK, proxy_arp)
+//!  node ns eth0 10.250.S.N/24 ==veth== underlay ns S (bridge br0)
+//!  optional router ns: one leg per subnet bridge, 10.250.S.254, ip_forward=1
+//! ```
+//!
+//! Nothing is routed between pod CIDRs and node namespaces keep ip_forward=0:
+//! that is the engine's job. Everything lives in namespaces owned by the
+//! [`Topology`] value and disappears when it is dropped; the host's own
+//! interfaces, routes and sysctls are never touched.
+
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+
+use ipnetwork::Ipv4Network;
+
+use super::netns::{unique_name, Netns};
+use crate::{Error, Result};
+
+/// MAC of the node side of every pod veth (as Calico does); pods hold a
+/// permanent neighbour entry 169.254.1.1 -> this MAC.
+pub const POD_GATEWAY_MAC: &str = "ee:ee:ee:ee:ee:ee";
+/// The pods' next hop (Calico's link-local gateway).
+pub const POD_GATEWAY_IP: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
+/// Name of the node's uplink and of the pod's interface.
+pub const UPLINK: &str = "eth0";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodInfo {
+    pub netns: String,
+    pub ip: Ipv4Addr,
+    /// The node side of the pod veth, in the node namespace (`pod<k>`).
+    pub host_veth: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeInfo {
+    /// Kubernetes-style node name, `node-<n>`.
+    pub name: String,
+    pub netns: String,
+    /// Index of the underlay subnet (third octet of the node IP).
+    pub subnet: u8,
+    pub ip: Ipv4Addr,
+    /// The underlay subnet, e.g. 10.250.0.0/24.
+    pub underlay: Ipv4Network,
+    pub uplink: String,
+    pub uplink_mtu: u32,
+    /// Default gateway (the router's leg) when the topology has a router.
+    pub gateway: Option<Ipv4Addr>,
+    /// e.g. 10.244.<n>.0/24; its .0 is the node's tunnel address, never a pod's.
+    pub pod_cidr: Ipv4Network,
+    pub pods: Vec<PodInfo>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubnetInfo {
+    pub index: u8,
+    /// The underlay namespace holding bridge `br0`.
+    pub netns: String,
+    pub cidr: Ipv4Network,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouterInfo {
+    pub netns: String,
+    /// (subnet index, router address .254 on that subnet)
+    pub legs: Vec<(u8, Ipv4Addr)>,
+}
+
+/// Builder for [`Topology`]. Node `n` (1-based, in the order added) gets
+/// node IP `<underlay a.b>.<subnet>.<n>/24` and pod CIDR `<pod a.b>.<n>.0/24`.
+#[derive(Debug, Clone)]
+pub struct TopologyBuilder {
+    prefix: String,
+    underlay_base: Ipv4Addr,
+    pod_base: Ipv4Addr,
+    uplink_mtu: u32,
+    pods_per_node: usize,
+    router: bool,
+    node_subnets: Vec<u8>,
+}
+
+impl Default for TopologyBuilder {
+    fn default() -> Self {
+        TopologyBuilder {
+            prefix: "pr".to_string(),
+            underlay_base: Ipv4Addr::new(10, 250, 0, 0),
+            pod_base: Ipv4Addr::new(10, 244, 0, 0),
+            uplink_mtu: 1500,
+            pods_per_node: 1,
+            router: false,
+            node_subnets: Vec::new(),
+        }
+    }
+}
+
+impl TopologyBuilder {
+    /// Prefix of the namespace names (cut to keep names short).
+    pub fn prefix(mut self, prefix: &str) -> Self {
+        self.prefix = prefix.to_string();
+        self
+    }
+    /// Only the first two octets are used (default 10.250.0.0).
+    pub fn underlay_base(mut self, base: Ipv4Addr) -> Self {
+        self.underlay_base = base;
+        self
+    }
+    /// Only the first two octets are used (default 10.244.0.0).
+    pub fn pod_base(mut self, base: Ipv4Addr) -> Self {
+        self.pod_base = base;
+        self
+    }
+    /// MTU of node uplinks, bridges and router legs; also the initial pod veth MTU.
+    pub fn uplink_mtu(mut self, mtu: u32) -> Self {
+        self.uplink_mtu = mtu;
+        self
+    }
+    pub fn pods_per_node(mut self, pods: usize) -> Self {
+        self.pods_per_node = pods;
+        self
+    }
+    /// Adds a router namespace joining every subnet; nodes get a default route via it.
+    pub fn router(mut self, router: bool) -> Self {
+        self.router = router;
+        self
+    }
+    /// Adds one node on underlay subnet `subnet`.
+    pub fn node(mut self, subnet: u8) -> Self {
+        self.node_subnets.push(subnet);
+        self
+    }
+    /// Adds `count` nodes on underlay subnet `subnet`.
+    pub fn nodes(mut self, subnet: u8, count: usize) -> Self {
+        self.node_subnets.extend(std::iter::repeat_n(subnet, count));
+        self
+    }
+
+    pub fn build(self) -> Result<Topology> {
+        self.validate()?;
+        let mut topo = Topology {
+            id: unique_name(&self.prefix),
+            namespaces: Vec::new(),
+            subnets: Vec::new(),
+            router: None,
+            nodes: Vec::new(),
+        };
+        let subnets: BTreeSet<u8> = self.node_subnets.iter().copied().collect();
+        for &s in &subnets {
+            self.add_subnet(&mut topo, s)?;
+        }
+        if self.router {
+            self.add_router(&mut topo)?;
+        }
+        for (i, &s) in self.node_subnets.iter().enumerate() {
+            self.add_node(&mut topo, i + 1, s)?;
+        }
+        Ok(topo)
+    }
+
+    fn validate(&self) -> Result<()> {
+        if self.node_subnets.len() > 253 {
+            return Err(Error::invalid("nodes", "at most 253 nodes"));
+        }
+        if self.pods_per_node > 253 {
+            return Err(Error::invalid("pods_per_node", "at most 253 pods per node"));
+        }
+        if !(68..=65535).contains(&self.uplink_mtu) {
+            return Err(Error::invalid("uplink_mtu", "must be within 68..=65535"));
+        }
+        Ok(())
+    }
+
+    fn add_subnet(&self, topo: &mut Topology, s: u8) -> Result<()> {
+        let name = topo.create_ns(&format!("u{s}"))?;
+        let ns = topo.netns_by_name(&name)?;
+        let mtu = self.uplink_mtu.to_string();
+        ns.ip(&["link", "add", "br0", "mtu", &mtu, "type", "bridge"])?;
+        ns.ip(&["link", "set", "br0", "up"])?;
+        topo.subnets.push(SubnetInfo {
+            index: s,
+            netns: name,
+            cidr: net24(with_octets(self.underlay_base, s, 0))?,
+        });
+        Ok(())
+    }
+
+    fn add_router(&self, topo: &mut Topology) -> Result<()> {
+        let name = topo.create_ns("rt")?;
+        let ns = topo.netns_by_name(&name)?;
+        ns.sysctl("net.ipv4.ip_forward", "1")?;
+        ns.sysctl("net.ipv4.conf.all.rp_filter", "0")?;
+        ns.sysctl("net.ipv4.conf.default.rp_filter", "0")?;
+        let mut legs = Vec::new();
+        for subnet in &topo.subnets {
+            let leg = format!("s{}", subnet.index);
+            let addr = with_octets(self.underlay_base, subnet.index, 254);
+            self.veth(ns, &leg, "rt", &subnet.netns)?;
+            topo.netns_by_name(&subnet.netns)?
+                .ip(&["link", "set", "rt", "master", "br0", "up"])?;
+            ns.ip(&["addr", "add", &format!("{addr}/24"), "dev", &leg])?;
+            ns.ip(&["link", "set", &leg, "up"])?;
+            legs.push((subnet.index, addr));
+        }
+        topo.router = Some(RouterInfo { netns: name, legs });
+        Ok(())
+    }
+
+    fn add_node(&self, topo: &mut Topology, n: usize, s: u8) -> Result<()> {
+        let host = u8::try_from(n).map_err(|_| Error::invalid("nodes", "too many"))?;
+        let node_ns = topo.create_ns(&format!("n{n}"))?;
+        let ns = topo.netns_by_name(&node_ns)?;
+        // A new namespace copies the host's ip_forward; start from a known 0.
+        ns.sysctl("net.ipv4.ip_forward", "0")?;
+        ns.ip(&["link", "set", "lo", "up"])?;
+        let underlay = topo.subnet_netns(s)?;
+        let port = format!("n{n}");
+        self.veth(ns, UPLINK, &port, &underlay)?;
+        topo.netns_by_name(&underlay)?
+            .ip(&["link", "set", &port, "master", "br0", "up"])?;
+        let ip = with_octets(self.underlay_base, s, host);
+        ns.ip(&["addr", "add", &format!("{ip}/24"), "dev", UPLINK])?;
+        ns.ip(&["link", "set", UPLINK, "up"])?;
+        let gateway = topo
+            .router
+            .as_ref()
+            .map(|_| with_octets(self.underlay_base, s, 254));
+        if let Some(gw) = gateway {
+            ns.ip(&[
+                "route",
+                "add",
+                "default",
+                "via",
+                &gw.to_string(),
+                "dev",
+                UPLINK,
+            ])?;
+        }
+        let pod_cidr = net24(with_octets(self.pod_base, host, 0))?;
+        let mut pods = Vec::new();
+        for k in 0..self.pods_per_node {
+            let last =
+                u8::try_from(k + 2).map_err(|_| Error::invalid("pods_per_node", "too many"))?;
+            pods.push(self.add_pod(
+                topo,
+                &node_ns,
+                n,
+                k,
+                with_octets(self.pod_base, host, last),
+            )?);
+        }
+        topo.nodes.push(NodeInfo {
+            name: format!("node-{n}"),
+            netns: node_ns,
+            subnet: s,
+            ip,
+            underlay: net24(with_octets(self.underlay_base, s, 0))?,
+            uplink: UPLINK.to_string(),
+            uplink_mtu: self.uplink_mtu,
+            gateway,
+            pod_cidr,
+            pods,
+        });
+        Ok(())
+    }
+
+    fn add_pod(
+        &self,
+        topo: &mut Topology,
+        node_ns: &str,
+        n: usize,
+        k: usize,
+        ip: Ipv4Addr,
+    ) -> Result<PodInfo> {
+        let pod_ns = topo.create_ns(&format!("n{n}p{k}"))?;
+        let pod = topo.netns_by_name(&pod_ns)?;
+        let host_veth = format!("pod{k}");
+        let mtu = self.uplink_mtu.to_string();
+        pod.ip(&["link", "set", "lo", "up"])?;
+        pod.ip(&[
+            "link",
+            "add",
+            UPLINK,
+            "mtu",
+            &mtu,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &host_veth,
+            "mtu",
+            &mtu,
+            "address",
+            POD_GATEWAY_MAC,
+            "netns",
+            node_ns,
+        ])?;
+        let node = topo.netns_by_name(node_ns)?;
+        node.ip(&["link", "set", &host_veth, "up"])?;
+        node.sysctl(&format!("net.ipv4.conf.{host_veth}.proxy_arp"), "1")?;
+        pod.ip(&["addr", "add", &format!("{ip}/32"), "dev", UPLINK])?;
+        pod.ip(&["link", "set", UPLINK, "up"])?;
+        let gw = POD_GATEWAY_IP.to_string();
+        pod.ip(&["route", "add", &gw, "dev", UPLINK, "scope", "link"])?;
+        pod.ip(&["route", "add", "default", "via", &gw, "dev", UPLINK])?;
+        pod.ip(&[
+            "neigh",
+            "replace",
+            &gw,
+            "lladdr",
+            POD_GATEWAY_MAC,
+            "dev",
+            UPLINK,
+            "nud",
+            "permanent",
+        ])?;
+        // Default protocol (boot): foreign to the engine, like a CNI's route.
+        node.ip(&[
+            "route",
+            "add",
+            &format!("{ip}/32"),
+            "dev",
+            &host_veth,
+            "scope",
+            "link",
+        ])?;
+        Ok(PodInfo {
+            netns: pod_ns,
+            ip,
+            host_veth,
+        })
+    }
+
+    /// A veth `local` in `ns` whose peer `peer` is created directly in `peer_ns`.
+    fn veth(&self, ns: &Netns, local: &str, peer: &str, peer_ns: &str) -> Result<()> {
+        let mtu = self.uplink_mtu.to_string();
+        ns.ip(&[
+            "link", "add", local, "mtu", &mtu, "type", "veth", "peer", "name", peer, "mtu", &mtu,
+            "netns", peer_ns,
+        ])?;
+        Ok(())
+    }
+}
+
+/// The built cluster. Dropping it deletes all its namespaces (and with them
+/// every veth, bridge and route inside).
+#[derive(Debug)]
+pub struct Topology {
+    id: String,
+    namespaces: Vec<Netns>,
+    subnets: Vec<SubnetInfo>,
+    router: Option<RouterInfo>,
+    nodes: Vec<NodeInfo>,
+}
+
+impl Topology {
+    pub fn builder() -> TopologyBuilder {
+        TopologyBuilder::default()
+    }
+
+    /// Common prefix of all namespace names of this topology.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+    pub fn nodes(&self) -> &[NodeInfo] {
+        &self.nodes
+    }
+    pub fn node(&self, name: &str) -> Option<&NodeInfo> {
+        self.nodes.iter().find(|n| n.name == name)
+    }
+    pub fn subnets(&self) -> &[SubnetInfo] {
+        &self.subnets
+    }
+    pub fn router(&self) -> Option<&RouterInfo> {
+        self.router.as_ref()
+    }
+    /// Names of all namespaces this topology owns.
+    pub fn namespace_names(&self) -> Vec<String> {
+        self.namespaces
+            .iter()
+            .map(|n| n.name().to_string())
+            .collect()
+    }
+    /// The handle of one of this topology's namespaces, by namespace name.
+    pub fn netns(&self, netns: &str) -> Option<&Netns> {
+        self.namespaces.iter().find(|n| n.name() == netns)
+    }
+    /// The namespace of node `node` (e.g. `node-1`).
+    pub fn node_netns(&self, node: &str) -> Result<&Netns> {
+        self.netns_by_name(&self.node_info(node)?.netns)
+    }
+
+    /// Sets the MTU of both ends of every pod veth on `node`.
+    pub fn set_pod_mtu(&self, node: &str, mtu: u32) -> Result<()> {
+        let info = self.node_info(node)?;
+        let node_ns = self.netns_by_name(&info.netns)?;
+        let mtu = mtu.to_string();
+        for pod in &info.pods {
+            node_ns.ip(&["link", "set", &pod.host_veth, "mtu", &mtu])?;
+            self.netns_by_name(&pod.netns)?
+                .ip(&["link", "set", UPLINK, "mtu", &mtu])?;
+        }
+        Ok(())
+    }
+
+    /// `net.ipv4.ip_forward=1` in `node` (the engine normally does this).
+    pub fn enable_ip_forward(&self, node: &str) -> Result<()> {
+        self.node_netns(node)?.sysctl("net.ipv4.ip_forward", "1")
+    }
+
+    /// Gives the router a route to every pod CIDR via its node, like a cloud
+    /// route table (native mode `underlay`).
+    pub fn add_router_pod_routes(&self) -> Result<()> {
+        let router = self
+            .router
+            .as_ref()
+            .ok_or_else(|| Error::invalid("topology", "has no router"))?;
+        let ns = self.netns_by_name(&router.netns)?;
+        for node in &self.nodes {
+            let cidr = node.pod_cidr.to_string();
+            ns.ip(&["route", "replace", &cidr, "via", &node.ip.to_string()])?;
+        }
+        Ok(())
+    }
+
+    /// Creates `<id>-<role>`, owned by the topology; returns its name.
+    fn create_ns(&mut self, role: &str) -> Result<String> {
+        let ns = Netns::create(&format!("{}-{role}", self.id))?;
+        let name = ns.name().to_string();
+        self.namespaces.push(ns);
+        Ok(name)
+    }
+
+    fn netns_by_name(&self, netns: &str) -> Result<&Netns> {
+        self.netns(netns).ok_or_else(|| Error::Netns {
+            name: netns.to_string(),
+            reason: "not part of this topology".to_string(),
+        })
+    }
+
+    fn node_info(&self, node: &str) -> Result<&NodeInfo> {
+        self.node(node)
+            .ok_or_else(|| Error::invalid("node", format!("no node named {node}")))
+    }
+
+    fn subnet_netns(&self, s: u8) -> Result<String> {
+        self.subnets
+            .iter()
+            .find(|sub| sub.index == s)
+            .map(|sub| sub.netns.clone())
+            .ok_or_else(|| Error::invalid("subnet", format!("no underlay subnet {s}")))
+    }
+}
+
+fn with_octets(base: Ipv4Addr, third: u8, fourth: u8) -> Ipv4Addr {
+    let [a, b, _, _] = base.octets();
+    Ipv4Addr::new(a, b, third, fourth)
+}
+
+fn net24(addr: Ipv4Addr) -> Result<Ipv4Network> {
+    Ipv4Network::new(addr, 24).map_err(|e| Error::invalid("network", e.to_string()))
+}

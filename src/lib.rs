@@ -1,0 +1,12 @@
+//! podroute: pod routes over ipip, VXLAN or native routing, programmed over
+//! netlink, and a seamless switch between them. See DESIGN.md.
+
+pub mod cli;
+pub mod dataplane;
+pub mod engine;
+pub mod error;
+pub mod lab;
+pub mod model;
+pub mod plan;
+
+pub use error::{Error, Result};

@@ -1,0 +1,185 @@
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use super::{Mode, OffSubnet, RpFilter};
+use crate::{Error, Result};
+
+pub const DEFAULT_ROUTE_PROTOCOL: u8 = 91;
+pub const MAIN_TABLE: u32 = 254;
+pub const MIN_MTU: u32 = 576;
+
+/// Node-local settings: how and where podroute programs the kernel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Config {
+    /// Protocol number that marks our routes and addresses as ours.
+    pub route_protocol: u8,
+    /// Route protocols whose routes are treated as ours (legacy cleanup).
+    pub adopt_route_protocols: Vec<u8>,
+    pub route_table: u32,
+    pub route_metric: u32,
+    pub ipip_device: String,
+    pub vxlan_device: String,
+    pub vxlan_vni: u32,
+    pub vxlan_port: u16,
+    /// MTU of the underlay path; `None` means the uplink's MTU.
+    pub mtu: Option<u32>,
+    pub rp_filter: RpFilter,
+    pub off_subnet: OffSubnet,
+    /// The tunnel native mode uses for off-subnet peers with `off_subnet: encap`.
+    pub cross_subnet_tunnel: Mode,
+    /// Where the pod MTU is written for the CNI plugin.
+    pub mtu_file: PathBuf,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            route_protocol: DEFAULT_ROUTE_PROTOCOL,
+            adopt_route_protocols: Vec::new(),
+            route_table: MAIN_TABLE,
+            route_metric: 0,
+            ipip_device: "tunl0".into(),
+            vxlan_device: "vxlan.calico".into(),
+            vxlan_vni: 4096,
+            vxlan_port: 4789,
+            mtu: None,
+            rp_filter: RpFilter::Loose,
+            off_subnet: OffSubnet::Encap,
+            cross_subnet_tunnel: Mode::Vxlan,
+            mtu_file: PathBuf::from("/run/podroute/mtu"),
+        }
+    }
+}
+
+impl Config {
+    /// The protocols whose routes we own: ours first, then the adopted ones.
+    pub fn owned_protocols(&self) -> impl Iterator<Item = u8> + '_ {
+        std::iter::once(self.route_protocol).chain(self.adopt_route_protocols.iter().copied())
+    }
+
+    pub fn is_owned_protocol(&self, protocol: u8) -> bool {
+        self.owned_protocols().any(|p| p == protocol)
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        if matches!(self.route_protocol, 0..=4) {
+            return Err(Error::invalid(
+                "route-protocol",
+                format!(
+                    "{} is reserved for the kernel and admins (use 5-255)",
+                    self.route_protocol
+                ),
+            ));
+        }
+        if self.adopt_route_protocols.contains(&self.route_protocol) {
+            return Err(Error::invalid(
+                "adopt-route-protocols",
+                "lists our own route protocol",
+            ));
+        }
+        if self.vxlan_vni == 0 || self.vxlan_vni >= 1 << 24 {
+            return Err(Error::invalid(
+                "vxlan-vni",
+                format!("{} is not in 1..16777215", self.vxlan_vni),
+            ));
+        }
+        if self.vxlan_port == 0 {
+            return Err(Error::invalid("vxlan-port", "must not be 0"));
+        }
+        if self.cross_subnet_tunnel == Mode::Native {
+            return Err(Error::invalid(
+                "cross-subnet-tunnel",
+                "must be ipip or vxlan",
+            ));
+        }
+        for (field, name) in [
+            ("ipip-device", &self.ipip_device),
+            ("vxlan-device", &self.vxlan_device),
+        ] {
+            validate_ifname(field, name)?;
+        }
+        if let Some(mtu) = self.mtu {
+            if mtu < MIN_MTU {
+                return Err(Error::invalid(
+                    "mtu",
+                    format!("{mtu} is under the IPv4 minimum of {MIN_MTU}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+pub fn validate_ifname(field: &str, name: &str) -> Result<()> {
+    if name.is_empty()
+        || name.len() > 15
+        || name.contains(['/', ' '])
+        || name == "."
+        || name == ".."
+    {
+        return Err(Error::invalid(
+            field,
+            format!("{name:?} is not a valid interface name"),
+        ));
+    }
+    Ok(())
+}
+
+/// Route protocol by number or by its iproute2 name (`bird`, `80`).
+pub fn parse_route_protocol(field: &str, text: &str) -> Result<u8> {
+    const NAMES: &[(&str, u8)] = &[
+        ("redirect", 1),
+        ("kernel", 2),
+        ("boot", 3),
+        ("static", 4),
+        ("gated", 8),
+        ("ra", 9),
+        ("mrt", 10),
+        ("zebra", 11),
+        ("bird", 12),
+        ("dnrouted", 13),
+        ("xorp", 14),
+        ("ntk", 15),
+        ("dhcp", 16),
+        ("keepalived", 18),
+        ("babel", 42),
+        ("bgp", 186),
+        ("isis", 187),
+        ("ospf", 188),
+        ("rip", 189),
+        ("eigrp", 192),
+    ];
+    let text = text.trim();
+    let number = match NAMES.iter().find(|(name, _)| *name == text) {
+        Some((_, n)) => *n,
+        None => text.parse::<u8>().map_err(|_| {
+            Error::invalid(
+                field,
+                format!("{text:?} is neither a protocol number (0-255) nor a known name"),
+            )
+        })?,
+    };
+    Ok(number)
+}
+
+/// Parse `--adopt-route-protocols bird,80`. Kernel, boot and static routes
+/// are never adopted: those are the host's own and the admin's.
+pub fn parse_adopted_protocols(text: &str) -> Result<Vec<u8>> {
+    let field = "adopt-route-protocols";
+    let mut out = Vec::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let number = parse_route_protocol(field, part)?;
+        if matches!(number, 0..=4) {
+            return Err(Error::invalid(
+                field,
+                format!("{part:?} ({number}) is the kernel's or the admin's; it is never adopted"),
+            ));
+        }
+        if !out.contains(&number) {
+            out.push(number);
+        }
+    }
+    Ok(out)
+}

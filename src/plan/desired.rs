@@ -1,0 +1,217 @@
+//! From (local node, peers, plan, config, uplink) to the kernel state the
+//! plan needs. Pure: every decision that can be made without root is here.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::model::{Config, Mac, Mode, Node, OffSubnet, Plan, RpFilter, MIN_MTU};
+use crate::{Error, Result};
+
+use super::state::{
+    Desired, Fdb, IpipDevice, Neigh, Route, RouteKey, RouteKind, Uplink, VxlanDevice, VxlanIdentity,
+};
+
+/// Everything the planner needs about the node it runs on.
+#[derive(Debug, Clone, Copy)]
+pub struct Inputs<'a> {
+    pub local: &'a Node,
+    /// All nodes of the cluster; the local one is skipped.
+    pub nodes: &'a [Node],
+    pub plan: &'a Plan,
+    pub config: &'a Config,
+    pub uplink: &'a Uplink,
+}
+
+/// MTUs derived from the underlay: one per mode, and the pod MTU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mtus {
+    pub base: u32,
+}
+
+impl Mtus {
+    pub fn new(config: &Config, uplink: &Uplink) -> Result<Mtus> {
+        let base = match config.mtu {
+            None => uplink.mtu,
+            Some(mtu) if mtu > uplink.mtu => {
+                return Err(Error::invalid(
+                    "mtu",
+                    format!(
+                        "{mtu} is over the MTU {} of the uplink {}",
+                        uplink.mtu, uplink.name
+                    ),
+                ))
+            }
+            Some(mtu) => mtu,
+        };
+        if base < MIN_MTU {
+            return Err(Error::invalid(
+                "mtu",
+                format!(
+                    "{base} (uplink {}) is under the IPv4 minimum of {MIN_MTU}",
+                    uplink.name
+                ),
+            ));
+        }
+        Ok(Mtus { base })
+    }
+
+    pub fn of(self, mode: Mode) -> u32 {
+        self.base - mode.overhead()
+    }
+
+    /// The smallest MTU of the modes in play, so no pod sees a path MTU it cannot use.
+    pub fn pod(self, tunnels: &BTreeSet<Mode>) -> u32 {
+        tunnels
+            .iter()
+            .map(|m| self.of(*m))
+            .min()
+            .unwrap_or(self.base)
+    }
+}
+
+pub fn desired(inputs: Inputs<'_>) -> Result<Desired> {
+    let Inputs {
+        local,
+        nodes,
+        plan,
+        config,
+        uplink,
+    } = inputs;
+    if uplink.address.ip() != local.node_ip {
+        return Err(Error::invalid(
+            "uplink",
+            format!(
+                "{} holds {}, not the node IP {} of {}",
+                uplink.name,
+                uplink.address.ip(),
+                local.node_ip,
+                local.name
+            ),
+        ));
+    }
+    let mtus = Mtus::new(config, uplink)?;
+    let peers: Vec<&Node> = nodes.iter().filter(|n| n.name != local.name).collect();
+    let on_link = |peer: &Node| uplink.address.contains(peer.node_ip);
+
+    let cross_subnet_encap = plan.route_mode == Mode::Native
+        && config.off_subnet == OffSubnet::Encap
+        && peers.iter().any(|p| !on_link(p));
+    let mut tunnels = plan.tunnels();
+    if cross_subnet_encap {
+        tunnels.insert(config.cross_subnet_tunnel);
+    }
+
+    let mut out = Desired {
+        pod_mtu: Some(mtus.pod(&tunnels)),
+        ..Desired::default()
+    };
+    let tunnel_addresses = BTreeSet::from([local.tunnel_ip()]);
+    if tunnels.contains(&Mode::Ipip) {
+        out.ipip = Some(IpipDevice {
+            name: config.ipip_device.clone(),
+            mtu: mtus.of(Mode::Ipip),
+            up: true,
+            addresses: tunnel_addresses.clone(),
+        });
+    }
+    if tunnels.contains(&Mode::Vxlan) {
+        out.vxlan = Some(VxlanDevice {
+            name: config.vxlan_device.clone(),
+            identity: VxlanIdentity {
+                vni: config.vxlan_vni,
+                port: config.vxlan_port,
+                local: local.node_ip,
+                link: uplink.name.clone(),
+                mac: Mac::for_node(&local.name),
+                learning: false,
+            },
+            mtu: mtus.of(Mode::Vxlan),
+            up: true,
+            addresses: tunnel_addresses,
+        });
+        // Every peer's VTEP is known, whichever mode routes: the device must
+        // be able to answer and send for any peer that sends to us.
+        for peer in &peers {
+            add_vxlan_peer(&mut out, config, peer);
+        }
+    }
+
+    for peer in &peers {
+        let mode = match plan.route_mode {
+            Mode::Native if on_link(peer) => Mode::Native,
+            Mode::Native if config.off_subnet == OffSubnet::Underlay => continue,
+            Mode::Native => config.cross_subnet_tunnel,
+            tunnel => tunnel,
+        };
+        let route = peer_route(config, uplink, mtus, mode, peer);
+        out.routes.insert(route.key, route);
+    }
+
+    add_sysctls(&mut out, config, uplink);
+    Ok(out)
+}
+
+fn add_vxlan_peer(out: &mut Desired, config: &Config, peer: &Node) {
+    let dev = config.vxlan_device.clone();
+    let mac = Mac::for_node(&peer.name);
+    out.neighs.insert(
+        peer.tunnel_ip(),
+        Neigh {
+            dev: dev.clone(),
+            ip: peer.tunnel_ip(),
+            mac,
+        },
+    );
+    out.fdb.insert(
+        mac,
+        Fdb {
+            dev,
+            mac,
+            dst: peer.node_ip,
+        },
+    );
+}
+
+fn peer_route(config: &Config, uplink: &Uplink, mtus: Mtus, mode: Mode, peer: &Node) -> Route {
+    let key = RouteKey {
+        table: config.route_table,
+        dst: peer.pod_cidr(),
+        metric: config.route_metric,
+    };
+    let (via, dev, onlink, mtu) = match mode {
+        Mode::Native => (peer.node_ip, uplink.name.clone(), false, None),
+        Mode::Ipip => (
+            peer.node_ip,
+            config.ipip_device.clone(),
+            true,
+            Some(mtus.of(Mode::Ipip)),
+        ),
+        Mode::Vxlan => (
+            peer.tunnel_ip(),
+            config.vxlan_device.clone(),
+            true,
+            Some(mtus.of(Mode::Vxlan)),
+        ),
+    };
+    Route {
+        key,
+        kind: RouteKind::Unicast,
+        via: Some(via),
+        dev,
+        onlink,
+        mtu,
+        protocol: config.route_protocol,
+    }
+}
+
+fn add_sysctls(out: &mut Desired, config: &Config, uplink: &Uplink) {
+    let mut sysctls = BTreeMap::from([("net/ipv4/ip_forward".to_string(), "1".to_string())]);
+    if config.rp_filter == RpFilter::Loose {
+        let devices = std::iter::once(&uplink.name)
+            .chain(out.ipip.as_ref().map(|d| &d.name))
+            .chain(out.vxlan.as_ref().map(|d| &d.name));
+        for dev in devices {
+            sysctls.insert(format!("net/ipv4/conf/{dev}/rp_filter"), "2".into());
+        }
+    }
+    out.sysctls = sysctls;
+}

@@ -1,0 +1,14 @@
+//! Pure planning: what the kernel must hold, and the writes that get it there.
+
+mod desired;
+mod diff;
+mod ops;
+pub mod simulate;
+mod state;
+
+pub use desired::{desired, Inputs, Mtus};
+pub use diff::{diff, Diff};
+pub use ops::{sysctl_name, Op, Stage, Step};
+pub use state::{
+    Desired, Fdb, IpipDevice, Neigh, Observed, Route, RouteKey, RouteKind, Uplink, VxlanDevice, VxlanIdentity,
+};
