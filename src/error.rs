@@ -71,7 +71,7 @@ impl Error {
     /// Bad input is exit code 2, everything else is a runtime failure (1).
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Invalid { .. } => 2,
+            Error::Invalid { .. } | Error::ReadFile { .. } => 2,
             _ => 1,
         }
     }

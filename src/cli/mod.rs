@@ -1,1 +1,61 @@
-//! cli
+//! `podroute` subcommands, one file each. Every command takes `-o table|json`.
+
+mod apply;
+mod bench;
+mod cleanup;
+mod config_args;
+mod output;
+mod plan;
+mod status;
+
+use clap::{Parser, Subcommand};
+
+pub use config_args::ConfigArgs;
+pub use output::Output;
+
+use crate::Result;
+
+#[derive(Debug, Parser)]
+#[command(name = "podroute", version, about = "Pod routes over ipip, VXLAN or native routing, and a seamless switch between them")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+
+    /// Log filter (tracing env-filter syntax), e.g. `info`, `podroute=debug`.
+    #[arg(long, global = true, env = "PODROUTE_LOG", default_value = "info")]
+    pub log: String,
+
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Program this host once from a static cluster file, and print what changed.
+    Apply(apply::ApplyArgs),
+    /// Print the writes `apply` would make; changes nothing.
+    Plan(plan::PlanArgs),
+    /// Show what the kernel holds of ours, drift against a cluster file, and warnings.
+    Status(status::StatusArgs),
+    /// Remove everything podroute owns from this host.
+    Cleanup(cleanup::CleanupArgs),
+    /// Benchmark programming N peers against `ip -batch` in a scratch namespace.
+    Bench(bench::BenchArgs),
+}
+
+pub async fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Apply(args) => apply::run(args).await,
+        Command::Plan(args) => plan::run(args).await,
+        Command::Status(args) => status::run(args).await,
+        Command::Cleanup(args) => cleanup::run(args).await,
+        Command::Bench(args) => bench::run(args),
+    }
+}

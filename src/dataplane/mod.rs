@@ -94,6 +94,13 @@ impl Dataplane {
         Ok(addresses::dump(&self.handle).await?.iter().map(|a| a.network).collect())
     }
 
+    /// IPv4 addresses of one interface.
+    pub async fn local_addresses_of(&self, index: u32) -> Result<Vec<Ipv4Network>> {
+        self.count(1);
+        let all = addresses::dump(&self.handle).await?;
+        Ok(all.iter().filter(|a| a.index == index).map(|a| a.network).collect())
+    }
+
     /// The interface that holds `node_ip`.
     pub async fn uplink(&mut self, node_ip: Ipv4Addr) -> Result<Uplink> {
         self.refresh_links().await?;

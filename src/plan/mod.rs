@@ -2,6 +2,7 @@
 
 mod desired;
 mod diff;
+pub mod health;
 mod ops;
 pub mod simulate;
 mod state;

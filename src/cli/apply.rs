@@ -1,0 +1,108 @@
+//! `podroute apply --cluster FILE [--node NAME] [--dry-run]`
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use super::output::table;
+use super::{ConfigArgs, Output};
+use crate::dataplane::Dataplane;
+use crate::engine;
+use crate::model::Cluster;
+use crate::plan::{RouteKey, Step};
+use crate::Result;
+
+#[derive(Debug, clap::Args)]
+pub struct ApplyArgs {
+    /// Static cluster file (YAML): mode, options, nodes with name, ip, podCIDR(s).
+    #[arg(long, env = "PODROUTE_CLUSTER")]
+    pub cluster: PathBuf,
+    /// This host's node name; default: the node whose IP is on this host.
+    #[arg(long, env = "NODE_NAME")]
+    pub node: Option<String>,
+    /// Print what would change; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    #[arg(short, long, value_enum, default_value = "table")]
+    pub output: Output,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApplyReport {
+    pub node: String,
+    pub mode: String,
+    pub generation: u64,
+    pub dry_run: bool,
+    /// Kernel writes performed (0 when already converged, and on a dry run).
+    pub changes: usize,
+    pub steps: Vec<Step>,
+    pub conflicts: Vec<RouteKey>,
+    pub pod_mtu: Option<u32>,
+}
+
+pub async fn run(args: ApplyArgs) -> Result<()> {
+    let cluster = Cluster::load(&args.cluster)?;
+    let config = args.config.config(Some(&cluster))?;
+    let mut dp = Dataplane::connect(config)?;
+    let local = engine::local_node(&dp, &cluster, args.node.as_deref()).await?;
+    let (desired, _) = engine::desired_for(&mut dp, &cluster, local).await?;
+    let mut report = ApplyReport {
+        node: local.name.clone(),
+        mode: cluster.plan.route_mode.to_string(),
+        generation: cluster.plan.generation,
+        dry_run: args.dry_run,
+        changes: 0,
+        steps: Vec::new(),
+        conflicts: Vec::new(),
+        pod_mtu: desired.pod_mtu,
+    };
+    if args.dry_run {
+        let diff = engine::dry_run(&mut dp, &desired).await?;
+        report.steps = diff.steps;
+        report.conflicts = diff.conflicts;
+    } else {
+        let outcome = engine::converge(&mut dp, &desired).await?;
+        report.changes = outcome.changes;
+        report.steps = outcome.steps;
+        report.conflicts = outcome.conflicts;
+    }
+    args.output.print(&report, render)
+}
+
+fn render(r: &ApplyReport) -> String {
+    let verb = if r.dry_run { "would change" } else { "changed" };
+    let mut out = format!(
+        "node {}: mode {} (generation {}), pod MTU {}\n",
+        r.node,
+        r.mode,
+        r.generation,
+        r.pod_mtu.map_or("-".into(), |m| m.to_string())
+    );
+    if r.steps.is_empty() {
+        out.push_str("already converged: nothing to change\n");
+    } else {
+        out.push_str(&steps_table(&r.steps));
+        let n = if r.dry_run { r.steps.len() } else { r.changes };
+        out.push_str(&format!("{n} {verb}\n"));
+    }
+    out.push_str(&conflicts_text(&r.conflicts));
+    out
+}
+
+pub(super) fn steps_table(steps: &[Step]) -> String {
+    let rows: Vec<Vec<String>> = steps
+        .iter()
+        .map(|s| vec![format!("{:?}", s.op.stage()).to_lowercase(), s.op.to_string(), s.why.clone()])
+        .collect();
+    table(&["STAGE", "OP", "WHY"], &rows)
+}
+
+pub(super) fn conflicts_text(conflicts: &[RouteKey]) -> String {
+    conflicts
+        .iter()
+        .map(|k| format!("warning: {} (table {}) is held by a route that is not ours; left alone\n", k.dst, k.table))
+        .collect()
+}

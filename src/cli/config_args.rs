@@ -1,0 +1,95 @@
+//! Node-local flags shared by the commands that touch the kernel.
+
+use std::path::PathBuf;
+
+use crate::model::{
+    parse_adopted_protocols, parse_route_protocol, Cluster, Config, Mode, OffSubnet, RpFilter,
+};
+use crate::Result;
+
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ConfigArgs {
+    /// Route protocol that marks routes and addresses as podroute's (number or name).
+    #[arg(long, env = "PODROUTE_ROUTE_PROTOCOL")]
+    pub route_protocol: Option<String>,
+    /// Route protocols whose routes are taken over as ours, e.g. `bird,80` to remove
+    /// what Calico/BIRD left behind. Never kernel, boot or static.
+    #[arg(long, env = "PODROUTE_ADOPT_ROUTE_PROTOCOLS")]
+    pub adopt_route_protocols: Option<String>,
+    /// Routing table for pod routes.
+    #[arg(long)]
+    pub route_table: Option<u32>,
+    /// Metric of pod routes.
+    #[arg(long)]
+    pub route_metric: Option<u32>,
+    /// Name of the ipip device.
+    #[arg(long)]
+    pub ipip_device: Option<String>,
+    /// Name of the VXLAN device.
+    #[arg(long)]
+    pub vxlan_device: Option<String>,
+    /// VXLAN network identifier (default 4096).
+    #[arg(long)]
+    pub vxlan_vni: Option<u32>,
+    /// VXLAN UDP port (default 4789).
+    #[arg(long)]
+    pub vxlan_port: Option<u16>,
+    /// Underlay MTU to use instead of the uplink's.
+    #[arg(long)]
+    pub mtu: Option<u32>,
+    /// Reverse-path filter on the uplink and tunnels: `loose` sets 2, `keep` leaves it.
+    #[arg(long, value_parser = ["loose", "keep"])]
+    pub rp_filter: Option<String>,
+    /// Native mode, peers off the uplink's subnet: `encap` (tunnel) or `underlay` (nothing).
+    #[arg(long, value_parser = ["encap", "underlay"])]
+    pub off_subnet: Option<String>,
+    /// Tunnel for off-subnet peers in native mode with `--off-subnet encap`.
+    #[arg(long, value_parser = ["vxlan", "ipip"])]
+    pub cross_subnet_tunnel: Option<String>,
+    /// Where the pod MTU is written for the CNI plugin.
+    #[arg(long, env = "PODROUTE_MTU_FILE")]
+    pub mtu_file: Option<PathBuf>,
+}
+
+impl ConfigArgs {
+    /// Defaults, then the cluster file's settings, then explicit flags.
+    pub fn config(&self, cluster: Option<&Cluster>) -> Result<Config> {
+        let mut c = Config::default();
+        if let Some(cluster) = cluster {
+            cluster.apply_to(&mut c);
+        }
+        if let Some(p) = &self.route_protocol {
+            c.route_protocol = parse_route_protocol("route-protocol", p)?;
+        }
+        if let Some(p) = &self.adopt_route_protocols {
+            c.adopt_route_protocols = parse_adopted_protocols(p)?;
+        }
+        set(&mut c.route_table, self.route_table);
+        set(&mut c.route_metric, self.route_metric);
+        set(&mut c.ipip_device, self.ipip_device.clone());
+        set(&mut c.vxlan_device, self.vxlan_device.clone());
+        set(&mut c.vxlan_vni, self.vxlan_vni);
+        set(&mut c.vxlan_port, self.vxlan_port);
+        set(&mut c.mtu_file, self.mtu_file.clone());
+        if self.mtu.is_some() {
+            c.mtu = self.mtu;
+        }
+        if let Some(v) = &self.rp_filter {
+            c.rp_filter = v.parse::<RpFilter>()?;
+        }
+        if let Some(v) = &self.off_subnet {
+            c.off_subnet = v.parse::<OffSubnet>()?;
+        }
+        if let Some(v) = &self.cross_subnet_tunnel {
+            c.cross_subnet_tunnel = v.parse::<Mode>()?;
+        }
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+fn set<T>(slot: &mut T, value: Option<T>) {
+    if let Some(v) = value {
+        *slot = v;
+    }
+}

@@ -1,0 +1,207 @@
+//! `podroute status [--cluster FILE] [--node NAME]`
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use super::apply::steps_table;
+use super::output::table;
+use super::{ConfigArgs, Output};
+use crate::dataplane::{read_sysctl, Dataplane};
+use crate::engine;
+use crate::model::Cluster;
+use crate::plan::health::{self, rp_filter_key};
+use crate::plan::{self, Observed, Step, Uplink};
+use crate::Result;
+
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    /// Static cluster file: adds drift (what apply would change) to the report.
+    #[arg(long, env = "PODROUTE_CLUSTER")]
+    pub cluster: Option<PathBuf>,
+    /// This host's node name; default: the node whose IP is on this host.
+    #[arg(long, env = "NODE_NAME")]
+    pub node: Option<String>,
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    #[arg(short, long, value_enum, default_value = "table")]
+    pub output: Output,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Device {
+    pub name: String,
+    pub kind: &'static str,
+    pub up: bool,
+    pub mtu: u32,
+    pub addresses: Vec<String>,
+    pub detail: String,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusReport {
+    pub mode: String,
+    pub uplink: Option<Uplink>,
+    pub devices: Vec<Device>,
+    pub owned_routes: usize,
+    pub adopted_routes: usize,
+    pub neighbours: usize,
+    pub fdb_entries: usize,
+    pub pod_mtu: Option<u32>,
+    pub sysctls: BTreeMap<String, Option<String>>,
+    /// Writes apply would make (only with --cluster).
+    pub drift: Option<Vec<Step>>,
+    pub warnings: Vec<String>,
+}
+
+pub async fn run(args: StatusArgs) -> Result<()> {
+    let cluster = args.cluster.as_deref().map(Cluster::load).transpose()?;
+    let config = args.config.config(cluster.as_ref())?;
+    let mut dp = Dataplane::connect(config.clone())?;
+
+    let mut drift = None;
+    let mut uplink = None;
+    if let Some(cluster) = &cluster {
+        let local = engine::local_node(&dp, cluster, args.node.as_deref()).await?;
+        let (desired, found) = engine::desired_for(&mut dp, cluster, local).await?;
+        drift = Some(engine::dry_run(&mut dp, &desired).await?.steps);
+        uplink = Some(found);
+    }
+    let observed = dp.observe(std::iter::empty()).await?;
+    if uplink.is_none() {
+        uplink = guess_uplink(&mut dp, &observed).await;
+    }
+
+    let mut sysctls = BTreeMap::new();
+    let keys = ["net/ipv4/ip_forward".to_string(), rp_filter_key("all")]
+        .into_iter()
+        .chain(health::watched_devices(&observed, uplink.as_ref()).into_iter().map(|d| rp_filter_key(&d)));
+    for key in keys {
+        let value = read_sysctl(&key)?;
+        sysctls.insert(key, value);
+    }
+    let warnings = health::warnings(&observed, uplink.as_ref(), &sysctls, &config);
+    let owned = observed.routes.values().filter(|r| r.protocol == config.route_protocol).count();
+    let report = StatusReport {
+        mode: health::kernel_mode(&observed, &config),
+        devices: devices(&observed),
+        owned_routes: owned,
+        adopted_routes: observed.routes.len() - owned,
+        neighbours: observed.neighs.len(),
+        fdb_entries: observed.fdb.len(),
+        pod_mtu: observed.pod_mtu,
+        uplink,
+        sysctls,
+        drift,
+        warnings,
+    };
+    args.output.print(&report, render)
+}
+
+/// Without a cluster file: the VXLAN device's link, or the device of a native route.
+async fn guess_uplink(dp: &mut Dataplane, observed: &Observed) -> Option<Uplink> {
+    let config = dp.config().clone();
+    let name = observed
+        .vxlan
+        .as_ref()
+        .map(|v| v.identity.link.clone())
+        .filter(|l| !l.is_empty())
+        .or_else(|| {
+            observed
+                .routes
+                .values()
+                .find(|r| health::route_mode(&r.dev, &config) == crate::model::Mode::Native && !r.dev.is_empty())
+                .map(|r| r.dev.clone())
+        })?;
+    let link = dp.links().iter().find(|l| l.name == name)?.clone();
+    let address = dp
+        .local_addresses_of(link.index)
+        .await
+        .ok()?
+        .into_iter()
+        .next()?;
+    Some(Uplink {
+        name,
+        mtu: link.mtu,
+        address,
+    })
+}
+
+fn devices(observed: &Observed) -> Vec<Device> {
+    let mut out = Vec::new();
+    if let Some(d) = &observed.ipip {
+        out.push(Device {
+            name: d.name.clone(),
+            kind: "ipip",
+            up: d.up,
+            mtu: d.mtu,
+            addresses: d.addresses.iter().map(|a| format!("{a}/32")).collect(),
+            detail: String::new(),
+        });
+    }
+    if let Some(d) = &observed.vxlan {
+        let i = &d.identity;
+        out.push(Device {
+            name: d.name.clone(),
+            kind: "vxlan",
+            up: d.up,
+            mtu: d.mtu,
+            addresses: d.addresses.iter().map(|a| format!("{a}/32")).collect(),
+            detail: format!("vni {} port {} local {} dev {} mac {}", i.vni, i.port, i.local, i.link, i.mac),
+        });
+    }
+    out
+}
+
+fn render(r: &StatusReport) -> String {
+    let mut out = format!("mode in the kernel: {}\n", r.mode);
+    if let Some(u) = &r.uplink {
+        out.push_str(&format!("uplink: {} {} mtu {}\n", u.name, u.address, u.mtu));
+    }
+    if r.devices.is_empty() {
+        out.push_str("devices: none of ours\n");
+    } else {
+        let rows: Vec<Vec<String>> = r
+            .devices
+            .iter()
+            .map(|d| {
+                vec![
+                    d.name.clone(),
+                    d.kind.into(),
+                    if d.up { "up" } else { "down" }.into(),
+                    d.mtu.to_string(),
+                    d.addresses.join(","),
+                    d.detail.clone(),
+                ]
+            })
+            .collect();
+        out.push_str(&table(&["DEVICE", "KIND", "STATE", "MTU", "ADDRESSES", "DETAIL"], &rows));
+    }
+    out.push_str(&format!(
+        "routes: {} owned, {} adopted; neighbours: {}; fdb: {}; pod MTU file: {}\n",
+        r.owned_routes,
+        r.adopted_routes,
+        r.neighbours,
+        r.fdb_entries,
+        r.pod_mtu.map_or("missing".into(), |m| m.to_string())
+    ));
+    for (key, value) in &r.sysctls {
+        out.push_str(&format!(
+            "{} = {}\n",
+            plan::sysctl_name(key),
+            value.as_deref().unwrap_or("-")
+        ));
+    }
+    match &r.drift {
+        None => {}
+        Some(steps) if steps.is_empty() => out.push_str("drift: none, the kernel holds the plan\n"),
+        Some(steps) => out.push_str(&format!("drift: {} writes to converge\n{}", steps.len(), steps_table(steps))),
+    }
+    for w in &r.warnings {
+        out.push_str(&format!("warning: {w}\n"));
+    }
+    out
+}
