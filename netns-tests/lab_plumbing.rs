@@ -52,17 +52,29 @@ fn netns_run_and_cleanup() {
             .contains(&format!("ip -n {name} link show nope0")),
         "{err}"
     );
-    // The thread really is in the namespace: only lo exists there.
+    // The thread really is in the namespace: it sees the namespace's devices
+    // (lo, plus fallback tunnels like tunl0 where those modules are loaded).
     let dev = ns
         .run(|| std::fs::read_to_string("/proc/thread-self/net/dev"))
         .expect("run")
         .expect("read net/dev");
-    let devices: Vec<&str> = dev
+    let mut devices: Vec<String> = dev
         .lines()
         .skip(2)
         .filter_map(|l| l.split(':').next())
+        .map(|d| d.trim().to_string())
         .collect();
-    assert_eq!(devices, ["    lo"], "{dev}");
+    let mut listed: Vec<String> = ns
+        .ip(&["-o", "link", "show"])
+        .expect("ip link")
+        .lines()
+        .filter_map(|l| l.split(':').nth(1))
+        .map(|d| d.trim().split('@').next().unwrap_or_default().to_string())
+        .collect();
+    devices.sort();
+    listed.sort();
+    assert_eq!(devices, listed, "{dev}");
+    assert!(devices.contains(&"lo".to_string()));
     assert_eq!(ns.read_sysctl("net.ipv4.ip_forward").expect("sysctl"), "0");
     let panicked = ns.run(|| panic!("boom")).expect_err("panic is an error");
     assert!(panicked.to_string().contains("boom"), "{panicked}");

@@ -11,3 +11,4 @@ mod modes;
 mod ownership;
 mod subnets;
 mod switching;
+mod lab_runs;

@@ -86,3 +86,44 @@ fn peer_leaving_removes_its_route_neighbour_and_fdb() {
     let observed = lab.observe("node-1");
     assert_eq!((observed.neighs.len(), observed.fdb.len()), (1, 1));
 }
+
+#[test]
+fn ipip_to_vxlan_to_native_retires_tunl0() {
+    if !have_root() || !crate::support::have_ipip() {
+        return;
+    }
+    let lab = Lab::flat(3);
+    lab.converge_all(&steady(Mode::Ipip));
+    lab.assert_all_pods_talk(1480);
+    // Someone else (say, Calico) shares tunl0 on node-3: it must stay up there.
+    lab.ip("node-3", &["addr", "add", "10.97.0.3/32", "dev", "tunl0"]);
+
+    let both = BTreeSet::from([Mode::Ipip, Mode::Vxlan]);
+    for plan in [
+        Plan { generation: 2, route_mode: Mode::Ipip, decap: both.clone() },
+        Plan { generation: 3, route_mode: Mode::Vxlan, decap: both.clone() },
+        Plan::steady(Mode::Vxlan, 4),
+    ] {
+        let out = lab.converge_all(&plan);
+        assert_eq!(out["node-1"].pod_mtu, Some(1450), "{plan:?}");
+        lab.assert_all_pods_talk(1450);
+    }
+    for node in lab.names() {
+        let tunl = lab.ip(&node, &["addr", "show", "dev", "tunl0"]);
+        assert!(!tunl.contains(&format!("{}/32", lab.node(&node).pod_cidr.ip())), "{node}: our address left:\n{tunl}");
+        let shared = node == "node-3";
+        assert_eq!(tunl.contains("state UP") || tunl.contains(",UP"), shared, "{node}: tunl0 up/down wrong:\n{tunl}");
+        for r in our_routes(&lab, &node) {
+            assert!(r.contains("dev vxlan.calico"), "{node}: stale route {r}");
+        }
+    }
+    assert!(lab.ip("node-3", &["addr", "show", "dev", "tunl0"]).contains("10.97.0.3/32"));
+
+    lab.converge_all(&steady(Mode::Native));
+    lab.assert_all_pods_talk(1500);
+    lab.converge_all(&steady(Mode::Ipip));
+    lab.assert_all_pods_talk(1480);
+    for node in lab.names() {
+        assert!(!lab.ip(&node, &["link", "show"]).contains("vxlan.calico"), "{node}");
+    }
+}

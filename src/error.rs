@@ -32,6 +32,9 @@ pub enum Error {
         source: rtnetlink::Error,
     },
 
+    #[error("interrupted")]
+    Cancelled,
+
     /// Something we would own by name is somebody else's.
     #[error("{0}")]
     Foreign(String),
@@ -72,6 +75,7 @@ impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Invalid { .. } | Error::ReadFile { .. } => 2,
+            Error::Cancelled => 130,
             _ => 1,
         }
     }

@@ -2,6 +2,7 @@
 //! netlink, and a seamless switch between them. See DESIGN.md.
 
 pub mod cli;
+pub mod coordinator;
 pub mod dataplane;
 pub mod engine;
 pub mod error;

@@ -7,7 +7,7 @@ use podroute::cli::{self, Cli, LogFormat};
 
 fn main() {
     let cli = Cli::parse();
-    init_logging(&cli.log, cli.log_format);
+    init_logging(cli.log_filter(), cli.log_format);
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

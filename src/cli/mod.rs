@@ -4,6 +4,7 @@ mod apply;
 mod bench;
 mod cleanup;
 mod config_args;
+mod lab;
 mod output;
 mod plan;
 mod status;
@@ -11,7 +12,7 @@ mod status;
 use clap::{Parser, Subcommand};
 
 pub use config_args::ConfigArgs;
-pub use output::Output;
+pub use output::{table, Output};
 
 use crate::Result;
 
@@ -22,8 +23,9 @@ pub struct Cli {
     pub command: Command,
 
     /// Log filter (tracing env-filter syntax), e.g. `info`, `podroute=debug`.
-    #[arg(long, global = true, env = "PODROUTE_LOG", default_value = "info")]
-    pub log: String,
+    /// Default: `info`; `warn` for `lab`, whose nodes would drown its progress line.
+    #[arg(long, global = true, env = "PODROUTE_LOG")]
+    pub log: Option<String>,
 
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value = "text")]
@@ -46,8 +48,20 @@ pub enum Command {
     Status(status::StatusArgs),
     /// Remove everything podroute owns from this host.
     Cleanup(cleanup::CleanupArgs),
+    /// A virtual cluster in network namespaces: a live switch under traffic.
+    Lab(lab::LabArgs),
     /// Benchmark programming N peers against `ip -batch` in a scratch namespace.
     Bench(bench::BenchArgs),
+}
+
+impl Cli {
+    pub fn log_filter(&self) -> &str {
+        match (&self.log, &self.command) {
+            (Some(filter), _) => filter,
+            (None, Command::Lab(_)) => "warn",
+            (None, _) => "info",
+        }
+    }
 }
 
 pub async fn run(cli: Cli) -> Result<()> {
@@ -56,6 +70,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Plan(args) => plan::run(args).await,
         Command::Status(args) => status::run(args).await,
         Command::Cleanup(args) => cleanup::run(args).await,
+        Command::Lab(args) => lab::run(args).await,
         Command::Bench(args) => bench::run(args),
     }
 }

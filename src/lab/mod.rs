@@ -1,5 +1,9 @@
 //! lab: network-namespace plumbing for the virtual cluster (tests, benchmark, `podroute lab`).
 
 pub mod netns;
+pub mod node_worker;
 pub mod probe;
+pub mod report;
+pub mod run;
 pub mod topology;
+pub mod traffic;

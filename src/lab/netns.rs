@@ -37,6 +37,11 @@ impl Netns {
         &self.name
     }
 
+    /// Give up ownership: the namespace outlives this handle.
+    pub fn keep(self) {
+        std::mem::forget(self);
+    }
+
     /// `ip -n NAME ARGS...`; returns stdout.
     pub fn ip(&self, args: &[&str]) -> Result<String> {
         let mut full = vec!["-n", self.name.as_str()];

@@ -193,6 +193,11 @@ impl Prober {
         self.stats
     }
 
+    /// Sequence numbers still waiting for their echo.
+    pub fn pending(&self) -> impl Iterator<Item = u64> + '_ {
+        self.in_flight.keys().copied()
+    }
+
     /// Sends one probe of `payload_len` bytes (at least [`HEADER_LEN`]).
     /// Returns its sequence number, or None when the kernel refused it
     /// (EMSGSIZE with DF, no route): counted as sent and lost.

@@ -391,6 +391,15 @@ impl Topology {
         self.netns_by_name(&self.node_info(node)?.netns)
     }
 
+    /// Leave every namespace in place (for inspection); returns their names.
+    pub fn keep(&mut self) -> Vec<String> {
+        let names = self.namespace_names();
+        for ns in self.namespaces.drain(..) {
+            ns.keep();
+        }
+        names
+    }
+
     /// Sets the MTU of both ends of every pod veth on `node`.
     pub fn set_pod_mtu(&self, node: &str, mtu: u32) -> Result<()> {
         let info = self.node_info(node)?;

@@ -79,6 +79,16 @@ impl Config {
                 "lists our own route protocol",
             ));
         }
+        if let Some(p) = self
+            .adopt_route_protocols
+            .iter()
+            .find(|p| matches!(p, 0..=4))
+        {
+            return Err(Error::invalid(
+                "adopt-route-protocols",
+                format!("{p} is the kernel's or the admin's; it is never adopted"),
+            ));
+        }
         if self.vxlan_vni == 0 || self.vxlan_vni >= 1 << 24 {
             return Err(Error::invalid(
                 "vxlan-vni",

@@ -1,0 +1,204 @@
+//! `podroute lab`: a virtual cluster in network namespaces, a live switch
+//! under pod-to-pod traffic, and a table of what each phase lost.
+
+use std::fs::File;
+use std::io::{IsTerminal, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nix::fcntl::{Flock, FlockArg};
+
+use super::Output;
+use crate::lab::netns::Netns;
+use crate::lab::report::{render_run, LabReport};
+use crate::lab::run::{Lab, LabOptions, Progress};
+use crate::model::Mode;
+use crate::{Error, Result};
+
+const LOCK_FILE: &str = "/run/podroute-lab.lock";
+
+#[derive(Debug, clap::Args)]
+pub struct LabArgs {
+    /// Number of nodes.
+    #[arg(long, default_value_t = 4)]
+    pub nodes: usize,
+    /// Underlay subnets (more than one adds a router between them).
+    #[arg(long, default_value_t = 1)]
+    pub subnets: usize,
+    /// Mode before the switch; default ipip where the kernel has it, else vxlan.
+    #[arg(long)]
+    pub from: Option<Mode>,
+    /// Mode after the switch.
+    #[arg(long, default_value = "native")]
+    pub to: Mode,
+    /// rp_filter the nodes start with (the agent sets loose on its devices).
+    #[arg(long, value_parser = ["strict", "loose"], default_value = "loose")]
+    pub rp_filter: String,
+    /// Roll straight to the target, as an uncoordinated DaemonSet roll would.
+    #[arg(long, conflicts_with = "compare")]
+    pub naive: bool,
+    /// Run the seamless switch, then the naive one, and show both.
+    #[arg(long)]
+    pub compare: bool,
+    /// Leave the namespaces in place for inspection.
+    #[arg(long)]
+    pub keep: bool,
+    /// Probe interval per pod pair, in milliseconds.
+    #[arg(long, default_value_t = 20)]
+    pub interval_ms: u64,
+    /// Pause between two nodes of a rollout, in milliseconds.
+    #[arg(long, default_value_t = 300)]
+    pub step_ms: u64,
+    /// Traffic time after each phase, in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    pub settle_ms: u64,
+    #[arg(short, long, value_enum, default_value = "table")]
+    pub output: Output,
+}
+
+pub async fn run(args: LabArgs) -> Result<()> {
+    if !nix::unistd::Uid::effective().is_root() {
+        return Err(Error::invalid("lab", "needs root to create network namespaces (run with sudo)"));
+    }
+    let _lock = take_lock()?;
+    let (from, modes_chosen) = choose_from(args.from)?;
+    let opts = LabOptions {
+        nodes: args.nodes,
+        subnets: args.subnets,
+        from,
+        to: args.to,
+        strict_rp_filter: args.rp_filter == "strict",
+        naive: args.naive,
+        interval: Duration::from_millis(args.interval_ms.max(1)),
+        step: Duration::from_millis(args.step_ms),
+        settle: Duration::from_millis(args.settle_ms),
+    };
+    opts.validate()?;
+    if args.output == Output::Table {
+        eprintln!("{modes_chosen}");
+    }
+
+    let cancel = Arc::new(AtomicBool::new(false));
+    let interrupted = cancel.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            interrupted.store(true, Ordering::SeqCst);
+        }
+    });
+    let keep = args.keep;
+    let compare = args.compare;
+    let live = args.output == Output::Table;
+    let worker = tokio::task::spawn_blocking(move || {
+        let run = |opts: &LabOptions| -> Result<(crate::lab::report::RunReport, Vec<String>)> {
+            let lab = Lab::build(opts)?;
+            let progress = Arc::new(Mutex::new(Progress::default()));
+            let ticker = live.then(|| spawn_ticker(progress.clone()));
+            let result = lab.run(opts, &progress, &cancel);
+            if let Some((stop, handle)) = ticker {
+                stop.store(true, Ordering::SeqCst);
+                let _ = handle.join();
+            }
+            let report = result?;
+            let kept = if keep { lab.keep() } else { Vec::new() };
+            Ok((report, kept))
+        };
+        let (report, mut kept) = run(&opts)?;
+        let naive = if compare {
+            let (naive, more) = run(&LabOptions { naive: true, ..opts.clone() })?;
+            kept.extend(more);
+            Some(naive)
+        } else {
+            None
+        };
+        Ok::<_, Error>(LabReport {
+            modes_chosen,
+            run: report,
+            naive,
+            kept_namespaces: kept,
+        })
+    });
+    let report = worker
+        .await
+        .map_err(|e| Error::io("lab", std::io::Error::other(e.to_string())))??;
+    args.output.print(&report, render)
+}
+
+fn render(r: &LabReport) -> String {
+    let mut out = render_run(&r.run);
+    if let Some(naive) = &r.naive {
+        out.push('\n');
+        out.push_str(&render_run(naive));
+        out.push_str(&format!(
+            "\nseamless lost {} of {} probes; naive lost {} of {}\n",
+            r.run.lost, r.run.sent, naive.lost, naive.sent
+        ));
+    }
+    if !r.kept_namespaces.is_empty() {
+        let node = r.kept_namespaces.iter().find(|n| n.ends_with("-n1")).cloned().unwrap_or_default();
+        out.push_str(&format!(
+            "\nkept namespaces: {}\nenter a node:   ip netns exec {node} bash\ninspect it:     ip netns exec {node} podroute status\nremove them:    for ns in {}; do ip netns del $ns; done\n",
+            r.kept_namespaces.join(" "),
+            r.kept_namespaces.join(" ")
+        ));
+    }
+    out
+}
+
+/// One lab per host: a second one would collide on nothing but CPU, yet its
+/// timings would be noise. The lock dies with the process.
+fn take_lock() -> Result<Flock<File>> {
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(LOCK_FILE)
+        .map_err(|e| Error::io(format!("opening {LOCK_FILE}"), e))?;
+    Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|_| {
+        Error::invalid("lab", format!("another podroute lab is running (holds {LOCK_FILE}); wait for it or stop it"))
+    })
+}
+
+/// ipip where the kernel has it; say which was chosen and why.
+fn choose_from(asked: Option<Mode>) -> Result<(Mode, String)> {
+    if let Some(mode) = asked {
+        return Ok((mode, format!("from {mode}: as asked")));
+    }
+    let probe = Netns::create(&crate::lab::netns::unique_name("prlabk"))?;
+    let has_ipip = probe.ip(&["link", "show", "tunl0"]).is_ok()
+        || probe.ip(&["link", "add", "tunl0", "type", "ipip"]).is_ok();
+    Ok(if has_ipip {
+        (Mode::Ipip, "from ipip: this kernel has ipip".into())
+    } else {
+        (Mode::Vxlan, "from vxlan: this kernel has no ipip module (ipip runs in netns-tests/vm)".into())
+    })
+}
+
+fn spawn_ticker(progress: Arc<Mutex<Progress>>) -> (Arc<AtomicBool>, std::thread::JoinHandle<()>) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = stop.clone();
+    let tty = std::io::stderr().is_terminal();
+    let handle = std::thread::spawn(move || {
+        let mut last_phase = String::new();
+        while !done.load(Ordering::SeqCst) {
+            let p = progress.lock().map(|p| p.clone()).unwrap_or_default();
+            let line = format!(
+                "{} | phase {:<16} | nodes {}/{} | probes sent {} echoed {}",
+                p.rollout, p.phase, p.applied, p.total, p.sent, p.received
+            );
+            let mut err = std::io::stderr();
+            if tty {
+                let _ = write!(err, "\r\x1b[K{line}");
+            } else if p.phase != last_phase {
+                let _ = writeln!(err, "{line}");
+            }
+            let _ = err.flush();
+            last_phase = p.phase;
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        if tty {
+            let _ = write!(std::io::stderr(), "\r\x1b[K");
+        }
+    });
+    (stop, handle)
+}
