@@ -13,7 +13,6 @@ use crate::support::have_root;
 const PORT: u16 = 7777;
 const TIMEOUT: Duration = Duration::from_secs(2);
 
-
 fn netns_list() -> String {
     let out = std::process::Command::new("ip")
         .args(["netns", "list"])

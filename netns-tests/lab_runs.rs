@@ -9,12 +9,24 @@ use crate::support::have_root;
 
 fn lab(args: &[&str]) -> Value {
     let out = Command::new(env!("CARGO_BIN_EXE_podroute"))
-        .args(["lab", "-o", "json", "--settle-ms", "500", "--step-ms", "200"])
+        .args([
+            "lab",
+            "-o",
+            "json",
+            "--settle-ms",
+            "500",
+            "--step-ms",
+            "200",
+        ])
         .args(args)
         .output()
         .expect("run podroute lab");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "lab {args:?} failed: {}\n{stdout}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "lab {args:?} failed: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"))
 }
 
@@ -23,7 +35,10 @@ fn assert_seamless(report: &Value) {
     assert_eq!(report["lost"], 0, "{report:#}");
     for phase in report["phases"].as_array().expect("phases") {
         let mtu = &phase["mtuCheck"];
-        assert_eq!(mtu["ok"], mtu["total"], "DF packets of the pod MTU lost in {phase}");
+        assert_eq!(
+            mtu["ok"], mtu["total"],
+            "DF packets of the pod MTU lost in {phase}"
+        );
     }
 }
 
@@ -41,10 +56,25 @@ fn lab_switches_without_loss_and_naive_loses() {
         .iter()
         .filter_map(|p| p["name"].as_str())
         .collect();
-    assert!(names.contains(&"switch") && names.contains(&"finalize"), "{names:?}");
+    assert!(
+        names.contains(&"switch") && names.contains(&"finalize"),
+        "{names:?}"
+    );
 
-    assert_seamless(&lab(&["--from", "native", "--to", "vxlan", "--rp-filter", "strict", "--subnets", "2"]));
+    assert_seamless(&lab(&[
+        "--from",
+        "native",
+        "--to",
+        "vxlan",
+        "--rp-filter",
+        "strict",
+        "--subnets",
+        "2",
+    ]));
 
     let naive = lab(&["--naive"]);
-    assert!(naive["lost"].as_u64() > Some(0), "the naive rollout lost nothing: {naive:#}");
+    assert!(
+        naive["lost"].as_u64() > Some(0),
+        "the naive rollout lost nothing: {naive:#}"
+    );
 }

@@ -7,8 +7,8 @@ mod support;
 
 mod cli;
 mod lab_plumbing;
+mod lab_runs;
 mod modes;
 mod ownership;
 mod subnets;
 mod switching;
-mod lab_runs;

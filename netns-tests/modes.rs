@@ -29,25 +29,45 @@ fn vxlan_routes_neighbours_fdb_and_packets() {
         assert!(link.contains(want), "vxlan.calico lacks {want:?}:\n{link}");
     }
     let addr = lab.ip("node-1", &["addr", "show", "dev", "vxlan.calico"]);
-    assert!(addr.contains(&format!("inet {}/32", n1.pod_cidr.ip())), "{addr}");
+    assert!(
+        addr.contains(&format!("inet {}/32", n1.pod_cidr.ip())),
+        "{addr}"
+    );
 
     let routes = our_routes(&lab, "node-1");
     assert_eq!(routes.len(), 2, "{routes:?}");
     let neigh = lab.ip("node-1", &["neigh", "show", "dev", "vxlan.calico"]);
-    let fdb = lab.topo.node_netns("node-1").expect("ns").exec(&["bridge", "fdb", "show", "dev", "vxlan.calico"]).expect("bridge");
+    let fdb = lab
+        .topo
+        .node_netns("node-1")
+        .expect("ns")
+        .exec(&["bridge", "fdb", "show", "dev", "vxlan.calico"])
+        .expect("bridge");
     for peer in ["node-2", "node-3"] {
         let p = lab.node(peer);
         let vtep = p.pod_cidr.ip();
         let mac = Mac::for_node(peer).to_string();
         let want_route = format!("{} via {vtep} dev vxlan.calico onlink mtu 1450", p.pod_cidr);
-        assert!(routes.iter().any(|r| r.trim() == want_route), "missing {want_route:?} in {routes:?}");
-        assert!(neigh.contains(&format!("{vtep} lladdr {mac} PERMANENT")), "neigh for {peer}:\n{neigh}");
-        assert!(fdb.contains(&format!("{mac} dst {} self permanent", p.ip)), "fdb for {peer}:\n{fdb}");
+        assert!(
+            routes.iter().any(|r| r.trim() == want_route),
+            "missing {want_route:?} in {routes:?}"
+        );
+        assert!(
+            neigh.contains(&format!("{vtep} lladdr {mac} PERMANENT")),
+            "neigh for {peer}:\n{neigh}"
+        );
+        assert!(
+            fdb.contains(&format!("{mac} dst {} self permanent", p.ip)),
+            "fdb for {peer}:\n{fdb}"
+        );
     }
 
     let before = lab.tx_packets("node-1", "vxlan.calico");
     lab.assert_all_pods_talk(pod_mtu);
-    assert!(lab.tx_packets("node-1", "vxlan.calico") > before, "traffic did not use vxlan.calico");
+    assert!(
+        lab.tx_packets("node-1", "vxlan.calico") > before,
+        "traffic did not use vxlan.calico"
+    );
 }
 
 #[test]
@@ -64,10 +84,16 @@ fn native_routes_and_packets() {
     for peer in ["node-2", "node-3"] {
         let p = lab.node(peer);
         let want = format!("{} via {} dev eth0", p.pod_cidr, p.ip);
-        assert!(routes.iter().any(|r| r.trim() == want), "missing {want:?} in {routes:?}");
+        assert!(
+            routes.iter().any(|r| r.trim() == want),
+            "missing {want:?} in {routes:?}"
+        );
     }
     let links = lab.ip("node-1", &["link", "show"]);
-    assert!(!links.contains("vxlan.calico"), "native needs no tunnel:\n{links}");
+    assert!(
+        !links.contains("vxlan.calico"),
+        "native needs no tunnel:\n{links}"
+    );
     lab.assert_all_pods_talk(pod_mtu);
 }
 
@@ -82,18 +108,30 @@ fn ipip_routes_and_packets() {
     assert_eq!(pod_mtu, 1480);
     let n1 = lab.node("node-1");
     let link = lab.ip("node-1", &["-d", "link", "show", "tunl0"]);
-    assert!(link.contains("ipip") && link.contains("mtu 1480") && link.contains("UP"), "{link}");
+    assert!(
+        link.contains("ipip") && link.contains("mtu 1480") && link.contains("UP"),
+        "{link}"
+    );
     let addr = lab.ip("node-1", &["addr", "show", "dev", "tunl0"]);
-    assert!(addr.contains(&format!("inet {}/32", n1.pod_cidr.ip())), "{addr}");
+    assert!(
+        addr.contains(&format!("inet {}/32", n1.pod_cidr.ip())),
+        "{addr}"
+    );
     let routes = our_routes(&lab, "node-1");
     for peer in ["node-2", "node-3"] {
         let p = lab.node(peer);
         let want = format!("{} via {} dev tunl0 onlink mtu 1480", p.pod_cidr, p.ip);
-        assert!(routes.iter().any(|r| r.trim() == want), "missing {want:?} in {routes:?}");
+        assert!(
+            routes.iter().any(|r| r.trim() == want),
+            "missing {want:?} in {routes:?}"
+        );
     }
     let before = lab.tx_packets("node-1", "tunl0");
     lab.assert_all_pods_talk(pod_mtu);
-    assert!(lab.tx_packets("node-1", "tunl0") > before, "traffic did not use tunl0");
+    assert!(
+        lab.tx_packets("node-1", "tunl0") > before,
+        "traffic did not use tunl0"
+    );
 }
 
 #[test]
@@ -107,6 +145,10 @@ fn second_apply_writes_nothing() {
         let first = lab.converge("node-1", &plan);
         assert!(first.changes > 0, "{mode}: first apply wrote nothing");
         let second = lab.converge("node-1", &plan);
-        assert_eq!(second.changes, 0, "{mode}: second apply wrote {:?}", second.steps);
+        assert_eq!(
+            second.changes, 0,
+            "{mode}: second apply wrote {:?}",
+            second.steps
+        );
     }
 }

@@ -112,7 +112,12 @@ impl Lab {
     }
 
     /// Run the engine once in `node`'s namespace.
-    pub fn converge_with(&self, node: &str, plan: &Plan, config: Config) -> podroute::Result<Outcome> {
+    pub fn converge_with(
+        &self,
+        node: &str,
+        plan: &Plan,
+        config: Config,
+    ) -> podroute::Result<Outcome> {
         let cluster = self.cluster(plan);
         let netns = self.topo.node_netns(node)?;
         netns.run_async(|| async {
@@ -192,7 +197,10 @@ impl Lab {
     pub fn assert_all_pods_talk(&self, pod_mtu: u32) {
         for from in self.names() {
             for to in self.names().into_iter().filter(|t| *t != from) {
-                assert!(self.udp(&from, &to, 64, false), "pod {from} -> pod {to}: no echo");
+                assert!(
+                    self.udp(&from, &to, 64, false),
+                    "pod {from} -> pod {to}: no echo"
+                );
                 let exact = pod_mtu as usize - OVERHEAD;
                 assert!(
                     self.udp(&from, &to, exact, true),

@@ -8,9 +8,15 @@ use crate::support::{have_root, our_routes, steady, Lab};
 
 fn assert_no_vxlan_leftovers(lab: &Lab, node: &str) {
     let links = lab.ip(node, &["link", "show"]);
-    assert!(!links.contains("vxlan.calico"), "{node}: device left:\n{links}");
+    assert!(
+        !links.contains("vxlan.calico"),
+        "{node}: device left:\n{links}"
+    );
     let observed = lab.observe(node);
-    assert!(observed.neighs.is_empty() && observed.fdb.is_empty(), "{node}: {observed:?}");
+    assert!(
+        observed.neighs.is_empty() && observed.fdb.is_empty(),
+        "{node}: {observed:?}"
+    );
     for r in our_routes(lab, node) {
         assert!(r.contains("dev eth0"), "{node}: stale tunnel route {r}");
     }
@@ -28,8 +34,16 @@ fn vxlan_native_and_back_leaves_nothing_stale() {
     // The three phases of a switch to native, then the way back.
     let both = BTreeSet::from([Mode::Vxlan, Mode::Native]);
     let phases = [
-        Plan { generation: 2, route_mode: Mode::Vxlan, decap: both.clone() },
-        Plan { generation: 3, route_mode: Mode::Native, decap: both.clone() },
+        Plan {
+            generation: 2,
+            route_mode: Mode::Vxlan,
+            decap: both.clone(),
+        },
+        Plan {
+            generation: 3,
+            route_mode: Mode::Native,
+            decap: both.clone(),
+        },
         Plan::steady(Mode::Native, 4),
     ];
     for plan in &phases {
@@ -46,7 +60,10 @@ fn vxlan_native_and_back_leaves_nothing_stale() {
     lab.assert_all_pods_talk(1450);
     for node in lab.names() {
         for r in our_routes(&lab, &node) {
-            assert!(r.contains("dev vxlan.calico"), "{node}: stale native route {r}");
+            assert!(
+                r.contains("dev vxlan.calico"),
+                "{node}: stale native route {r}"
+            );
         }
     }
 }
@@ -61,11 +78,24 @@ fn vxlan_identity_change_recreates_device() {
     lab.ip("node-1", &["link", "set", "vxlan.calico", "mtu", "1300"]);
     let mut config = lab.config("node-1");
     config.vxlan_vni = 4097;
-    let out = lab.converge_with("node-1", &steady(Mode::Vxlan), config).expect("converge");
-    assert!(out.steps.iter().any(|s| s.why.contains("vni 4096 -> 4097")), "{:?}", out.steps);
+    let out = lab
+        .converge_with("node-1", &steady(Mode::Vxlan), config)
+        .expect("converge");
+    assert!(
+        out.steps.iter().any(|s| s.why.contains("vni 4096 -> 4097")),
+        "{:?}",
+        out.steps
+    );
     let link = lab.ip("node-1", &["-d", "link", "show", "vxlan.calico"]);
-    assert!(link.contains("vxlan id 4097") && link.contains("mtu 1450"), "{link}");
-    assert_eq!(our_routes(&lab, "node-1").len(), 1, "routes restored after recreate");
+    assert!(
+        link.contains("vxlan id 4097") && link.contains("mtu 1450"),
+        "{link}"
+    );
+    assert_eq!(
+        our_routes(&lab, "node-1").len(),
+        1,
+        "routes restored after recreate"
+    );
     let observed = lab.observe("node-1");
     assert_eq!(observed.neighs.len(), 1);
     assert_eq!(observed.fdb.len(), 1);
@@ -81,7 +111,11 @@ fn peer_leaving_removes_its_route_neighbour_and_fdb() {
     assert_eq!(our_routes(&lab, "node-1").len(), 2);
     lab.nodes.retain(|n| n.name != "node-3");
     let out = lab.converge("node-1", &steady(Mode::Vxlan));
-    assert_eq!(out.changes, 3, "route, neighbour and fdb entry of node-3: {:?}", out.steps);
+    assert_eq!(
+        out.changes, 3,
+        "route, neighbour and fdb entry of node-3: {:?}",
+        out.steps
+    );
     assert_eq!(our_routes(&lab, "node-1").len(), 1);
     let observed = lab.observe("node-1");
     assert_eq!((observed.neighs.len(), observed.fdb.len()), (1, 1));
@@ -100,8 +134,16 @@ fn ipip_to_vxlan_to_native_retires_tunl0() {
 
     let both = BTreeSet::from([Mode::Ipip, Mode::Vxlan]);
     for plan in [
-        Plan { generation: 2, route_mode: Mode::Ipip, decap: both.clone() },
-        Plan { generation: 3, route_mode: Mode::Vxlan, decap: both.clone() },
+        Plan {
+            generation: 2,
+            route_mode: Mode::Ipip,
+            decap: both.clone(),
+        },
+        Plan {
+            generation: 3,
+            route_mode: Mode::Vxlan,
+            decap: both.clone(),
+        },
         Plan::steady(Mode::Vxlan, 4),
     ] {
         let out = lab.converge_all(&plan);
@@ -110,20 +152,32 @@ fn ipip_to_vxlan_to_native_retires_tunl0() {
     }
     for node in lab.names() {
         let tunl = lab.ip(&node, &["addr", "show", "dev", "tunl0"]);
-        assert!(!tunl.contains(&format!("{}/32", lab.node(&node).pod_cidr.ip())), "{node}: our address left:\n{tunl}");
+        assert!(
+            !tunl.contains(&format!("{}/32", lab.node(&node).pod_cidr.ip())),
+            "{node}: our address left:\n{tunl}"
+        );
         let shared = node == "node-3";
-        assert_eq!(tunl.contains("state UP") || tunl.contains(",UP"), shared, "{node}: tunl0 up/down wrong:\n{tunl}");
+        assert_eq!(
+            tunl.contains("state UP") || tunl.contains(",UP"),
+            shared,
+            "{node}: tunl0 up/down wrong:\n{tunl}"
+        );
         for r in our_routes(&lab, &node) {
             assert!(r.contains("dev vxlan.calico"), "{node}: stale route {r}");
         }
     }
-    assert!(lab.ip("node-3", &["addr", "show", "dev", "tunl0"]).contains("10.97.0.3/32"));
+    assert!(lab
+        .ip("node-3", &["addr", "show", "dev", "tunl0"])
+        .contains("10.97.0.3/32"));
 
     lab.converge_all(&steady(Mode::Native));
     lab.assert_all_pods_talk(1500);
     lab.converge_all(&steady(Mode::Ipip));
     lab.assert_all_pods_talk(1480);
     for node in lab.names() {
-        assert!(!lab.ip(&node, &["link", "show"]).contains("vxlan.calico"), "{node}");
+        assert!(
+            !lab.ip(&node, &["link", "show"]).contains("vxlan.calico"),
+            "{node}"
+        );
     }
 }

@@ -20,14 +20,21 @@ pub struct Outcome {
 
 /// The node this host is: by name when given, else the one whose IP is on a
 /// local interface.
-pub async fn local_node<'c>(dp: &Dataplane, cluster: &'c Cluster, name: Option<&str>) -> Result<&'c Node> {
+pub async fn local_node<'c>(
+    dp: &Dataplane,
+    cluster: &'c Cluster,
+    name: Option<&str>,
+) -> Result<&'c Node> {
     if let Some(name) = name {
         return cluster
             .node(name)
             .ok_or_else(|| Error::invalid("node", format!("{name:?} is not in the cluster file")));
     }
     let local = dp.local_addresses().await?;
-    let mut found = cluster.nodes.iter().filter(|n| local.iter().any(|a| a.ip() == n.node_ip));
+    let mut found = cluster
+        .nodes
+        .iter()
+        .filter(|n| local.iter().any(|a| a.ip() == n.node_ip));
     match (found.next(), found.next()) {
         (Some(node), None) => Ok(node),
         (None, _) => Err(Error::invalid(
@@ -36,13 +43,20 @@ pub async fn local_node<'c>(dp: &Dataplane, cluster: &'c Cluster, name: Option<&
         )),
         (Some(a), Some(b)) => Err(Error::invalid(
             "node",
-            format!("both {} and {} have an IP on this host; pass --node NAME", a.name, b.name),
+            format!(
+                "both {} and {} have an IP on this host; pass --node NAME",
+                a.name, b.name
+            ),
         )),
     }
 }
 
 /// Desired state of `local` in `cluster`, with the uplink read from the kernel.
-pub async fn desired_for(dp: &mut Dataplane, cluster: &Cluster, local: &Node) -> Result<(Desired, Uplink)> {
+pub async fn desired_for(
+    dp: &mut Dataplane,
+    cluster: &Cluster,
+    local: &Node,
+) -> Result<(Desired, Uplink)> {
     let uplink = dp.uplink(local.node_ip).await?;
     let desired = plan::desired(Inputs {
         local,
@@ -71,7 +85,11 @@ pub async fn converge(dp: &mut Dataplane, desired: &Desired) -> Result<Outcome> 
             "a route that is not ours holds this destination; leaving it alone"
         );
     }
-    let changes = if diff.is_empty() { 0 } else { dp.apply(&diff).await? };
+    let changes = if diff.is_empty() {
+        0
+    } else {
+        dp.apply(&diff).await?
+    };
     let after = dry_run(dp, desired).await?;
     if !after.is_empty() {
         let left: Vec<String> = after.steps.iter().map(ToString::to_string).collect();

@@ -8,7 +8,10 @@ use podroute::cli::{self, Cli, LogFormat};
 fn main() {
     let cli = Cli::parse();
     init_logging(cli.log_filter(), cli.log_format);
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: starting the async runtime: {e}");

@@ -95,7 +95,13 @@ fn render(r: &ApplyReport) -> String {
 pub(super) fn steps_table(steps: &[Step]) -> String {
     let rows: Vec<Vec<String>> = steps
         .iter()
-        .map(|s| vec![format!("{:?}", s.op.stage()).to_lowercase(), s.op.to_string(), s.why.clone()])
+        .map(|s| {
+            vec![
+                format!("{:?}", s.op.stage()).to_lowercase(),
+                s.op.to_string(),
+                s.why.clone(),
+            ]
+        })
         .collect();
     table(&["STAGE", "OP", "WHY"], &rows)
 }
@@ -103,6 +109,11 @@ pub(super) fn steps_table(steps: &[Step]) -> String {
 pub(super) fn conflicts_text(conflicts: &[RouteKey]) -> String {
     conflicts
         .iter()
-        .map(|k| format!("warning: {} (table {}) is held by a route that is not ours; left alone\n", k.dst, k.table))
+        .map(|k| {
+            format!(
+                "warning: {} (table {}) is held by a route that is not ours; left alone\n",
+                k.dst, k.table
+            )
+        })
         .collect()
 }

@@ -59,7 +59,10 @@ pub struct LabArgs {
 
 pub async fn run(args: LabArgs) -> Result<()> {
     if !nix::unistd::Uid::effective().is_root() {
-        return Err(Error::invalid("lab", "needs root to create network namespaces (run with sudo)"));
+        return Err(Error::invalid(
+            "lab",
+            "needs root to create network namespaces (run with sudo)",
+        ));
     }
     let _lock = take_lock()?;
     let (from, modes_chosen) = choose_from(args.from)?;
@@ -105,7 +108,10 @@ pub async fn run(args: LabArgs) -> Result<()> {
         };
         let (report, mut kept) = run(&opts)?;
         let naive = if compare {
-            let (naive, more) = run(&LabOptions { naive: true, ..opts.clone() })?;
+            let (naive, more) = run(&LabOptions {
+                naive: true,
+                ..opts.clone()
+            })?;
             kept.extend(more);
             Some(naive)
         } else {
@@ -135,7 +141,12 @@ fn render(r: &LabReport) -> String {
         ));
     }
     if !r.kept_namespaces.is_empty() {
-        let node = r.kept_namespaces.iter().find(|n| n.ends_with("-n1")).cloned().unwrap_or_default();
+        let node = r
+            .kept_namespaces
+            .iter()
+            .find(|n| n.ends_with("-n1"))
+            .cloned()
+            .unwrap_or_default();
         out.push_str(&format!(
             "\nkept namespaces: {}\nenter a node:   ip netns exec {node} bash\ninspect it:     ip netns exec {node} podroute status\nremove them:    for ns in {}; do ip netns del $ns; done\n",
             r.kept_namespaces.join(" "),
@@ -155,7 +166,10 @@ fn take_lock() -> Result<Flock<File>> {
         .open(LOCK_FILE)
         .map_err(|e| Error::io(format!("opening {LOCK_FILE}"), e))?;
     Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|_| {
-        Error::invalid("lab", format!("another podroute lab is running (holds {LOCK_FILE}); wait for it or stop it"))
+        Error::invalid(
+            "lab",
+            format!("another podroute lab is running (holds {LOCK_FILE}); wait for it or stop it"),
+        )
     })
 }
 
@@ -170,7 +184,10 @@ fn choose_from(asked: Option<Mode>) -> Result<(Mode, String)> {
     Ok(if has_ipip {
         (Mode::Ipip, "from ipip: this kernel has ipip".into())
     } else {
-        (Mode::Vxlan, "from vxlan: this kernel has no ipip module (ipip runs in netns-tests/vm)".into())
+        (
+            Mode::Vxlan,
+            "from vxlan: this kernel has no ipip module (ipip runs in netns-tests/vm)".into(),
+        )
     })
 }
 

@@ -17,7 +17,11 @@ pub use output::{table, Output};
 use crate::Result;
 
 #[derive(Debug, Parser)]
-#[command(name = "podroute", version, about = "Pod routes over ipip, VXLAN or native routing, and a seamless switch between them")]
+#[command(
+    name = "podroute",
+    version,
+    about = "Pod routes over ipip, VXLAN or native routing, and a seamless switch between them"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

@@ -54,7 +54,13 @@ pub async fn run(args: PlanArgs) -> Result<()> {
         let mut out = if r.ops.is_empty() {
             format!("node {}: converged, no ops\n", r.node)
         } else {
-            format!("node {}: {} ops to reach mode {}\n{}", r.node, r.ops.len(), r.mode, steps_table(&r.ops))
+            format!(
+                "node {}: {} ops to reach mode {}\n{}",
+                r.node,
+                r.ops.len(),
+                r.mode,
+                steps_table(&r.ops)
+            )
         };
         out.push_str(&conflicts_text(&r.conflicts));
         out

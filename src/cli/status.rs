@@ -78,13 +78,21 @@ pub async fn run(args: StatusArgs) -> Result<()> {
     let mut sysctls = BTreeMap::new();
     let keys = ["net/ipv4/ip_forward".to_string(), rp_filter_key("all")]
         .into_iter()
-        .chain(health::watched_devices(&observed, uplink.as_ref()).into_iter().map(|d| rp_filter_key(&d)));
+        .chain(
+            health::watched_devices(&observed, uplink.as_ref())
+                .into_iter()
+                .map(|d| rp_filter_key(&d)),
+        );
     for key in keys {
         let value = read_sysctl(&key)?;
         sysctls.insert(key, value);
     }
     let warnings = health::warnings(&observed, uplink.as_ref(), &sysctls, &config);
-    let owned = observed.routes.values().filter(|r| r.protocol == config.route_protocol).count();
+    let owned = observed
+        .routes
+        .values()
+        .filter(|r| r.protocol == config.route_protocol)
+        .count();
     let report = StatusReport {
         mode: health::kernel_mode(&observed, &config),
         devices: devices(&observed),
@@ -113,7 +121,10 @@ async fn guess_uplink(dp: &mut Dataplane, observed: &Observed) -> Option<Uplink>
             observed
                 .routes
                 .values()
-                .find(|r| health::route_mode(&r.dev, &config) == crate::model::Mode::Native && !r.dev.is_empty())
+                .find(|r| {
+                    health::route_mode(&r.dev, &config) == crate::model::Mode::Native
+                        && !r.dev.is_empty()
+                })
                 .map(|r| r.dev.clone())
         })?;
     let link = dp.links().iter().find(|l| l.name == name)?.clone();
@@ -150,7 +161,10 @@ fn devices(observed: &Observed) -> Vec<Device> {
             up: d.up,
             mtu: d.mtu,
             addresses: d.addresses.iter().map(|a| format!("{a}/32")).collect(),
-            detail: format!("vni {} port {} local {} dev {} mac {}", i.vni, i.port, i.local, i.link, i.mac),
+            detail: format!(
+                "vni {} port {} local {} dev {} mac {}",
+                i.vni, i.port, i.local, i.link, i.mac
+            ),
         });
     }
     out
@@ -178,7 +192,10 @@ fn render(r: &StatusReport) -> String {
                 ]
             })
             .collect();
-        out.push_str(&table(&["DEVICE", "KIND", "STATE", "MTU", "ADDRESSES", "DETAIL"], &rows));
+        out.push_str(&table(
+            &["DEVICE", "KIND", "STATE", "MTU", "ADDRESSES", "DETAIL"],
+            &rows,
+        ));
     }
     out.push_str(&format!(
         "routes: {} owned, {} adopted; neighbours: {}; fdb: {}; pod MTU file: {}\n",
@@ -198,7 +215,11 @@ fn render(r: &StatusReport) -> String {
     match &r.drift {
         None => {}
         Some(steps) if steps.is_empty() => out.push_str("drift: none, the kernel holds the plan\n"),
-        Some(steps) => out.push_str(&format!("drift: {} writes to converge\n{}", steps.len(), steps_table(steps))),
+        Some(steps) => out.push_str(&format!(
+            "drift: {} writes to converge\n{}",
+            steps.len(),
+            steps_table(steps)
+        )),
     }
     for w in &r.warnings {
         out.push_str(&format!("warning: {w}\n"));

@@ -98,7 +98,10 @@ mod tests {
     #[test]
     fn overlay_to_overlay_takes_all_three_phases() {
         for (a, b) in [(Mode::Ipip, Mode::Vxlan), (Mode::Vxlan, Mode::Ipip)] {
-            assert_eq!(names(a, b), [Phase::Prepare, Phase::Switch, Phase::Finalize]);
+            assert_eq!(
+                names(a, b),
+                [Phase::Prepare, Phase::Switch, Phase::Finalize]
+            );
         }
     }
 
@@ -129,7 +132,10 @@ mod tests {
                 // Every phase can still receive what any node may still send.
                 for pair in all.windows(2) {
                     let (before, after) = (&pair[0].plan, &pair[1].plan);
-                    assert!(after.tunnels().contains(&before.route_mode) || !before.route_mode.is_tunnel());
+                    assert!(
+                        after.tunnels().contains(&before.route_mode)
+                            || !before.route_mode.is_tunnel()
+                    );
                 }
             }
         }

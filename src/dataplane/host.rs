@@ -19,7 +19,8 @@ pub fn read_sysctl(key: &str) -> Result<Option<String>> {
 
 pub fn write_sysctl(key: &str, value: &str) -> Result<()> {
     let path = Path::new(PROC_SYS).join(key);
-    std::fs::write(&path, value).map_err(|e| Error::io(format!("writing {value} to {}", path.display()), e))
+    std::fs::write(&path, value)
+        .map_err(|e| Error::io(format!("writing {value} to {}", path.display()), e))
 }
 
 pub fn read_pod_mtu(path: &Path) -> Result<Option<u32>> {
@@ -34,7 +35,8 @@ pub fn read_pod_mtu(path: &Path) -> Result<Option<u32>> {
 pub fn write_pod_mtu(path: &Path, mtu: u32) -> Result<()> {
     let context = |what: &str| format!("{what} {}", path.display());
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(context("creating the directory of"), e))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::io(context("creating the directory of"), e))?;
     }
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, format!("{mtu}\n")).map_err(|e| Error::io(context("writing"), e))?;

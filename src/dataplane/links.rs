@@ -57,7 +57,9 @@ fn parse(msg: &LinkMessage) -> Link {
                 for info in infos {
                     match info {
                         LinkInfo::Kind(kind) => link.kind = Some(kind.clone()),
-                        LinkInfo::Data(InfoData::Vxlan(attrs)) => link.vxlan = Some(parse_vxlan(attrs)),
+                        LinkInfo::Data(InfoData::Vxlan(attrs)) => {
+                            link.vxlan = Some(parse_vxlan(attrs))
+                        }
                         _ => {}
                     }
                 }
@@ -86,11 +88,18 @@ fn parse_vxlan(attrs: &[InfoVxlan]) -> VxlanAttrs {
 /// Create the ipip device; when the kernel already made the fallback
 /// `tunl0`, that one is ours to use.
 pub async fn create_ipip(handle: &Handle, name: &str) -> Result<()> {
-    match handle.link().add(LinkIpIp::new(name).build()).execute().await {
+    match handle
+        .link()
+        .add(LinkIpIp::new(name).build())
+        .execute()
+        .await
+    {
         Ok(()) => Ok(()),
         Err(e) if errno(&e) == Some(EEXIST) => Ok(()),
         Err(e) if errno(&e) == Some(libc::EOPNOTSUPP) => Err(Error::Netlink {
-            context: format!("creating {name}: this kernel has no ipip support (module ipip not loaded?)"),
+            context: format!(
+                "creating {name}: this kernel has no ipip support (module ipip not loaded?)"
+            ),
             source: e,
         }),
         Err(e) => Err(nl_err(format!("creating {name} (ipip)"))(e)),
@@ -113,7 +122,10 @@ pub async fn create_vxlan(handle: &Handle, device: &VxlanDevice, link_index: u32
         .add(msg)
         .execute()
         .await
-        .map_err(nl_err(format!("creating {} (vxlan id {})", device.name, id.vni)))
+        .map_err(nl_err(format!(
+            "creating {} (vxlan id {})",
+            device.name, id.vni
+        )))
 }
 
 pub async fn set_mtu(handle: &Handle, index: u32, name: &str, mtu: u32) -> Result<()> {

@@ -82,23 +82,33 @@ impl Dataplane {
     }
 
     fn index(&self, name: &str) -> Result<u32> {
-        self.link(name).map(|l| l.index).ok_or_else(|| Error::Netns {
-            name: "current".into(),
-            reason: format!("device {name} does not exist"),
-        })
+        self.link(name)
+            .map(|l| l.index)
+            .ok_or_else(|| Error::Netns {
+                name: "current".into(),
+                reason: format!("device {name} does not exist"),
+            })
     }
 
     /// IPv4 addresses on this host's interfaces.
     pub async fn local_addresses(&self) -> Result<Vec<Ipv4Network>> {
         self.count(1);
-        Ok(addresses::dump(&self.handle).await?.iter().map(|a| a.network).collect())
+        Ok(addresses::dump(&self.handle)
+            .await?
+            .iter()
+            .map(|a| a.network)
+            .collect())
     }
 
     /// IPv4 addresses of one interface.
     pub async fn local_addresses_of(&self, index: u32) -> Result<Vec<Ipv4Network>> {
         self.count(1);
         let all = addresses::dump(&self.handle).await?;
-        Ok(all.iter().filter(|a| a.index == index).map(|a| a.network).collect())
+        Ok(all
+            .iter()
+            .filter(|a| a.index == index)
+            .map(|a| a.network)
+            .collect())
     }
 
     /// The interface that holds `node_ip`.
@@ -110,12 +120,19 @@ impl Dataplane {
             .into_iter()
             .find(|a| a.network.ip() == node_ip);
         let address = found.ok_or_else(|| {
-            Error::invalid("node ip", format!("{node_ip} is not an address of any interface here"))
+            Error::invalid(
+                "node ip",
+                format!("{node_ip} is not an address of any interface here"),
+            )
         })?;
-        let link = self.links.iter().find(|l| l.index == address.index).ok_or_else(|| Error::Netns {
-            name: "current".into(),
-            reason: format!("interface {} of {node_ip} vanished", address.index),
-        })?;
+        let link = self
+            .links
+            .iter()
+            .find(|l| l.index == address.index)
+            .ok_or_else(|| Error::Netns {
+                name: "current".into(),
+                reason: format!("interface {} of {node_ip} vanished", address.index),
+            })?;
         Ok(Uplink {
             name: link.name.clone(),
             mtu: link.mtu,
@@ -124,9 +141,16 @@ impl Dataplane {
     }
 
     /// What the kernel holds of ours, plus the sysctls named in `sysctl_keys`.
-    pub async fn observe<'a>(&mut self, sysctl_keys: impl IntoIterator<Item = &'a String>) -> Result<Observed> {
+    pub async fn observe<'a>(
+        &mut self,
+        sysctl_keys: impl IntoIterator<Item = &'a String>,
+    ) -> Result<Observed> {
         self.refresh_links().await?;
-        let names: BTreeMap<u32, String> = self.links.iter().map(|l| (l.index, l.name.clone())).collect();
+        let names: BTreeMap<u32, String> = self
+            .links
+            .iter()
+            .map(|l| (l.index, l.name.clone()))
+            .collect();
         self.count(2);
         let addrs = addresses::by_index(&addresses::dump(&self.handle).await?);
         let dumped = routes::dump(&self.handle, self.config.route_table).await?;
@@ -155,7 +179,9 @@ impl Dataplane {
 
         for route in routes::named(dumped, &names) {
             let adoptable = route.key.dst.prefix() > 0;
-            if route.protocol == protocol || (adoptable && self.config.is_owned_protocol(route.protocol)) {
+            if route.protocol == protocol
+                || (adoptable && self.config.is_owned_protocol(route.protocol))
+            {
                 observed.routes.entry(route.key).or_insert(route);
             } else {
                 observed.foreign_routes.insert(route.key);
@@ -166,15 +192,31 @@ impl Dataplane {
             self.count(2);
             let dev = &vxlan.name;
             for (ip, mac) in neighbours::dump_arp(&self.handle, vxlan.index).await? {
-                observed.neighs.insert(ip, Neigh { dev: dev.clone(), ip, mac });
+                observed.neighs.insert(
+                    ip,
+                    Neigh {
+                        dev: dev.clone(),
+                        ip,
+                        mac,
+                    },
+                );
             }
             for (mac, dst) in neighbours::dump_fdb(&self.handle, vxlan.index).await? {
-                observed.fdb.insert(mac, Fdb { dev: dev.clone(), mac, dst });
+                observed.fdb.insert(
+                    mac,
+                    Fdb {
+                        dev: dev.clone(),
+                        mac,
+                        dst,
+                    },
+                );
             }
         }
 
         for key in sysctl_keys {
-            observed.sysctls.insert(key.clone(), host::read_sysctl(key)?);
+            observed
+                .sysctls
+                .insert(key.clone(), host::read_sysctl(key)?);
         }
         observed.pod_mtu = host::read_pod_mtu(&self.config.mtu_file)?;
         Ok(observed)
@@ -207,7 +249,10 @@ impl Dataplane {
                 vni: attrs.vni,
                 port: attrs.port,
                 local: attrs.local.unwrap_or(Ipv4Addr::UNSPECIFIED),
-                link: attrs.link.and_then(|i| names.get(&i).cloned()).unwrap_or_default(),
+                link: attrs
+                    .link
+                    .and_then(|i| names.get(&i).cloned())
+                    .unwrap_or_default(),
                 mac: link.mac.unwrap_or(crate::model::Mac([0; 6])),
                 learning: attrs.learning,
             },
@@ -264,16 +309,26 @@ impl Dataplane {
             Op::SetMtu { dev, mtu } => links::set_mtu(h, self.index(dev)?, dev, *mtu).await?,
             Op::SetUp { dev } => links::set_up(h, self.index(dev)?, dev, true).await?,
             Op::SetDown { dev } => links::set_up(h, self.index(dev)?, dev, false).await?,
-            Op::AddAddress { dev, ip } => addresses::add(h, self.index(dev)?, dev, *ip, cfg.route_protocol).await?,
+            Op::AddAddress { dev, ip } => {
+                addresses::add(h, self.index(dev)?, dev, *ip, cfg.route_protocol).await?
+            }
             Op::DelAddress { dev, ip, .. } => addresses::del(h, self.index(dev)?, dev, *ip).await?,
             Op::SetSysctl { key, value } => host::write_sysctl(key, value)?,
             Op::WritePodMtu { mtu } => host::write_pod_mtu(&cfg.mtu_file, *mtu)?,
             Op::RemovePodMtu => host::remove_pod_mtu(&cfg.mtu_file)?,
-            Op::ReplaceNeigh { neigh } => neighbours::replace_arp(h, self.index(&neigh.dev)?, neigh).await?,
-            Op::DelNeigh { neigh } => neighbours::del_arp(h, self.index(&neigh.dev)?, neigh).await?,
-            Op::ReplaceFdb { fdb } => neighbours::replace_fdb(h, self.index(&fdb.dev)?, fdb).await?,
+            Op::ReplaceNeigh { neigh } => {
+                neighbours::replace_arp(h, self.index(&neigh.dev)?, neigh).await?
+            }
+            Op::DelNeigh { neigh } => {
+                neighbours::del_arp(h, self.index(&neigh.dev)?, neigh).await?
+            }
+            Op::ReplaceFdb { fdb } => {
+                neighbours::replace_fdb(h, self.index(&fdb.dev)?, fdb).await?
+            }
             Op::DelFdb { fdb } => neighbours::del_fdb(h, self.index(&fdb.dev)?, fdb).await?,
-            Op::ReplaceRoute { route } => routes::replace(h, route, self.index(&route.dev)?).await?,
+            Op::ReplaceRoute { route } => {
+                routes::replace(h, route, self.index(&route.dev)?).await?
+            }
             Op::DelRoute { route } => routes::del(h, route).await?,
         }
         tracing::info!(why = %step.why, "{}", step.op);

@@ -18,8 +18,14 @@ const NUD_PERMANENT: u16 = 0x80;
 
 /// Permanent IPv4 neighbours on `index`: (ip, mac).
 pub async fn dump_arp(handle: &Handle, index: u32) -> Result<Vec<(Ipv4Addr, Mac)>> {
-    let mut request = handle.neighbours().get().set_address_family(AddressFamily::Inet);
-    request.message_mut().attributes.push(NeighbourAttribute::IfIndex(index));
+    let mut request = handle
+        .neighbours()
+        .get()
+        .set_address_family(AddressFamily::Inet);
+    request
+        .message_mut()
+        .attributes
+        .push(NeighbourAttribute::IfIndex(index));
     let messages = collect(request.execute(), "neighbours").await?;
     Ok(messages
         .iter()
@@ -30,7 +36,10 @@ pub async fn dump_arp(handle: &Handle, index: u32) -> Result<Vec<(Ipv4Addr, Mac)
 
 /// Permanent FDB entries of the device itself (`self`): (mac, dst).
 pub async fn dump_fdb(handle: &Handle, index: u32) -> Result<Vec<(Mac, Ipv4Addr)>> {
-    let mut request = handle.neighbours().get().set_address_family(AddressFamily::Bridge);
+    let mut request = handle
+        .neighbours()
+        .get()
+        .set_address_family(AddressFamily::Bridge);
     request.message_mut().header.ifindex = index;
     let messages = collect(request.execute(), "fdb").await?;
     Ok(messages
@@ -50,7 +59,9 @@ fn destination(m: &NeighbourMessage) -> Option<Ipv4Addr> {
         NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => Some(*ip),
         // In AF_BRIDGE messages the parser cannot know the address family.
         NeighbourAttribute::Destination(NeighbourAddress::Other(bytes)) => {
-            <[u8; 4]>::try_from(bytes.as_slice()).ok().map(Ipv4Addr::from)
+            <[u8; 4]>::try_from(bytes.as_slice())
+                .ok()
+                .map(Ipv4Addr::from)
         }
         _ => None,
     })
@@ -72,7 +83,10 @@ pub async fn replace_arp(handle: &Handle, index: u32, neigh: &Neigh) -> Result<(
         .replace()
         .execute()
         .await
-        .map_err(nl_err(format!("neigh replace {} lladdr {} dev {}", neigh.ip, neigh.mac, neigh.dev)))
+        .map_err(nl_err(format!(
+            "neigh replace {} lladdr {} dev {}",
+            neigh.ip, neigh.mac, neigh.dev
+        )))
 }
 
 pub async fn del_arp(handle: &Handle, index: u32, neigh: &Neigh) -> Result<()> {
@@ -81,7 +95,9 @@ pub async fn del_arp(handle: &Handle, index: u32, neigh: &Neigh) -> Result<()> {
     message.header.ifindex = index;
     message
         .attributes
-        .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(neigh.ip)));
+        .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(
+            neigh.ip,
+        )));
     ignore_missing(
         handle.neighbours().del(message).execute().await,
         format!("neigh del {} dev {}", neigh.ip, neigh.dev),
@@ -98,7 +114,10 @@ pub async fn replace_fdb(handle: &Handle, index: u32, fdb: &Fdb) -> Result<()> {
         .replace()
         .execute()
         .await
-        .map_err(nl_err(format!("fdb replace {} dev {} dst {}", fdb.mac, fdb.dev, fdb.dst)))
+        .map_err(nl_err(format!(
+            "fdb replace {} dev {} dst {}",
+            fdb.mac, fdb.dev, fdb.dst
+        )))
 }
 
 pub async fn del_fdb(handle: &Handle, index: u32, fdb: &Fdb) -> Result<()> {
@@ -106,17 +125,24 @@ pub async fn del_fdb(handle: &Handle, index: u32, fdb: &Fdb) -> Result<()> {
     message.header.family = AddressFamily::Bridge;
     message.header.ifindex = index;
     message.header.flags = NeighbourFlags::Own;
-    message.attributes.push(NeighbourAttribute::LinkLayerAddress(fdb.mac.0.to_vec()));
     message
         .attributes
-        .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(fdb.dst)));
+        .push(NeighbourAttribute::LinkLayerAddress(fdb.mac.0.to_vec()));
+    message
+        .attributes
+        .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(
+            fdb.dst,
+        )));
     ignore_missing(
         handle.neighbours().del(message).execute().await,
         format!("fdb del {} dev {} dst {}", fdb.mac, fdb.dev, fdb.dst),
     )
 }
 
-fn ignore_missing(result: std::result::Result<(), rtnetlink::Error>, context: String) -> Result<()> {
+fn ignore_missing(
+    result: std::result::Result<(), rtnetlink::Error>,
+    context: String,
+) -> Result<()> {
     match result {
         Ok(()) => Ok(()),
         Err(e) if errno(&e) == Some(ENOENT) => Ok(()),

@@ -22,7 +22,10 @@ pub async fn collect<T>(
     stream: impl Stream<Item = Result<T, rtnetlink::Error>>,
     what: &str,
 ) -> Result<Vec<T>, Error> {
-    stream.try_collect().await.map_err(nl_err(format!("dumping {what}")))
+    stream
+        .try_collect()
+        .await
+        .map_err(nl_err(format!("dumping {what}")))
 }
 
 pub const EEXIST: i32 = libc::EEXIST;

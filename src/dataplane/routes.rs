@@ -25,7 +25,9 @@ pub struct Dumped {
 /// Every IPv4 route of `table`. The kernel filters by table and family
 /// (NETLINK_GET_STRICT_CHK); ownership is decided by the caller.
 pub async fn dump(handle: &Handle, table: u32) -> Result<Vec<Dumped>> {
-    let mut message = RouteMessageBuilder::<Ipv4Addr>::new().table_id(table).build();
+    let mut message = RouteMessageBuilder::<Ipv4Addr>::new()
+        .table_id(table)
+        .build();
     // Zero means "any" in a strict dump: all protocols, all types.
     message.header.protocol = RouteProtocol::Unspec;
     message.header.kind = RouteType::Unspec;
@@ -103,7 +105,9 @@ fn message(route: &Route, oif: Option<u32>) -> RouteMessage {
     }
     let mut message = builder.build();
     if let Some(mtu) = route.mtu {
-        message.attributes.push(RouteAttribute::Metrics(vec![RouteMetric::Mtu(mtu)]));
+        message
+            .attributes
+            .push(RouteAttribute::Metrics(vec![RouteMetric::Mtu(mtu)]));
     }
     message
 }
@@ -124,7 +128,8 @@ pub async fn del(handle: &Handle, route: &Route) -> Result<()> {
     let mut msg = message(route, None);
     msg.header.kind = RouteType::Unspec;
     msg.header.scope = RouteScope::NoWhere;
-    msg.attributes.retain(|a| !matches!(a, RouteAttribute::Gateway(_) | RouteAttribute::Metrics(_)));
+    msg.attributes
+        .retain(|a| !matches!(a, RouteAttribute::Gateway(_) | RouteAttribute::Metrics(_)));
     match handle.route().del(msg).execute().await {
         Ok(()) => Ok(()),
         Err(e) if errno(&e) == Some(ESRCH) => Ok(()),

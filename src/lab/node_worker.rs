@@ -29,9 +29,9 @@ impl NodeWorker {
             .name(format!("node {name}"))
             .spawn(move || serve(&netns, &node, cluster, config, rx, ready_tx))
             .map_err(|e| Error::io("spawning a node thread", e))?;
-        ready_rx
-            .recv()
-            .map_err(|_| Error::io("node thread", std::io::Error::other("died while starting")))??;
+        ready_rx.recv().map_err(|_| {
+            Error::io("node thread", std::io::Error::other("died while starting"))
+        })??;
         Ok(NodeWorker {
             name: name.to_string(),
             requests: Some(tx),
@@ -45,7 +45,12 @@ impl NodeWorker {
 
     /// Converge the node to `plan` and wait for the kernel to hold it.
     pub fn apply(&self, plan: &Plan) -> Result<Outcome> {
-        let gone = || Error::io(format!("node {}", self.name), std::io::Error::other("worker stopped"));
+        let gone = || {
+            Error::io(
+                format!("node {}", self.name),
+                std::io::Error::other("worker stopped"),
+            )
+        };
         let (reply_tx, reply_rx) = mpsc::channel();
         self.requests
             .as_ref()

@@ -79,7 +79,13 @@ pub fn render_run(run: &RunReport) -> String {
         run.subnets,
         if run.subnets == 1 { "" } else { "s" }
     );
-    out.push_str(&crate::cli::table(&["PHASE", "GEN", "TIME", "SENT", "LOST", "DF AT POD MTU"], &rows));
-    out.push_str(&format!("total: {} probes sent, {} lost\n", run.sent, run.lost));
+    out.push_str(&crate::cli::table(
+        &["PHASE", "GEN", "TIME", "SENT", "LOST", "DF AT POD MTU"],
+        &rows,
+    ));
+    out.push_str(&format!(
+        "total: {} probes sent, {} lost\n",
+        run.sent, run.lost
+    ));
     out
 }

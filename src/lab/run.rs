@@ -40,16 +40,25 @@ pub struct LabOptions {
 impl LabOptions {
     pub fn validate(&self) -> Result<()> {
         if !(2..=200).contains(&self.nodes) {
-            return Err(Error::invalid("nodes", format!("{} is not in 2..=200", self.nodes)));
+            return Err(Error::invalid(
+                "nodes",
+                format!("{} is not in 2..=200", self.nodes),
+            ));
         }
         if self.subnets == 0 || self.subnets > self.nodes || self.subnets > 50 {
             return Err(Error::invalid(
                 "subnets",
-                format!("{} must be 1..=50 and at most the number of nodes", self.subnets),
+                format!(
+                    "{} must be 1..=50 and at most the number of nodes",
+                    self.subnets
+                ),
             ));
         }
         if self.from == self.to {
-            return Err(Error::invalid("to", format!("already in {}: nothing to switch", self.from)));
+            return Err(Error::invalid(
+                "to",
+                format!("already in {}: nothing to switch", self.from),
+            ));
         }
         Ok(())
     }
@@ -117,7 +126,12 @@ impl Lab {
                 mtu_file: dir.join(&node.name).join("mtu"),
                 ..Config::default()
             };
-            workers.push(NodeWorker::spawn(&node.netns, &node.name, cluster.clone(), config)?);
+            workers.push(NodeWorker::spawn(
+                &node.netns,
+                &node.name,
+                cluster.clone(),
+                config,
+            )?);
         }
         let echo = topo
             .nodes()
@@ -151,7 +165,13 @@ impl Lab {
     }
 
     /// Every node to `plan`, one after the other; returns the smallest pod MTU.
-    fn roll(&self, plan: &Plan, step: Duration, progress: &Mutex<Progress>, cancel: &AtomicBool) -> Result<u32> {
+    fn roll(
+        &self,
+        plan: &Plan,
+        step: Duration,
+        progress: &Mutex<Progress>,
+        cancel: &AtomicBool,
+    ) -> Result<u32> {
         let mut pod_mtu = u32::MAX;
         for (i, worker) in self.workers.iter().enumerate() {
             if i > 0 {
@@ -162,7 +182,12 @@ impl Lab {
                 source: std::io::Error::other(e.to_string()),
             })?;
             pod_mtu = pod_mtu.min(outcome.pod_mtu.unwrap_or(u32::MAX));
-            tracing::debug!(node = worker.name(), changes = outcome.changes, "applied generation {}", plan.generation);
+            tracing::debug!(
+                node = worker.name(),
+                changes = outcome.changes,
+                "applied generation {}",
+                plan.generation
+            );
             update(progress, |p| p.applied = i + 1);
         }
         Ok(pod_mtu)
@@ -171,12 +196,23 @@ impl Lab {
     /// A DF packet of exactly `mtu` from every pod to every other pod.
     fn mtu_check(&self, mtu: u32) -> Result<MtuCheck> {
         let pods = self.pods();
-        let mut check = MtuCheck { mtu, ok: 0, total: 0 };
+        let mut check = MtuCheck {
+            mtu,
+            ok: 0,
+            total: 0,
+        };
         for from in &pods {
             for to in pods.iter().filter(|p| p.ip != from.ip) {
                 check.total += 1;
                 let payload = mtu as usize - OVERHEAD;
-                if udp_roundtrip(&from.netns, to.ip, PROBE_PORT, payload, true, Duration::from_secs(1))? {
+                if udp_roundtrip(
+                    &from.netns,
+                    to.ip,
+                    PROBE_PORT,
+                    payload,
+                    true,
+                    Duration::from_secs(1),
+                )? {
                     check.ok += 1;
                 }
             }
@@ -192,7 +228,12 @@ impl Lab {
     }
 
     /// The whole run: steady A, the rollout's phases, steady B.
-    pub fn run(&self, opts: &LabOptions, progress: &Mutex<Progress>, cancel: &AtomicBool) -> Result<RunReport> {
+    pub fn run(
+        &self,
+        opts: &LabOptions,
+        progress: &Mutex<Progress>,
+        cancel: &AtomicBool,
+    ) -> Result<RunReport> {
         let rollout = if opts.naive { "naive" } else { "seamless" };
         update(progress, |p| {
             p.rollout = rollout.into();
@@ -210,7 +251,11 @@ impl Lab {
         };
         let last_generation = steps.last().map_or(1, |s| s.plan.generation);
         let mut names = vec![(format!("steady {}", opts.from), 1)];
-        names.extend(steps.iter().map(|s| (s.phase.to_string(), s.plan.generation)));
+        names.extend(
+            steps
+                .iter()
+                .map(|s| (s.phase.to_string(), s.plan.generation)),
+        );
         names.push((format!("steady {}", opts.to), last_generation));
 
         let phase = Arc::new(AtomicUsize::new(0));

@@ -42,7 +42,12 @@ pub struct Traffic {
 impl Traffic {
     /// Start one sender thread per pod. `phase` is read at each send; it
     /// indexes the tallies returned by [`Traffic::stop`].
-    pub fn start(pods: &[Pod], port: u16, interval: Duration, phase: Arc<AtomicUsize>) -> Result<Traffic> {
+    pub fn start(
+        pods: &[Pod],
+        port: u16,
+        interval: Duration,
+        phase: Arc<AtomicUsize>,
+    ) -> Result<Traffic> {
         let stop = Arc::new(AtomicBool::new(false));
         let live = Arc::new(Live::default());
         let mut threads = Vec::new();
@@ -59,7 +64,11 @@ impl Traffic {
                 send_loop(prober, &targets, interval, &stop, &live, &phase)
             }));
         }
-        Ok(Traffic { stop, live, threads })
+        Ok(Traffic {
+            stop,
+            live,
+            threads,
+        })
     }
 
     pub fn live(&self) -> &Live {
@@ -116,11 +125,13 @@ fn send_loop(
         next += interval;
         let before = prober.stats().received;
         prober.recv_until(next, None)?;
-        live.received.fetch_add(prober.stats().received - before, Ordering::Relaxed);
+        live.received
+            .fetch_add(prober.stats().received - before, Ordering::Relaxed);
     }
     let before = prober.stats().received;
     prober.recv_until(Instant::now() + GRACE, None)?;
-    live.received.fetch_add(prober.stats().received - before, Ordering::Relaxed);
+    live.received
+        .fetch_add(prober.stats().received - before, Ordering::Relaxed);
     for seq in prober.pending() {
         if let Some(p) = phase_of.get(&seq) {
             tally(&mut tallies, *p).lost += 1;

@@ -89,6 +89,15 @@ impl Config {
                 format!("{p} is the kernel's or the admin's; it is never adopted"),
             ));
         }
+        if matches!(self.route_table, 0 | 253 | 255) {
+            return Err(Error::invalid(
+                "route-table",
+                format!(
+                    "{} is reserved (unspec, default or local)",
+                    self.route_table
+                ),
+            ));
+        }
         if self.vxlan_vni == 0 || self.vxlan_vni >= 1 << 24 {
             return Err(Error::invalid(
                 "vxlan-vni",

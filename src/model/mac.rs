@@ -62,6 +62,9 @@ impl FromStr for Mac {
         let mut parts = s.split(':');
         for byte in out.iter_mut() {
             let part = parts.next().ok_or_else(bad)?;
+            if part.len() != 2 || !part.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(bad());
+            }
             *byte = u8::from_str_radix(part, 16).map_err(|_| bad())?;
         }
         if parts.next().is_some() {

@@ -32,6 +32,9 @@ pub fn diff(desired: &Desired, observed: &Observed) -> Diff {
     if let Some(name) = vxlan_device(desired.vxlan.as_ref(), observed.vxlan.as_ref(), &mut push) {
         doomed.insert(name);
     }
+    if let (None, Some(retired)) = (&desired.vxlan, &observed.vxlan) {
+        doomed.insert(retired.name.as_str());
+    }
     let alive = |dev: &str| !doomed.contains(dev);
 
     for (key, value) in &desired.sysctls {
@@ -105,16 +108,11 @@ pub fn diff(desired: &Desired, observed: &Observed) -> Diff {
 
     for (key, route) in &observed.routes {
         if !desired.routes.contains_key(key) && alive(&route.dev) {
-            let why = if route.protocol == desired_protocol(desired, route.protocol) {
-                "no longer in the plan"
-            } else {
-                "stale route of an adopted protocol"
-            };
             push(
                 Op::DelRoute {
                     route: route.clone(),
                 },
-                why.into(),
+                format!("not in the plan (proto {})", route.protocol),
             );
         }
     }
@@ -147,15 +145,6 @@ pub fn sysctl_device(key: &str) -> Option<&str> {
 
 fn missing_or_differs(present: bool) -> String {
     if present { "differs" } else { "missing" }.into()
-}
-
-/// The protocol our own routes carry, as far as this diff can tell.
-fn desired_protocol(desired: &Desired, fallback: u8) -> u8 {
-    desired
-        .routes
-        .values()
-        .next()
-        .map_or(fallback, |r| r.protocol)
 }
 
 fn ipip_device(

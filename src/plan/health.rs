@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::model::{Config, Mode};
 
-use super::state::{Observed, Uplink};
+use super::state::{IpipDevice, Observed, Uplink};
 
 /// The mode(s) our routes use now: `vxlan`, `native`, `ipip+native`, or `none`.
 pub fn kernel_mode(observed: &Observed, config: &Config) -> String {
@@ -17,7 +17,11 @@ pub fn kernel_mode(observed: &Observed, config: &Config) -> String {
     if modes.is_empty() {
         return "none".into();
     }
-    modes.iter().map(|m| m.as_str()).collect::<Vec<_>>().join("+")
+    modes
+        .iter()
+        .map(|m| m.as_str())
+        .collect::<Vec<_>>()
+        .join("+")
 }
 
 pub fn route_mode(dev: &str, config: &Config) -> Mode {
@@ -30,12 +34,21 @@ pub fn route_mode(dev: &str, config: &Config) -> Mode {
     }
 }
 
+/// tunl0 counts only while it carries our address: the kernel keeps the
+/// fallback device around, and someone else may keep it up.
+fn in_play_ipip(observed: &Observed) -> Option<&IpipDevice> {
+    observed
+        .ipip
+        .as_ref()
+        .filter(|d| d.up && !d.addresses.is_empty())
+}
+
 /// The devices whose rp_filter matters: the uplink and our tunnels.
 pub fn watched_devices(observed: &Observed, uplink: Option<&Uplink>) -> Vec<String> {
     uplink
         .map(|u| u.name.clone())
         .into_iter()
-        .chain(observed.ipip.as_ref().filter(|d| d.up).map(|d| d.name.clone()))
+        .chain(in_play_ipip(observed).map(|d| d.name.clone()))
         .chain(observed.vxlan.as_ref().map(|d| d.name.clone()))
         .collect()
 }
@@ -53,7 +66,13 @@ pub fn warnings(
     config: &Config,
 ) -> Vec<String> {
     let mut out = Vec::new();
-    let value = |key: &str| -> Option<u32> { sysctls.get(key).cloned().flatten().and_then(|v| v.parse().ok()) };
+    let value = |key: &str| -> Option<u32> {
+        sysctls
+            .get(key)
+            .cloned()
+            .flatten()
+            .and_then(|v| v.parse().ok())
+    };
     let has_routes = !observed.routes.is_empty();
     if has_routes && value("net/ipv4/ip_forward") != Some(1) {
         out.push("net.ipv4.ip_forward is not 1: this node does not forward pod traffic".into());
@@ -72,8 +91,11 @@ pub fn warnings(
     if let Some(uplink) = uplink {
         let base = config.mtu.unwrap_or(uplink.mtu);
         let tunnels = [
-            observed.ipip.as_ref().filter(|d| d.up).map(|d| (Mode::Ipip, &d.name, d.mtu)),
-            observed.vxlan.as_ref().map(|d| (Mode::Vxlan, &d.name, d.mtu)),
+            in_play_ipip(observed).map(|d| (Mode::Ipip, &d.name, d.mtu)),
+            observed
+                .vxlan
+                .as_ref()
+                .map(|d| (Mode::Vxlan, &d.name, d.mtu)),
         ];
         for (mode, name, mtu) in tunnels.into_iter().flatten() {
             let max = base.saturating_sub(mode.overhead());
@@ -86,7 +108,7 @@ pub fn warnings(
         }
     }
     let smallest_tunnel = [
-        observed.ipip.as_ref().filter(|d| d.up).map(|d| d.mtu),
+        in_play_ipip(observed).map(|d| d.mtu),
         observed.vxlan.as_ref().map(|d| d.mtu),
     ]
     .into_iter()

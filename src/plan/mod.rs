@@ -11,5 +11,6 @@ pub use desired::{desired, Inputs, Mtus};
 pub use diff::{diff, Diff};
 pub use ops::{sysctl_name, Op, Stage, Step};
 pub use state::{
-    Desired, Fdb, IpipDevice, Neigh, Observed, Route, RouteKey, RouteKind, Uplink, VxlanDevice, VxlanIdentity,
+    Desired, Fdb, IpipDevice, Neigh, Observed, Route, RouteKey, RouteKind, Uplink, VxlanDevice,
+    VxlanIdentity,
 };

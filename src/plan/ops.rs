@@ -7,8 +7,9 @@ use serde::Serialize;
 
 use super::state::{Fdb, Neigh, Route, RouteKind, VxlanDevice};
 
-/// Ops run stage by stage in this order; ops within one stage do not depend
-/// on each other and may run concurrently.
+/// Ops run stage by stage in this order. Within a stage ops do not depend on
+/// each other and may run concurrently, except in `Links`: a recreated device
+/// is deleted and created there, so that stage runs one op at a time, in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Stage {

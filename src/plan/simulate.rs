@@ -76,7 +76,11 @@ pub fn apply(observed: &mut Observed, op: &Op) {
     }
 }
 
-fn with_link(observed: &mut Observed, dev: &str, f: impl FnOnce(&mut u32, &mut bool, &mut BTreeSet<std::net::Ipv4Addr>)) {
+fn with_link(
+    observed: &mut Observed,
+    dev: &str,
+    f: impl FnOnce(&mut u32, &mut bool, &mut BTreeSet<std::net::Ipv4Addr>),
+) {
     if let Some(d) = observed.ipip.as_mut().filter(|d| d.name == dev) {
         f(&mut d.mtu, &mut d.up, &mut d.addresses);
     } else if let Some(d) = observed.vxlan.as_mut().filter(|d| d.name == dev) {
@@ -89,7 +93,9 @@ fn forget_device(observed: &mut Observed, dev: &str) {
     observed.neighs.retain(|_, n| n.dev != dev);
     observed.fdb.retain(|_, f| f.dev != dev);
     observed.foreign_addresses.remove(dev);
-    observed.sysctls.retain(|k, _| sysctl_device(k) != Some(dev));
+    observed
+        .sysctls
+        .retain(|k, _| sysctl_device(k) != Some(dev));
 }
 
 pub fn apply_all<'a>(observed: &mut Observed, ops: impl IntoIterator<Item = &'a Op>) {
