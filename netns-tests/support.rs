@@ -55,15 +55,7 @@ pub struct Lab {
 impl Lab {
     pub fn new(builder: TopologyBuilder) -> Lab {
         let topo = builder.build().expect("topology");
-        let nodes = topo
-            .nodes()
-            .iter()
-            .map(|n| Node {
-                name: n.name.clone(),
-                node_ip: n.ip,
-                pod_cidrs: vec![n.pod_cidr.into()],
-            })
-            .collect();
+        let nodes = topo.model_nodes();
         let dir = std::env::temp_dir().join(unique_name("prtest"));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let echo = topo

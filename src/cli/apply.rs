@@ -1,25 +1,18 @@
 //! `podroute apply --cluster FILE [--node NAME] [--dry-run]`
 
-use std::path::PathBuf;
-
 use serde::Serialize;
 
+use super::host::{ClusterArgs, Host};
 use super::output::table;
 use super::{ConfigArgs, Output};
-use crate::dataplane::Dataplane;
 use crate::engine;
-use crate::model::Cluster;
 use crate::plan::{RouteKey, Step};
 use crate::Result;
 
 #[derive(Debug, clap::Args)]
 pub struct ApplyArgs {
-    /// Static cluster file (YAML): mode, options, nodes with name, ip, podCIDR(s).
-    #[arg(long, env = "PODROUTE_CLUSTER")]
-    pub cluster: PathBuf,
-    /// This host's node name; default: the node whose IP is on this host.
-    #[arg(long, env = "NODE_NAME")]
-    pub node: Option<String>,
+    #[command(flatten)]
+    pub target: ClusterArgs,
     /// Print what would change; change nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -44,11 +37,13 @@ pub struct ApplyReport {
 }
 
 pub async fn run(args: ApplyArgs) -> Result<()> {
-    let cluster = Cluster::load(&args.cluster)?;
-    let config = args.config.config(Some(&cluster))?;
-    let mut dp = Dataplane::connect(config)?;
-    let local = engine::local_node(&dp, &cluster, args.node.as_deref()).await?;
-    let (desired, _) = engine::desired_for(&mut dp, &cluster, local).await?;
+    let Host {
+        mut dp,
+        cluster,
+        local,
+        desired,
+        ..
+    } = Host::load(&args.target.cluster, &args.target.node, &args.config).await?;
     let mut report = ApplyReport {
         node: local.name.clone(),
         mode: cluster.plan.route_mode.to_string(),

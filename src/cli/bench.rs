@@ -23,6 +23,11 @@
 //! process start included in the time); in vxlan mode also the device
 //! (`ip link add`, address, up) and the FDB entries (`bridge -batch`).
 //!
+//! With `--repeat R` (default 3) the engine's cycle and the `ip -batch`
+//! cycle alternate R times in the same two namespaces (each cycle starts and
+//! ends empty) and every phase reports the median, so background load hits
+//! both sides alike.
+//!
 //! Peak RSS is VmHWM of the whole bench process (main runtime, the namespace
 //! threads, and the engine's state), reset before each N by writing 5 to
 //! /proc/self/clear_refs.

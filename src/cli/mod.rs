@@ -4,6 +4,7 @@ mod apply;
 mod bench;
 mod cleanup;
 mod config_args;
+mod host;
 mod lab;
 mod output;
 mod plan;

@@ -1,25 +1,18 @@
 //! `podroute plan --cluster FILE [--node NAME]`: the ops apply would run.
 
-use std::path::PathBuf;
-
 use serde::Serialize;
 
 use super::apply::{conflicts_text, steps_table};
+use super::host::{ClusterArgs, Host};
 use super::{ConfigArgs, Output};
-use crate::dataplane::Dataplane;
 use crate::engine;
-use crate::model::Cluster;
 use crate::plan::{RouteKey, Step};
 use crate::Result;
 
 #[derive(Debug, clap::Args)]
 pub struct PlanArgs {
-    /// Static cluster file (YAML).
-    #[arg(long, env = "PODROUTE_CLUSTER")]
-    pub cluster: PathBuf,
-    /// This host's node name; default: the node whose IP is on this host.
-    #[arg(long, env = "NODE_NAME")]
-    pub node: Option<String>,
+    #[command(flatten)]
+    pub target: ClusterArgs,
     #[command(flatten)]
     pub config: ConfigArgs,
     #[arg(short, long, value_enum, default_value = "table")]
@@ -37,11 +30,13 @@ pub struct PlanReport {
 }
 
 pub async fn run(args: PlanArgs) -> Result<()> {
-    let cluster = Cluster::load(&args.cluster)?;
-    let config = args.config.config(Some(&cluster))?;
-    let mut dp = Dataplane::connect(config)?;
-    let local = engine::local_node(&dp, &cluster, args.node.as_deref()).await?;
-    let (desired, _) = engine::desired_for(&mut dp, &cluster, local).await?;
+    let Host {
+        mut dp,
+        cluster,
+        local,
+        desired,
+        ..
+    } = Host::load(&args.target.cluster, &args.target.node, &args.config).await?;
     let diff = engine::dry_run(&mut dp, &desired).await?;
     let report = PlanReport {
         node: local.name.clone(),

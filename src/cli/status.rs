@@ -6,11 +6,11 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use super::apply::steps_table;
+use super::host::{Host, NodeArgs};
 use super::output::table;
 use super::{ConfigArgs, Output};
 use crate::dataplane::{read_sysctl, Dataplane};
 use crate::engine;
-use crate::model::Cluster;
 use crate::plan::health::{self, rp_filter_key};
 use crate::plan::{self, Observed, Step, Uplink};
 use crate::Result;
@@ -20,9 +20,8 @@ pub struct StatusArgs {
     /// Static cluster file: adds drift (what apply would change) to the report.
     #[arg(long, env = "PODROUTE_CLUSTER")]
     pub cluster: Option<PathBuf>,
-    /// This host's node name; default: the node whose IP is on this host.
-    #[arg(long, env = "NODE_NAME")]
-    pub node: Option<String>,
+    #[command(flatten)]
+    pub node: NodeArgs,
     #[command(flatten)]
     pub config: ConfigArgs,
     #[arg(short, long, value_enum, default_value = "table")]
@@ -58,18 +57,15 @@ pub struct StatusReport {
 }
 
 pub async fn run(args: StatusArgs) -> Result<()> {
-    let cluster = args.cluster.as_deref().map(Cluster::load).transpose()?;
-    let config = args.config.config(cluster.as_ref())?;
-    let mut dp = Dataplane::connect(config.clone())?;
-
-    let mut drift = None;
-    let mut uplink = None;
-    if let Some(cluster) = &cluster {
-        let local = engine::local_node(&dp, cluster, args.node.as_deref()).await?;
-        let (desired, found) = engine::desired_for(&mut dp, cluster, local).await?;
-        drift = Some(engine::dry_run(&mut dp, &desired).await?.steps);
-        uplink = Some(found);
-    }
+    let (mut dp, drift, mut uplink) = match &args.cluster {
+        Some(path) => {
+            let mut host = Host::load(path, &args.node, &args.config).await?;
+            let drift = engine::dry_run(&mut host.dp, &host.desired).await?.steps;
+            (host.dp, Some(drift), Some(host.uplink))
+        }
+        None => (Dataplane::connect(args.config.config(None)?)?, None, None),
+    };
+    let config = dp.config().clone();
     let observed = dp.observe(std::iter::empty()).await?;
     if uplink.is_none() {
         uplink = guess_uplink(&mut dp, &observed).await;

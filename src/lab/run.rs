@@ -99,15 +99,7 @@ impl Lab {
         }
         let topo = builder.build()?;
         let dir = std::env::temp_dir().join(unique_name("prlab"));
-        let nodes: Vec<Node> = topo
-            .nodes()
-            .iter()
-            .map(|n| Node {
-                name: n.name.clone(),
-                node_ip: n.ip,
-                pod_cidrs: vec![n.pod_cidr.into()],
-            })
-            .collect();
+        let nodes: Vec<Node> = topo.model_nodes();
         let cluster = Cluster {
             nodes,
             plan: Plan::steady(opts.from, 1),

@@ -391,6 +391,18 @@ impl Topology {
         self.netns_by_name(&self.node_info(node)?.netns)
     }
 
+    /// The nodes as podroute's model sees them.
+    pub fn model_nodes(&self) -> Vec<crate::model::Node> {
+        self.nodes
+            .iter()
+            .map(|n| crate::model::Node {
+                name: n.name.clone(),
+                node_ip: n.ip,
+                pod_cidrs: vec![n.pod_cidr.into()],
+            })
+            .collect()
+    }
+
     /// Leave every namespace in place (for inspection); returns their names.
     pub fn keep(&mut self) -> Vec<String> {
         let names = self.namespace_names();
