@@ -85,16 +85,18 @@ pub async fn converge(dp: &mut Dataplane, desired: &Desired) -> Result<Outcome> 
             "a route that is not ours holds this destination; leaving it alone"
         );
     }
+    // An empty diff was computed from a fresh read: that read is the proof.
     let changes = if diff.is_empty() {
         0
     } else {
-        dp.apply(&diff).await?
+        let changes = dp.apply(&diff).await?;
+        let after = dry_run(dp, desired).await?;
+        if !after.is_empty() {
+            let left: Vec<String> = after.steps.iter().map(ToString::to_string).collect();
+            return Err(Error::Unconverged(left.join("; ")));
+        }
+        changes
     };
-    let after = dry_run(dp, desired).await?;
-    if !after.is_empty() {
-        let left: Vec<String> = after.steps.iter().map(ToString::to_string).collect();
-        return Err(Error::Unconverged(left.join("; ")));
-    }
     Ok(Outcome {
         changes,
         steps: diff.steps,
