@@ -9,5 +9,6 @@ pub mod error;
 pub mod lab;
 pub mod model;
 pub mod plan;
+pub mod store;
 
 pub use error::{Error, Result};

@@ -1,0 +1,33 @@
+//! Where agents and the coordinator meet: one trait, three stores.
+//!
+//! - `memory`: in-process, shared by the agents and coordinator of one
+//!   process (the lab, fast tests);
+//! - `file`: a static cluster file, followed with inotify (hosts without
+//!   Kubernetes);
+//! - `kube`: the API server (Nodes, their status, the ClusterRouting object).
+
+mod file;
+mod memory;
+mod types;
+
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use tokio::sync::watch;
+
+pub use file::FileStore;
+pub use memory::MemoryStore;
+pub use types::{Applied, Network, NodeReport, NodeState, Settings, Snapshot, REASON_ROUTE_CREATED};
+
+use crate::Result;
+
+pub trait ClusterStore: Send + Sync + 'static {
+    /// The latest snapshot, updated on every change; `None` until the store
+    /// has read the cluster once. A store that loses its source keeps the
+    /// last snapshot (the dataplane keeps working).
+    fn subscribe(&self) -> watch::Receiver<Option<Arc<Snapshot>>>;
+
+    /// Record what `node` holds. Writing the same report again changes
+    /// nothing and costs no write.
+    fn report<'a>(&'a self, node: &'a str, report: &'a NodeReport) -> BoxFuture<'a, Result<()>>;
+}

@@ -1,0 +1,123 @@
+//! What a store holds: nodes with their reports, and the plan in force.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::Serialize;
+
+use crate::model::{Cluster, Mode, Node, OffSubnet, Plan};
+use crate::Error;
+
+/// A plan that a node holds in its kernel, verified by reading it back.
+/// On a Node: annotation `podroute.io/applied: <generation>/<mode>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Applied {
+    pub generation: u64,
+    pub mode: Mode,
+}
+
+impl fmt::Display for Applied {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.generation, self.mode)
+    }
+}
+
+impl FromStr for Applied {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Error> {
+        let bad = || Error::invalid("podroute.io/applied", format!("{s:?} is not <generation>/<mode>"));
+        let (generation, mode) = s.split_once('/').ok_or_else(bad)?;
+        Ok(Applied {
+            generation: generation.parse().map_err(|_| bad())?,
+            mode: mode.parse().map_err(|_| bad())?,
+        })
+    }
+}
+
+/// The node's NetworkUnavailable condition as podroute writes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "status", rename_all = "camelCase")]
+pub enum Network {
+    /// NetworkUnavailable=False, reason RouteCreated.
+    Available { message: String },
+    /// NetworkUnavailable=True: the dataplane cannot be programmed.
+    Unavailable { reason: String, message: String },
+}
+
+pub const REASON_ROUTE_CREATED: &str = "RouteCreated";
+
+/// What one node says about itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NodeReport {
+    pub applied: Option<Applied>,
+    pub network: Option<Network>,
+}
+
+/// A node, whether the kubelet calls it Ready, and its report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NodeState {
+    pub node: Node,
+    pub ready: bool,
+    pub report: NodeReport,
+}
+
+/// Cluster-wide settings (ClusterRouting spec, or the cluster file).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Settings {
+    pub off_subnet: Option<OffSubnet>,
+    pub mtu: Option<u32>,
+    pub vxlan_vni: Option<u32>,
+    pub vxlan_port: Option<u16>,
+}
+
+/// Everything a store knows at one moment.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Snapshot {
+    pub nodes: Vec<NodeState>,
+    /// The plan in force; `None` before a coordinator published one.
+    pub plan: Option<Plan>,
+    pub settings: Settings,
+}
+
+impl Snapshot {
+    pub fn from_cluster(cluster: &Cluster) -> Snapshot {
+        Snapshot {
+            nodes: cluster
+                .nodes
+                .iter()
+                .map(|node| NodeState {
+                    node: node.clone(),
+                    ready: true,
+                    report: NodeReport {
+                        applied: None,
+                        network: None,
+                    },
+                })
+                .collect(),
+            plan: Some(cluster.plan.clone()),
+            settings: Settings {
+                off_subnet: cluster.off_subnet,
+                mtu: cluster.mtu,
+                vxlan_vni: cluster.vxlan_vni,
+                vxlan_port: cluster.vxlan_port,
+            },
+        }
+    }
+
+    /// The cluster an agent plans with; `None` while there is no plan.
+    pub fn cluster(&self) -> Option<Cluster> {
+        Some(Cluster {
+            nodes: self.nodes.iter().map(|n| n.node.clone()).collect(),
+            plan: self.plan.clone()?,
+            off_subnet: self.settings.off_subnet,
+            mtu: self.settings.mtu,
+            vxlan_vni: self.settings.vxlan_vni,
+            vxlan_port: self.settings.vxlan_port,
+        })
+    }
+
+    pub fn node(&self, name: &str) -> Option<&NodeState> {
+        self.nodes.iter().find(|n| n.node.name == name)
+    }
+}

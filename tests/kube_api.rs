@@ -1,0 +1,947 @@
+//! API facts the agent relies on, pinned against a real kube-apiserver + etcd
+//! (see tests/kube_env). All tests in this binary share one control plane, so
+//! each works on its own Nodes (unique names) and never restarts it.
+//!
+//! Without built binaries these tests print "skipping: ..." and pass, unless
+//! PODROUTE_REQUIRE_KUBE_TESTS=1 (CI), where they fail.
+
+mod kube_env;
+
+use std::collections::BTreeMap;
+
+use futures::StreamExt;
+use k8s_openapi::api::admissionregistration::v1::{
+    ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+};
+use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::authentication::v1::SelfSubjectReview;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Node, NodeAddress, NodeCondition, NodeSpec, NodeStatus, Pod, Secret, ServiceAccount,
+};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, RoleRef, Subject};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
+    CustomResourceDefinition, CustomResourceDefinitionNames, CustomResourceDefinitionSpec,
+    CustomResourceDefinitionVersion, CustomResourceSubresources, CustomResourceValidation,
+    JSONSchemaProps,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, ObjectMeta, Patch,
+    PatchParams, PostParams, WatchParams,
+};
+use kube::Client;
+use kube_env::{status_code, unique_name};
+use serde_json::json;
+
+const AGENT_NS: &str = "podroute-system";
+
+fn test_node(name: &str, ip: &str, pod_cidr: &str) -> Node {
+    Node {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            ..Default::default()
+        },
+        spec: Some(NodeSpec {
+            pod_cidr: Some(pod_cidr.into()),
+            pod_cidrs: Some(vec![pod_cidr.into()]),
+            ..Default::default()
+        }),
+        status: Some(NodeStatus {
+            addresses: Some(vec![
+                NodeAddress {
+                    type_: "InternalIP".into(),
+                    address: ip.into(),
+                },
+                NodeAddress {
+                    type_: "Hostname".into(),
+                    address: name.into(),
+                },
+            ]),
+            ..Default::default()
+        }),
+    }
+}
+
+async fn create_node(client: &Client, name: &str, ip: &str, pod_cidr: &str) -> Node {
+    Api::<Node>::all(client.clone())
+        .create(&PostParams::default(), &test_node(name, ip, pod_cidr))
+        .await
+        .unwrap_or_else(|e| panic!("create node {name}: {e}"))
+}
+
+fn condition(type_: &str, status: &str, reason: &str, message: &str) -> NodeCondition {
+    let now = Time(Timestamp::now());
+    NodeCondition {
+        type_: type_.into(),
+        status: status.into(),
+        reason: Some(reason.into()),
+        message: Some(message.into()),
+        last_heartbeat_time: Some(now.clone()),
+        last_transition_time: Some(now),
+    }
+}
+
+fn condition_types(node: &Node) -> Vec<String> {
+    let mut types: Vec<String> = node
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .map(|cs| cs.iter().map(|c| c.type_.clone()).collect())
+        .unwrap_or_default();
+    types.sort();
+    types
+}
+
+fn find_condition<'a>(node: &'a Node, type_: &str) -> Option<&'a NodeCondition> {
+    node.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == type_)
+}
+
+#[tokio::test]
+async fn control_plane_is_a_real_apiserver_and_the_admin_is_system_masters() {
+    let Some(cp) = kube_env::shared() else { return };
+    let client = cp.client().await;
+
+    let version = client.apiserver_version().await.expect("/version");
+    assert_eq!(version.major, "1");
+    assert!(
+        version.git_version.starts_with("v1."),
+        "kube-apiserver reports {}",
+        version.git_version
+    );
+    let readyz = client
+        .request_text(http::Request::get("/readyz").body(Vec::new()).unwrap())
+        .await
+        .expect("/readyz");
+    assert_eq!(readyz.trim(), "ok");
+
+    let review: SelfSubjectReview = Api::all(client.clone())
+        .create(&PostParams::default(), &SelfSubjectReview::default())
+        .await
+        .expect("SelfSubjectReview");
+    let user = review.status.unwrap().user_info.unwrap();
+    assert_eq!(user.username.as_deref(), Some("podroute-test-admin"));
+    assert!(user
+        .groups
+        .unwrap_or_default()
+        .contains(&"system:masters".to_string()));
+
+    assert!(cp.admin_kubeconfig().is_file());
+    assert!(cp.apiserver_log().is_file());
+    eprintln!(
+        "kube-apiserver {} at {} (dir {})",
+        version.git_version,
+        cp.server_url(),
+        cp.dir().display()
+    );
+}
+
+/// The agent reads a Node's IP from its InternalIP address and its pod CIDRs
+/// from spec.podCIDRs (spec.podCIDR as fall-back): both are stored as written.
+#[tokio::test]
+async fn nodes_keep_pod_cidrs_and_internal_ips() {
+    let Some(cp) = kube_env::shared() else { return };
+    let client = cp.client().await;
+    let nodes: Api<Node> = Api::all(client.clone());
+
+    let label = unique_name("cidrs");
+    let mut names = Vec::new();
+    for i in 1..=3 {
+        let name = unique_name("node-cidr");
+        let mut node = test_node(&name, &format!("192.0.2.{i}"), &format!("10.244.{i}.0/24"));
+        node.metadata.labels = Some(BTreeMap::from([(
+            "podroute.test/set".into(),
+            label.clone(),
+        )]));
+        nodes
+            .create(&PostParams::default(), &node)
+            .await
+            .expect("create node");
+        names.push(name);
+    }
+
+    let listed = nodes
+        .list(&ListParams::default().labels(&format!("podroute.test/set={label}")))
+        .await
+        .expect("list nodes");
+    assert_eq!(listed.items.len(), 3);
+    for (i, name) in names.iter().enumerate() {
+        let node = nodes.get(name).await.expect("get node");
+        let spec = node.spec.as_ref().unwrap();
+        let cidr = format!("10.244.{}.0/24", i + 1);
+        assert_eq!(spec.pod_cidrs.as_deref(), Some(&[cidr.clone()][..]));
+        assert_eq!(spec.pod_cidr.as_deref(), Some(cidr.as_str()));
+        let addresses = node.status.as_ref().unwrap().addresses.as_ref().unwrap();
+        let internal: Vec<&str> = addresses
+            .iter()
+            .filter(|a| a.type_ == "InternalIP")
+            .map(|a| a.address.as_str())
+            .collect();
+        assert_eq!(internal, [format!("192.0.2.{}", i + 1)]);
+    }
+
+    // The API keeps spec.podCIDR == spec.podCIDRs[0]. When a client writes
+    // both and they differ, podCIDR wins (compatibility with old clients) ...
+    let mut conflict = test_node(&unique_name("node-conflict"), "192.0.2.9", "10.244.9.0/24");
+    conflict.spec.as_mut().unwrap().pod_cidrs = Some(vec!["10.244.10.0/24".into()]);
+    let stored = nodes
+        .create(&PostParams::default(), &conflict)
+        .await
+        .expect("create");
+    let spec = stored.spec.unwrap();
+    assert_eq!(spec.pod_cidr.as_deref(), Some("10.244.9.0/24"));
+    assert_eq!(spec.pod_cidrs, Some(vec!["10.244.9.0/24".to_string()]));
+    names.push(stored.metadata.name.unwrap());
+    // ... and a Node written with podCIDR alone reads back with podCIDRs.
+    let mut old_style = test_node(&unique_name("node-podcidr"), "192.0.2.10", "10.244.11.0/24");
+    old_style.spec.as_mut().unwrap().pod_cidrs = None;
+    let stored = nodes
+        .create(&PostParams::default(), &old_style)
+        .await
+        .expect("create");
+    assert_eq!(
+        stored.spec.unwrap().pod_cidrs,
+        Some(vec!["10.244.11.0/24".to_string()])
+    );
+    names.push(stored.metadata.name.unwrap());
+
+    // A pod CIDR, once set, cannot be changed (the agent can rely on it).
+    let change = Patch::Merge(
+        json!({"spec": {"podCIDR": "10.244.99.0/24", "podCIDRs": ["10.244.99.0/24"]}}),
+    );
+    let err = nodes
+        .patch(&names[0], &PatchParams::default(), &change)
+        .await;
+    assert_eq!(status_code(&err), Some(422), "{err:?}");
+
+    for name in names {
+        nodes
+            .delete(&name, &DeleteParams::default())
+            .await
+            .expect("delete node");
+    }
+}
+
+/// DESIGN.md: the agent reports NetworkUnavailable with a strategic merge patch
+/// on nodes/status. Conditions are a list merged by `type`, so the kubelet's
+/// conditions survive; a JSON merge patch replaces the whole list and wipes them.
+#[tokio::test]
+async fn strategic_merge_patch_keeps_kubelet_conditions_json_merge_patch_wipes_them() {
+    let Some(cp) = kube_env::shared() else { return };
+    let admin = cp.client().await;
+    let name = unique_name("node-smp");
+    create_node(&admin, &name, "192.0.2.20", "10.244.20.0/24").await;
+
+    // The kubelet (its own identity: Node authorizer + NodeRestriction) reports
+    // its conditions, as it does, with a strategic merge patch.
+    let kubelet = cp.node_identity(&name).client().await;
+    let kubelet_conditions = json!({"status": {"conditions": [
+        condition("Ready", "True", "KubeletReady", "kubelet is posting ready status"),
+        condition("MemoryPressure", "False", "KubeletHasSufficientMemory", "ok"),
+        condition("DiskPressure", "False", "KubeletHasNoDiskPressure", "ok"),
+    ]}});
+    Api::<Node>::all(kubelet)
+        .patch_status(
+            &name,
+            &PatchParams::default(),
+            &Patch::Strategic(kubelet_conditions),
+        )
+        .await
+        .expect("kubelet patches its node status");
+
+    let nodes: Api<Node> = Api::all(admin.clone());
+    let ours = json!({"status": {"conditions": [
+        condition("NetworkUnavailable", "False", "RouteCreated", "podroute: vxlan, plan generation 1"),
+    ]}});
+    let after_smp = nodes
+        .patch_status(
+            &name,
+            &PatchParams::default(),
+            &Patch::Strategic(ours.clone()),
+        )
+        .await
+        .expect("strategic merge patch on nodes/status");
+    assert_eq!(
+        condition_types(&after_smp),
+        [
+            "DiskPressure",
+            "MemoryPressure",
+            "NetworkUnavailable",
+            "Ready"
+        ],
+        "strategic merge patch must keep the kubelet's conditions"
+    );
+    let nu = find_condition(&after_smp, "NetworkUnavailable").unwrap();
+    assert_eq!(
+        (nu.status.as_str(), nu.reason.as_deref()),
+        ("False", Some("RouteCreated"))
+    );
+    assert_eq!(find_condition(&after_smp, "Ready").unwrap().status, "True");
+
+    // Patching the same condition again updates it in place (merge key `type`).
+    let again = json!({"status": {"conditions": [
+        condition("NetworkUnavailable", "False", "RouteCreated", "podroute: native, plan generation 2"),
+    ]}});
+    let after_again = nodes
+        .patch_status(&name, &PatchParams::default(), &Patch::Strategic(again))
+        .await
+        .expect("second strategic merge patch");
+    assert_eq!(condition_types(&after_again).len(), 4);
+    assert_eq!(
+        find_condition(&after_again, "NetworkUnavailable")
+            .unwrap()
+            .message
+            .as_deref(),
+        Some("podroute: native, plan generation 2")
+    );
+
+    // The same body as a JSON merge patch (RFC 7386) replaces the list.
+    let after_merge = nodes
+        .patch_status(&name, &PatchParams::default(), &Patch::Merge(ours))
+        .await
+        .expect("JSON merge patch on nodes/status");
+    assert_eq!(
+        condition_types(&after_merge),
+        ["NetworkUnavailable"],
+        "a JSON merge patch wipes the other conditions"
+    );
+
+    nodes
+        .delete(&name, &DeleteParams::default())
+        .await
+        .expect("delete node");
+}
+
+/// The Node authorizer and NodeRestriction keep a kubelet identity to its own
+/// Node: it may not patch another node's status.
+#[tokio::test]
+async fn a_kubelet_identity_cannot_touch_another_node() {
+    let Some(cp) = kube_env::shared() else { return };
+    let admin = cp.client().await;
+    let a = unique_name("node-own");
+    let b = unique_name("node-other");
+    create_node(&admin, &a, "192.0.2.30", "10.244.30.0/24").await;
+    create_node(&admin, &b, "192.0.2.31", "10.244.31.0/24").await;
+
+    let kubelet_a: Api<Node> = Api::all(cp.node_identity(&a).client().await);
+    let patch = Patch::Strategic(json!({"status": {"conditions": [
+        condition("NetworkUnavailable", "False", "RouteCreated", "x"),
+    ]}}));
+    kubelet_a
+        .patch_status(&a, &PatchParams::default(), &patch)
+        .await
+        .expect("own node");
+    let err = kubelet_a
+        .patch_status(&b, &PatchParams::default(), &patch)
+        .await;
+    assert_eq!(status_code(&err), Some(403), "{err:?}");
+    let err = kubelet_a.delete(&b, &DeleteParams::default()).await;
+    assert_eq!(status_code(&err), Some(403), "{err:?}");
+
+    let nodes: Api<Node> = Api::all(admin);
+    for n in [a, b] {
+        nodes
+            .delete(&n, &DeleteParams::default())
+            .await
+            .expect("delete node");
+    }
+}
+
+// --- RBAC: the agent's ClusterRole as DESIGN.md lists it -------------------
+
+/// The agent's ClusterRole from DESIGN.md "Kubernetes contract": nodes
+/// get/list/watch/patch, nodes/status patch, clusterroutings get/list/watch.
+fn agent_cluster_role(name: &str) -> ClusterRole {
+    let rule = |groups: &[&str], resources: &[&str], verbs: &[&str]| PolicyRule {
+        api_groups: Some(groups.iter().map(|s| s.to_string()).collect()),
+        resources: Some(resources.iter().map(|s| s.to_string()).collect()),
+        verbs: verbs.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    };
+    ClusterRole {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            ..Default::default()
+        },
+        rules: Some(vec![
+            rule(&[""], &["nodes"], &["get", "list", "watch", "patch"]),
+            rule(&[""], &["nodes/status"], &["patch"]),
+            rule(
+                &["podroute.io"],
+                &["clusterroutings"],
+                &["get", "list", "watch"],
+            ),
+        ]),
+        ..Default::default()
+    }
+}
+
+/// A minimal ClusterRouting CRD (group podroute.io, cluster-scoped, status
+/// subresource); the schema is left open here, the real one lives in manifests/.
+async fn ensure_cluster_routing_crd(client: &Client) -> ApiResource {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let crd = CustomResourceDefinition {
+        metadata: ObjectMeta {
+            name: Some("clusterroutings.podroute.io".into()),
+            ..Default::default()
+        },
+        spec: CustomResourceDefinitionSpec {
+            group: "podroute.io".into(),
+            scope: "Cluster".into(),
+            names: CustomResourceDefinitionNames {
+                kind: "ClusterRouting".into(),
+                plural: "clusterroutings".into(),
+                singular: Some("clusterrouting".into()),
+                list_kind: Some("ClusterRoutingList".into()),
+                ..Default::default()
+            },
+            versions: vec![CustomResourceDefinitionVersion {
+                name: "v1alpha1".into(),
+                served: true,
+                storage: true,
+                schema: Some(CustomResourceValidation {
+                    open_api_v3_schema: Some(JSONSchemaProps {
+                        type_: Some("object".into()),
+                        x_kubernetes_preserve_unknown_fields: Some(true),
+                        ..Default::default()
+                    }),
+                }),
+                subresources: Some(CustomResourceSubresources {
+                    status: Some(Default::default()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        },
+        status: None,
+    };
+    match crds.create(&PostParams::default(), &crd).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 409 => {}
+        Err(e) => panic!("create CRD: {e}"),
+    }
+    let cond = kube::runtime::conditions::is_crd_established();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        kube::runtime::wait::await_condition(crds, "clusterroutings.podroute.io", cond),
+    )
+    .await
+    .expect("CRD established in time")
+    .expect("await CRD");
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("podroute.io", "v1alpha1", "ClusterRouting"),
+        "clusterroutings",
+    )
+}
+
+/// Binds a fresh copy of the agent ClusterRole to service account
+/// `AGENT_NS/sa_name`.
+async fn bind_agent_role(admin: &Client, sa_name: &str) {
+    let role = unique_name("podroute-agent");
+    Api::<ClusterRole>::all(admin.clone())
+        .create(&PostParams::default(), &agent_cluster_role(&role))
+        .await
+        .expect("create ClusterRole");
+    Api::<ClusterRoleBinding>::all(admin.clone())
+        .create(
+            &PostParams::default(),
+            &ClusterRoleBinding {
+                metadata: ObjectMeta {
+                    name: Some(role.clone()),
+                    ..Default::default()
+                },
+                role_ref: RoleRef {
+                    api_group: Some("rbac.authorization.k8s.io".into()),
+                    kind: "ClusterRole".into(),
+                    name: role.clone(),
+                },
+                subjects: Some(vec![Subject {
+                    kind: "ServiceAccount".into(),
+                    name: sa_name.into(),
+                    namespace: Some(AGENT_NS.into()),
+                    ..Default::default()
+                }]),
+            },
+        )
+        .await
+        .expect("create ClusterRoleBinding");
+}
+
+/// RBAC bindings reach the authorizer through an informer: wait until `get`
+/// of `node` goes through.
+async fn wait_until_allowed(nodes: &Api<Node>, node: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        match nodes.get(node).await {
+            Ok(_) => return,
+            Err(e) if std::time::Instant::now() < deadline => {
+                eprintln!("waiting for the binding to apply: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("agent cannot get node {node}: {e}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn rbac_agent_role_allows_what_design_lists_and_refuses_everything_else() {
+    let Some(cp) = kube_env::shared() else { return };
+    let admin = cp.client().await;
+
+    let routing = ensure_cluster_routing_crd(&admin).await;
+    let routings_admin: Api<DynamicObject> = Api::all_with(admin.clone(), &routing);
+    let mut default = DynamicObject::new("default", &routing);
+    default.data = json!({"spec": {"mode": "vxlan"}});
+    match routings_admin
+        .create(&PostParams::default(), &default)
+        .await
+    {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 409 => {}
+        Err(e) => panic!("create ClusterRouting default: {e}"),
+    }
+
+    let sa_name = unique_name("agent");
+    let agent = cp.service_account(AGENT_NS, &sa_name, None).await;
+    bind_agent_role(&admin, &sa_name).await;
+
+    let node = unique_name("node-rbac");
+    create_node(&admin, &node, "192.0.2.40", "10.244.40.0/24").await;
+
+    let client = agent.client().await;
+    let nodes: Api<Node> = Api::all(client.clone());
+    let routings: Api<DynamicObject> = Api::all_with(client.clone(), &routing);
+
+    wait_until_allowed(&nodes, &node).await;
+
+    // Allowed: exactly the DESIGN.md list.
+    nodes
+        .list(&ListParams::default())
+        .await
+        .expect("nodes list");
+    let mut watch = nodes
+        .watch(&WatchParams::default().timeout(1), "0")
+        .await
+        .expect("nodes watch")
+        .boxed();
+    let _ = watch.next().await;
+    let annotate =
+        Patch::Merge(json!({"metadata": {"annotations": {"podroute.io/applied": "1/vxlan"}}}));
+    nodes
+        .patch(&node, &PatchParams::default(), &annotate)
+        .await
+        .expect("nodes patch");
+    let status = Patch::Strategic(json!({"status": {"conditions": [
+        condition("NetworkUnavailable", "False", "RouteCreated", "podroute: vxlan, plan generation 1"),
+    ]}}));
+    nodes
+        .patch_status(&node, &PatchParams::default(), &status)
+        .await
+        .expect("nodes/status patch");
+    routings.get("default").await.expect("clusterroutings get");
+    routings
+        .list(&ListParams::default())
+        .await
+        .expect("clusterroutings list");
+    let mut watch = routings
+        .watch(&WatchParams::default().timeout(1), "0")
+        .await
+        .expect("clusterroutings watch")
+        .boxed();
+    let _ = watch.next().await;
+
+    // Refused: everything else, each with 403 Forbidden.
+    let mut refused: Vec<(&str, Option<u16>)> = Vec::new();
+    let new_node = test_node(
+        &unique_name("node-by-agent"),
+        "192.0.2.41",
+        "10.244.41.0/24",
+    );
+    refused.push((
+        "nodes create",
+        status_code(&nodes.create(&PostParams::default(), &new_node).await),
+    ));
+    refused.push((
+        "nodes delete",
+        status_code(&nodes.delete(&node, &DeleteParams::default()).await),
+    ));
+    let current = Api::<Node>::all(admin.clone()).get(&node).await.unwrap();
+    refused.push((
+        "nodes update",
+        status_code(&nodes.replace(&node, &PostParams::default(), &current).await),
+    ));
+    refused.push((
+        "nodes/status update",
+        status_code(
+            &nodes
+                .replace_status(&node, &PostParams::default(), &current)
+                .await,
+        ),
+    ));
+    refused.push((
+        "nodes deletecollection",
+        status_code(
+            &nodes
+                .delete_collection(&DeleteParams::default(), &ListParams::default())
+                .await,
+        ),
+    ));
+    let mut other = DynamicObject::new(&unique_name("routing"), &routing);
+    other.data = json!({"spec": {"mode": "native"}});
+    refused.push((
+        "clusterroutings create",
+        status_code(&routings.create(&PostParams::default(), &other).await),
+    ));
+    let switch = Patch::Merge(json!({"spec": {"mode": "native"}}));
+    refused.push((
+        "clusterroutings patch",
+        status_code(
+            &routings
+                .patch("default", &PatchParams::default(), &switch)
+                .await,
+        ),
+    ));
+    let plan = Patch::Merge(json!({"status": {"phase": "Switch"}}));
+    refused.push((
+        "clusterroutings/status patch",
+        status_code(
+            &routings
+                .patch_status("default", &PatchParams::default(), &plan)
+                .await,
+        ),
+    ));
+    refused.push((
+        "clusterroutings delete",
+        status_code(&routings.delete("default", &DeleteParams::default()).await),
+    ));
+    refused.push((
+        "leases create",
+        status_code(
+            &Api::<Lease>::namespaced(client.clone(), AGENT_NS)
+                .create(
+                    &PostParams::default(),
+                    &Lease {
+                        metadata: ObjectMeta {
+                            name: Some("podroute-coordinator".into()),
+                            ..Default::default()
+                        },
+                        ..Default::default()
+                    },
+                )
+                .await,
+        ),
+    ));
+    refused.push((
+        "leases get",
+        status_code(
+            &Api::<Lease>::namespaced(client.clone(), AGENT_NS)
+                .get("podroute-coordinator")
+                .await,
+        ),
+    ));
+    refused.push((
+        "secrets list",
+        status_code(
+            &Api::<Secret>::namespaced(client.clone(), AGENT_NS)
+                .list(&ListParams::default())
+                .await,
+        ),
+    ));
+    refused.push((
+        "configmaps get",
+        status_code(
+            &Api::<ConfigMap>::namespaced(client.clone(), "kube-system")
+                .get("anything")
+                .await,
+        ),
+    ));
+    refused.push((
+        "pods list (all namespaces)",
+        status_code(
+            &Api::<Pod>::all(client.clone())
+                .list(&ListParams::default())
+                .await,
+        ),
+    ));
+    refused.push((
+        "daemonsets list",
+        status_code(
+            &Api::<DaemonSet>::namespaced(client.clone(), AGENT_NS)
+                .list(&ListParams::default())
+                .await,
+        ),
+    ));
+    refused.push((
+        "serviceaccounts/token create",
+        status_code(
+            &Api::<ServiceAccount>::namespaced(client.clone(), AGENT_NS)
+                .create_token_request(&sa_name, &PostParams::default(), &Default::default())
+                .await,
+        ),
+    ));
+    refused.push((
+        "clusterrolebindings create (escalation)",
+        status_code(
+            &Api::<ClusterRoleBinding>::all(client.clone())
+                .create(
+                    &PostParams::default(),
+                    &ClusterRoleBinding {
+                        metadata: ObjectMeta {
+                            name: Some(unique_name("escalate")),
+                            ..Default::default()
+                        },
+                        role_ref: RoleRef {
+                            api_group: Some("rbac.authorization.k8s.io".into()),
+                            kind: "ClusterRole".into(),
+                            name: "cluster-admin".into(),
+                        },
+                        subjects: None,
+                    },
+                )
+                .await,
+        ),
+    ));
+    let wrong: Vec<_> = refused
+        .iter()
+        .filter(|(_, code)| *code != Some(403))
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "expected 403 for each of these, got: {wrong:?}"
+    );
+
+    // The allowed writes really happened; the refused ones did not.
+    let after = Api::<Node>::all(admin.clone()).get(&node).await.unwrap();
+    assert_eq!(
+        after
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get("podroute.io/applied"))
+            .map(String::as_str),
+        Some("1/vxlan")
+    );
+    assert!(find_condition(&after, "NetworkUnavailable").is_some());
+    let routing_now = routings_admin.get("default").await.unwrap();
+    assert_eq!(routing_now.data["spec"]["mode"], "vxlan");
+
+    Api::<Node>::all(admin)
+        .delete(&node, &DeleteParams::default())
+        .await
+        .expect("delete node");
+}
+
+/// A TokenRequest bound to a Node puts the node name into the identity the API
+/// server sees (user extra `authentication.kubernetes.io/node-name`): that is
+/// what a ValidatingAdmissionPolicy can compare with the Node being written.
+/// Deleting the Node invalidates the token.
+#[tokio::test]
+async fn node_bound_service_account_token_names_its_node() {
+    let Some(cp) = kube_env::shared() else { return };
+    let admin = cp.client().await;
+    let node = unique_name("node-bound");
+    let created = create_node(&admin, &node, "192.0.2.50", "10.244.50.0/24").await;
+
+    let sa = unique_name("agent-bound");
+    let identity = cp.service_account(AGENT_NS, &sa, Some(&node)).await;
+    let client = identity.client().await;
+    let review: SelfSubjectReview = Api::all(client.clone())
+        .create(&PostParams::default(), &SelfSubjectReview::default())
+        .await
+        .expect("SelfSubjectReview with a node-bound token");
+    let user = review.status.unwrap().user_info.unwrap();
+    assert_eq!(user.username.as_deref(), Some(identity.username.as_str()));
+    let extra = user.extra.unwrap_or_default();
+    assert_eq!(
+        extra.get("authentication.kubernetes.io/node-name"),
+        Some(&vec![node.clone()]),
+        "extra: {extra:?}"
+    );
+    assert_eq!(
+        extra.get("authentication.kubernetes.io/node-uid"),
+        Some(&vec![created.metadata.uid.clone().unwrap()]),
+        "extra: {extra:?}"
+    );
+
+    // An unbound token of the same service account carries no node.
+    let unbound = cp.service_account(AGENT_NS, &sa, None).await;
+    let review: SelfSubjectReview = Api::all(unbound.client().await)
+        .create(&PostParams::default(), &SelfSubjectReview::default())
+        .await
+        .expect("SelfSubjectReview with an unbound token");
+    let extra = review
+        .status
+        .unwrap()
+        .user_info
+        .unwrap()
+        .extra
+        .unwrap_or_default();
+    assert!(
+        !extra.contains_key("authentication.kubernetes.io/node-name"),
+        "extra: {extra:?}"
+    );
+
+    // The bound token dies with its Node: 401 once the Node is gone (after the
+    // API server's token cache expires: about 10 s here).
+    Api::<Node>::all(admin)
+        .delete(&node, &DeleteParams::default())
+        .await
+        .expect("delete node");
+    let deleted = std::time::Instant::now();
+    let deadline = deleted + std::time::Duration::from_secs(40);
+    loop {
+        let result = Api::<SelfSubjectReview>::all(client.clone())
+            .create(&PostParams::default(), &SelfSubjectReview::default())
+            .await;
+        match status_code(&result) {
+            Some(401) => {
+                eprintln!(
+                    "bound token refused {:?} after its Node was deleted",
+                    deleted.elapsed()
+                );
+                break;
+            }
+            _ if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await
+            }
+            code => {
+                panic!("bound token still accepted after its Node was deleted: {code:?} {result:?}")
+            }
+        }
+    }
+}
+
+/// RBAC cannot say "the agent's own Node": the agent ClusterRole lets it patch
+/// every Node. DESIGN.md closes that gap with a ValidatingAdmissionPolicy that
+/// compares the node name bound into the agent's token with the Node written.
+/// This pins down that the mechanism works on the real API server; the
+/// shipped policy lives with the manifests.
+#[tokio::test]
+async fn admission_policy_keeps_a_node_bound_agent_to_its_own_node() {
+    let Some(cp) = kube_env::shared() else { return };
+    let admin = cp.client().await;
+    let own = unique_name("node-vap-own");
+    let other = unique_name("node-vap-other");
+    create_node(&admin, &own, "192.0.2.60", "10.244.60.0/24").await;
+    create_node(&admin, &other, "192.0.2.61", "10.244.61.0/24").await;
+
+    let sa = unique_name("agent-vap");
+    let bound = cp.service_account(AGENT_NS, &sa, Some(&own)).await;
+    let unbound = cp.service_account(AGENT_NS, &sa, None).await;
+    bind_agent_role(&admin, &sa).await;
+    let nodes: Api<Node> = Api::all(bound.client().await);
+    wait_until_allowed(&nodes, &own).await;
+
+    let annotate =
+        |v: &str| Patch::Merge(json!({"metadata": {"annotations": {"podroute.io/applied": v}}}));
+    // RBAC alone: the agent may write another node.
+    nodes
+        .patch(&other, &PatchParams::default(), &annotate("0/rbac-only"))
+        .await
+        .expect("RBAC alone lets the agent write any Node");
+
+    let policy_name = unique_name("podroute-agent-own-node");
+    let policy: ValidatingAdmissionPolicy = serde_json::from_value(json!({
+        "metadata": {"name": policy_name},
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {"resourceRules": [{
+                "apiGroups": [""],
+                "apiVersions": ["v1"],
+                "operations": ["UPDATE"],
+                "resources": ["nodes", "nodes/status"],
+            }]},
+            "matchConditions": [{
+                "name": "podroute-agent",
+                "expression": format!("request.userInfo.username == '{}'", bound.username),
+            }],
+            "validations": [{
+                "expression": "'authentication.kubernetes.io/node-name' in request.userInfo.extra && request.userInfo.extra['authentication.kubernetes.io/node-name'][0] == object.metadata.name",
+                "message": "a podroute agent may only write its own Node",
+                "reason": "Forbidden",
+            }],
+        },
+    }))
+    .unwrap();
+    let binding: ValidatingAdmissionPolicyBinding = serde_json::from_value(json!({
+        "metadata": {"name": policy_name},
+        "spec": {"policyName": policy_name, "validationActions": ["Deny"]},
+    }))
+    .unwrap();
+    let policies: Api<ValidatingAdmissionPolicy> = Api::all(admin.clone());
+    let bindings: Api<ValidatingAdmissionPolicyBinding> = Api::all(admin.clone());
+    policies
+        .create(&PostParams::default(), &policy)
+        .await
+        .expect("create ValidatingAdmissionPolicy");
+    bindings
+        .create(&PostParams::default(), &binding)
+        .await
+        .expect("create ValidatingAdmissionPolicyBinding");
+
+    // Policies reach admission through an informer: wait until it bites.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let refusal = loop {
+        let result = nodes
+            .patch(&other, &PatchParams::default(), &annotate("0/other"))
+            .await;
+        match result {
+            Err(kube::Error::Api(s)) if s.code == 403 => break s,
+            _ if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await
+            }
+            other => panic!("the policy never refused a write to another Node: {other:?}"),
+        }
+    };
+    assert!(
+        refusal.message.contains("may only write its own Node"),
+        "{refusal:?}"
+    );
+
+    // Its own Node: metadata and status.
+    nodes
+        .patch(&own, &PatchParams::default(), &annotate("1/vxlan"))
+        .await
+        .expect("the agent writes its own Node");
+    let status = Patch::Strategic(json!({"status": {"conditions": [
+        condition("NetworkUnavailable", "False", "RouteCreated", "podroute: vxlan, plan generation 1"),
+    ]}}));
+    nodes
+        .patch_status(&own, &PatchParams::default(), &status)
+        .await
+        .expect("the agent writes its own Node's status");
+    // Another Node's status: refused.
+    let err = nodes
+        .patch_status(&other, &PatchParams::default(), &status)
+        .await;
+    assert_eq!(status_code(&err), Some(403), "{err:?}");
+    // The same service account with a token bound to no Node: refused everywhere.
+    let unbound_nodes: Api<Node> = Api::all(unbound.client().await);
+    let err = unbound_nodes
+        .patch(&own, &PatchParams::default(), &annotate("1/unbound"))
+        .await;
+    assert_eq!(status_code(&err), Some(403), "{err:?}");
+
+    bindings
+        .delete(&policy_name, &DeleteParams::default())
+        .await
+        .expect("delete binding");
+    policies
+        .delete(&policy_name, &DeleteParams::default())
+        .await
+        .expect("delete policy");
+    let nodes: Api<Node> = Api::all(admin);
+    for n in [own, other] {
+        nodes
+            .delete(&n, &DeleteParams::default())
+            .await
+            .expect("delete node");
+    }
+}
