@@ -5,10 +5,13 @@
 
 mod support;
 
+mod agent;
+mod agent_memory;
 mod cli;
 mod lab_plumbing;
 mod lab_runs;
 mod modes;
+mod monitor;
 mod ownership;
 mod subnets;
 mod switching;

@@ -16,6 +16,8 @@ pub struct Outcome {
     /// Desired routes not installed because a foreign route holds the key.
     pub conflicts: Vec<RouteKey>,
     pub pod_mtu: Option<u32>,
+    /// Our routes in the kernel now.
+    pub routes: usize,
 }
 
 /// The node this host is: by name when given, else the one whose IP is on a
@@ -58,11 +60,14 @@ pub async fn desired_for(
     local: &Node,
 ) -> Result<(Desired, Uplink)> {
     let uplink = dp.uplink(local.node_ip).await?;
+    let mut config = dp.config().clone();
+    cluster.apply_to(&mut config);
+    config.validate()?;
     let desired = plan::desired(Inputs {
         local,
         nodes: &cluster.nodes,
         plan: &cluster.plan,
-        config: dp.config(),
+        config: &config,
         uplink: &uplink,
     })?;
     Ok((desired, uplink))
@@ -100,6 +105,7 @@ pub async fn converge(dp: &mut Dataplane, desired: &Desired) -> Result<Outcome> 
     Ok(Outcome {
         changes,
         steps: diff.steps,
+        routes: desired.routes.len() - diff.conflicts.len(),
         conflicts: diff.conflicts,
         pod_mtu: desired.pod_mtu,
     })

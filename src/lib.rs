@@ -1,6 +1,7 @@
 //! podroute: pod routes over ipip, VXLAN or native routing, programmed over
 //! netlink, and a seamless switch between them. See DESIGN.md.
 
+pub mod agent;
 pub mod cli;
 pub mod coordinator;
 pub mod dataplane;

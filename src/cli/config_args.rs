@@ -52,12 +52,11 @@ pub struct ConfigArgs {
 }
 
 impl ConfigArgs {
-    /// Defaults, then the cluster file's settings, then explicit flags.
+    /// Defaults, then explicit flags, then the cluster's own settings: the
+    /// MTU, VXLAN VNI and port and the off-subnet policy must be the same on
+    /// every node, so where the cluster sets them, it wins.
     pub fn config(&self, cluster: Option<&Cluster>) -> Result<Config> {
         let mut c = Config::default();
-        if let Some(cluster) = cluster {
-            cluster.apply_to(&mut c);
-        }
         if let Some(p) = &self.route_protocol {
             c.route_protocol = parse_route_protocol("route-protocol", p)?;
         }
@@ -82,6 +81,9 @@ impl ConfigArgs {
         }
         if let Some(v) = &self.cross_subnet_tunnel {
             c.cross_subnet_tunnel = v.parse::<Mode>()?;
+        }
+        if let Some(cluster) = cluster {
+            cluster.apply_to(&mut c);
         }
         c.validate()?;
         Ok(c)

@@ -1,5 +1,6 @@
 //! `podroute` subcommands, one file each. Every command takes `-o table|json`.
 
+mod agent;
 mod apply;
 mod bench;
 mod cleanup;
@@ -45,6 +46,8 @@ pub enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the node agent: keep this host's dataplane converged and report readiness.
+    Agent(agent::AgentArgs),
     /// Program this host once from a static cluster file, and print what changed.
     Apply(apply::ApplyArgs),
     /// Print the writes `apply` would make; changes nothing.
@@ -71,6 +74,7 @@ impl Cli {
 
 pub async fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Agent(args) => agent::run(args).await,
         Command::Apply(args) => apply::run(args).await,
         Command::Plan(args) => plan::run(args).await,
         Command::Status(args) => status::run(args).await,

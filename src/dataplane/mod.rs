@@ -5,6 +5,7 @@
 mod addresses;
 mod host;
 mod links;
+pub mod monitor;
 mod neighbours;
 mod netlink;
 mod routes;
@@ -13,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use futures::stream::{self, StreamExt};
+use futures::stream::{FuturesUnordered, StreamExt};
 use ipnetwork::Ipv4Network;
 use rtnetlink::packet_route::link::InfoKind;
 use rtnetlink::Handle;
@@ -35,6 +36,8 @@ pub struct Dataplane {
     handle: Handle,
     config: Config,
     links: Vec<Link>,
+    /// The uplink found by the last `uplink()` lookup.
+    pub last_uplink: Option<String>,
     requests: AtomicU64,
 }
 
@@ -49,6 +52,7 @@ impl Dataplane {
             handle,
             config,
             links: Vec::new(),
+            last_uplink: None,
             requests: AtomicU64::new(0),
         })
     }
@@ -277,11 +281,7 @@ impl Dataplane {
                 }
                 continue;
             }
-            let this = &*self;
-            let results: Vec<Result<()>> = stream::iter(stage.iter().map(|step| this.run(step)))
-                .buffer_unordered(CONCURRENCY)
-                .collect()
-                .await;
+            let results = self.run_concurrently(stage).await;
             let total = results.len();
             let errors: Vec<Error> = results.into_iter().filter_map(|r| r.err()).collect();
             done += total - errors.len();
@@ -294,6 +294,24 @@ impl Dataplane {
             }
         }
         Ok(done)
+    }
+
+    /// Up to CONCURRENCY writes in flight. (A plain loop rather than a
+    /// stream combinator with a closure: that keeps the future `Send`.)
+    async fn run_concurrently(&self, steps: &[Step]) -> Vec<Result<()>> {
+        let mut waiting = steps.iter();
+        let mut running = FuturesUnordered::new();
+        for step in waiting.by_ref().take(CONCURRENCY) {
+            running.push(self.run(step));
+        }
+        let mut results = Vec::with_capacity(steps.len());
+        while let Some(result) = running.next().await {
+            results.push(result);
+            if let Some(step) = waiting.next() {
+                running.push(self.run(step));
+            }
+        }
+        results
     }
 
     async fn run(&self, step: &Step) -> Result<()> {

@@ -1,6 +1,7 @@
 //! lab: network-namespace plumbing for the virtual cluster (tests, benchmark, `podroute lab`).
 
 pub mod netns;
+pub mod node_agent;
 pub mod node_worker;
 pub mod probe;
 pub mod report;

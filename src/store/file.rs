@@ -32,20 +32,34 @@ impl FileStore {
             .to_path_buf();
         let file: PathBuf = path.to_path_buf();
         let follower = state.clone();
-        let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-            if event.is_err() {
-                return;
-            }
-            match Cluster::load(&file) {
-                Ok(cluster) => follower.replace_cluster(&cluster),
-                Err(Error::ReadFile { .. }) => {} // mid-replace; the next event brings it
-                Err(e) => tracing::error!("{} changed but is not valid, keeping the last good version: {e}", file.display()),
-            }
-        })
-        .map_err(|e| Error::io(format!("watching {}", path.display()), std::io::Error::other(e)))?;
+        let mut watcher =
+            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+                if event.is_err() {
+                    return;
+                }
+                match Cluster::load(&file) {
+                    Ok(cluster) => follower.replace_cluster(&cluster),
+                    Err(Error::ReadFile { .. }) => {} // mid-replace; the next event brings it
+                    Err(e) => tracing::error!(
+                        "{} changed but is not valid, keeping the last good version: {e}",
+                        file.display()
+                    ),
+                }
+            })
+            .map_err(|e| {
+                Error::io(
+                    format!("watching {}", path.display()),
+                    std::io::Error::other(e),
+                )
+            })?;
         watcher
             .watch(&dir, RecursiveMode::NonRecursive)
-            .map_err(|e| Error::io(format!("watching {}", dir.display()), std::io::Error::other(e)))?;
+            .map_err(|e| {
+                Error::io(
+                    format!("watching {}", dir.display()),
+                    std::io::Error::other(e),
+                )
+            })?;
         Ok(FileStore {
             state,
             _watcher: watcher,

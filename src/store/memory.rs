@@ -52,24 +52,26 @@ impl MemoryStore {
 
     /// Add or replace a node (its report survives a replace).
     pub fn upsert_node(&self, node: Node) {
-        self.update(|s| match s.nodes.iter_mut().find(|n| n.node.name == node.name) {
-            Some(existing) if existing.node == node => false,
-            Some(existing) => {
-                existing.node = node;
-                true
-            }
-            None => {
-                s.nodes.push(NodeState {
-                    node,
-                    ready: true,
-                    report: NodeReport {
-                        applied: None,
-                        network: None,
-                    },
-                });
-                true
-            }
-        });
+        self.update(
+            |s| match s.nodes.iter_mut().find(|n| n.node.name == node.name) {
+                Some(existing) if existing.node == node => false,
+                Some(existing) => {
+                    existing.node = node;
+                    true
+                }
+                None => {
+                    s.nodes.push(NodeState {
+                        node,
+                        ready: true,
+                        report: NodeReport {
+                            applied: None,
+                            network: None,
+                        },
+                    });
+                    true
+                }
+            },
+        );
     }
 
     pub fn remove_node(&self, name: &str) {
@@ -143,7 +145,10 @@ impl ClusterStore for MemoryStore {
                 wrote
             });
             if !known {
-                return Err(Error::invalid("node", format!("{node:?} is not in the store")));
+                return Err(Error::invalid(
+                    "node",
+                    format!("{node:?} is not in the store"),
+                ));
             }
             if wrote {
                 self.report_writes.fetch_add(1, Ordering::SeqCst);

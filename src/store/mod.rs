@@ -17,7 +17,9 @@ use tokio::sync::watch;
 
 pub use file::FileStore;
 pub use memory::MemoryStore;
-pub use types::{Applied, Network, NodeReport, NodeState, Settings, Snapshot, REASON_ROUTE_CREATED};
+pub use types::{
+    Applied, Network, NodeReport, NodeState, Settings, Snapshot, REASON_ROUTE_CREATED,
+};
 
 use crate::Result;
 

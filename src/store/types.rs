@@ -26,7 +26,12 @@ impl FromStr for Applied {
     type Err = Error;
 
     fn from_str(s: &str) -> Result<Self, Error> {
-        let bad = || Error::invalid("podroute.io/applied", format!("{s:?} is not <generation>/<mode>"));
+        let bad = || {
+            Error::invalid(
+                "podroute.io/applied",
+                format!("{s:?} is not <generation>/<mode>"),
+            )
+        };
         let (generation, mode) = s.split_once('/').ok_or_else(bad)?;
         Ok(Applied {
             generation: generation.parse().map_err(|_| bad())?,

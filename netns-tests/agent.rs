@@ -1,0 +1,215 @@
+//! `podroute agent` as a process in each node namespace, on a cluster file:
+//! converge, follow changes, repair drift at once, survive SIGKILL, and
+//! restart without a single write.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::support::{have_root, our_routes, Lab};
+
+/// An agent process; killed when dropped. Its stderr is collected.
+struct AgentProcess {
+    child: Child,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl AgentProcess {
+    fn start(lab: &Lab, node: &str, cluster: &Path) -> AgentProcess {
+        let mtu_file = lab.config(node).mtu_file;
+        let mut child = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &lab.node(node).netns,
+                env!("CARGO_BIN_EXE_podroute"),
+                "agent",
+            ])
+            .args(["--node-name", node, "--cluster"])
+            .arg(cluster)
+            .arg("--mtu-file")
+            .arg(&mtu_file)
+            .args(["--listen", "127.0.0.1:9469", "--log", "podroute=debug"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start agent");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().expect("stderr");
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().expect("log").push(line);
+            }
+        });
+        AgentProcess { child, log }
+    }
+
+    /// Kernel writes logged so far (one line per change, each with its why).
+    fn writes(&self) -> usize {
+        self.log
+            .lock()
+            .expect("log")
+            .iter()
+            .filter(|l| l.contains("podroute::dataplane") && l.contains("why="))
+            .count()
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().expect("log").join("\n")
+    }
+
+    fn signal(&mut self, signal: nix::sys::signal::Signal) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        // `ip netns exec` execs the agent, so this pid is the agent itself.
+        let _ = nix::sys::signal::kill(pid, signal);
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn write_cluster(lab: &Lab, path: &Path, mode: &str, nodes: &[&str]) {
+    let mut yaml = format!("mode: {mode}\nnodes:\n");
+    for n in lab
+        .topo
+        .nodes()
+        .iter()
+        .filter(|n| nodes.contains(&n.name.as_str()))
+    {
+        yaml.push_str(&format!(
+            "  - name: {}\n    ip: {}\n    podCIDR: {}\n",
+            n.name, n.ip, n.pod_cidr
+        ));
+    }
+    // Replace atomically, as an editor or a ConfigMap update does.
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, yaml).expect("write cluster file");
+    std::fs::rename(&tmp, path).expect("rename cluster file");
+}
+
+fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !check() {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    start.elapsed()
+}
+
+fn routes_via(lab: &Lab, node: &str, dev: &str) -> usize {
+    our_routes(lab, node)
+        .iter()
+        .filter(|r| r.contains(&format!("dev {dev}")))
+        .count()
+}
+
+#[test]
+fn agents_follow_the_file_repair_drift_and_restart_without_writes() {
+    if !have_root() {
+        return;
+    }
+    let lab = Lab::flat(3);
+    let dir: PathBuf = lab
+        .config("node-1")
+        .mtu_file
+        .parent()
+        .and_then(Path::parent)
+        .expect("dir")
+        .into();
+    let cluster = dir.join("cluster.yaml");
+    let all = ["node-1", "node-2", "node-3"];
+    write_cluster(&lab, &cluster, "vxlan", &all);
+    let mut agents: Vec<AgentProcess> = all
+        .iter()
+        .map(|n| AgentProcess::start(&lab, n, &cluster))
+        .collect();
+    for node in all {
+        wait_for(&format!("{node} in vxlan"), Duration::from_secs(10), || {
+            routes_via(&lab, node, "vxlan.calico") == 2
+        });
+    }
+    for node in all {
+        lab.topo.set_pod_mtu(node, 1450).expect("mtu");
+    }
+    lab.assert_all_pods_talk(1450);
+
+    // Drift: a route deleted by hand comes back at once.
+    let victim = lab.node("node-2").pod_cidr.to_string();
+    let mut latencies = Vec::new();
+    for _ in 0..20 {
+        lab.ip("node-1", &["route", "del", &victim]);
+        latencies.push(wait_for("repair", Duration::from_secs(5), || {
+            routes_via(&lab, "node-1", "vxlan.calico") == 2
+        }));
+    }
+    latencies.sort();
+    println!(
+        "drift repair latency over {} deletions: median {:?}, max {:?}",
+        latencies.len(),
+        latencies[latencies.len() / 2],
+        latencies[latencies.len() - 1]
+    );
+    // A deleted device comes back too.
+    lab.ip("node-1", &["link", "del", "vxlan.calico"]);
+    wait_for("device repair", Duration::from_secs(5), || {
+        routes_via(&lab, "node-1", "vxlan.calico") == 2
+    });
+
+    // The file changes: the mode, then a peer leaves.
+    write_cluster(&lab, &cluster, "native", &all);
+    for node in all {
+        wait_for(&format!("{node} native"), Duration::from_secs(10), || {
+            routes_via(&lab, node, "eth0") == 2
+        });
+    }
+    lab.assert_all_pods_talk(1450);
+    write_cluster(&lab, &cluster, "native", &["node-1", "node-2"]);
+    wait_for("node-3 gone", Duration::from_secs(10), || {
+        our_routes(&lab, "node-1").len() == 1
+    });
+
+    // SIGKILL right after a change, then a restart converges.
+    write_cluster(&lab, &cluster, "vxlan", &all);
+    std::thread::sleep(Duration::from_millis(2));
+    agents[0].signal(nix::sys::signal::Signal::SIGKILL);
+    agents[0] = AgentProcess::start(&lab, "node-1", &cluster);
+    wait_for("node-1 after SIGKILL", Duration::from_secs(10), || {
+        routes_via(&lab, "node-1", "vxlan.calico") == 2
+    });
+    for node in ["node-2", "node-3"] {
+        wait_for(
+            &format!("{node} back to vxlan"),
+            Duration::from_secs(10),
+            || routes_via(&lab, node, "vxlan.calico") == 2,
+        );
+    }
+    lab.assert_all_pods_talk(1450);
+
+    // SIGTERM leaves the dataplane; a restart on unchanged state writes nothing.
+    agents[1].signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(
+        routes_via(&lab, "node-2", "vxlan.calico"),
+        2,
+        "SIGTERM must not touch the dataplane"
+    );
+    agents[1] = AgentProcess::start(&lab, "node-2", &cluster);
+    wait_for("restarted agent ready", Duration::from_secs(10), || {
+        agents[1].log().contains("agent started")
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        agents[1].writes(),
+        0,
+        "restart wrote to the kernel:\n{}",
+        agents[1].log()
+    );
+    lab.assert_all_pods_talk(1450);
+}

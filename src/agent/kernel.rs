@@ -1,0 +1,42 @@
+//! What the agent needs of a dataplane, so the loop can be tested against a
+//! model of the kernel.
+
+use futures::future::BoxFuture;
+
+use crate::dataplane::Dataplane;
+use crate::engine::{self, Outcome};
+use crate::model::{Cluster, Node};
+use crate::Result;
+
+pub trait Kernel: Send {
+    /// Make the kernel hold what `cluster` asks of `node`, and read it back.
+    fn converge<'a>(
+        &'a mut self,
+        cluster: &'a Cluster,
+        node: &'a Node,
+    ) -> BoxFuture<'a, Result<Outcome>>;
+
+    /// The uplink the last converge used (the monitor watches it: IPv4
+    /// drops routes through a device that goes down without a word).
+    fn uplink(&self) -> Option<String> {
+        None
+    }
+}
+
+impl Kernel for Dataplane {
+    fn converge<'a>(
+        &'a mut self,
+        cluster: &'a Cluster,
+        node: &'a Node,
+    ) -> BoxFuture<'a, Result<Outcome>> {
+        Box::pin(async move {
+            let (desired, uplink) = engine::desired_for(self, cluster, node).await?;
+            self.last_uplink = Some(uplink.name);
+            engine::converge(self, &desired).await
+        })
+    }
+
+    fn uplink(&self) -> Option<String> {
+        self.last_uplink.clone()
+    }
+}

@@ -1,0 +1,302 @@
+//! The per-node reconcile loop: triggers in, one reconcile at a time,
+//! kernel read back, report out.
+//!
+//! Triggers: a store change (peers, plan), a kernel event on what we own
+//! (restored at once), a periodic full resync, a netlink overrun. Bursts
+//! are coalesced: after a trigger the loop waits `debounce`, drains what
+//! else arrived, and reconciles once.
+
+mod events;
+pub mod http;
+mod kernel;
+pub mod metrics;
+pub mod readiness;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, watch};
+
+pub use events::pump;
+pub use kernel::Kernel;
+pub use metrics::Metrics;
+
+use crate::dataplane::monitor::KernelEvent;
+use crate::engine::Outcome;
+use crate::store::{ClusterStore, NodeReport, Snapshot};
+use crate::{Error, Result};
+
+#[derive(Debug, Clone)]
+pub struct AgentOptions {
+    pub node: String,
+    /// Full resync even when nothing was heard.
+    pub resync: Duration,
+    /// Quiet time that gathers a burst of triggers into one reconcile.
+    pub debounce: Duration,
+    /// First retry delay after a failure; doubles up to `resync`.
+    pub backoff: Duration,
+}
+
+impl AgentOptions {
+    pub fn new(node: impl Into<String>) -> AgentOptions {
+        AgentOptions {
+            node: node.into(),
+            resync: Duration::from_secs(60),
+            debounce: Duration::from_millis(5),
+            backoff: Duration::from_millis(200),
+        }
+    }
+}
+
+/// What one reconcile did, for logs, metrics and tests.
+#[derive(Debug, Clone)]
+pub enum Pass {
+    /// No plan yet, or this node is not in the cluster: the kernel is left alone.
+    Waiting(String),
+    Applied {
+        outcome: Outcome,
+        took: Duration,
+    },
+    Failed {
+        error: String,
+        failures: u32,
+    },
+}
+
+/// Why the loop woke up; several may be gathered into one pass.
+#[derive(Debug, Clone, Copy, Default)]
+struct Wake {
+    store: bool,
+    kernel: bool,
+    resync: bool,
+    retry: bool,
+}
+
+pub struct Agent<K: Kernel> {
+    options: AgentOptions,
+    store: Arc<dyn ClusterStore>,
+    kernel: K,
+    /// What the store last accepted from us; `None` before the first report.
+    reported: Option<NodeReport>,
+    /// A report the store refused (API server away): retried with backoff.
+    report_pending: bool,
+    failures: u32,
+    metrics: Arc<Metrics>,
+    uplink: watch::Sender<Option<String>>,
+    passes: Option<mpsc::UnboundedSender<Pass>>,
+}
+
+impl<K: Kernel> Agent<K> {
+    pub fn new(options: AgentOptions, store: Arc<dyn ClusterStore>, kernel: K) -> Agent<K> {
+        Agent {
+            options,
+            store,
+            kernel,
+            reported: None,
+            report_pending: false,
+            failures: 0,
+            metrics: Arc::new(Metrics::default()),
+            uplink: watch::Sender::new(None),
+            passes: None,
+        }
+    }
+
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
+    }
+
+    /// The uplink's name whenever a converge finds it (for [`pump`]).
+    pub fn uplink_updates(&self) -> watch::Receiver<Option<String>> {
+        self.uplink.subscribe()
+    }
+
+    /// Every pass is also sent here (tests, metrics).
+    pub fn observe_passes(&mut self, tx: mpsc::UnboundedSender<Pass>) {
+        self.passes = Some(tx);
+    }
+
+    /// Run until `shutdown` turns true. The dataplane is left as it is on
+    /// the way out: traffic keeps flowing while the agent is away.
+    pub async fn run(
+        mut self,
+        mut events: mpsc::Receiver<KernelEvent>,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> Result<()> {
+        let mut snapshots = self.store.subscribe();
+        let mut wake = Wake {
+            resync: true,
+            ..Wake::default()
+        };
+        let mut next_resync = Instant::now() + self.options.resync;
+        let mut retry_at: Option<Instant> = None;
+        let mut events_open = true;
+        loop {
+            if *shutdown.borrow() {
+                return Ok(());
+            }
+            if wake.store || wake.kernel || wake.resync || wake.retry {
+                // Gather the rest of a burst, then one pass.
+                tokio::time::sleep(self.options.debounce).await;
+                while let Ok(event) = events.try_recv() {
+                    note_kernel_event(&event);
+                }
+                let snapshot = snapshots.borrow_and_update().clone();
+                let pass = self.reconcile(snapshot.as_deref()).await;
+                self.record(&pass, wake);
+                retry_at = match &pass {
+                    Pass::Failed { failures, .. } => Some(Instant::now() + self.backoff(*failures)),
+                    _ if self.report_pending => Some(Instant::now() + self.backoff(1)),
+                    _ => None,
+                };
+                if wake.resync {
+                    next_resync = Instant::now() + self.options.resync;
+                }
+                if let Some(tx) = &self.passes {
+                    let _ = tx.send(pass);
+                }
+                wake = Wake::default();
+            }
+            let retry = sleep_until_opt(retry_at);
+            tokio::select! {
+                changed = snapshots.changed() => {
+                    if changed.is_err() {
+                        return Err(Error::io("cluster store", std::io::Error::other("closed")));
+                    }
+                    wake.store = true;
+                }
+                event = events.recv(), if events_open => match event {
+                    Some(event) => {
+                        note_kernel_event(&event);
+                        wake.kernel = true;
+                    }
+                    None => {
+                        tracing::warn!("kernel event stream ended; relying on the periodic resync");
+                        events_open = false;
+                    }
+                },
+                _ = tokio::time::sleep_until(next_resync.into()) => wake.resync = true,
+                _ = retry => wake.retry = true,
+                _ = shutdown.changed() => {}
+            }
+        }
+    }
+
+    fn record(&self, pass: &Pass, wake: Wake) {
+        let m = &self.metrics;
+        match pass {
+            Pass::Waiting(why) => tracing::debug!("waiting: {why}"),
+            Pass::Applied { outcome, took } => {
+                m.reconciles.inc();
+                m.reconcile_seconds.observe(took.as_secs_f64());
+                m.owned_routes.set(outcome.routes as i64);
+                // Only the kernel side woke us and something had to be put back.
+                if wake.kernel && !wake.store && outcome.changes > 0 {
+                    m.drift_repairs.inc();
+                    tracing::info!(
+                        changes = outcome.changes,
+                        took_ms = took.as_secs_f64() * 1000.0,
+                        "drift repaired"
+                    );
+                }
+                m.ready.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+            Pass::Failed { .. } => {
+                m.reconciles.inc();
+                m.netlink_errors.inc();
+            }
+        }
+    }
+
+    fn backoff(&self, failures: u32) -> Duration {
+        let factor = 1u32 << failures.saturating_sub(1).min(8);
+        (self.options.backoff * factor).min(self.options.resync)
+    }
+
+    async fn reconcile(&mut self, snapshot: Option<&Snapshot>) -> Pass {
+        let node = &self.options.node;
+        let Some(snapshot) = snapshot else {
+            return Pass::Waiting("the store has not synced yet".into());
+        };
+        let Some(state) = snapshot.node(node) else {
+            return Pass::Waiting(format!("node {node} is not in the cluster"));
+        };
+        if self.reported.is_none() {
+            // After a restart the store remembers what we said last time;
+            // saying the same again is no write.
+            self.reported = Some(state.report.clone());
+        }
+        let Some(cluster) = snapshot.cluster() else {
+            return Pass::Waiting("no plan published yet".into());
+        };
+        let local = state.node.clone();
+        let started = Instant::now();
+        let result = self.kernel.converge(&cluster, &local).await;
+        let took = started.elapsed();
+        let previous = self.reported.clone().unwrap_or(NodeReport {
+            applied: None,
+            network: None,
+        });
+        let (report, pass) = match result {
+            Ok(outcome) => {
+                self.failures = 0;
+                if outcome.changes > 0 {
+                    tracing::info!(
+                        changes = outcome.changes,
+                        generation = cluster.plan.generation,
+                        mode = %cluster.plan.route_mode,
+                        took_ms = took.as_secs_f64() * 1000.0,
+                        "kernel converged"
+                    );
+                }
+                self.metrics
+                    .applied_generation
+                    .set(cluster.plan.generation as i64);
+                (
+                    readiness::applied(&cluster.plan, &outcome),
+                    Pass::Applied { outcome, took },
+                )
+            }
+            Err(e) => {
+                self.failures += 1;
+                let error = e.to_string();
+                tracing::error!(failures = self.failures, "reconcile failed: {error}");
+                (
+                    readiness::failed(&previous, self.failures, &error),
+                    Pass::Failed {
+                        error,
+                        failures: self.failures,
+                    },
+                )
+            }
+        };
+        self.report_pending = false;
+        if self.reported.as_ref() != Some(&report) {
+            match self.store.report(node, &report).await {
+                Ok(()) => self.reported = Some(report),
+                // The kernel is fine; the report is retried with backoff.
+                Err(e) => {
+                    tracing::warn!("could not report to the cluster store (will retry): {e}");
+                    self.report_pending = true;
+                }
+            }
+        }
+        pass
+    }
+}
+
+fn note_kernel_event(event: &KernelEvent) {
+    match event {
+        KernelEvent::Changed(what) => tracing::debug!("kernel: {what}"),
+        KernelEvent::Overrun => tracing::warn!("netlink notifications were lost; full resync"),
+    }
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,118 @@
+//! `podroute agent`: the per-node daemon.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use caps::{CapSet, Capability};
+use tokio::sync::watch;
+
+use super::ConfigArgs;
+use crate::agent::{http, pump, Agent, AgentOptions};
+use crate::dataplane::monitor::Monitor;
+use crate::dataplane::Dataplane;
+use crate::store::{ClusterStore, FileStore};
+use crate::{Error, Result};
+
+#[derive(Debug, clap::Args)]
+pub struct AgentArgs {
+    /// This node's name (in a pod: NODE_NAME from the downward API).
+    #[arg(long = "node-name", visible_alias = "node", env = "NODE_NAME")]
+    pub node_name: String,
+    /// Static cluster file to follow (hosts without Kubernetes). Without it
+    /// the agent uses the Kubernetes API (kubeconfig or in-cluster config).
+    #[arg(long, env = "PODROUTE_CLUSTER")]
+    pub cluster: Option<PathBuf>,
+    /// Full resync interval, in seconds, even when nothing was heard.
+    #[arg(long, default_value_t = 60)]
+    pub resync_seconds: u64,
+    /// Listener for /healthz, /readyz and /metrics.
+    #[arg(long, env = "PODROUTE_LISTEN", default_value = "0.0.0.0:9469")]
+    pub listen: SocketAddr,
+    /// Keep every capability the process started with (default: drop all but CAP_NET_ADMIN).
+    #[arg(long)]
+    pub keep_capabilities: bool,
+    #[command(flatten)]
+    pub config: ConfigArgs,
+}
+
+pub async fn run(args: AgentArgs) -> Result<()> {
+    if !caps::has_cap(None, CapSet::Effective, Capability::CAP_NET_ADMIN).unwrap_or(false) {
+        return Err(Error::invalid(
+            "capabilities",
+            "podroute agent needs CAP_NET_ADMIN (run privileged, or add NET_ADMIN)",
+        ));
+    }
+    let config = args.config.config(None)?;
+    let store: Arc<dyn ClusterStore> = match &args.cluster {
+        Some(path) => Arc::new(FileStore::open(path)?),
+        None => {
+            return Err(Error::invalid(
+                "cluster",
+                "the Kubernetes store is not available in this build yet; pass --cluster FILE",
+            ))
+        }
+    };
+    // The monitor first: a change between it and the first observe is then
+    // either seen by that observe or reported by the monitor.
+    let monitor = Monitor::start(&config)?;
+    let dataplane = Dataplane::connect(config)?;
+
+    let mut options = AgentOptions::new(&args.node_name);
+    options.resync = Duration::from_secs(args.resync_seconds.max(1));
+    let agent = Agent::new(options, store, dataplane);
+    let bound = http::serve(args.listen, agent.metrics()).await?;
+    tracing::info!(node = %args.node_name, listen = %bound, "agent started");
+    if !args.keep_capabilities {
+        drop_capabilities()?;
+    }
+
+    let events = pump(monitor, agent.uplink_updates());
+    let (stop, shutdown) = watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("stopping; the dataplane stays as it is");
+        let _ = stop.send(true);
+    });
+    agent.run(events, shutdown).await
+}
+
+/// Keep CAP_NET_ADMIN (routes, links, neighbours, net sysctls), drop the rest.
+fn drop_capabilities() -> Result<()> {
+    let keep = caps::CapsHashSet::from([Capability::CAP_NET_ADMIN]);
+    let fail = |what: &str, e: caps::errors::CapsError| {
+        Error::io(
+            format!("dropping capabilities ({what})"),
+            std::io::Error::other(e.to_string()),
+        )
+    };
+    // The bounding set needs CAP_SETPCAP, so it goes first.
+    if caps::has_cap(None, CapSet::Effective, Capability::CAP_SETPCAP).unwrap_or(false) {
+        for cap in caps::all().difference(&keep) {
+            caps::drop(None, CapSet::Bounding, *cap).map_err(|e| fail("bounding", e))?;
+        }
+    }
+    for set in [CapSet::Inheritable, CapSet::Effective, CapSet::Permitted] {
+        let now = caps::read(None, set).map_err(|e| fail("read", e))?;
+        caps::set(None, set, &now.intersection(&keep).copied().collect())
+            .map_err(|e| fail("set", e))?;
+    }
+    tracing::debug!("capabilities dropped to CAP_NET_ADMIN");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
