@@ -193,6 +193,20 @@ fn agents_follow_the_file_repair_drift_and_restart_without_writes() {
     }
     lab.assert_all_pods_talk(1450);
 
+    // The HTTP endpoints, from inside node-1.
+    let metrics = http_get(&lab, "node-1", "/metrics");
+    assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
+    for name in [
+        "podroute_owned_routes 2",
+        "podroute_applied_generation",
+        "podroute_reconcile_duration_seconds_bucket",
+        "podroute_drift_repairs_total",
+    ] {
+        assert!(metrics.contains(name), "/metrics lacks {name}:\n{metrics}");
+    }
+    assert!(http_get(&lab, "node-1", "/readyz").starts_with("HTTP/1.1 200"));
+    assert!(http_get(&lab, "node-1", "/healthz").starts_with("HTTP/1.1 200"));
+
     // SIGTERM leaves the dataplane; a restart on unchanged state writes nothing.
     agents[1].signal(nix::sys::signal::Signal::SIGTERM);
     assert_eq!(
@@ -212,4 +226,53 @@ fn agents_follow_the_file_repair_drift_and_restart_without_writes() {
         agents[1].log()
     );
     lab.assert_all_pods_talk(1450);
+}
+
+fn http_get(lab: &Lab, node: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    lab.topo
+        .node_netns(node)
+        .expect("netns")
+        .run(move || {
+            let mut stream = std::net::TcpStream::connect("127.0.0.1:9469")?;
+            stream.write_all(request.as_bytes())?;
+            let mut response = String::new();
+            stream.read_to_string(&mut response)?;
+            Ok::<_, std::io::Error>(response)
+        })
+        .expect("netns")
+        .expect("http")
+}
+
+#[test]
+fn agent_without_cap_net_admin_says_so() {
+    if !have_root() {
+        return;
+    }
+    use std::os::unix::process::CommandExt;
+    let mut command = Command::new(env!("CARGO_BIN_EXE_podroute"));
+    command.args([
+        "agent",
+        "--node-name",
+        "node-1",
+        "--cluster",
+        "/nonexistent.yaml",
+    ]);
+    // Root gets every capability of the bounding set at exec: take
+    // CAP_NET_ADMIN out of it for the child only.
+    unsafe {
+        command.pre_exec(|| {
+            caps::drop(
+                None,
+                caps::CapSet::Bounding,
+                caps::Capability::CAP_NET_ADMIN,
+            )
+            .map_err(|e| std::io::Error::other(e.to_string()))
+        });
+    }
+    let out = command.output().expect("run podroute");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("CAP_NET_ADMIN"), "{stderr}");
 }

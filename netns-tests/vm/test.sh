@@ -7,7 +7,9 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 cargo build --quiet --bin podroute
+# The artifact of the test target named netns (the podroute binary is built too).
 test_bin=$(cargo test --quiet --test netns --no-run --message-format=json \
+    | grep '"kind":\["test"\]' | grep '"name":"netns"' \
     | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n 1)
 [[ -x $test_bin ]] || { echo "could not find the netns test binary" >&2; exit 1; }
 
