@@ -57,6 +57,22 @@ impl AgentProcess {
             .count()
     }
 
+    /// utime + stime (clock ticks) the process uses during `period`.
+    fn cpu_ticks_over(&self, period: Duration) -> u64 {
+        let ticks = || {
+            let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).expect("stat");
+            // Fields after the command name (which may hold spaces).
+            let rest = &stat[stat.rfind(')').expect("stat format") + 2..];
+            let fields: Vec<u64> = rest.split_whitespace().filter_map(|f| f.parse().ok()).collect();
+            // utime and stime are fields 14 and 15 of stat, 12 and 13 here
+            // (state is not numeric and was skipped).
+            fields[10] + fields[11]
+        };
+        let before = ticks();
+        std::thread::sleep(period);
+        ticks() - before
+    }
+
     fn log(&self) -> String {
         self.log.lock().expect("log").join("\n")
     }
@@ -139,6 +155,9 @@ fn agents_follow_the_file_repair_drift_and_restart_without_writes() {
     for node in all {
         lab.topo.set_pod_mtu(node, 1450).expect("mtu");
     }
+    // Idle means idle: no loop spinning on its own file or socket events.
+    let ticks = agents[0].cpu_ticks_over(Duration::from_secs(1));
+    assert!(ticks < 10, "an idle agent used {ticks} CPU ticks in 1 s");
     lab.assert_all_pods_talk(1450);
 
     // Drift: a route deleted by hand comes back at once.

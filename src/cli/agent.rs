@@ -12,6 +12,7 @@ use super::ConfigArgs;
 use crate::agent::{http, pump, Agent, AgentOptions};
 use crate::dataplane::monitor::Monitor;
 use crate::dataplane::Dataplane;
+use crate::lab::node_agent::NodeAgent;
 use crate::store::{ClusterStore, FileStore};
 use crate::{Error, Result};
 
@@ -30,6 +31,12 @@ pub struct AgentArgs {
     /// Listener for /healthz, /readyz and /metrics.
     #[arg(long, env = "PODROUTE_LISTEN", default_value = "0.0.0.0:9469")]
     pub listen: SocketAddr,
+    /// Program the dataplane of this named network namespace (ip netns)
+    /// instead of the agent's own, while the cluster store connects from
+    /// the agent's namespace: how the lab and tests run agents of nodes
+    /// whose API server lives outside them.
+    #[arg(long, hide = true)]
+    pub netns: Option<String>,
     /// Keep every capability the process started with (default: drop all but CAP_NET_ADMIN).
     #[arg(long)]
     pub keep_capabilities: bool,
@@ -54,13 +61,27 @@ pub async fn run(args: AgentArgs) -> Result<()> {
             ))
         }
     };
+    let mut options = AgentOptions::new(&args.node_name);
+    options.resync = Duration::from_secs(args.resync_seconds.max(1));
+    let (stop, shutdown) = watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("stopping; the dataplane stays as it is");
+        let _ = stop.send(true);
+    });
+    if let Some(netns) = &args.netns {
+        let agent = NodeAgent::spawn(netns, options, store, config, None)?;
+        let bound = http::serve(args.listen, agent.metrics_handle()).await?;
+        tracing::info!(node = %args.node_name, %netns, listen = %bound, "agent started");
+        let mut shutdown = shutdown;
+        let _ = shutdown.wait_for(|stop| *stop).await;
+        return agent.stop();
+    }
+
     // The monitor first: a change between it and the first observe is then
     // either seen by that observe or reported by the monitor.
     let monitor = Monitor::start(&config)?;
     let dataplane = Dataplane::connect(config)?;
-
-    let mut options = AgentOptions::new(&args.node_name);
-    options.resync = Duration::from_secs(args.resync_seconds.max(1));
     let agent = Agent::new(options, store, dataplane);
     let bound = http::serve(args.listen, agent.metrics()).await?;
     tracing::info!(node = %args.node_name, listen = %bound, "agent started");
@@ -69,12 +90,6 @@ pub async fn run(args: AgentArgs) -> Result<()> {
     }
 
     let events = pump(monitor, agent.uplink_updates());
-    let (stop, shutdown) = watch::channel(false);
-    tokio::spawn(async move {
-        wait_for_signal().await;
-        tracing::info!("stopping; the dataplane stays as it is");
-        let _ = stop.send(true);
-    });
     agent.run(events, shutdown).await
 }
 

@@ -94,6 +94,10 @@ impl NodeAgent {
         &self.metrics
     }
 
+    pub fn metrics_handle(&self) -> Arc<Metrics> {
+        self.metrics.clone()
+    }
+
     /// Stop the loop (the dataplane stays) and wait for the thread.
     pub fn stop(mut self) -> Result<()> {
         self.halt()

@@ -32,9 +32,18 @@ impl FileStore {
             .to_path_buf();
         let file: PathBuf = path.to_path_buf();
         let follower = state.clone();
+        let name = path.file_name().map(|n| n.to_os_string());
         let mut watcher =
             notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-                if event.is_err() {
+                // Only writes, creations, renames and removals of our file;
+                // reading it (as we do here) must not wake us again.
+                let Ok(event) = event else { return };
+                if matches!(event.kind, notify::EventKind::Access(_)) {
+                    return;
+                }
+                if !event.paths.is_empty()
+                    && !event.paths.iter().any(|p| p.file_name() == name.as_deref())
+                {
                     return;
                 }
                 match Cluster::load(&file) {
