@@ -60,10 +60,14 @@ impl AgentProcess {
     /// utime + stime (clock ticks) the process uses during `period`.
     fn cpu_ticks_over(&self, period: Duration) -> u64 {
         let ticks = || {
-            let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).expect("stat");
+            let stat =
+                std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).expect("stat");
             // Fields after the command name (which may hold spaces).
             let rest = &stat[stat.rfind(')').expect("stat format") + 2..];
-            let fields: Vec<u64> = rest.split_whitespace().filter_map(|f| f.parse().ok()).collect();
+            let fields: Vec<u64> = rest
+                .split_whitespace()
+                .filter_map(|f| f.parse().ok())
+                .collect();
             // utime and stime are fields 14 and 15 of stat, 12 and 13 here
             // (state is not numeric and was skipped).
             fields[10] + fields[11]

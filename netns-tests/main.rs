@@ -5,7 +5,11 @@
 
 mod support;
 
+#[path = "../tests/kube_env/mod.rs"]
+mod kube_env;
+
 mod agent;
+mod agent_kube;
 mod agent_memory;
 mod cli;
 mod lab_plumbing;

@@ -13,7 +13,7 @@ use crate::agent::{http, pump, Agent, AgentOptions};
 use crate::dataplane::monitor::Monitor;
 use crate::dataplane::Dataplane;
 use crate::lab::node_agent::NodeAgent;
-use crate::store::{ClusterStore, FileStore};
+use crate::store::{ClusterStore, FileStore, KubeStore};
 use crate::{Error, Result};
 
 #[derive(Debug, clap::Args)]
@@ -25,6 +25,10 @@ pub struct AgentArgs {
     /// the agent uses the Kubernetes API (kubeconfig or in-cluster config).
     #[arg(long, env = "PODROUTE_CLUSTER")]
     pub cluster: Option<PathBuf>,
+    /// kubeconfig for the Kubernetes store (default: $KUBECONFIG,
+    /// ~/.kube/config, then the in-cluster service account).
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
     /// Full resync interval, in seconds, even when nothing was heard.
     #[arg(long, default_value_t = 60)]
     pub resync_seconds: u64,
@@ -54,12 +58,7 @@ pub async fn run(args: AgentArgs) -> Result<()> {
     let config = args.config.config(None)?;
     let store: Arc<dyn ClusterStore> = match &args.cluster {
         Some(path) => Arc::new(FileStore::open(path)?),
-        None => {
-            return Err(Error::invalid(
-                "cluster",
-                "the Kubernetes store is not available in this build yet; pass --cluster FILE",
-            ))
-        }
+        None => Arc::new(KubeStore::connect(args.kubeconfig.as_deref()).await?),
     };
     let mut options = AgentOptions::new(&args.node_name);
     options.resync = Duration::from_secs(args.resync_seconds.max(1));

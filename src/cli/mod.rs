@@ -5,6 +5,7 @@ mod apply;
 mod bench;
 mod cleanup;
 mod config_args;
+mod crd;
 mod host;
 mod lab;
 mod output;
@@ -60,6 +61,8 @@ pub enum Command {
     Lab(lab::LabArgs),
     /// Benchmark programming N peers against `ip -batch` in a scratch namespace.
     Bench(bench::BenchArgs),
+    /// Print the ClusterRouting CRD (YAML)
+    Crd(crd::CrdArgs),
 }
 
 impl Cli {
@@ -81,5 +84,6 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Cleanup(args) => cleanup::run(args).await,
         Command::Lab(args) => lab::run(args).await,
         Command::Bench(args) => bench::run(args),
+        Command::Crd(args) => crd::run(args),
     }
 }

@@ -5,6 +5,8 @@
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
+use futures::future::BoxFuture;
+
 use tokio::sync::{mpsc, watch};
 
 use super::netns::enter_current_thread;
@@ -12,7 +14,7 @@ use crate::agent::{pump, Agent, AgentOptions, Metrics, Pass};
 use crate::dataplane::monitor::Monitor;
 use crate::dataplane::Dataplane;
 use crate::model::Config;
-use crate::store::ClusterStore;
+use crate::store::{ClusterStore, NodeReport, Snapshot};
 use crate::{Error, Result};
 
 pub struct NodeAgent {
@@ -32,6 +34,12 @@ impl NodeAgent {
         config: Config,
         passes: Option<mpsc::UnboundedSender<Pass>>,
     ) -> Result<NodeAgent> {
+        // Writes leave from the caller's runtime, in the caller's namespace:
+        // an API server on the host's loopback is out of the node's reach.
+        let store: Arc<dyn ClusterStore> = match tokio::runtime::Handle::try_current() {
+            Ok(home) => Arc::new(WritesAtHome { inner: store, home }),
+            Err(_) => store,
+        };
         let (shutdown, stop) = watch::channel(false);
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<Arc<Metrics>>>();
         let netns = netns.to_string();
@@ -120,5 +128,29 @@ impl NodeAgent {
 impl Drop for NodeAgent {
     fn drop(&mut self) {
         let _ = self.halt();
+    }
+}
+
+/// A store whose reports run on another runtime (the agent's own thread
+/// sits in the node namespace).
+struct WritesAtHome {
+    inner: Arc<dyn ClusterStore>,
+    home: tokio::runtime::Handle,
+}
+
+impl ClusterStore for WritesAtHome {
+    fn subscribe(&self) -> watch::Receiver<Option<Arc<Snapshot>>> {
+        self.inner.subscribe()
+    }
+
+    fn report<'a>(&'a self, node: &'a str, report: &'a NodeReport) -> BoxFuture<'a, Result<()>> {
+        let (inner, node, report) = (self.inner.clone(), node.to_string(), report.clone());
+        let task = self
+            .home
+            .spawn(async move { inner.report(&node, &report).await });
+        Box::pin(async move {
+            task.await
+                .map_err(|e| Error::io("reporting", std::io::Error::other(e.to_string())))?
+        })
     }
 }

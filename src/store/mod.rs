@@ -6,7 +6,9 @@
 //!   Kubernetes);
 //! - `kube`: the API server (Nodes, their status, the ClusterRouting object).
 
+pub mod crd;
 mod file;
+mod kube;
 mod memory;
 mod types;
 
@@ -15,6 +17,7 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use tokio::sync::watch;
 
+pub use self::kube::{KubeStore, APPLIED_ANNOTATION, NODE_PAGE_SIZE};
 pub use file::FileStore;
 pub use memory::MemoryStore;
 pub use types::{

@@ -1,0 +1,233 @@
+//! Agents against a real kube-apiserver: Nodes and the ClusterRouting
+//! object in, annotations and NetworkUnavailable out; the dataplane keeps
+//! forwarding while the API server is gone, and the watch resumes after.
+//!
+//! The API server listens on the host's loopback, out of reach from the
+//! node namespaces, so each agent runs with `--netns`: its dataplane in the
+//! node namespace, its API connection in the host's.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Node, NodeAddress, NodeSpec, NodeStatus};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::{Client, CustomResourceExt};
+use podroute::model::{Mode, Plan};
+use podroute::store::crd::{ClusterRouting, ClusterRoutingSpec, PlanStatus};
+use serde_json::json;
+
+use crate::kube_env::ControlPlane;
+use crate::support::{have_root, our_routes, Lab};
+
+struct AgentProcess(Child);
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_agent(lab: &Lab, node: &str, kubeconfig: &Path) -> AgentProcess {
+    let child = Command::new(env!("CARGO_BIN_EXE_podroute"))
+        .args([
+            "agent",
+            "--node-name",
+            node,
+            "--netns",
+            &lab.node(node).netns,
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .arg("--mtu-file")
+        .arg(lab.config(node).mtu_file)
+        .args(["--log", "warn"])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start agent");
+    AgentProcess(child)
+}
+
+fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !check() {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+async fn publish_plan(client: &Client, plan: &Plan) {
+    let api: Api<ClusterRouting> = Api::all(client.clone());
+    let status = json!({ "status": { "plan": PlanStatus::from(plan) } });
+    api.patch_status("default", &PatchParams::default(), &Patch::Merge(status))
+        .await
+        .expect("publish plan");
+}
+
+async fn setup(client: &Client, lab: &Lab) {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    crds.create(&PostParams::default(), &ClusterRouting::crd())
+        .await
+        .expect("create CRD");
+    let routings: Api<ClusterRouting> = Api::all(client.clone());
+    let object = ClusterRouting::new(
+        "default",
+        ClusterRoutingSpec {
+            mode: Mode::Vxlan,
+            native: None,
+            mtu: None,
+            vxlan: None,
+            rollout: None,
+        },
+    );
+    // The CRD takes a moment to be served.
+    let start = Instant::now();
+    while let Err(e) = routings.create(&PostParams::default(), &object).await {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "ClusterRouting never served: {e}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let nodes: Api<Node> = Api::all(client.clone());
+    for n in lab.topo.nodes() {
+        let node = Node {
+            metadata: ObjectMeta {
+                name: Some(n.name.clone()),
+                ..Default::default()
+            },
+            spec: Some(NodeSpec {
+                pod_cidr: Some(n.pod_cidr.to_string()),
+                pod_cidrs: Some(vec![n.pod_cidr.to_string()]),
+                ..Default::default()
+            }),
+            status: Some(NodeStatus {
+                addresses: Some(vec![NodeAddress {
+                    type_: "InternalIP".into(),
+                    address: n.ip.to_string(),
+                }]),
+                ..Default::default()
+            }),
+        };
+        nodes
+            .create(&PostParams::default(), &node)
+            .await
+            .expect("create node");
+    }
+}
+
+/// `podroute.io/applied` and NetworkUnavailable of a Node.
+async fn reported(client: &Client, name: &str) -> (Option<String>, Option<(String, String)>) {
+    let node = Api::<Node>::all(client.clone())
+        .get(name)
+        .await
+        .expect("get node");
+    let applied = node
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get("podroute.io/applied").cloned());
+    let condition = node
+        .status
+        .and_then(|s| s.conditions)
+        .and_then(|cs| cs.into_iter().find(|c| c.type_ == "NetworkUnavailable"))
+        .map(|c| (c.status, c.reason.unwrap_or_default()));
+    (applied, condition)
+}
+
+#[test]
+fn agents_on_a_real_api_server() {
+    if !have_root() {
+        return;
+    }
+    let Some(cp) = ControlPlane::start_or_skip() else {
+        return;
+    };
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let client = rt.block_on(cp.client());
+    let lab = Lab::flat(3);
+    rt.block_on(setup(&client, &lab));
+    rt.block_on(publish_plan(&client, &Plan::steady(Mode::Vxlan, 1)));
+
+    let kubeconfig = cp.admin_kubeconfig().to_path_buf();
+    let mut agents: Vec<AgentProcess> = lab
+        .names()
+        .iter()
+        .map(|n| start_agent(&lab, n, &kubeconfig))
+        .collect();
+    for node in lab.names() {
+        wait_for("vxlan routes", Duration::from_secs(20), || {
+            our_routes(&lab, &node).len() == 2
+        });
+        wait_for("report", Duration::from_secs(20), || {
+            rt.block_on(reported(&client, &node))
+                == (
+                    Some("1/vxlan".into()),
+                    Some(("False".into(), "RouteCreated".into())),
+                )
+        });
+        lab.topo.set_pod_mtu(&node, 1450).expect("mtu");
+    }
+    lab.assert_all_pods_talk(1450);
+
+    // A new plan arrives through the watch.
+    rt.block_on(publish_plan(&client, &Plan::steady(Mode::Native, 2)));
+    for node in lab.names() {
+        wait_for("native routes", Duration::from_secs(20), || {
+            our_routes(&lab, &node)
+                .iter()
+                .all(|r| r.contains("dev eth0"))
+                && our_routes(&lab, &node).len() == 2
+        });
+        wait_for("report 2", Duration::from_secs(20), || {
+            rt.block_on(reported(&client, &node)).0.as_deref() == Some("2/native")
+        });
+    }
+
+    // The API server goes away: the dataplane keeps forwarding and repairs.
+    cp.kill_apiserver();
+    lab.assert_all_pods_talk(1450);
+    let victim = lab.node("node-2").pod_cidr.to_string();
+    lab.ip("node-1", &["route", "del", &victim]);
+    wait_for(
+        "repair without the API server",
+        Duration::from_secs(5),
+        || our_routes(&lab, "node-1").len() == 2,
+    );
+    lab.assert_all_pods_talk(1450);
+
+    // It comes back: the watch resumes and a new plan is followed.
+    cp.start_apiserver().expect("restart kube-apiserver");
+    let client = rt.block_on(cp.client());
+    rt.block_on(publish_plan(&client, &Plan::steady(Mode::Vxlan, 3)));
+    for node in lab.names() {
+        wait_for("vxlan again", Duration::from_secs(60), || {
+            our_routes(&lab, &node)
+                .iter()
+                .filter(|r| r.contains("vxlan.calico"))
+                .count()
+                == 2
+        });
+        wait_for("report 3", Duration::from_secs(60), || {
+            rt.block_on(reported(&client, &node)).0.as_deref() == Some("3/vxlan")
+        });
+    }
+    lab.assert_all_pods_talk(1450);
+
+    // A restart on unchanged state writes nothing to the Node.
+    let version = |name: &str| {
+        rt.block_on(Api::<Node>::all(client.clone()).get(name))
+            .expect("node")
+            .metadata
+            .resource_version
+    };
+    let before = version("node-1");
+    agents[0] = start_agent(&lab, "node-1", &kubeconfig);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(version("node-1"), before, "a restart rewrote the Node");
+    assert_eq!(our_routes(&lab, "node-1").len(), 2);
+}

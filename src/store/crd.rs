@@ -1,0 +1,469 @@
+//! The `ClusterRouting` custom resource (group `podroute.io`, version
+//! `v1alpha1`, cluster-scoped, one object named `default`): the operator
+//! writes `spec`, the coordinator writes `status`, agents read both.
+//!
+//! Two fields take either an integer or a string, as Kubernetes does for
+//! ports and quantities (`x-kubernetes-int-or-string`, checked by CEL rules
+//! in the schema, so the API server refuses anything else):
+//! - `mtu`: `auto` (also: field absent) or a number of bytes, 576..=65535;
+//! - `rollout.nodeTimeout`: whole seconds, or a Go duration (`90s`, `5m`, `1h30m`).
+
+use std::borrow::Cow;
+use std::fmt;
+use std::time::Duration;
+
+use kube::CustomResource;
+use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::model::{Mode, OffSubnet, Plan};
+use crate::store::Settings;
+
+/// The name of the one ClusterRouting object podroute reads.
+pub const CLUSTER_ROUTING_NAME: &str = "default";
+
+/// How pods on different nodes reach each other, cluster-wide.
+#[derive(CustomResource, Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "podroute.io",
+    version = "v1alpha1",
+    kind = "ClusterRouting",
+    plural = "clusterroutings",
+    singular = "clusterrouting",
+    status = "ClusterRoutingStatus",
+    derive = "PartialEq",
+    doc = "Cluster-wide pod routing: the mode the operator asks for (spec) and the plan the coordinator rolls out (status). One object, named `default`.",
+    printcolumn = r#"{"name": "Mode", "type": "string", "jsonPath": ".spec.mode", "description": "The mode the operator asked for"}"#,
+    printcolumn = r#"{"name": "Phase", "type": "string", "jsonPath": ".status.phase", "description": "Where the coordinator is"}"#,
+    printcolumn = r#"{"name": "Applied", "type": "integer", "jsonPath": ".status.nodes.applied", "description": "Nodes that hold the current plan"}"#,
+    printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterRoutingSpec {
+    /// The dataplane the cluster should run: ipip, vxlan or native.
+    #[schemars(schema_with = "mode_schema")]
+    pub mode: Mode,
+    /// Native routing options.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub native: Option<NativeSpec>,
+    /// Underlay MTU the tunnel MTUs are derived from: `auto` (the uplink's) or bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<Mtu>,
+    /// VXLAN device options.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vxlan: Option<VxlanSpec>,
+    /// How the coordinator rolls a switch out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutSpec>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NativeSpec {
+    /// Peers off the uplink's subnet: `encap` (through a tunnel) or
+    /// `underlay` (install nothing; the cloud route table carries them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "off_subnet_schema")]
+    pub off_subnet: Option<OffSubnet>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VxlanSpec {
+    /// VXLAN network identifier (default 4096).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 16777215))]
+    pub vni: Option<u32>,
+    /// UDP destination port (default 4789).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub port: Option<u16>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutSpec {
+    /// How long a node may take to apply a plan before `notReadyPolicy`
+    /// applies: seconds, or a duration such as `90s`, `5m`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_timeout: Option<NodeTimeout>,
+    /// NotReady nodes: `Wait` for them (default) or `Skip` them after `nodeTimeout`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_ready_policy: Option<NotReadyPolicy>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum NotReadyPolicy {
+    #[default]
+    Wait,
+    Skip,
+}
+
+/// Written by the coordinator.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterRoutingStatus {
+    /// The coordinator's phase (e.g. Steady, Prepare, Switch, Finalize).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+    /// The plan every agent follows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<PlanStatus>,
+    /// Rollout progress of `plan`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nodes: Option<NodesStatus>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "conditions_schema")]
+    pub conditions: Vec<Condition>,
+    /// The `metadata.generation` of the spec this status is about.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+/// `Plan` as the coordinator publishes it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PlanStatus {
+    /// Counts up with every plan; agents report it back once applied.
+    pub generation: u64,
+    /// Which routes agents install.
+    #[schemars(schema_with = "mode_schema")]
+    pub route_mode: Mode,
+    /// Encapsulations every node must be able to receive.
+    #[serde(default)]
+    #[schemars(schema_with = "decap_schema")]
+    pub decap: Vec<Mode>,
+}
+
+impl From<&Plan> for PlanStatus {
+    fn from(plan: &Plan) -> Self {
+        PlanStatus {
+            generation: plan.generation,
+            route_mode: plan.route_mode,
+            decap: plan.decap.iter().copied().collect(),
+        }
+    }
+}
+
+impl From<&PlanStatus> for Plan {
+    fn from(p: &PlanStatus) -> Self {
+        Plan {
+            generation: p.generation,
+            route_mode: p.route_mode,
+            decap: p.decap.iter().copied().collect(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NodesStatus {
+    /// Nodes in scope of the plan.
+    pub total: u32,
+    /// Nodes that report the current generation applied.
+    pub applied: u32,
+    /// Nodes the coordinator waits for.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub waiting: Vec<String>,
+}
+
+/// A condition in the shape of `metav1.Condition`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// True, False or Unknown.
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "date-time"))]
+    pub last_transition_time: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+impl ClusterRoutingSpec {
+    /// The settings agents take from the spec.
+    pub fn settings(&self) -> Settings {
+        Settings {
+            off_subnet: self.native.as_ref().and_then(|n| n.off_subnet),
+            mtu: match self.mtu {
+                Some(Mtu::Bytes(n)) => Some(n),
+                Some(Mtu::Auto) | None => None,
+            },
+            vxlan_vni: self.vxlan.as_ref().and_then(|v| v.vni),
+            vxlan_port: self.vxlan.as_ref().and_then(|v| v.port),
+        }
+    }
+}
+
+// --- mtu: "auto" or bytes ----------------------------------------------------
+
+/// `auto` (the uplink's MTU) or a number of bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mtu {
+    Auto,
+    Bytes(u32),
+}
+
+impl Serialize for Mtu {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Mtu::Auto => s.serialize_str("auto"),
+            Mtu::Bytes(n) => s.serialize_u32(*n),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Mtu {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match IntOrString::deserialize(d)? {
+            IntOrString::Int(n) => u32::try_from(n)
+                .map(Mtu::Bytes)
+                .map_err(|_| serde::de::Error::custom(format!("mtu {n} out of range"))),
+            IntOrString::String(s) if s == "auto" => Ok(Mtu::Auto),
+            IntOrString::String(s) => s.parse().map(Mtu::Bytes).map_err(|_| {
+                serde::de::Error::custom(format!("mtu {s:?} is neither auto nor a number"))
+            }),
+        }
+    }
+}
+
+impl JsonSchema for Mtu {
+    fn schema_name() -> Cow<'static, str> {
+        "Mtu".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "`auto` (the uplink's MTU) or bytes, 576..=65535.",
+            "x-kubernetes-int-or-string": true,
+            "x-kubernetes-validations": [{
+                "rule": "type(self) == string ? self == 'auto' : (self >= 576 && self <= 65535)",
+                "message": "mtu must be auto or a number of bytes from 576 to 65535",
+            }],
+        })
+    }
+}
+
+// --- nodeTimeout: seconds or a duration ---------------------------------------
+
+/// Seconds (integer) or a Go-style duration string (`90s`, `5m`, `1h30m`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodeTimeout(pub Duration);
+
+impl Serialize for NodeTimeout {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.0.subsec_nanos() == 0 {
+            s.serialize_u64(self.0.as_secs())
+        } else {
+            s.serialize_str(&format!("{}ms", self.0.as_millis()))
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for NodeTimeout {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match IntOrString::deserialize(d)? {
+            IntOrString::Int(n) => u64::try_from(n)
+                .map(|s| NodeTimeout(Duration::from_secs(s)))
+                .map_err(|_| serde::de::Error::custom("nodeTimeout must not be negative")),
+            IntOrString::String(s) => parse_duration(&s).map(NodeTimeout).ok_or_else(|| {
+                serde::de::Error::custom(format!("nodeTimeout {s:?} is not a duration"))
+            }),
+        }
+    }
+}
+
+impl JsonSchema for NodeTimeout {
+    fn schema_name() -> Cow<'static, str> {
+        "NodeTimeout".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "Seconds, or a duration such as `90s`, `5m`, `1h30m`.",
+            "x-kubernetes-int-or-string": true,
+            "x-kubernetes-validations": [{
+                "rule": "type(self) == string ? duration(self) >= duration('0s') : self >= 0",
+                "message": "nodeTimeout must be seconds or a duration such as 90s, 5m",
+            }],
+        })
+    }
+}
+
+impl fmt::Display for NodeTimeout {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.0)
+    }
+}
+
+/// A Go duration (`300ms`, `1.5h`, `2h45m`): a sequence of decimal numbers,
+/// each with a unit (ns, us, µs, ms, s, m, h). No sign.
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    if text == "0" {
+        return Some(Duration::ZERO);
+    }
+    let mut rest = text;
+    let mut total = 0f64;
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let number_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let number: f64 = rest[..number_len].parse().ok()?;
+        rest = &rest[number_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let seconds = match &rest[..unit_len] {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return None,
+        };
+        rest = &rest[unit_len..];
+        total += number * seconds;
+    }
+    Duration::try_from_secs_f64(total).ok()
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum IntOrString {
+    Int(i64),
+    String(String),
+}
+
+// --- schemas of model types ----------------------------------------------------
+
+fn mode_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({"type": "string", "enum": ["ipip", "vxlan", "native"]})
+}
+
+fn decap_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": "array",
+        "items": {"type": "string", "enum": ["ipip", "vxlan", "native"]},
+        "x-kubernetes-list-type": "set",
+    })
+}
+
+fn off_subnet_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({"type": "string", "enum": ["encap", "underlay"]})
+}
+
+fn conditions_schema(generator: &mut SchemaGenerator) -> Schema {
+    let mut items = generator.subschema_for::<Condition>();
+    items.remove("nullable");
+    json_schema!({
+        "type": "array",
+        "items": items,
+        "x-kubernetes-list-type": "map",
+        "x-kubernetes-list-map-keys": ["type"],
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use kube::CustomResourceExt;
+
+    use super::*;
+
+    #[test]
+    fn mtu_is_auto_or_bytes() {
+        let parse = |v: serde_json::Value| serde_json::from_value::<Mtu>(v);
+        assert_eq!(parse(serde_json::json!("auto")).unwrap(), Mtu::Auto);
+        assert_eq!(parse(serde_json::json!(1400)).unwrap(), Mtu::Bytes(1400));
+        assert_eq!(parse(serde_json::json!("1400")).unwrap(), Mtu::Bytes(1400));
+        assert!(parse(serde_json::json!("big")).is_err());
+        assert!(parse(serde_json::json!(-1)).is_err());
+        assert_eq!(serde_json::to_value(Mtu::Auto).unwrap(), "auto");
+        assert_eq!(serde_json::to_value(Mtu::Bytes(9000)).unwrap(), 9000);
+    }
+
+    #[test]
+    fn node_timeout_is_seconds_or_a_duration() {
+        let parse = |v: serde_json::Value| serde_json::from_value::<NodeTimeout>(v).map(|t| t.0);
+        assert_eq!(
+            parse(serde_json::json!(300)).unwrap(),
+            Duration::from_secs(300)
+        );
+        assert_eq!(
+            parse(serde_json::json!("90s")).unwrap(),
+            Duration::from_secs(90)
+        );
+        assert_eq!(
+            parse(serde_json::json!("1h30m")).unwrap(),
+            Duration::from_secs(5400)
+        );
+        assert_eq!(
+            parse(serde_json::json!("1.5m")).unwrap(),
+            Duration::from_secs(90)
+        );
+        assert_eq!(
+            parse(serde_json::json!("250ms")).unwrap(),
+            Duration::from_millis(250)
+        );
+        for bad in ["", "5", "m", "5x", "-5s", "1h-5m"] {
+            assert!(parse(serde_json::json!(bad)).is_err(), "{bad:?}");
+        }
+        assert!(parse(serde_json::json!(-1)).is_err());
+    }
+
+    #[test]
+    fn spec_gives_settings() {
+        let spec: ClusterRoutingSpec = serde_json::from_value(serde_json::json!({
+            "mode": "native",
+            "native": {"offSubnet": "underlay"},
+            "mtu": 1400,
+            "vxlan": {"vni": 7, "port": 8472},
+            "rollout": {"nodeTimeout": "5m", "notReadyPolicy": "Skip"},
+        }))
+        .unwrap();
+        assert_eq!(
+            spec.settings(),
+            Settings {
+                off_subnet: Some(OffSubnet::Underlay),
+                mtu: Some(1400),
+                vxlan_vni: Some(7),
+                vxlan_port: Some(8472),
+            }
+        );
+        let auto: ClusterRoutingSpec =
+            serde_json::from_value(serde_json::json!({"mode": "vxlan", "mtu": "auto"})).unwrap();
+        assert_eq!(auto.settings(), Settings::default());
+    }
+
+    #[test]
+    fn crd_names_scope_columns_and_status() {
+        let crd = ClusterRouting::crd();
+        assert_eq!(
+            crd.metadata.name.as_deref(),
+            Some("clusterroutings.podroute.io")
+        );
+        assert_eq!(crd.spec.scope, "Cluster");
+        let version = &crd.spec.versions[0];
+        assert_eq!(version.name, "v1alpha1");
+        let columns: Vec<&str> = version
+            .additional_printer_columns
+            .iter()
+            .flatten()
+            .map(|c| c.name.as_str())
+            .collect();
+        assert_eq!(columns, ["Mode", "Phase", "Applied", "Age"]);
+        assert!(version.subresources.as_ref().unwrap().status.is_some());
+        let yaml = serde_yaml::to_string(&crd).unwrap();
+        assert_eq!(yaml, serde_yaml::to_string(&ClusterRouting::crd()).unwrap());
+    }
+}

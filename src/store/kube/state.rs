@@ -1,0 +1,347 @@
+//! The store's memory: one small record per Node, the ClusterRouting view,
+//! and the snapshot built from them. Pure: no I/O, no clock.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::Ipv4Addr;
+use std::ops::Bound;
+
+use super::view::{NodeFacts, NodeView, RoutingView};
+use crate::model::{Node, Plan};
+use crate::store::{NodeState, Settings, Snapshot};
+
+/// Where a node version comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// The watch: ordered, authoritative.
+    Watch,
+    /// The response to our own patch: it may arrive after a newer watch
+    /// event, so it only ever moves a known node forward.
+    Response,
+}
+
+#[derive(Debug)]
+struct Record {
+    /// resourceVersion as a number (etcd revision); `None` when it is not one.
+    rv: Option<u64>,
+    facts: NodeFacts,
+}
+
+#[derive(Debug, Default)]
+pub struct State {
+    nodes: BTreeMap<String, Record>,
+    nodes_synced: bool,
+    plan: Option<Plan>,
+    settings: Settings,
+    routing_synced: bool,
+    /// Nodes left out by the cross-node checks, with why (logged once).
+    conflicts: HashMap<String, String>,
+}
+
+impl State {
+    /// Apply one node version; true when what the store knows changed.
+    pub fn apply_node(&mut self, view: NodeView, source: Source) -> bool {
+        let rv = view.resource_version().and_then(|v| v.parse::<u64>().ok());
+        let name = view.name().to_string();
+        let Some(record) = self.nodes.get_mut(&name) else {
+            if source == Source::Response {
+                return false; // deleted meanwhile, or not listed yet: the watch decides
+            }
+            note_excluded(&name, &view.facts, None);
+            self.nodes.insert(
+                name,
+                Record {
+                    rv,
+                    facts: view.facts,
+                },
+            );
+            return true;
+        };
+        match (source, record.rv, rv) {
+            (_, Some(have), Some(new)) if new < have => return false,
+            (Source::Response, _, None) | (Source::Response, None, _) => return false,
+            _ => {}
+        }
+        record.rv = rv;
+        if record.facts == view.facts {
+            return false;
+        }
+        note_excluded(&name, &view.facts, Some(&record.facts));
+        record.facts = view.facts;
+        true
+    }
+
+    pub fn delete_node(&mut self, name: &str) -> bool {
+        self.nodes.remove(name).is_some()
+    }
+
+    /// A complete list (after a (re)connect). A node we know at a newer
+    /// version (from a patch response) keeps that version.
+    pub fn replace_nodes(&mut self, views: Vec<NodeView>) -> bool {
+        let mut old = std::mem::take(&mut self.nodes);
+        let mut changed = !self.nodes_synced;
+        self.nodes_synced = true;
+        for view in views {
+            let name = view.name().to_string();
+            let rv = view.resource_version().and_then(|v| v.parse::<u64>().ok());
+            let record = match old.remove(&name) {
+                Some(known) if matches!((known.rv, rv), (Some(k), Some(n)) if k > n) => known,
+                Some(known) => {
+                    changed |= known.facts != view.facts;
+                    note_excluded(&name, &view.facts, Some(&known.facts));
+                    Record {
+                        rv,
+                        facts: view.facts,
+                    }
+                }
+                None => {
+                    changed = true;
+                    note_excluded(&name, &view.facts, None);
+                    Record {
+                        rv,
+                        facts: view.facts,
+                    }
+                }
+            };
+            self.nodes.insert(name, record);
+        }
+        changed || !old.is_empty()
+    }
+
+    /// The ClusterRouting object (`None`: there is none). A part that does
+    /// not parse keeps its last good value.
+    pub fn set_routing(&mut self, view: Option<RoutingView>) -> bool {
+        let (plan, settings) = match view {
+            None => (None, Settings::default()),
+            Some(view) => {
+                let plan = view.plan.unwrap_or_else(|e| {
+                    tracing::warn!("ClusterRouting {e}; keeping the last good plan");
+                    self.plan.clone()
+                });
+                let settings = view.settings.unwrap_or_else(|e| {
+                    tracing::warn!("ClusterRouting {e}; keeping the last good settings");
+                    self.settings.clone()
+                });
+                (plan, settings)
+            }
+        };
+        let changed = !self.routing_synced || plan != self.plan || settings != self.settings;
+        self.routing_synced = true;
+        self.plan = plan;
+        self.settings = settings;
+        changed
+    }
+
+    /// What a node shows now (for "report only what differs").
+    pub fn facts(&self, name: &str) -> Option<&NodeFacts> {
+        self.nodes.get(name).map(|r| &r.facts)
+    }
+
+    /// `None` until both watches have listed once.
+    pub fn snapshot(&mut self) -> Option<Snapshot> {
+        if !(self.nodes_synced && self.routing_synced) {
+            return None;
+        }
+        let candidates: Vec<(&Node, &NodeFacts)> = self
+            .nodes
+            .values()
+            .filter_map(|r| r.facts.node.as_ref().ok().map(|n| (n, &r.facts)))
+            .collect();
+        let (keep, conflicts) = cross_node_checks(candidates.iter().map(|(n, _)| *n));
+        for (name, why) in &conflicts {
+            if self.conflicts.get(name) != Some(why) {
+                tracing::warn!(node = %name, "left out of the cluster: {why}");
+            }
+        }
+        let nodes = candidates
+            .iter()
+            .zip(keep)
+            .filter(|(_, keep)| *keep)
+            .map(|((node, facts), _)| NodeState {
+                node: (*node).clone(),
+                ready: facts.ready,
+                report: facts.report.clone(),
+            })
+            .collect();
+        self.conflicts = conflicts;
+        Some(Snapshot {
+            nodes,
+            plan: self.plan.clone(),
+            settings: self.settings.clone(),
+        })
+    }
+}
+
+fn note_excluded(name: &str, new: &NodeFacts, old: Option<&NodeFacts>) {
+    if let Err(why) = &new.node {
+        if old.map(|o| &o.node) != Some(&new.node) {
+            // A new node has no pod CIDR for a few seconds: not worth more than debug.
+            tracing::debug!(node = %name, "not in the cluster (yet): {why}");
+        }
+    }
+}
+
+/// The cross-node rules of the cluster file (`validate_nodes`), applied by
+/// leaving nodes out instead of failing: in name order, a node is left out
+/// when its IP is taken, its pod CIDR overlaps one already kept, or its pod
+/// CIDR contains any node's IP (routing it would cut that node off).
+/// O(n log n). Returns a keep flag per node and the reasons.
+fn cross_node_checks<'a>(
+    nodes: impl Iterator<Item = &'a Node> + Clone,
+) -> (Vec<bool>, HashMap<String, String>) {
+    let ips: BTreeSet<u32> = nodes.clone().map(|n| u32::from(n.node_ip)).collect();
+    let mut taken_ips: HashMap<Ipv4Addr, &str> = HashMap::new();
+    // start -> (end, name); kept CIDRs are disjoint
+    let mut cidrs: BTreeMap<u32, (u32, &str)> = BTreeMap::new();
+    let mut keep = Vec::new();
+    let mut conflicts = HashMap::new();
+    for node in nodes {
+        let cidr = node.pod_cidr();
+        let (start, end) = (u32::from(cidr.network()), u32::from(cidr.broadcast()));
+        let overlapping = cidrs
+            .range(..=end)
+            .next_back()
+            .filter(|(_, (other_end, _))| *other_end >= start);
+        let swallowed = ips
+            .range((Bound::Included(start), Bound::Included(end)))
+            .next();
+        let why = match (taken_ips.get(&node.node_ip), overlapping, swallowed) {
+            (Some(other), _, _) => Some(format!(
+                "node IP {} is also the IP of {other}",
+                node.node_ip
+            )),
+            (_, Some((_, (_, other))), _) => {
+                Some(format!("pod CIDR {cidr} overlaps the pod CIDR of {other}"))
+            }
+            (_, _, Some(ip)) => Some(format!(
+                "pod CIDR {cidr} contains the node IP {}",
+                Ipv4Addr::from(*ip)
+            )),
+            (None, None, None) => None,
+        };
+        match why {
+            Some(why) => {
+                conflicts.insert(node.name.clone(), why);
+                keep.push(false);
+            }
+            None => {
+                taken_ips.insert(node.node_ip, &node.name);
+                cidrs.insert(start, (end, &node.name));
+                keep.push(true);
+            }
+        }
+    }
+    (keep, conflicts)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn view(name: &str, rv: u64, ip: &str, cidr: &str, applied: Option<&str>) -> NodeView {
+        let mut annotations = json!({});
+        if let Some(a) = applied {
+            annotations["podroute.io/applied"] = json!(a);
+        }
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "resourceVersion": rv.to_string(), "annotations": annotations},
+            "spec": {"podCIDRs": [cidr]},
+            "status": {"addresses": [{"type": "InternalIP", "address": ip}],
+                       "conditions": [{"type": "Ready", "status": "True"}]},
+        }))
+        .unwrap()
+    }
+
+    fn routing() -> RoutingView {
+        serde_json::from_value(json!({
+            "metadata": {"name": "default"},
+            "spec": {"mode": "vxlan"},
+            "status": {"plan": {"generation": 1, "routeMode": "vxlan", "decap": ["vxlan"]}},
+        }))
+        .unwrap()
+    }
+
+    fn names(s: &Snapshot) -> Vec<&str> {
+        s.nodes.iter().map(|n| n.node.name.as_str()).collect()
+    }
+
+    #[test]
+    fn no_snapshot_until_both_lists_are_in() {
+        let mut state = State::default();
+        assert!(state.snapshot().is_none());
+        assert!(state.replace_nodes(vec![view("a", 1, "192.0.2.1", "10.244.1.0/24", None)]));
+        assert!(state.snapshot().is_none());
+        assert!(state.set_routing(None));
+        let s = state.snapshot().unwrap();
+        assert_eq!(names(&s), ["a"]);
+        assert_eq!(s.plan, None);
+        assert!(state.set_routing(Some(routing())));
+        assert_eq!(state.snapshot().unwrap().plan.unwrap().generation, 1);
+        assert!(
+            !state.set_routing(Some(routing())),
+            "same content is no change"
+        );
+    }
+
+    #[test]
+    fn only_content_counts_and_responses_never_go_back() {
+        let mut state = State::default();
+        state.replace_nodes(vec![view("a", 5, "192.0.2.1", "10.244.1.0/24", None)]);
+        assert!(!state.apply_node(
+            view("a", 6, "192.0.2.1", "10.244.1.0/24", None),
+            Source::Watch
+        ));
+        assert!(state.apply_node(
+            view("a", 8, "192.0.2.1", "10.244.1.0/24", Some("1/vxlan")),
+            Source::Response
+        ));
+        // the watch catches up: same content
+        assert!(!state.apply_node(
+            view("a", 8, "192.0.2.1", "10.244.1.0/24", Some("1/vxlan")),
+            Source::Watch
+        ));
+        // an older version (a late response, a late event) is ignored
+        assert!(!state.apply_node(
+            view("a", 7, "192.0.2.1", "10.244.1.0/24", None),
+            Source::Response
+        ));
+        assert!(!state.apply_node(
+            view("a", 7, "192.0.2.1", "10.244.1.0/24", None),
+            Source::Watch
+        ));
+        assert!(state.facts("a").unwrap().report.applied.is_some());
+        // a response never brings back a node the watch deleted
+        assert!(state.delete_node("a"));
+        assert!(!state.apply_node(
+            view("a", 9, "192.0.2.1", "10.244.1.0/24", None),
+            Source::Response
+        ));
+        assert!(state.facts("a").is_none());
+        // a relist keeps a version we know to be newer
+        state.apply_node(
+            view("b", 20, "192.0.2.2", "10.244.2.0/24", Some("2/ipip")),
+            Source::Watch,
+        );
+        state.replace_nodes(vec![view("b", 19, "192.0.2.2", "10.244.2.0/24", None)]);
+        assert!(state.facts("b").unwrap().report.applied.is_some());
+    }
+
+    #[test]
+    fn nodes_that_break_the_cluster_are_left_out() {
+        let mut state = State::default();
+        state.set_routing(None);
+        state.replace_nodes(vec![
+            view("a", 1, "192.0.2.1", "10.244.1.0/24", None),
+            view("b-dup-ip", 1, "192.0.2.1", "10.244.2.0/24", None),
+            view("c-overlap", 1, "192.0.2.3", "10.244.0.0/16", None),
+            view("d-swallow", 1, "192.0.2.4", "192.0.2.0/24", None),
+            view("e", 1, "192.0.2.5", "10.244.5.0/24", None),
+            view("f-inside", 1, "192.0.2.6", "10.244.5.128/25", None),
+            view("g-no-cidr-yet", 1, "192.0.2.7", "bad", None),
+        ]);
+        let s = state.snapshot().unwrap();
+        assert_eq!(names(&s), ["a", "e"]);
+        assert_eq!(state.conflicts.len(), 4, "{:?}", state.conflicts);
+    }
+}

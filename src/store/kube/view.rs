@@ -1,0 +1,532 @@
+//! What the store keeps of a Node and of the ClusterRouting object.
+//!
+//! Both are read through their own `Resource` types whose `Deserialize` picks
+//! out the few fields podroute needs while the JSON is parsed; everything
+//! else (images, managedFields, other annotations, ...) is skipped by the
+//! parser and never allocated. No full Node object exists in this process.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::net::Ipv4Addr;
+
+use ipnetwork::IpNetwork;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::ClusterResourceScope;
+use kube::Resource;
+use serde::de::{IgnoredAny, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer};
+
+use crate::model::{Node, Plan};
+use crate::store::crd::{ClusterRoutingSpec, PlanStatus};
+use crate::store::{Applied, Network, NodeReport, Settings, REASON_ROUTE_CREATED};
+
+pub const APPLIED_ANNOTATION: &str = "podroute.io/applied";
+pub const NETWORK_UNAVAILABLE: &str = "NetworkUnavailable";
+
+/// Status of a node condition, or its absence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CondStatus {
+    Absent,
+    True,
+    False,
+    Unknown,
+}
+
+impl CondStatus {
+    fn parse(s: &str) -> CondStatus {
+        match s {
+            "True" => CondStatus::True,
+            "False" => CondStatus::False,
+            _ => CondStatus::Unknown,
+        }
+    }
+}
+
+/// What podroute needs of one Node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeFacts {
+    /// The validated node, or why it is left out of snapshots.
+    pub node: Result<Node, String>,
+    /// The kubelet's Ready condition is True.
+    pub ready: bool,
+    /// The `podroute.io/applied` annotation and our NetworkUnavailable condition.
+    pub report: NodeReport,
+    /// NetworkUnavailable as it stands, whoever wrote it: a report sets
+    /// lastTransitionTime only when it flips this.
+    pub network_status: CondStatus,
+}
+
+/// A Node, projected while it is parsed. Only `metadata.name` and
+/// `metadata.resourceVersion` are kept of the metadata.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(from = "RawNode")]
+pub struct NodeView {
+    metadata: ObjectMeta,
+    pub facts: NodeFacts,
+}
+
+impl NodeView {
+    pub fn name(&self) -> &str {
+        self.metadata.name.as_deref().unwrap_or_default()
+    }
+
+    pub fn resource_version(&self) -> Option<&str> {
+        self.metadata.resource_version.as_deref()
+    }
+}
+
+impl Resource for NodeView {
+    type DynamicType = ();
+    type Scope = ClusterResourceScope;
+
+    fn kind(_: &()) -> Cow<'_, str> {
+        "Node".into()
+    }
+    fn group(_: &()) -> Cow<'_, str> {
+        "".into()
+    }
+    fn version(_: &()) -> Cow<'_, str> {
+        "v1".into()
+    }
+    fn plural(_: &()) -> Cow<'_, str> {
+        "nodes".into()
+    }
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct RawNode {
+    metadata: RawMeta,
+    spec: Option<RawNodeSpec>,
+    status: Option<RawNodeStatus>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, rename_all = "camelCase")]
+struct RawMeta {
+    name: Option<String>,
+    resource_version: Option<String>,
+    annotations: Option<AppliedAnnotation>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct RawNodeSpec {
+    #[serde(rename = "podCIDR")]
+    pod_cidr: Option<String>,
+    #[serde(rename = "podCIDRs")]
+    pod_cidrs: Option<Vec<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct RawNodeStatus {
+    addresses: Option<Vec<RawAddress>>,
+    conditions: Option<Vec<RawCondition>>,
+}
+
+#[derive(Deserialize)]
+struct RawAddress {
+    #[serde(rename = "type")]
+    type_: String,
+    address: String,
+}
+
+#[derive(Deserialize)]
+struct RawCondition {
+    #[serde(rename = "type")]
+    type_: String,
+    #[serde(default)]
+    status: String,
+    #[serde(default)]
+    reason: Option<String>,
+    #[serde(default)]
+    message: Option<String>,
+}
+
+/// The value of `podroute.io/applied` out of `metadata.annotations`; the
+/// other annotations are skipped unread.
+#[derive(Default)]
+struct AppliedAnnotation(Option<String>);
+
+impl<'de> Deserialize<'de> for AppliedAnnotation {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = AppliedAnnotation;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a map of annotations")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut found = None;
+                while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+                    if key == APPLIED_ANNOTATION {
+                        found = Some(map.next_value::<String>()?);
+                    } else {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+                Ok(AppliedAnnotation(found))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+impl From<RawNode> for NodeView {
+    fn from(raw: RawNode) -> NodeView {
+        let name = raw.metadata.name.unwrap_or_default();
+        let spec = raw.spec.unwrap_or_default();
+        let status = raw.status.unwrap_or_default();
+        let conditions = status.conditions.unwrap_or_default();
+        let find = |type_: &str| conditions.iter().find(|c| c.type_ == type_);
+
+        let ready = find("Ready").is_some_and(|c| c.status == "True");
+        let network_condition = find(NETWORK_UNAVAILABLE);
+        let network_status =
+            network_condition.map_or(CondStatus::Absent, |c| CondStatus::parse(&c.status));
+        let applied = raw
+            .metadata
+            .annotations
+            .and_then(|a| a.0)
+            .and_then(|value| match value.parse::<Applied>() {
+                Ok(applied) => Some(applied),
+                Err(e) => {
+                    tracing::debug!(node = %name, "ignoring annotation: {e}");
+                    None
+                }
+            });
+        let report = NodeReport {
+            applied,
+            network: network_condition.and_then(parse_network),
+        };
+        let pod_cidrs = match spec.pod_cidrs {
+            Some(cidrs) if !cidrs.is_empty() => cidrs,
+            _ => spec.pod_cidr.into_iter().collect(),
+        };
+        let addresses = status.addresses.unwrap_or_default();
+        let node = project_node(&name, &addresses, pod_cidrs);
+        NodeView {
+            metadata: ObjectMeta {
+                name: Some(name),
+                resource_version: raw.metadata.resource_version,
+                ..ObjectMeta::default()
+            },
+            facts: NodeFacts {
+                node,
+                ready,
+                report,
+                network_status,
+            },
+        }
+    }
+}
+
+/// NetworkUnavailable as podroute reads it back: False with reason
+/// RouteCreated is "available" (podroute's, or a cloud route controller's:
+/// either way the routes are there); True is "unavailable", whoever set it;
+/// anything else (another CNI's False, Unknown) is no report.
+fn parse_network(c: &RawCondition) -> Option<Network> {
+    let message = c.message.clone().unwrap_or_default();
+    match c.status.as_str() {
+        "False" if c.reason.as_deref() == Some(REASON_ROUTE_CREATED) => {
+            Some(Network::Available { message })
+        }
+        "True" => Some(Network::Unavailable {
+            reason: c.reason.clone().unwrap_or_default(),
+            message,
+        }),
+        _ => None,
+    }
+}
+
+/// A node with its first IPv4 InternalIP and its pod CIDRs (IPv4 first).
+fn project_node(
+    name: &str,
+    addresses: &[RawAddress],
+    mut pod_cidrs: Vec<String>,
+) -> Result<Node, String> {
+    let internal: Vec<&str> = addresses
+        .iter()
+        .filter(|a| a.type_ == "InternalIP")
+        .map(|a| a.address.as_str())
+        .collect();
+    let ip = match internal.iter().find(|a| a.parse::<Ipv4Addr>().is_ok()) {
+        Some(v4) => *v4,
+        None if internal.is_empty() => return Err("no InternalIP address".into()),
+        None => return Err(format!("no IPv4 InternalIP (has {})", internal.join(", "))),
+    };
+    if pod_cidrs.is_empty() {
+        return Err("no pod CIDR yet".into());
+    }
+    // IPv6-first dual-stack: route the IPv4 CIDR (IPv6 is a later step).
+    pod_cidrs.sort_by_key(|c| c.parse::<IpNetwork>().map_or(1, |n| u8::from(n.is_ipv6())));
+    Node::parse("node", name, Some(ip), &pod_cidrs).map_err(|e| e.to_string())
+}
+
+/// The ClusterRouting object, as far as agents read it. Parts that do not
+/// parse are kept as errors (the store keeps the last good value).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(from = "RawRouting")]
+pub struct RoutingView {
+    metadata: ObjectMeta,
+    pub settings: Result<Settings, String>,
+    pub plan: Result<Option<Plan>, String>,
+}
+
+impl Resource for RoutingView {
+    type DynamicType = ();
+    type Scope = ClusterResourceScope;
+
+    fn kind(_: &()) -> Cow<'_, str> {
+        "ClusterRouting".into()
+    }
+    fn group(_: &()) -> Cow<'_, str> {
+        "podroute.io".into()
+    }
+    fn version(_: &()) -> Cow<'_, str> {
+        "v1alpha1".into()
+    }
+    fn plural(_: &()) -> Cow<'_, str> {
+        "clusterroutings".into()
+    }
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct RawRouting {
+    metadata: RawMeta,
+    spec: Option<serde_json::Value>,
+    status: Option<RawRoutingStatus>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct RawRoutingStatus {
+    plan: Option<serde_json::Value>,
+}
+
+impl From<RawRouting> for RoutingView {
+    fn from(raw: RawRouting) -> RoutingView {
+        let settings = match raw.spec {
+            None => Ok(Settings::default()),
+            Some(spec) => serde_json::from_value::<ClusterRoutingSpec>(spec)
+                .map(|s| s.settings())
+                .map_err(|e| format!("spec: {e}")),
+        };
+        let plan = match raw.status.and_then(|s| s.plan) {
+            None | Some(serde_json::Value::Null) => Ok(None),
+            Some(plan) => serde_json::from_value::<PlanStatus>(plan)
+                .map(|p| Some(Plan::from(&p)))
+                .map_err(|e| format!("status.plan: {e}")),
+        };
+        RoutingView {
+            metadata: ObjectMeta {
+                name: raw.metadata.name,
+                resource_version: raw.metadata.resource_version,
+                ..ObjectMeta::default()
+            },
+            settings,
+            plan,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::model::Mode;
+
+    fn node_json(extra_status: serde_json::Value) -> serde_json::Value {
+        let mut node = json!({
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {
+                "name": "n1",
+                "resourceVersion": "42",
+                "annotations": {
+                    "node.alpha.kubernetes.io/ttl": "0",
+                    "podroute.io/applied": "3/vxlan",
+                },
+                "managedFields": [{"manager": "kubelet", "fieldsV1": {"f:status": {}}}],
+            },
+            "spec": {"podCIDR": "10.244.1.0/24", "podCIDRs": ["10.244.1.0/24", "fd00:1::/64"]},
+            "status": {
+                "addresses": [
+                    {"type": "InternalIP", "address": "fd00::1"},
+                    {"type": "InternalIP", "address": "192.0.2.1"},
+                    {"type": "Hostname", "address": "n1"},
+                ],
+                "conditions": [
+                    {"type": "Ready", "status": "True", "reason": "KubeletReady"},
+                    {"type": "NetworkUnavailable", "status": "False", "reason": "RouteCreated", "message": "podroute: vxlan"},
+                ],
+                "images": [{"names": ["registry.example/big:1"], "sizeBytes": 123456789}],
+            },
+        });
+        if let Some(extra) = extra_status.as_object() {
+            for (k, v) in extra {
+                node["status"][k] = v.clone();
+            }
+        }
+        node
+    }
+
+    #[test]
+    fn a_node_becomes_name_ip_cidrs_ready_and_report() {
+        let view: NodeView = serde_json::from_value(node_json(json!({}))).unwrap();
+        assert_eq!(view.name(), "n1");
+        assert_eq!(view.resource_version(), Some("42"));
+        assert!(view.meta().annotations.is_none() && view.meta().managed_fields.is_none());
+        let node = view.facts.node.as_ref().unwrap();
+        assert_eq!(node.node_ip, Ipv4Addr::new(192, 0, 2, 1));
+        assert_eq!(node.pod_cidr().to_string(), "10.244.1.0/24");
+        assert_eq!(node.pod_cidrs.len(), 2);
+        assert!(view.facts.ready);
+        assert_eq!(
+            view.facts.report,
+            NodeReport {
+                applied: Some(Applied {
+                    generation: 3,
+                    mode: Mode::Vxlan
+                }),
+                network: Some(Network::Available {
+                    message: "podroute: vxlan".into()
+                }),
+            }
+        );
+        assert_eq!(view.facts.network_status, CondStatus::False);
+    }
+
+    #[test]
+    fn nodes_that_cannot_be_routed_yet_are_errors() {
+        let mut no_cidr = node_json(json!({}));
+        no_cidr["spec"] = json!({});
+        let view: NodeView = serde_json::from_value(no_cidr).unwrap();
+        assert_eq!(view.facts.node, Err("no pod CIDR yet".into()));
+
+        let v6 = node_json(json!({"addresses": [{"type": "InternalIP", "address": "fd00::1"}]}));
+        let view: NodeView = serde_json::from_value(v6).unwrap();
+        assert!(view.facts.node.unwrap_err().contains("no IPv4 InternalIP"));
+
+        let none =
+            node_json(json!({"addresses": [{"type": "ExternalIP", "address": "198.51.100.1"}]}));
+        let view: NodeView = serde_json::from_value(none).unwrap();
+        assert_eq!(view.facts.node, Err("no InternalIP address".into()));
+
+        let mut v6_only = node_json(json!({}));
+        v6_only["spec"] = json!({"podCIDRs": ["fd00:1::/64"]});
+        let view: NodeView = serde_json::from_value(v6_only).unwrap();
+        assert!(view.facts.node.is_err());
+    }
+
+    #[test]
+    fn ipv6_first_dual_stack_routes_the_ipv4_cidr_and_pod_cidr_is_the_fallback() {
+        let mut n = node_json(json!({}));
+        n["spec"] = json!({"podCIDRs": ["fd00:1::/64", "10.244.7.0/24"]});
+        let view: NodeView = serde_json::from_value(n).unwrap();
+        assert_eq!(
+            view.facts.node.unwrap().pod_cidr().to_string(),
+            "10.244.7.0/24"
+        );
+        let mut n = node_json(json!({}));
+        n["spec"] = json!({"podCIDR": "10.244.8.0/24"});
+        let view: NodeView = serde_json::from_value(n).unwrap();
+        assert_eq!(
+            view.facts.node.unwrap().pod_cidr().to_string(),
+            "10.244.8.0/24"
+        );
+    }
+
+    #[test]
+    fn network_condition_readings() {
+        let with = |c: serde_json::Value| {
+            let view: NodeView =
+                serde_json::from_value(node_json(json!({"conditions": [c]}))).unwrap();
+            (
+                view.facts.report.network,
+                view.facts.network_status,
+                view.facts.ready,
+            )
+        };
+        assert_eq!(
+            with(
+                json!({"type": "NetworkUnavailable", "status": "True", "reason": "NoRouteCreated", "message": "m"})
+            ),
+            (
+                Some(Network::Unavailable {
+                    reason: "NoRouteCreated".into(),
+                    message: "m".into()
+                }),
+                CondStatus::True,
+                false
+            )
+        );
+        assert_eq!(
+            with(json!({"type": "NetworkUnavailable", "status": "False", "reason": "CalicoIsUp"})),
+            (None, CondStatus::False, false)
+        );
+        assert_eq!(
+            with(json!({"type": "Ready", "status": "Unknown"})),
+            (None, CondStatus::Absent, false)
+        );
+    }
+
+    #[test]
+    fn a_bad_annotation_is_no_report() {
+        let mut n = node_json(json!({}));
+        n["metadata"]["annotations"] = json!({"podroute.io/applied": "garbage"});
+        let view: NodeView = serde_json::from_value(n).unwrap();
+        assert_eq!(view.facts.report.applied, None);
+        let mut n = node_json(json!({}));
+        n["metadata"]["annotations"] = serde_json::Value::Null;
+        let view: NodeView = serde_json::from_value(n).unwrap();
+        assert_eq!(view.facts.report.applied, None);
+    }
+
+    #[test]
+    fn routing_gives_plan_and_settings_and_keeps_errors_apart() {
+        let view: RoutingView = serde_json::from_value(json!({
+            "metadata": {"name": "default", "resourceVersion": "7"},
+            "spec": {"mode": "native", "native": {"offSubnet": "underlay"}, "mtu": "auto"},
+            "status": {"phase": "Switch", "plan": {"generation": 4, "routeMode": "native", "decap": ["vxlan", "native"]}},
+        }))
+        .unwrap();
+        assert_eq!(
+            view.settings.as_ref().unwrap().off_subnet,
+            Some(crate::model::OffSubnet::Underlay)
+        );
+        let plan = view.plan.unwrap().unwrap();
+        assert_eq!((plan.generation, plan.route_mode), (4, Mode::Native));
+        assert_eq!(plan.decap.len(), 2);
+
+        let view: RoutingView = serde_json::from_value(json!({
+            "metadata": {"name": "default"},
+            "spec": {"mode": "wireguard"},
+            "status": {"plan": {"generation": "x"}},
+        }))
+        .unwrap();
+        assert!(view.settings.is_err());
+        assert!(view.plan.is_err());
+
+        let view: RoutingView = serde_json::from_value(
+            json!({"metadata": {"name": "default"}, "spec": {"mode": "ipip"}}),
+        )
+        .unwrap();
+        assert_eq!(view.plan, Ok(None));
+    }
+}
