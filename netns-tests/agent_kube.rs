@@ -231,3 +231,196 @@ fn agents_on_a_real_api_server() {
     assert_eq!(version("node-1"), before, "a restart rewrote the Node");
     assert_eq!(our_routes(&lab, "node-1").len(), 2);
 }
+
+/// The agent benchmark, not a pass/fail test: an agent on a real API
+/// server with 1000, then 5000 peers (Nodes created in the API server).
+/// Run: `cargo test --release --test netns agent_resources -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn agent_resources_with_many_peers() {
+    use futures::StreamExt;
+    if !have_root() {
+        return;
+    }
+    let Some(cp) = ControlPlane::start_or_skip() else {
+        return;
+    };
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let client = rt.block_on(cp.client());
+    let ns = podroute::lab::netns::Netns::create(&podroute::lab::netns::unique_name("prbk"))
+        .expect("netns");
+    for args in [
+        &[
+            "link", "add", "eth0", "type", "veth", "peer", "name", "eth1",
+        ][..],
+        &["addr", "add", "10.250.0.1/16", "dev", "eth0"],
+        &["link", "set", "eth0", "up"],
+        &["link", "set", "eth1", "up"],
+    ] {
+        ns.ip(args).expect("scratch namespace");
+    }
+    let node = |i: usize| {
+        let ip = format!("10.250.{}.{}", i / 250, i % 250 + 1);
+        let cidr = format!("100.{}.{}.0/24", 64 + i / 256, i % 256);
+        Node {
+            metadata: ObjectMeta {
+                name: Some(format!("bench-{i}")),
+                ..Default::default()
+            },
+            spec: Some(NodeSpec {
+                pod_cidr: Some(cidr.clone()),
+                pod_cidrs: Some(vec![cidr]),
+                ..Default::default()
+            }),
+            status: Some(NodeStatus {
+                addresses: Some(vec![NodeAddress {
+                    type_: "InternalIP".into(),
+                    address: ip,
+                }]),
+                ..Default::default()
+            }),
+        }
+    };
+    let create = |from: usize, to: usize| {
+        rt.block_on(async {
+            let nodes: Api<Node> = Api::all(client.clone());
+            futures::stream::iter(from..to)
+                .map(|i| {
+                    let (nodes, n) = (nodes.clone(), node(i));
+                    async move {
+                        nodes
+                            .create(&PostParams::default(), &n)
+                            .await
+                            .expect("create node")
+                    }
+                })
+                .buffer_unordered(32)
+                .collect::<Vec<_>>()
+                .await;
+        })
+    };
+    let dir = std::env::temp_dir().join(podroute::lab::netns::unique_name("prbk"));
+    std::fs::create_dir_all(&dir).expect("dir");
+    rt.block_on(async {
+        let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+        crds.create(&PostParams::default(), &ClusterRouting::crd())
+            .await
+            .expect("crd");
+        let routings: Api<ClusterRouting> = Api::all(client.clone());
+        let object = ClusterRouting::new(
+            "default",
+            ClusterRoutingSpec {
+                mode: Mode::Native,
+                native: None,
+                mtu: None,
+                vxlan: None,
+                rollout: None,
+            },
+        );
+        while routings
+            .create(&PostParams::default(), &object)
+            .await
+            .is_err()
+        {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    rt.block_on(publish_plan(&client, &Plan::steady(Mode::Native, 1)));
+    create(0, 1);
+
+    let routes = || {
+        ns.ip(&["route", "show", "proto", "91"])
+            .expect("routes")
+            .lines()
+            .count()
+    };
+    let mut agent: Option<Child> = None;
+    println!("PEERS  CONVERGE  RSS      PEAK RSS  IDLE CPU (10 s)  REPAIR MEDIAN  REPAIR P99");
+    let mut from = 1;
+    for peers in [1000usize, 5000] {
+        let started = Instant::now();
+        create(from, peers + 1);
+        from = peers + 1;
+        if agent.is_none() {
+            let child = Command::new(env!("CARGO_BIN_EXE_podroute"))
+                .args([
+                    "agent",
+                    "--node-name",
+                    "bench-0",
+                    "--netns",
+                    ns.name(),
+                    "--listen",
+                    "127.0.0.1:0",
+                    "--log",
+                    "warn",
+                ])
+                .arg("--kubeconfig")
+                .arg(cp.admin_kubeconfig())
+                .arg("--mtu-file")
+                .arg(dir.join("mtu"))
+                .spawn()
+                .expect("agent");
+            agent = Some(child);
+        }
+        wait_for("all routes", Duration::from_secs(300), || routes() == peers);
+        let converge = started.elapsed();
+        let pid = agent.as_ref().expect("agent").id();
+        let status = |key: &str| {
+            std::fs::read_to_string(format!("/proc/{pid}/status"))
+                .expect("status")
+                .lines()
+                .find(|l| l.starts_with(key))
+                .map(|l| {
+                    l.split_whitespace()
+                        .nth(1)
+                        .unwrap_or("0")
+                        .parse::<u64>()
+                        .unwrap_or(0)
+                })
+                .unwrap_or(0)
+        };
+        let ticks = || {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+            let rest = &stat[stat.rfind(')').expect("stat") + 2..];
+            let f: Vec<u64> = rest
+                .split_whitespace()
+                .filter_map(|x| x.parse().ok())
+                .collect();
+            f[10] + f[11]
+        };
+        std::thread::sleep(Duration::from_secs(2));
+        let t0 = ticks();
+        std::thread::sleep(Duration::from_secs(10));
+        let idle = ticks() - t0;
+        let victim = "100.64.1.0/24";
+        let mut latencies: Vec<Duration> = (0..100)
+            .map(|_| {
+                ns.ip(&["route", "del", victim]).expect("del");
+                let start = Instant::now();
+                while ns
+                    .ip(&["route", "show", victim])
+                    .expect("show")
+                    .trim()
+                    .is_empty()
+                {
+                    assert!(start.elapsed() < Duration::from_secs(10), "no repair");
+                }
+                start.elapsed()
+            })
+            .collect();
+        latencies.sort();
+        println!(
+            "{peers:<6} {:>7.1}s  {:>5} MB  {:>5} MB  {idle:>3} ticks        {:>8.1?}       {:>8.1?}",
+            converge.as_secs_f64(),
+            status("VmRSS:") / 1024,
+            status("VmHWM:") / 1024,
+            latencies[50],
+            latencies[98],
+        );
+    }
+    if let Some(mut child) = agent {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
