@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::support::{have_root, our_routes, Lab};
+use crate::support::{cpu_ticks, have_root, our_routes, scale_peer, scratch_node, Lab};
 
 /// An agent process; killed when dropped. Its stderr is collected.
 struct AgentProcess {
@@ -57,24 +57,11 @@ impl AgentProcess {
             .count()
     }
 
-    /// utime + stime (clock ticks) the process uses during `period`.
+    /// CPU ticks the process uses during `period`.
     fn cpu_ticks_over(&self, period: Duration) -> u64 {
-        let ticks = || {
-            let stat =
-                std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).expect("stat");
-            // Fields after the command name (which may hold spaces).
-            let rest = &stat[stat.rfind(')').expect("stat format") + 2..];
-            let fields: Vec<u64> = rest
-                .split_whitespace()
-                .filter_map(|f| f.parse().ok())
-                .collect();
-            // utime and stime are fields 14 and 15 of stat, 12 and 13 here
-            // (state is not numeric and was skipped).
-            fields[10] + fields[11]
-        };
-        let before = ticks();
+        let before = cpu_ticks(self.child.id());
         std::thread::sleep(period);
-        ticks() - before
+        cpu_ticks(self.child.id()) - before
     }
 
     fn log(&self) -> String {
@@ -310,19 +297,7 @@ fn agent_killed_in_the_middle_of_applying_converges_after_restart() {
         println!("skipping in the VM: timing-based, runs on the host");
         return;
     }
-    let ns = podroute::lab::netns::Netns::create(&podroute::lab::netns::unique_name("prkill"))
-        .expect("netns");
-    for args in [
-        &[
-            "link", "add", "eth0", "type", "veth", "peer", "name", "eth1",
-        ][..],
-        &["addr", "add", "10.250.0.1/16", "dev", "eth0"],
-        &["link", "set", "eth0", "up"],
-        &["link", "set", "eth1", "up"],
-        &["link", "set", "lo", "up"],
-    ] {
-        ns.ip(args).expect("scratch namespace");
-    }
+    let ns = scratch_node("prkill");
     // Enough peers that applying takes a while (the kernel's FIB insert is
     // quadratic in routes through one device).
     const PEERS: usize = 5000;
@@ -331,12 +306,9 @@ fn agent_killed_in_the_middle_of_applying_converges_after_restart() {
     let cluster = dir.join("cluster.yaml");
     let mut yaml = String::from("mode: native\nnodes:\n");
     for i in 0..=PEERS {
+        let (ip, cidr) = scale_peer(i);
         yaml.push_str(&format!(
-            "  - name: n{i}\n    ip: 10.250.{}.{}\n    podCIDR: 100.{}.{}.0/24\n",
-            i / 250,
-            i % 250 + 1,
-            64 + i / 256,
-            i % 256
+            "  - name: n{i}\n    ip: {ip}\n    podCIDR: {cidr}\n"
         ));
     }
     std::fs::write(&cluster, yaml).expect("cluster file");

@@ -19,7 +19,7 @@ use podroute::store::crd::{ClusterRouting, ClusterRoutingSpec, PlanStatus};
 use serde_json::json;
 
 use crate::kube_env::ControlPlane;
-use crate::support::{have_root, our_routes, Lab};
+use crate::support::{cpu_ticks, have_root, our_routes, scale_peer, scratch_node, Lab};
 
 struct AgentProcess(Child);
 
@@ -68,22 +68,21 @@ async fn publish_plan(client: &Client, plan: &Plan) {
         .expect("publish plan");
 }
 
-async fn setup(client: &Client, lab: &Lab) {
+/// The CRD and the `default` ClusterRouting object asking for `mode`.
+async fn install_routing(client: &Client, mode: Mode) {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     crds.create(&PostParams::default(), &ClusterRouting::crd())
         .await
         .expect("create CRD");
     let routings: Api<ClusterRouting> = Api::all(client.clone());
-    let object = ClusterRouting::new(
-        "default",
-        ClusterRoutingSpec {
-            mode: Mode::Vxlan,
-            native: None,
-            mtu: None,
-            vxlan: None,
-            rollout: None,
-        },
-    );
+    let spec = ClusterRoutingSpec {
+        mode,
+        native: None,
+        mtu: None,
+        vxlan: None,
+        rollout: None,
+    };
+    let object = ClusterRouting::new("default", spec);
     // The CRD takes a moment to be served.
     let start = Instant::now();
     while let Err(e) = routings.create(&PostParams::default(), &object).await {
@@ -93,26 +92,35 @@ async fn setup(client: &Client, lab: &Lab) {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// A Node as the kubelet and the node IPAM would have made it.
+fn kube_node(name: &str, ip: &str, pod_cidr: &str) -> Node {
+    Node {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            ..Default::default()
+        },
+        spec: Some(NodeSpec {
+            pod_cidr: Some(pod_cidr.into()),
+            pod_cidrs: Some(vec![pod_cidr.into()]),
+            ..Default::default()
+        }),
+        status: Some(NodeStatus {
+            addresses: Some(vec![NodeAddress {
+                type_: "InternalIP".into(),
+                address: ip.into(),
+            }]),
+            ..Default::default()
+        }),
+    }
+}
+
+async fn setup(client: &Client, lab: &Lab) {
+    install_routing(client, Mode::Vxlan).await;
     let nodes: Api<Node> = Api::all(client.clone());
     for n in lab.topo.nodes() {
-        let node = Node {
-            metadata: ObjectMeta {
-                name: Some(n.name.clone()),
-                ..Default::default()
-            },
-            spec: Some(NodeSpec {
-                pod_cidr: Some(n.pod_cidr.to_string()),
-                pod_cidrs: Some(vec![n.pod_cidr.to_string()]),
-                ..Default::default()
-            }),
-            status: Some(NodeStatus {
-                addresses: Some(vec![NodeAddress {
-                    type_: "InternalIP".into(),
-                    address: n.ip.to_string(),
-                }]),
-                ..Default::default()
-            }),
-        };
+        let node = kube_node(&n.name, &n.ip.to_string(), &n.pod_cidr.to_string());
         nodes
             .create(&PostParams::default(), &node)
             .await
@@ -247,39 +255,10 @@ fn agent_resources_with_many_peers() {
     };
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let client = rt.block_on(cp.client());
-    let ns = podroute::lab::netns::Netns::create(&podroute::lab::netns::unique_name("prbk"))
-        .expect("netns");
-    for args in [
-        &[
-            "link", "add", "eth0", "type", "veth", "peer", "name", "eth1",
-        ][..],
-        &["addr", "add", "10.250.0.1/16", "dev", "eth0"],
-        &["link", "set", "eth0", "up"],
-        &["link", "set", "eth1", "up"],
-    ] {
-        ns.ip(args).expect("scratch namespace");
-    }
+    let ns = scratch_node("prbk");
     let node = |i: usize| {
-        let ip = format!("10.250.{}.{}", i / 250, i % 250 + 1);
-        let cidr = format!("100.{}.{}.0/24", 64 + i / 256, i % 256);
-        Node {
-            metadata: ObjectMeta {
-                name: Some(format!("bench-{i}")),
-                ..Default::default()
-            },
-            spec: Some(NodeSpec {
-                pod_cidr: Some(cidr.clone()),
-                pod_cidrs: Some(vec![cidr]),
-                ..Default::default()
-            }),
-            status: Some(NodeStatus {
-                addresses: Some(vec![NodeAddress {
-                    type_: "InternalIP".into(),
-                    address: ip,
-                }]),
-                ..Default::default()
-            }),
-        }
+        let (ip, cidr) = scale_peer(i);
+        kube_node(&format!("bench-{i}"), &ip, &cidr)
     };
     let create = |from: usize, to: usize| {
         rt.block_on(async {
@@ -301,30 +280,7 @@ fn agent_resources_with_many_peers() {
     };
     let dir = std::env::temp_dir().join(podroute::lab::netns::unique_name("prbk"));
     std::fs::create_dir_all(&dir).expect("dir");
-    rt.block_on(async {
-        let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-        crds.create(&PostParams::default(), &ClusterRouting::crd())
-            .await
-            .expect("crd");
-        let routings: Api<ClusterRouting> = Api::all(client.clone());
-        let object = ClusterRouting::new(
-            "default",
-            ClusterRoutingSpec {
-                mode: Mode::Native,
-                native: None,
-                mtu: None,
-                vxlan: None,
-                rollout: None,
-            },
-        );
-        while routings
-            .create(&PostParams::default(), &object)
-            .await
-            .is_err()
-        {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    });
+    rt.block_on(install_routing(&client, Mode::Native));
     rt.block_on(publish_plan(&client, &Plan::steady(Mode::Native, 1)));
     create(0, 1);
 
@@ -379,19 +335,10 @@ fn agent_resources_with_many_peers() {
                 })
                 .unwrap_or(0)
         };
-        let ticks = || {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
-            let rest = &stat[stat.rfind(')').expect("stat") + 2..];
-            let f: Vec<u64> = rest
-                .split_whitespace()
-                .filter_map(|x| x.parse().ok())
-                .collect();
-            f[10] + f[11]
-        };
         std::thread::sleep(Duration::from_secs(2));
-        let t0 = ticks();
+        let t0 = cpu_ticks(pid);
         std::thread::sleep(Duration::from_secs(10));
-        let idle = ticks() - t0;
+        let idle = cpu_ticks(pid) - t0;
         let victim = "100.64.1.0/24";
         let mut latencies: Vec<Duration> = (0..100)
             .map(|_| {

@@ -237,3 +237,44 @@ pub fn our_routes(lab: &Lab, node: &str) -> Vec<String> {
         .map(|l| l.trim().to_string())
         .collect()
 }
+
+/// A lone node namespace for scale tests: `eth0` 10.250.0.1/16 (peers on
+/// link anywhere in 10.250/16), up, and `lo` up.
+pub fn scratch_node(prefix: &str) -> podroute::lab::netns::Netns {
+    let ns = podroute::lab::netns::Netns::create(&unique_name(prefix)).expect("netns");
+    for args in [
+        &[
+            "link", "add", "eth0", "type", "veth", "peer", "name", "eth1",
+        ][..],
+        &["addr", "add", "10.250.0.1/16", "dev", "eth0"],
+        &["link", "set", "eth0", "up"],
+        &["link", "set", "eth1", "up"],
+        &["link", "set", "lo", "up"],
+    ] {
+        ns.ip(args).expect("scratch namespace");
+    }
+    ns
+}
+
+/// Peer `i` of a scale test: node IP on 10.250/16 (0 is the scratch node),
+/// pod CIDR a /24 of 100.64/10.
+pub fn scale_peer(i: usize) -> (String, String) {
+    (
+        format!("10.250.{}.{}", i / 250, i % 250 + 1),
+        format!("100.{}.{}.0/24", 64 + i / 256, i % 256),
+    )
+}
+
+/// CPU time (utime + stime, clock ticks) a process has used so far.
+pub fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    // Fields after the command name (which may hold spaces); utime and
+    // stime are fields 14 and 15, indices 10 and 11 of the numbers after
+    // the (non-numeric) state.
+    let rest = &stat[stat.rfind(')').expect("stat format") + 2..];
+    let fields: Vec<u64> = rest
+        .split_whitespace()
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    fields[10] + fields[11]
+}
