@@ -1,5 +1,12 @@
-//! The cluster-wide switch between modes. For now: the pure phase plan.
+//! The cluster-wide switch between modes: the pure phase plan (`phases`,
+//! `naive`, used by the lab) and the coordinator's pure state machine
+//! (`machine::step`; see its module doc for the exact plan sequences).
 
+pub mod machine;
 mod phases;
 
+#[cfg(test)]
+mod machine_tests;
+
+pub use machine::{step, CoordinatorStatus, Decision, Event, Inputs, NodeFact, Spec, StatusPhase};
 pub use phases::{naive, phases, Phase, PhasePlan};

@@ -42,7 +42,7 @@ pub struct PhasePlan {
 
 /// What a plan makes a node hold: its routes' mode and its tunnel devices.
 /// Native in `decap` needs no device, so it does not count.
-fn effect(plan: &Plan) -> (Mode, BTreeSet<Mode>) {
+pub(super) fn effect(plan: &Plan) -> (Mode, BTreeSet<Mode>) {
     (plan.route_mode, plan.tunnels())
 }
 

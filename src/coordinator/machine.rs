@@ -1,0 +1,634 @@
+//! The coordinator's state machine: pure, no I/O, no clock, no memory.
+//!
+//! [`step`] takes the spec, the status the coordinator last wrote, what the
+//! nodes report and the time, and returns the status to write (write it when
+//! it differs) plus events. Everything the machine needs lives in that
+//! status, so a restarted (or newly elected) coordinator resumes from it.
+//!
+//! # Plans and phases
+//!
+//! The machine works on plan *content*: the next plan follows from the plan
+//! in force and the mode the spec asks for, the phase is only its label.
+//!
+//! - Steady-like plan of mode M (route M, tunnels of M only), target T != M:
+//!   the plans of [`phases`]`(M, T)` (Prepare, Switch, Finalize; a phase
+//!   equal to the previous plan is skipped).
+//! - Mid-switch plan "route r, decap {r, o}":
+//!   - target o: continue `phases(r, o)` after the phase equal to it
+//!     (it is that switch's Prepare);
+//!   - target r: continue `phases(o, r)` after the phase equal to it
+//!     (it is that switch's Switch): this is the **abort**;
+//!   - a third mode C: settle on r first (the mode everyone may already
+//!     route with, so the shortest safe way to a steady state), then switch
+//!     r -> C. In a Prepare of A -> B that means back to A (nobody routes B
+//!     yet); in a Switch of A -> B it means finishing to B.
+//!
+//! Resulting sequences (A, B overlays; `g` the generation in force):
+//!
+//! ```text
+//! A -> B                  g+1 Prepare rA {A,B}, g+2 Switch rB {A,B}, g+3 Finalize rB {B}, Steady
+//! A -> native             g+1 Switch r-native {A,native}, g+2 Finalize r-native {native}
+//! native -> B             g+1 Prepare r-native {native,B}, g+2 Switch rB {native,B}, Steady
+//! abort from Prepare      g+1 Finalize rA {A}                     (labelled B -> A)
+//! abort from Switch       g+1 Switch rA {A,B}, g+2 Finalize rA {A} (labelled B -> A)
+//! abort in Finalize       a new switch B -> A: phases(B, A)
+//! A -> native, abort from Switch   g+1 Switch rA {A,native} (steady-like), Steady
+//! native -> B, abort from Prepare  g+1 Finalize r-native {native}
+//! native -> B, abort from Switch   Switch was its last plan: phases(B, native)
+//! ```
+//!
+//! # When a plan is published
+//!
+//! - **Advance** (same target as last step): only when every node in scope
+//!   has reported the current generation applied, NetworkUnavailable=False
+//!   and, when configured, the cloud's underlay signal.
+//! - **Re-target** (spec.mode changed: start, abort, third mode): the next
+//!   plan is published at once when it is safe against every plan a node in
+//!   scope may still hold, otherwise it waits like an advance. This is what
+//!   lets an operator abort a switch that is stuck on one node.
+//!
+//! "Safe" is tracked in `status.inFlight`: the route modes any node may still
+//! use and the modes every node can receive (tunnels plus native, which needs
+//! no device), over all plans published since the last time every node in
+//! scope held the current one. A plan is admitted when every node can receive
+//! its route mode and it can receive every route mode in flight.
+//!
+//! # Nodes
+//!
+//! In scope: every node the caller lists, except NotReady nodes under policy
+//! `Skip` that have not converged and have been NotReady for `nodeTimeout`
+//! (since `NodeFact::since`, or since the plan's publication when unknown).
+//! Skipped nodes are named in `status.skipped` and stay skipped through the
+//! next phases until they are Ready again; they get the current plan like
+//! everyone once they return (what they route meanwhile is the risk Skip
+//! accepts). New nodes are in scope at once; deleted nodes simply are not
+//! listed. A node in scope that has not converged by the same deadline is
+//! named in `status.blocked` once `nodeTimeout` has passed after the later
+//! of the plan's publication and `NodeFact::since` (Ready nodes, and
+//! NotReady ones under `Wait`):
+//! the plan stays as it is and the block clears once the node converges;
+//! nothing is rolled back by itself.
+//!
+//! A status without a plan (fresh cluster) publishes Steady(spec.mode) at
+//! one generation above any a node reports (1 on a fresh cluster). A status
+//! without `inFlight` (written by an older coordinator) is treated as
+//! "anything may be in flight": re-targets then wait for every node.
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use super::phases::{effect, phases, Phase, PhasePlan};
+use crate::agent::readiness::is_available;
+use crate::model::{Mode, OffSubnet, Plan};
+use crate::store::crd::{ClusterRoutingSpec, NodesStatus, NotReadyPolicy};
+use crate::store::{Applied, NodeState};
+
+/// `rollout.nodeTimeout` when the spec leaves it out.
+pub const DEFAULT_NODE_TIMEOUT_SECS: u64 = 300;
+
+/// What the coordinator is asked for: the spec, reduced to what the machine
+/// uses, plus the coordinator's own configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Spec {
+    pub mode: Mode,
+    pub node_timeout_secs: u64,
+    pub not_ready_policy: NotReadyPolicy,
+    /// Native with `offSubnet: underlay` only: also wait for the cloud route
+    /// controller's signal (`NodeFact::underlay_ready`) on every node before
+    /// publishing a plan that routes native, and count a node as converged
+    /// on such a plan only with it.
+    pub wait_for_underlay_signal: bool,
+}
+
+impl Spec {
+    pub fn new(mode: Mode) -> Spec {
+        Spec {
+            mode,
+            node_timeout_secs: DEFAULT_NODE_TIMEOUT_SECS,
+            not_ready_policy: NotReadyPolicy::Wait,
+            wait_for_underlay_signal: false,
+        }
+    }
+
+    /// From the ClusterRouting spec; `wait_for_underlay_signal` is the
+    /// coordinator's option and only holds with `native.offSubnet: underlay`.
+    pub fn from_crd(spec: &ClusterRoutingSpec, wait_for_underlay_signal: bool) -> Spec {
+        let rollout = spec.rollout.clone().unwrap_or_default();
+        let underlay = spec.settings().off_subnet == Some(OffSubnet::Underlay);
+        Spec {
+            mode: spec.mode,
+            node_timeout_secs: rollout
+                .node_timeout
+                .map_or(DEFAULT_NODE_TIMEOUT_SECS, |t| t.0.as_secs()),
+            not_ready_policy: rollout.not_ready_policy.unwrap_or_default(),
+            wait_for_underlay_signal: wait_for_underlay_signal && underlay,
+        }
+    }
+}
+
+/// One node as the coordinator sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeFact {
+    pub name: String,
+    /// The kubelet's Ready condition.
+    pub ready: bool,
+    /// Unix seconds of the node's last change that restarts its clock: the
+    /// later of its creation and its last Ready transition. `None`: unknown
+    /// (the plan's publication time counts alone).
+    pub since: Option<u64>,
+    /// `podroute.io/applied`.
+    pub applied: Option<Applied>,
+    /// NetworkUnavailable=False as podroute writes it.
+    pub available: bool,
+    /// The cloud route controller's own NetworkUnavailable=False
+    /// (RouteCreated), when the caller watches for it.
+    pub underlay_ready: Option<bool>,
+}
+
+impl NodeFact {
+    pub fn from_state(state: &NodeState) -> NodeFact {
+        NodeFact {
+            name: state.node.name.clone(),
+            ready: state.ready,
+            since: None,
+            applied: state.report.applied,
+            available: is_available(&state.report),
+            underlay_ready: None,
+        }
+    }
+}
+
+/// The phase written to `status.phase`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StatusPhase {
+    #[default]
+    Steady,
+    Prepare,
+    Switch,
+    Finalize,
+}
+
+impl From<Phase> for StatusPhase {
+    fn from(phase: Phase) -> Self {
+        match phase {
+            Phase::Prepare => StatusPhase::Prepare,
+            Phase::Switch | Phase::Naive => StatusPhase::Switch,
+            Phase::Finalize => StatusPhase::Finalize,
+        }
+    }
+}
+
+impl fmt::Display for StatusPhase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+/// What the plans nodes may still hold amount to (see the module doc).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InFlight {
+    /// Route modes some node may still use.
+    pub routes: BTreeSet<Mode>,
+    /// Modes every node can receive.
+    pub receive: BTreeSet<Mode>,
+}
+
+/// Modes a node holding `plan` can receive: its tunnels, and native (plain
+/// forwarding needs no device).
+pub fn receivable(plan: &Plan) -> BTreeSet<Mode> {
+    let mut out = plan.tunnels();
+    out.insert(Mode::Native);
+    out
+}
+
+impl InFlight {
+    pub fn of(plan: &Plan) -> InFlight {
+        InFlight {
+            routes: BTreeSet::from([plan.route_mode]),
+            receive: receivable(plan),
+        }
+    }
+
+    /// Nothing known: anything may route, only native is surely received.
+    pub fn unknown() -> InFlight {
+        InFlight {
+            routes: Mode::ALL.into_iter().collect(),
+            receive: BTreeSet::from([Mode::Native]),
+        }
+    }
+
+    /// Whether `plan` can go live next to everything in flight.
+    pub fn admits(&self, plan: &Plan) -> bool {
+        self.receive.contains(&plan.route_mode) && self.routes.is_subset(&receivable(plan))
+    }
+
+    pub(crate) fn add(&mut self, plan: &Plan) {
+        self.routes.insert(plan.route_mode);
+        let receive = receivable(plan);
+        self.receive.retain(|m| receive.contains(m));
+    }
+}
+
+/// What the coordinator writes (and reads back after a restart).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CoordinatorStatus {
+    #[serde(default)]
+    pub phase: StatusPhase,
+    /// The plan every agent follows; `None` before the first step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<Plan>,
+    /// The mode the switch in progress comes from; `None` when Steady.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<Mode>,
+    /// The mode the cluster is heading to (the steady mode when Steady).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<Mode>,
+    /// Unix seconds when `plan` was published: node deadlines count from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase_started_at: Option<u64>,
+    #[serde(default)]
+    pub in_flight: InFlight,
+    #[serde(default)]
+    pub nodes: NodesStatus,
+    /// NotReady nodes left out of scope (policy Skip, past nodeTimeout).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<String>,
+    /// Nodes in scope past nodeTimeout without converging: the status is
+    /// Blocked on them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub blocked: Vec<String>,
+}
+
+impl CoordinatorStatus {
+    /// What the printer column shows: the phase, or `Blocked`.
+    pub fn phase_name(&self) -> String {
+        if self.blocked.is_empty() {
+            self.phase.to_string()
+        } else {
+            "Blocked".into()
+        }
+    }
+}
+
+/// An event for the ClusterRouting object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Event {
+    pub reason: &'static str,
+    pub message: String,
+}
+
+pub const REASON_PUBLISHED: &str = "PlanPublished";
+pub const REASON_STARTED: &str = "SwitchStarted";
+pub const REASON_ABORTED: &str = "SwitchAborted";
+pub const REASON_COMPLETED: &str = "SwitchCompleted";
+pub const REASON_BLOCKED: &str = "Blocked";
+pub const REASON_UNBLOCKED: &str = "Unblocked";
+pub const REASON_SKIPPED: &str = "NodeSkipped";
+
+fn event(reason: &'static str, message: String) -> Event {
+    Event { reason, message }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Inputs<'a> {
+    pub spec: &'a Spec,
+    pub status: &'a CoordinatorStatus,
+    pub nodes: &'a [NodeFact],
+    /// Unix seconds.
+    pub now: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    pub status: CoordinatorStatus,
+    pub events: Vec<Event>,
+}
+
+/// The way from the plan in force to the target.
+struct Route {
+    from: Option<Mode>,
+    to: Mode,
+    /// The current plan's phase on this way.
+    label: StatusPhase,
+    remaining: Vec<PhasePlan>,
+}
+
+fn is_steady_like(plan: &Plan) -> bool {
+    effect(plan) == effect(&Plan::steady(plan.route_mode, 0))
+}
+
+fn route(current: &Plan, target: Mode) -> Route {
+    let r = current.route_mode;
+    if is_steady_like(current) {
+        return Route {
+            from: (target != r).then_some(r),
+            to: target,
+            label: StatusPhase::Steady,
+            remaining: phases(r, target, current.generation),
+        };
+    }
+    let others: Vec<Mode> = current
+        .decap
+        .iter()
+        .chain(&current.tunnels())
+        .copied()
+        .filter(|m| *m != r)
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let settle = |from| Route {
+        from,
+        to: r,
+        label: StatusPhase::Switch,
+        remaining: vec![PhasePlan {
+            phase: Phase::Finalize,
+            plan: Plan::steady(r, current.generation + 1),
+        }],
+    };
+    let [o] = others[..] else {
+        // Not a plan this machine writes: settle on what it routes.
+        return settle(others.first().copied());
+    };
+    let (from, to) = if target == o { (r, o) } else { (o, r) };
+    let all = phases(from, to, current.generation);
+    match all.iter().position(|p| effect(&p.plan) == effect(current)) {
+        Some(i) => Route {
+            from: Some(from),
+            to,
+            label: all[i].phase.into(),
+            remaining: all[i + 1..]
+                .iter()
+                .enumerate()
+                .map(|(k, p)| PhasePlan {
+                    phase: p.phase,
+                    plan: Plan {
+                        generation: current.generation + 1 + k as u64,
+                        ..p.plan.clone()
+                    },
+                })
+                .collect(),
+        },
+        None => settle(Some(o)),
+    }
+}
+
+/// Where the nodes stand on one plan.
+#[derive(Debug, Default)]
+struct Survey {
+    total: u32,
+    applied: u32,
+    /// Every node in scope holds the plan (converged or not).
+    all_applied: bool,
+    waiting: Vec<String>,
+    skipped: Vec<String>,
+    blocked: Vec<String>,
+    /// Every node in scope has the cloud's underlay signal.
+    all_underlay: bool,
+}
+
+fn survey(
+    spec: &Spec,
+    plan: &Plan,
+    published_at: u64,
+    nodes: &[NodeFact],
+    now: u64,
+    skipped_before: &[String],
+) -> Survey {
+    let mut sorted: Vec<&NodeFact> = nodes.iter().collect();
+    sorted.sort_by(|a, b| a.name.cmp(&b.name));
+    let needs_underlay = spec.wait_for_underlay_signal && plan.route_mode == Mode::Native;
+    let mut out = Survey {
+        all_applied: true,
+        all_underlay: true,
+        ..Survey::default()
+    };
+    for n in sorted {
+        let holds = n
+            .applied
+            .is_some_and(|a| a.generation == plan.generation && a.mode == plan.route_mode);
+        let underlay = n.underlay_ready == Some(true);
+        let converged = holds && n.available && (underlay || !needs_underlay);
+        let deadline = published_at.max(n.since.unwrap_or(0)) + spec.node_timeout_secs;
+        let late = now >= deadline;
+        // NotReady for nodeTimeout (counted from the plan when unknown);
+        // once skipped, skipped until Ready again or converged.
+        let down_too_long = skipped_before.contains(&n.name)
+            || now >= n.since.unwrap_or(published_at) + spec.node_timeout_secs;
+        if !converged && !n.ready && spec.not_ready_policy == NotReadyPolicy::Skip && down_too_long
+        {
+            out.skipped.push(n.name.clone());
+            continue;
+        }
+        out.total += 1;
+        out.all_underlay &= underlay;
+        if holds {
+            out.applied += 1;
+        } else {
+            out.all_applied = false;
+        }
+        if !converged {
+            out.waiting.push(n.name.clone());
+            if late {
+                out.blocked.push(n.name.clone());
+            }
+        }
+    }
+    out
+}
+
+fn describe(plan: &Plan) -> String {
+    let decap: Vec<&str> = plan.decap.iter().map(|m| m.as_str()).collect();
+    format!(
+        "generation {}: route {}, decap {{{}}}",
+        plan.generation,
+        plan.route_mode,
+        decap.join(", ")
+    )
+}
+
+fn direction(from: Option<Mode>, to: Option<Mode>) -> String {
+    match (from, to) {
+        (Some(a), Some(b)) => format!("{a} -> {b}"),
+        (None, Some(b)) => b.to_string(),
+        _ => "-".into(),
+    }
+}
+
+/// One step of the coordinator. See the module doc.
+pub fn step(inputs: &Inputs) -> Decision {
+    let Inputs {
+        spec,
+        status: old,
+        nodes,
+        now,
+    } = *inputs;
+    let mut events = Vec::new();
+    let mut status = old.clone();
+    let mut skipped_before = Vec::new();
+
+    match old.plan.clone() {
+        None => {
+            let generation = nodes
+                .iter()
+                .filter_map(|n| n.applied.map(|a| a.generation))
+                .max()
+                .unwrap_or(0)
+                + 1;
+            let plan = Plan::steady(spec.mode, generation);
+            events.push(event(
+                REASON_PUBLISHED,
+                format!("Steady {}: {}", spec.mode, describe(&plan)),
+            ));
+            status = CoordinatorStatus {
+                phase: StatusPhase::Steady,
+                in_flight: InFlight::of(&plan),
+                plan: Some(plan),
+                from: None,
+                to: Some(spec.mode),
+                phase_started_at: Some(now),
+                ..CoordinatorStatus::default()
+            };
+        }
+        Some(current) => {
+            let published_at = old.phase_started_at.unwrap_or(now);
+            let here = survey(spec, &current, published_at, nodes, now, &old.skipped);
+            skipped_before = here.skipped.clone();
+            if here.all_applied {
+                status.in_flight = InFlight::of(&current);
+            } else if status.in_flight.routes.is_empty() {
+                status.in_flight = InFlight::unknown();
+            }
+            let way = route(&current, spec.mode);
+            let next = way.remaining.first();
+            let underlay_ok = |plan: &Plan| {
+                !(spec.wait_for_underlay_signal && plan.route_mode == Mode::Native)
+                    || here.all_underlay
+            };
+            let mut publish = None;
+            if old.to != Some(way.to) {
+                let aborted = matches!(old.phase, StatusPhase::Prepare | StatusPhase::Switch)
+                    && old.from == Some(way.to);
+                events.push(event(
+                    if aborted {
+                        REASON_ABORTED
+                    } else {
+                        REASON_STARTED
+                    },
+                    format!(
+                        "{} at {} ({}): now heading {}",
+                        direction(old.from, old.to),
+                        old.phase,
+                        describe(&current),
+                        direction(way.from, Some(way.to)),
+                    ),
+                ));
+                status.phase = way.label;
+                status.from = way.from;
+                status.to = Some(way.to);
+                if let Some(next) = next {
+                    if status.in_flight.admits(&next.plan) && underlay_ok(&next.plan) {
+                        publish = Some(next.clone());
+                    }
+                }
+            } else if here.waiting.is_empty() {
+                match next {
+                    Some(next)
+                        if status.in_flight.admits(&next.plan) && underlay_ok(&next.plan) =>
+                    {
+                        publish = Some(next.clone());
+                    }
+                    Some(_) => {}
+                    None if status.phase != StatusPhase::Steady => {
+                        events.push(event(
+                            REASON_COMPLETED,
+                            format!(
+                                "{}: every node holds {}",
+                                direction(status.from, status.to),
+                                describe(&current)
+                            ),
+                        ));
+                        status.phase = StatusPhase::Steady;
+                        status.from = None;
+                    }
+                    None => {}
+                }
+            }
+            if let Some(next) = publish {
+                status.phase = next.phase.into();
+                status.from = way.from;
+                status.to = Some(way.to);
+                status.phase_started_at = Some(now);
+                status.in_flight.add(&next.plan);
+                events.push(event(
+                    REASON_PUBLISHED,
+                    format!(
+                        "{} {}: {}",
+                        status.phase,
+                        direction(way.from, Some(way.to)),
+                        describe(&next.plan)
+                    ),
+                ));
+                status.plan = Some(next.plan);
+            }
+        }
+    }
+
+    let plan = status.plan.clone().expect("a plan is in force");
+    let there = survey(
+        spec,
+        &plan,
+        status.phase_started_at.unwrap_or(now),
+        nodes,
+        now,
+        &skipped_before,
+    );
+    if there.all_applied {
+        status.in_flight = InFlight::of(&plan);
+    }
+    for name in &there.skipped {
+        if !old.skipped.contains(name) {
+            events.push(event(
+                REASON_SKIPPED,
+                format!(
+                    "{name} is NotReady and did not apply generation {} within {}s: left out",
+                    plan.generation, spec.node_timeout_secs
+                ),
+            ));
+        }
+    }
+    if there.blocked != old.blocked {
+        if there.blocked.is_empty() {
+            events.push(event(
+                REASON_UNBLOCKED,
+                format!(
+                    "every late node converged on generation {}",
+                    plan.generation
+                ),
+            ));
+        } else {
+            events.push(event(
+                REASON_BLOCKED,
+                format!(
+                    "{} at {}: {} did not converge on generation {} within {}s",
+                    direction(status.from, status.to),
+                    status.phase,
+                    there.blocked.join(", "),
+                    plan.generation,
+                    spec.node_timeout_secs
+                ),
+            ));
+        }
+    }
+    status.nodes = NodesStatus {
+        total: there.total,
+        applied: there.applied,
+        waiting: there.waiting,
+    };
+    status.skipped = there.skipped;
+    status.blocked = there.blocked;
+    Decision { status, events }
+}
