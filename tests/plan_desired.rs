@@ -303,6 +303,31 @@ fn native_off_subnet_encap_uses_the_cross_subnet_tunnel() {
 }
 
 #[test]
+fn a_switch_involving_native_keeps_the_cross_subnet_tunnel_receivable() {
+    // ipip -> native, Prepare and Switch: nodes that already route native
+    // send vxlan to off-subnet peers that may still route ipip.
+    let nodes = split_cluster();
+    for plan in [
+        transition(Mode::Ipip, &[Mode::Ipip, Mode::Native]),
+        transition(Mode::Native, &[Mode::Ipip, Mode::Native]),
+    ] {
+        let d = run(&nodes, &plan, &Config::default(), &eth0()).unwrap();
+        assert_eq!(d.vxlan, Some(vxlan_calico(1450)), "{plan:?}");
+        assert_eq!(d.ipip, Some(tunl0(1480)), "{plan:?}");
+        assert_eq!(d.pod_mtu, Some(1450));
+    }
+    // Finalize of native -> ipip: nobody routes native any more.
+    let d = run(
+        &nodes,
+        &transition(Mode::Ipip, &[Mode::Ipip]),
+        &Config::default(),
+        &eth0(),
+    )
+    .unwrap();
+    assert_eq!(d.vxlan, None);
+}
+
+#[test]
 fn native_all_on_link_needs_no_tunnel_even_with_encap() {
     // A wider uplink prefix puts 10.251.0.3 on-link.
     let up = uplink("eth0", 1500, "10.250.0.1/15");

@@ -783,7 +783,8 @@ proptest! {
         prop_assert!(want.routes.keys().all(|k| k.dst != local.pod_cidr()));
 
         let mut tunnels = s.plan.tunnels();
-        if s.plan.route_mode == Mode::Native && s.config.off_subnet == OffSubnet::Encap && off_link > 0 {
+        if (s.plan.route_mode == Mode::Native || s.plan.decap.contains(&Mode::Native))
+            && s.config.off_subnet == OffSubnet::Encap && off_link > 0 {
             tunnels.insert(s.config.cross_subnet_tunnel);
         }
         prop_assert_eq!(want.ipip.is_some(), tunnels.contains(&Mode::Ipip));

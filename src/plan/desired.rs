@@ -92,7 +92,11 @@ pub fn desired(inputs: Inputs<'_>) -> Result<Desired> {
     let peers: Vec<&Node> = nodes.iter().filter(|n| n.name != local.name).collect();
     let on_link = |peer: &Node| uplink.address.contains(peer.node_ip);
 
-    let cross_subnet_encap = plan.route_mode == Mode::Native
+    // Native with `encap` sends to off-subnet peers through a tunnel. Any
+    // plan where a node may route native (native in decap: a switch to or
+    // from native is under way) must be able to receive that tunnel too.
+    let cross_subnet_encap = (plan.route_mode == Mode::Native
+        || plan.decap.contains(&Mode::Native))
         && config.off_subnet == OffSubnet::Encap
         && peers.iter().any(|p| !on_link(p));
     let mut tunnels = plan.tunnels();
