@@ -2,7 +2,6 @@
 
 pub mod netns;
 pub mod node_agent;
-pub mod node_worker;
 pub mod probe;
 pub mod report;
 pub mod run;

@@ -8,13 +8,17 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::netns::unique_name;
-use super::node_worker::NodeWorker;
+use super::node_agent::NodeAgent;
 use super::probe::{udp_roundtrip, EchoServer, OVERHEAD};
 use super::report::{MtuCheck, PhaseReport, RunReport};
 use super::topology::{Topology, UPLINK};
 use super::traffic::{Pod, Traffic};
-use crate::coordinator::{self, PhasePlan};
-use crate::model::{Cluster, Config, Mode, Node, Plan};
+use crate::agent::readiness::is_available;
+use crate::agent::AgentOptions;
+use crate::coordinator::local::LocalCoordinator;
+use crate::coordinator::{Phase, StatusPhase};
+use crate::model::{Config, Mode, Plan};
+use crate::store::{ClusterStore, MemoryStore, Settings, Snapshot};
 use crate::{Error, Result};
 
 pub const PROBE_PORT: u16 = 7777;
@@ -77,10 +81,12 @@ pub struct Progress {
 
 /// Everything a run owns; dropping it removes it all.
 pub struct Lab {
-    // Field order is drop order: traffic and servers first, namespaces last.
-    workers: Vec<NodeWorker>,
+    // Field order is drop order: agents and servers first, namespaces last.
+    agents: Vec<NodeAgent>,
     _echo: Vec<EchoServer>,
+    store: Arc<MemoryStore>,
     pub topo: Topology,
+    mtu_files: Vec<PathBuf>,
     dir: PathBuf,
 }
 
@@ -90,7 +96,13 @@ impl Drop for Lab {
     }
 }
 
+/// How long a rollout may take before the lab gives up on it.
+const PLAN_TIMEOUT: Duration = Duration::from_secs(120);
+
 impl Lab {
+    /// The cluster, with a real agent per node on one memory store. Node
+    /// `i` reacts to a change `i * step` after it (its debounce), as the
+    /// pods of a rolling DaemonSet would: the same skew for both rollouts.
     pub fn build(opts: &LabOptions) -> Result<Lab> {
         let mut builder = Topology::builder().router(opts.subnets > 1);
         for subnet in 0..opts.subnets {
@@ -99,18 +111,18 @@ impl Lab {
         }
         let topo = builder.build()?;
         let dir = std::env::temp_dir().join(unique_name("prlab"));
-        let nodes: Vec<Node> = topo.model_nodes();
-        let cluster = Cluster {
-            nodes,
-            plan: Plan::steady(opts.from, 1),
-            off_subnet: None,
-            mtu: None,
-            vxlan_vni: None,
-            vxlan_port: None,
-        };
+        let store = Arc::new(MemoryStore::new(Snapshot {
+            nodes: Vec::new(),
+            plan: None,
+            settings: Settings::default(),
+        }));
+        for node in topo.model_nodes() {
+            store.upsert_node(node);
+        }
         let rp = if opts.strict_rp_filter { "1" } else { "2" };
-        let mut workers = Vec::new();
-        for node in topo.nodes() {
+        let mut agents = Vec::new();
+        let mut mtu_files = Vec::new();
+        for (i, node) in topo.nodes().iter().enumerate() {
             let netns = topo.node_netns(&node.name)?;
             netns.sysctl("net.ipv4.conf.all.rp_filter", rp)?;
             netns.sysctl(&format!("net.ipv4.conf.{UPLINK}.rp_filter"), rp)?;
@@ -118,11 +130,16 @@ impl Lab {
                 mtu_file: dir.join(&node.name).join("mtu"),
                 ..Config::default()
             };
-            workers.push(NodeWorker::spawn(
+            mtu_files.push(config.mtu_file.clone());
+            let mut options = AgentOptions::new(&node.name);
+            options.debounce = Duration::from_millis(5) + opts.step * i as u32;
+            let shared: Arc<dyn ClusterStore> = store.clone();
+            agents.push(NodeAgent::spawn(
                 &node.netns,
-                &node.name,
-                cluster.clone(),
+                options,
+                shared,
                 config,
+                None,
             )?);
         }
         let echo = topo
@@ -132,9 +149,11 @@ impl Lab {
             .map(|p| EchoServer::start(&p.netns, PROBE_PORT))
             .collect::<Result<Vec<_>>>()?;
         Ok(Lab {
-            workers,
+            agents,
             _echo: echo,
+            store,
             topo,
+            mtu_files,
             dir,
         })
     }
@@ -156,33 +175,25 @@ impl Lab {
             .collect()
     }
 
-    /// Every node to `plan`, one after the other; returns the smallest pod MTU.
-    fn roll(
-        &self,
-        plan: &Plan,
-        step: Duration,
-        progress: &Mutex<Progress>,
-        cancel: &AtomicBool,
-    ) -> Result<u32> {
-        let mut pod_mtu = u32::MAX;
-        for (i, worker) in self.workers.iter().enumerate() {
-            if i > 0 {
-                pause(step, cancel)?;
-            }
-            let outcome = worker.apply(plan).map_err(|e| Error::Io {
-                context: format!("node {} to generation {}", worker.name(), plan.generation),
-                source: std::io::Error::other(e.to_string()),
-            })?;
-            pod_mtu = pod_mtu.min(outcome.pod_mtu.unwrap_or(u32::MAX));
-            tracing::debug!(
-                node = worker.name(),
-                changes = outcome.changes,
-                "applied generation {}",
-                plan.generation
-            );
-            update(progress, |p| p.applied = i + 1);
-        }
-        Ok(pod_mtu)
+    /// Nodes that report `generation` applied and their network available.
+    fn applied(&self, generation: u64) -> usize {
+        self.store
+            .snapshot()
+            .nodes
+            .iter()
+            .filter(|n| {
+                n.report.applied.is_some_and(|a| a.generation == generation)
+                    && is_available(&n.report)
+            })
+            .count()
+    }
+
+    /// The smallest pod MTU the agents wrote.
+    fn pod_mtu(&self) -> Option<u32> {
+        self.mtu_files
+            .iter()
+            .filter_map(|f| std::fs::read_to_string(f).ok()?.trim().parse().ok())
+            .min()
     }
 
     /// A DF packet of exactly `mtu` from every pod to every other pod.
@@ -219,7 +230,31 @@ impl Lab {
         Ok(())
     }
 
-    /// The whole run: steady A, the rollout's phases, steady B.
+    /// Wait until every node holds `generation`, or give up.
+    fn wait_applied(
+        &self,
+        generation: u64,
+        progress: &Mutex<Progress>,
+        cancel: &AtomicBool,
+    ) -> Result<()> {
+        let began = Instant::now();
+        loop {
+            let applied = self.applied(generation);
+            update(progress, |p| p.applied = applied);
+            if applied == self.agents.len() {
+                return Ok(());
+            }
+            if began.elapsed() > PLAN_TIMEOUT {
+                return Err(Error::Unconverged(format!(
+                    "{applied} of {} nodes applied generation {generation} in {PLAN_TIMEOUT:?}",
+                    self.agents.len()
+                )));
+            }
+            pause(Duration::from_millis(10), cancel)?;
+        }
+    }
+
+    /// The whole run: steady A, the rollout, steady B.
     pub fn run(
         &self,
         opts: &LabOptions,
@@ -230,64 +265,81 @@ impl Lab {
         update(progress, |p| {
             p.rollout = rollout.into();
             p.phase = format!("start {}", opts.from);
-            p.total = self.workers.len();
+            p.total = self.agents.len();
         });
-        let start = Plan::steady(opts.from, 1);
-        let mut pod_mtu = self.roll(&start, Duration::ZERO, progress, cancel)?;
-        self.set_pod_mtu(pod_mtu)?;
-
-        let steps: Vec<PhasePlan> = if opts.naive {
-            coordinator::naive(opts.to, 1)
-        } else {
-            coordinator::phases(opts.from, opts.to, 1)
+        let coordinator = LocalCoordinator::spawn(self.store.clone(), opts.from)?;
+        let start_generation = loop {
+            if let Some(plan) = coordinator.status().plan {
+                break plan.generation;
+            }
+            pause(Duration::from_millis(10), cancel)?;
         };
-        let last_generation = steps.last().map_or(1, |s| s.plan.generation);
-        let mut names = vec![(format!("steady {}", opts.from), 1)];
-        names.extend(
-            steps
-                .iter()
-                .map(|s| (s.phase.to_string(), s.plan.generation)),
-        );
-        names.push((format!("steady {}", opts.to), last_generation));
+        self.wait_applied(start_generation, progress, cancel)?;
+        let mut pod_mtu = self.pod_mtu().unwrap_or(1500);
+        self.set_pod_mtu(pod_mtu)?;
 
         let phase = Arc::new(AtomicUsize::new(0));
         let traffic = Traffic::start(&self.pods(), PROBE_PORT, opts.interval, phase.clone())?;
         let mut reports = Vec::new();
-        for (i, (name, generation)) in names.iter().enumerate() {
-            let began = Instant::now();
-            phase.store(i, Ordering::SeqCst);
-            update(progress, |p| {
-                p.phase = name.clone();
-                p.applied = 0;
-            });
-            if let Some(step) = i.checked_sub(1).and_then(|k| steps.get(k)) {
-                let mtu = self.roll(&step.plan, opts.step, progress, cancel)?;
-                // New pods would get the smaller MTU; existing ones must not
-                // send more than the path now carries.
-                if mtu < pod_mtu {
-                    pod_mtu = mtu;
-                    self.set_pod_mtu(pod_mtu)?;
-                }
-            } else {
-                update(progress, |p| p.applied = p.total);
-            }
-            let settle_until = began.max(Instant::now()) + opts.settle;
-            while Instant::now() < settle_until {
-                pause(Duration::from_millis(100), cancel)?;
-                update(progress, |p| {
-                    p.sent = traffic.live().sent.load(Ordering::Relaxed);
-                    p.received = traffic.live().received.load(Ordering::Relaxed);
+        let mut began = Instant::now();
+        let mut current = (format!("steady {}", opts.from), start_generation);
+        self.settle(opts, &traffic, progress, cancel)?;
+
+        // Phases as they happen: a new phase starts the moment a new plan is
+        // published; each gets its DF check once every node holds its plan.
+        let target = format!("steady {}", opts.to);
+        let total = self.agents.len();
+        let mut record =
+            |name: &str, generation: u64, began: Instant, pod_mtu: u32| -> Result<()> {
+                reports.push(PhaseReport {
+                    name: name.to_string(),
+                    generation,
+                    duration_ms: began.elapsed().as_millis() as u64,
+                    sent: 0,
+                    lost: 0,
+                    mtu_check: Some(self.mtu_check(pod_mtu)?),
                 });
+                phase.store(reports.len(), Ordering::SeqCst);
+                Ok(())
+            };
+        record(&current.0, current.1, began, pod_mtu)?;
+        began = Instant::now();
+        if opts.naive {
+            // Uncoordinated: everyone straight to B at once.
+            drop(coordinator);
+            let plan = Plan::steady(opts.to, current.1 + 1);
+            self.store.set_plan(plan.clone());
+            update(progress, |p| p.phase = Phase::Naive.to_string());
+            self.wait_applied(plan.generation, progress, cancel)?;
+            pod_mtu = self.lower_pod_mtu(pod_mtu)?;
+            record(&Phase::Naive.to_string(), plan.generation, began, pod_mtu)?;
+            current = (target.clone(), plan.generation);
+        } else {
+            coordinator.set_mode(opts.to);
+            let mut last = (start_generation, StatusPhase::Steady);
+            loop {
+                let (name, plan, state) = self.next_plan(&coordinator, last, progress, cancel)?;
+                last = (plan.generation, state);
+                if name == target {
+                    current = (name, plan.generation);
+                    break;
+                }
+                update(progress, |p| p.phase = name.clone());
+                self.wait_applied(plan.generation, progress, cancel)?;
+                pod_mtu = self.lower_pod_mtu(pod_mtu)?;
+                // The coordinator may already have moved on: the phase ends here.
+                record(&name, plan.generation, began, pod_mtu)?;
+                began = Instant::now();
             }
-            reports.push(PhaseReport {
-                name: name.clone(),
-                generation: *generation,
-                duration_ms: began.elapsed().as_millis() as u64,
-                sent: 0,
-                lost: 0,
-                mtu_check: Some(self.mtu_check(pod_mtu)?),
-            });
         }
+        update(progress, |p| {
+            p.phase = target.clone();
+            p.applied = total;
+        });
+        self.wait_applied(current.1, progress, cancel)?;
+        self.settle(opts, &traffic, progress, cancel)?;
+        pod_mtu = self.lower_pod_mtu(pod_mtu)?;
+        record(&current.0, current.1, began, pod_mtu)?;
         let tallies = traffic.stop()?;
         for (report, tally) in reports.iter_mut().zip(&tallies) {
             report.sent = tally.sent;
@@ -303,6 +355,72 @@ impl Lab {
             lost: reports.iter().map(|r| r.lost).sum(),
             phases: reports,
         })
+    }
+
+    /// New pods get the smaller MTU the agents now write; existing ones must
+    /// not send more than the path carries either.
+    fn lower_pod_mtu(&self, current: u32) -> Result<u32> {
+        match self.pod_mtu() {
+            Some(mtu) if mtu < current => {
+                self.set_pod_mtu(mtu)?;
+                Ok(mtu)
+            }
+            _ => Ok(current),
+        }
+    }
+
+    /// Wait for the coordinator to move past `last` (generation, phase);
+    /// returns the phase's name, its plan and its state.
+    fn next_plan(
+        &self,
+        coordinator: &LocalCoordinator,
+        last: (u64, StatusPhase),
+        progress: &Mutex<Progress>,
+        cancel: &AtomicBool,
+    ) -> Result<(String, Plan, StatusPhase)> {
+        let began = Instant::now();
+        loop {
+            let status = coordinator.status();
+            if let Some(plan) = &status.plan {
+                if (plan.generation, status.phase) != last {
+                    let name = match status.phase {
+                        StatusPhase::Steady => format!("steady {}", plan.route_mode),
+                        phase => phase.to_string().to_lowercase(),
+                    };
+                    return Ok((name, plan.clone(), status.phase));
+                }
+            }
+            update(progress, |p| {
+                p.phase = format!("coordinator: {}", status.phase_name().to_lowercase())
+            });
+            if began.elapsed() > PLAN_TIMEOUT {
+                return Err(Error::Unconverged(format!(
+                    "the coordinator did not move past generation {} ({})",
+                    last.0,
+                    status.phase_name()
+                )));
+            }
+            pause(Duration::from_millis(5), cancel)?;
+        }
+    }
+
+    /// Traffic time after a phase completed.
+    fn settle(
+        &self,
+        opts: &LabOptions,
+        traffic: &Traffic,
+        progress: &Mutex<Progress>,
+        cancel: &AtomicBool,
+    ) -> Result<()> {
+        let until = Instant::now() + opts.settle;
+        while Instant::now() < until {
+            pause(Duration::from_millis(100), cancel)?;
+            update(progress, |p| {
+                p.sent = traffic.live().sent.load(Ordering::Relaxed);
+                p.received = traffic.live().received.load(Ordering::Relaxed);
+            });
+        }
+        Ok(())
     }
 }
 
