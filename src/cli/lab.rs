@@ -23,6 +23,9 @@ pub struct LabArgs {
     /// Number of nodes.
     #[arg(long, default_value_t = 4)]
     pub nodes: usize,
+    /// Pods per node (each behind its own veth).
+    #[arg(long, default_value_t = 1)]
+    pub pods: usize,
     /// Underlay subnets (more than one adds a router between them).
     #[arg(long, default_value_t = 1)]
     pub subnets: usize,
@@ -65,9 +68,19 @@ pub async fn run(args: LabArgs) -> Result<()> {
         ));
     }
     let _lock = take_lock()?;
-    let (from, modes_chosen) = choose_from(args.from)?;
+    // Network namespaces must work here: the kernel, and the right to mount
+    // /run/netns, both say so at the first `ip netns add`.
+    let probe = Netns::create(&crate::lab::netns::unique_name("prlabk")).map_err(|e| {
+        Error::invalid(
+            "lab",
+            format!("this system cannot create network namespaces: {e}"),
+        )
+    })?;
+    let (from, modes_chosen) = choose_from(args.from, &probe);
+    drop(probe);
     let opts = LabOptions {
         nodes: args.nodes,
+        pods: args.pods,
         subnets: args.subnets,
         from,
         to: args.to,
@@ -174,21 +187,20 @@ fn take_lock() -> Result<Flock<File>> {
 }
 
 /// ipip where the kernel has it; say which was chosen and why.
-fn choose_from(asked: Option<Mode>) -> Result<(Mode, String)> {
+fn choose_from(asked: Option<Mode>, probe: &Netns) -> (Mode, String) {
     if let Some(mode) = asked {
-        return Ok((mode, format!("from {mode}: as asked")));
+        return (mode, format!("from {mode}: as asked"));
     }
-    let probe = Netns::create(&crate::lab::netns::unique_name("prlabk"))?;
     let has_ipip = probe.ip(&["link", "show", "tunl0"]).is_ok()
         || probe.ip(&["link", "add", "tunl0", "type", "ipip"]).is_ok();
-    Ok(if has_ipip {
+    if has_ipip {
         (Mode::Ipip, "from ipip: this kernel has ipip".into())
     } else {
         (
             Mode::Vxlan,
             "from vxlan: this kernel has no ipip module (ipip runs in netns-tests/vm)".into(),
         )
-    })
+    }
 }
 
 fn spawn_ticker(progress: Arc<Mutex<Progress>>) -> (Arc<AtomicBool>, std::thread::JoinHandle<()>) {

@@ -26,6 +26,7 @@ pub const PROBE_PORT: u16 = 7777;
 #[derive(Debug, Clone)]
 pub struct LabOptions {
     pub nodes: usize,
+    pub pods: usize,
     pub subnets: usize,
     pub from: Mode,
     pub to: Mode,
@@ -47,6 +48,12 @@ impl LabOptions {
             return Err(Error::invalid(
                 "nodes",
                 format!("{} is not in 2..=200", self.nodes),
+            ));
+        }
+        if !(1..=8).contains(&self.pods) {
+            return Err(Error::invalid(
+                "pods",
+                format!("{} is not in 1..=8", self.pods),
             ));
         }
         if self.subnets == 0 || self.subnets > self.nodes || self.subnets > 50 {
@@ -104,7 +111,9 @@ impl Lab {
     /// `i` reacts to a change `i * step` after it (its debounce), as the
     /// pods of a rolling DaemonSet would: the same skew for both rollouts.
     pub fn build(opts: &LabOptions) -> Result<Lab> {
-        let mut builder = Topology::builder().router(opts.subnets > 1);
+        let mut builder = Topology::builder()
+            .router(opts.subnets > 1)
+            .pods_per_node(opts.pods);
         for subnet in 0..opts.subnets {
             let count = opts.nodes / opts.subnets + usize::from(subnet < opts.nodes % opts.subnets);
             builder = builder.nodes(subnet as u8, count);
