@@ -78,3 +78,38 @@ fn lab_switches_without_loss_and_naive_loses() {
         "the naive rollout lost nothing: {naive:#}"
     );
 }
+
+/// Issue 5's matrix: every pair of modes this kernel has, with the nodes
+/// starting on strict and on loose rp_filter, switches without a lost probe.
+/// ipip pairs run where the kernel has ipip (the VM runner).
+#[test]
+fn every_pair_of_modes_switches_without_loss() {
+    if !have_root() {
+        return;
+    }
+    let mut modes = vec!["vxlan", "native"];
+    if crate::support::have_ipip() {
+        modes.push("ipip");
+    }
+    for from in &modes {
+        for to in modes.iter().filter(|m| *m != from) {
+            for rp in ["strict", "loose"] {
+                let report = lab(&[
+                    "--from",
+                    from,
+                    "--to",
+                    to,
+                    "--rp-filter",
+                    rp,
+                    "--nodes",
+                    "3",
+                ]);
+                println!(
+                    "{from} -> {to} (rp_filter {rp}): {} sent, {} lost",
+                    report["sent"], report["lost"]
+                );
+                assert_seamless(&report);
+            }
+        }
+    }
+}

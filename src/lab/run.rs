@@ -184,14 +184,15 @@ impl Lab {
             .collect()
     }
 
-    /// Nodes that report `generation` applied and their network available.
+    /// Nodes that report `generation` (or a later one: the coordinator may
+    /// already have moved on) applied and their network available.
     fn applied(&self, generation: u64) -> usize {
         self.store
             .snapshot()
             .nodes
             .iter()
             .filter(|n| {
-                n.report.applied.is_some_and(|a| a.generation == generation)
+                n.report.applied.is_some_and(|a| a.generation >= generation)
                     && is_available(&n.report)
             })
             .count()
