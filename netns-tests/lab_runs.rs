@@ -7,8 +7,15 @@ use serde_json::Value;
 
 use crate::support::have_root;
 
+/// One lab at a time per host (the lab takes a lock and refuses a second).
+static ONE_LAB: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn lab(args: &[&str]) -> Value {
-    let out = Command::new(env!("CARGO_BIN_EXE_podroute"))
+    let _turn = ONE_LAB
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut command = Command::new(env!("CARGO_BIN_EXE_podroute"));
+    command
         .args([
             "lab",
             "-o",
@@ -18,9 +25,8 @@ fn lab(args: &[&str]) -> Value {
             "--step-ms",
             "200",
         ])
-        .args(args)
-        .output()
-        .expect("run podroute lab");
+        .args(args);
+    let out = crate::support::output_retrying(&mut command);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -42,7 +48,6 @@ fn assert_seamless(report: &Value) {
     }
 }
 
-// The labs share one lock: one test runs them all, one after the other.
 #[test]
 fn lab_switches_without_loss_and_naive_loses() {
     if !have_root() {

@@ -278,3 +278,23 @@ pub fn cpu_ticks(pid: u32) -> u64 {
         .collect();
     fields[10] + fields[11]
 }
+
+/// `Command::output`; when exec says ETXTBSY (seen in the VM runner, where
+/// a binary unpacked from the initramfs can stay "open for writing"), run a
+/// fresh copy of the program instead.
+pub fn output_retrying(command: &mut std::process::Command) -> std::process::Output {
+    match command.output() {
+        Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) => {
+            let copy = std::env::temp_dir().join(unique_name("prexe"));
+            std::fs::copy(command.get_program(), &copy).expect("copy the program");
+            let mut again = std::process::Command::new(&copy);
+            again.args(command.get_args());
+            let out = again
+                .output()
+                .unwrap_or_else(|e| panic!("run {again:?}: {e}"));
+            let _ = std::fs::remove_file(&copy);
+            out
+        }
+        other => other.unwrap_or_else(|e| panic!("run {command:?}: {e}")),
+    }
+}
