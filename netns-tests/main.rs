@@ -12,6 +12,7 @@ mod agent;
 mod agent_kube;
 mod agent_memory;
 mod cli;
+mod coordinator_kube;
 mod lab_plumbing;
 mod lab_runs;
 mod modes;

@@ -5,12 +5,15 @@ mod apply;
 mod bench;
 mod cleanup;
 mod config_args;
+mod coordinator;
 mod crd;
 mod host;
 mod lab;
+mod nodes;
 mod output;
 mod plan;
 mod status;
+mod switch;
 
 use clap::{Parser, Subcommand};
 
@@ -63,6 +66,12 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// Print the ClusterRouting CRD (YAML)
     Crd(crd::CrdArgs),
+    /// Run the cluster-wide switch coordinator (leader-elected on a Lease).
+    Coordinator(coordinator::CoordinatorArgs),
+    /// Switch the cluster to another mode, abort a switch, or show where it stands.
+    Switch(switch::SwitchArgs),
+    /// Every Node's applied plan, NetworkUnavailable, and switch state.
+    Nodes(nodes::NodesArgs),
 }
 
 impl Cli {
@@ -85,5 +94,8 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Lab(args) => lab::run(args).await,
         Command::Bench(args) => bench::run(args),
         Command::Crd(args) => crd::run(args),
+        Command::Coordinator(args) => coordinator::run(args).await,
+        Command::Switch(args) => switch::run(args).await,
+        Command::Nodes(args) => nodes::run(args).await,
     }
 }

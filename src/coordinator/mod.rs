@@ -2,6 +2,7 @@
 //! `naive`, used by the lab) and the coordinator's pure state machine
 //! (`machine::step`; see its module doc for the exact plan sequences).
 
+pub mod kube;
 pub mod local;
 pub mod machine;
 mod phases;

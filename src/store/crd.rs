@@ -16,6 +16,8 @@ use kube::CustomResource;
 use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::coordinator::machine::InFlight;
+use crate::coordinator::{CoordinatorStatus, StatusPhase};
 use crate::model::{Mode, OffSubnet, Plan};
 use crate::store::Settings;
 
@@ -118,6 +120,109 @@ pub struct ClusterRoutingStatus {
     /// The `metadata.generation` of the spec this status is about.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// The phase of the switch (Steady, Prepare, Switch, Finalize); `phase`
+    /// shows `Blocked` instead while late nodes hold it up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "switch_phase_schema")]
+    pub switch_phase: Option<StatusPhase>,
+    /// The mode the switch in progress comes from; absent when Steady.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "mode_schema")]
+    pub from: Option<Mode>,
+    /// The mode the cluster is heading to (the steady mode when Steady).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "mode_schema")]
+    pub to: Option<Mode>,
+    /// Unix seconds when `plan` was published: node deadlines count from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase_started_at: Option<u64>,
+    /// What the plans nodes may still hold amount to: a re-target (abort)
+    /// is published at once only when it is safe against all of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_flight: Option<InFlightStatus>,
+    /// NotReady nodes left out of scope (policy Skip, past nodeTimeout).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<String>,
+    /// Nodes in scope past nodeTimeout without converging.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub blocked: Vec<String>,
+}
+
+/// `InFlight` of the coordinator's state machine.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct InFlightStatus {
+    /// Route modes some node may still use.
+    #[serde(default)]
+    #[schemars(schema_with = "decap_schema")]
+    pub routes: Vec<Mode>,
+    /// Modes every node can receive.
+    #[serde(default)]
+    #[schemars(schema_with = "decap_schema")]
+    pub receive: Vec<Mode>,
+}
+
+impl ClusterRoutingStatus {
+    /// The status as the coordinator writes it: the machine's status plus
+    /// the conditions and the spec generation it stepped on.
+    pub fn from_coordinator(
+        status: &CoordinatorStatus,
+        conditions: Vec<Condition>,
+        observed_generation: Option<i64>,
+    ) -> ClusterRoutingStatus {
+        ClusterRoutingStatus {
+            phase: Some(status.phase_name()),
+            plan: status.plan.as_ref().map(PlanStatus::from),
+            nodes: Some(status.nodes.clone()),
+            conditions,
+            observed_generation,
+            switch_phase: Some(status.phase),
+            from: status.from,
+            to: status.to,
+            phase_started_at: status.phase_started_at,
+            in_flight: Some(InFlightStatus {
+                routes: status.in_flight.routes.iter().copied().collect(),
+                receive: status.in_flight.receive.iter().copied().collect(),
+            }),
+            skipped: status.skipped.clone(),
+            blocked: status.blocked.clone(),
+        }
+    }
+
+    /// What a (restarted) coordinator resumes from. A status written by an
+    /// older coordinator has no `inFlight`: it reads as "unknown" (empty),
+    /// which the machine treats as "anything may be in flight".
+    pub fn to_coordinator(&self) -> CoordinatorStatus {
+        let phase = self.switch_phase.unwrap_or_else(|| {
+            match self.phase.as_deref() {
+                Some("Prepare") => StatusPhase::Prepare,
+                Some("Switch") => StatusPhase::Switch,
+                Some("Finalize") => StatusPhase::Finalize,
+                Some("Steady") | None => StatusPhase::Steady,
+                // Blocked, or unknown: a switch is under way when it has a source.
+                Some(_) if self.from.is_some() => StatusPhase::Switch,
+                Some(_) => StatusPhase::Steady,
+            }
+        });
+        CoordinatorStatus {
+            phase,
+            plan: self.plan.as_ref().map(Plan::from),
+            from: self.from,
+            to: self.to,
+            phase_started_at: self.phase_started_at,
+            in_flight: self
+                .in_flight
+                .as_ref()
+                .map(|f| InFlight {
+                    routes: f.routes.iter().copied().collect(),
+                    receive: f.receive.iter().copied().collect(),
+                })
+                .unwrap_or_default(),
+            nodes: self.nodes.clone().unwrap_or_default(),
+            skipped: self.skipped.clone(),
+            blocked: self.blocked.clone(),
+        }
+    }
 }
 
 /// `Plan` as the coordinator publishes it.
@@ -351,6 +456,10 @@ fn mode_schema(_: &mut SchemaGenerator) -> Schema {
     json_schema!({"type": "string", "enum": ["ipip", "vxlan", "native"]})
 }
 
+fn switch_phase_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({"type": "string", "enum": ["Steady", "Prepare", "Switch", "Finalize"]})
+}
+
 fn decap_schema(_: &mut SchemaGenerator) -> Schema {
     json_schema!({
         "type": "array",
@@ -443,6 +552,59 @@ mod tests {
         let auto: ClusterRoutingSpec =
             serde_json::from_value(serde_json::json!({"mode": "vxlan", "mtu": "auto"})).unwrap();
         assert_eq!(auto.settings(), Settings::default());
+    }
+
+    #[test]
+    fn status_holds_the_whole_machine_status() {
+        use std::collections::BTreeSet;
+        let machine = CoordinatorStatus {
+            phase: StatusPhase::Switch,
+            plan: Some(Plan {
+                generation: 7,
+                route_mode: Mode::Native,
+                decap: BTreeSet::from([Mode::Vxlan, Mode::Native]),
+            }),
+            from: Some(Mode::Vxlan),
+            to: Some(Mode::Native),
+            phase_started_at: Some(1_700_000_000),
+            in_flight: InFlight {
+                routes: BTreeSet::from([Mode::Vxlan, Mode::Native]),
+                receive: BTreeSet::from([Mode::Vxlan, Mode::Native]),
+            },
+            nodes: NodesStatus {
+                total: 3,
+                applied: 1,
+                waiting: vec!["b".into(), "c".into()],
+            },
+            skipped: vec!["d".into()],
+            blocked: vec!["c".into()],
+        };
+        let status = ClusterRoutingStatus::from_coordinator(&machine, Vec::new(), Some(4));
+        assert_eq!(status.phase.as_deref(), Some("Blocked"));
+        let json = serde_json::to_value(&status).unwrap();
+        assert_eq!(json["switchPhase"], "Switch");
+        assert_eq!(json["phaseStartedAt"], 1_700_000_000u64);
+        assert_eq!(
+            json["inFlight"]["routes"],
+            serde_json::json!(["vxlan", "native"])
+        );
+        let back: ClusterRoutingStatus = serde_json::from_value(json).unwrap();
+        assert_eq!(back.to_coordinator(), machine);
+        assert_eq!(back.observed_generation, Some(4));
+
+        // Written by an older coordinator: no switchPhase, no inFlight.
+        let old: ClusterRoutingStatus = serde_json::from_value(serde_json::json!({
+            "phase": "Blocked", "from": "vxlan", "to": "native",
+            "plan": {"generation": 2, "routeMode": "native", "decap": ["native", "vxlan"]},
+        }))
+        .unwrap();
+        let resumed = old.to_coordinator();
+        assert_eq!(resumed.phase, StatusPhase::Switch);
+        assert_eq!(resumed.in_flight, InFlight::default());
+        assert_eq!(
+            ClusterRoutingStatus::default().to_coordinator(),
+            CoordinatorStatus::default()
+        );
     }
 
     #[test]

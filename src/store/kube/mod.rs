@@ -107,27 +107,14 @@ impl KubeStore {
     /// A store on the cluster of `kubeconfig`, or on the inferred one
     /// (`$KUBECONFIG`, `~/.kube/config`, then the in-cluster service account).
     pub async fn connect(kubeconfig: Option<&Path>) -> Result<KubeStore> {
-        let config = match kubeconfig {
-            Some(path) => {
-                let file = Kubeconfig::read_from(path).map_err(|e| {
-                    Error::invalid(format!("kubeconfig {}", path.display()), e.to_string())
-                })?;
-                Config::from_custom_kubeconfig(file, &KubeConfigOptions::default())
-                    .await
-                    .map_err(|e| {
-                        Error::invalid(format!("kubeconfig {}", path.display()), e.to_string())
-                    })?
-            }
-            None => Config::infer().await.map_err(|e| {
-                Error::invalid(
-                    "kubeconfig",
-                    format!("no Kubernetes configuration found: {e}"),
-                )
-            })?,
-        };
-        let client = Client::try_from(config)
-            .map_err(|e| kube_error("creating the Kubernetes client", e))?;
-        KubeStore::new(client)
+        KubeStore::new(KubeStore::client(kubeconfig).await?)
+    }
+
+    /// A client for the cluster of `kubeconfig`, or for the inferred one
+    /// (`$KUBECONFIG`, `~/.kube/config`, then the in-cluster service
+    /// account): for the coordinator and the CLI, which need more than Nodes.
+    pub async fn client(kubeconfig: Option<&Path>) -> Result<Client> {
+        client(kubeconfig).await
     }
 
     async fn patch_node(
@@ -191,6 +178,30 @@ impl ClusterStore for KubeStore {
             Ok(())
         })
     }
+}
+
+async fn client(kubeconfig: Option<&Path>) -> Result<Client> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let file = Kubeconfig::read_from(path).map_err(|e| {
+                Error::invalid(format!("kubeconfig {}", path.display()), e.to_string())
+            })?;
+            Config::from_custom_kubeconfig(file, &KubeConfigOptions::default())
+                .await
+                .map_err(|e| {
+                    Error::invalid(format!("kubeconfig {}", path.display()), e.to_string())
+                })?
+        }
+        None => Config::infer().await.map_err(|e| {
+            Error::invalid(
+                "kubeconfig",
+                format!("no Kubernetes configuration found: {e}"),
+            )
+        })?,
+    };
+    let client =
+        Client::try_from(config).map_err(|e| kube_error("creating the Kubernetes client", e))?;
+    Ok(client)
 }
 
 /// API errors as crate errors (there is no Kube variant, yet).

@@ -1,0 +1,430 @@
+//! The coordinator against a real kube-apiserver: 3 agents (processes with
+//! `--netns`, as in agent_kube.rs) and `podroute coordinator` processes.
+//!
+//! - `podroute switch --to native --wait` moves the cluster vxlan -> native
+//!   while pods keep talking; every Node ends on the final generation;
+//! - the coordinator is killed in the middle of the switch back to vxlan and
+//!   restarted: the switch completes from the status it wrote;
+//! - a second coordinator waits on the Lease and takes over when the first
+//!   one is killed; it drives the next switch.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Event, Namespace, Node, NodeAddress, NodeSpec, NodeStatus};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::{Client, CustomResourceExt};
+use podroute::model::Mode;
+use podroute::store::crd::{ClusterRouting, ClusterRoutingSpec, ClusterRoutingStatus};
+
+use crate::kube_env::ControlPlane;
+use crate::support::{have_root, Lab};
+
+const POD_MTU: u32 = 1450;
+
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_agent(lab: &Lab, node: &str, kubeconfig: &Path) -> Process {
+    let child = Command::new(env!("CARGO_BIN_EXE_podroute"))
+        .args(["agent", "--node-name", node, "--netns"])
+        .arg(&lab.node(node).netns)
+        .args(["--listen", "127.0.0.1:0", "--log", "warn"])
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .arg("--mtu-file")
+        .arg(lab.config(node).mtu_file)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start agent");
+    Process(child)
+}
+
+fn start_coordinator(identity: &str, kubeconfig: &Path, log: &Path) -> Process {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("coordinator log");
+    let child = Command::new(env!("CARGO_BIN_EXE_podroute"))
+        .args(["coordinator", "--identity", identity, "--log", "info"])
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start coordinator");
+    Process(child)
+}
+
+/// `podroute switch ARGS --kubeconfig K`: (success, stdout).
+fn switch(kubeconfig: &Path, args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_podroute"))
+        .arg("switch")
+        .args(args)
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(["--log", "warn"])
+        .output()
+        .expect("podroute switch");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    eprintln!(
+        "podroute switch {args:?}:\n{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), stdout)
+}
+
+fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !check() {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+async fn install(client: &Client, lab: &Lab) {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    crds.create(&PostParams::default(), &ClusterRouting::crd())
+        .await
+        .expect("create CRD");
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let ns = Namespace {
+        metadata: ObjectMeta {
+            name: Some("podroute-system".into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    namespaces
+        .create(&PostParams::default(), &ns)
+        .await
+        .expect("namespace");
+    let routings: Api<ClusterRouting> = Api::all(client.clone());
+    let spec = ClusterRoutingSpec {
+        mode: Mode::Vxlan,
+        native: None,
+        mtu: None,
+        vxlan: None,
+        rollout: None,
+    };
+    let object = ClusterRouting::new("default", spec);
+    let start = Instant::now();
+    while let Err(e) = routings.create(&PostParams::default(), &object).await {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "ClusterRouting never served: {e}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let nodes: Api<Node> = Api::all(client.clone());
+    for n in lab.topo.nodes() {
+        let node = Node {
+            metadata: ObjectMeta {
+                name: Some(n.name.clone()),
+                ..Default::default()
+            },
+            spec: Some(NodeSpec {
+                pod_cidr: Some(n.pod_cidr.to_string()),
+                pod_cidrs: Some(vec![n.pod_cidr.to_string()]),
+                ..Default::default()
+            }),
+            status: Some(NodeStatus {
+                addresses: Some(vec![NodeAddress {
+                    type_: "InternalIP".into(),
+                    address: n.ip.to_string(),
+                }]),
+                ..Default::default()
+            }),
+        };
+        nodes
+            .create(&PostParams::default(), &node)
+            .await
+            .expect("create node");
+    }
+}
+
+struct Cluster<'a> {
+    rt: &'a tokio::runtime::Runtime,
+    client: Client,
+    lab: &'a Lab,
+}
+
+impl Cluster<'_> {
+    fn status(&self) -> ClusterRoutingStatus {
+        let api: Api<ClusterRouting> = Api::all(self.client.clone());
+        self.rt
+            .block_on(api.get("default"))
+            .expect("get ClusterRouting")
+            .status
+            .unwrap_or_default()
+    }
+
+    fn applied(&self) -> Vec<Option<String>> {
+        let api: Api<Node> = Api::all(self.client.clone());
+        self.lab
+            .names()
+            .iter()
+            .map(|n| {
+                self.rt
+                    .block_on(api.get(n))
+                    .expect("node")
+                    .metadata
+                    .annotations
+                    .and_then(|a| a.get("podroute.io/applied").cloned())
+            })
+            .collect()
+    }
+
+    fn lease_holder(&self) -> Option<String> {
+        let api: Api<Lease> = Api::namespaced(self.client.clone(), "podroute-system");
+        self.rt
+            .block_on(api.get_opt("podroute-coordinator"))
+            .expect("lease")
+            .and_then(|l| l.spec)
+            .and_then(|s| s.holder_identity)
+    }
+
+    /// Steady on `mode` with every node holding the plan in force: the
+    /// annotations end at the final generation.
+    fn assert_steady_on(&self, mode: Mode) -> u64 {
+        let status = self.status();
+        assert_eq!(status.phase.as_deref(), Some("Steady"), "{status:?}");
+        let plan = status.plan.expect("plan");
+        assert_eq!(plan.route_mode, mode);
+        let want = Some(format!("{}/{mode}", plan.generation));
+        assert_eq!(self.applied(), vec![want; 3]);
+        let nodes = status.nodes.expect("nodes");
+        assert_eq!((nodes.applied, nodes.total), (3, 3));
+        assert!(nodes.waiting.is_empty());
+        plan.generation
+    }
+
+    /// Run `switch` while every pod pair keeps exchanging probes.
+    fn switch_under_traffic(&self, kubeconfig: &Path, args: &[&str]) -> (bool, String) {
+        let done = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            let probes = s.spawn(|| {
+                let mut rounds = 0;
+                while !done.load(Ordering::Relaxed) {
+                    self.lab.assert_all_pods_talk(POD_MTU);
+                    rounds += 1;
+                }
+                rounds
+            });
+            let result = switch(kubeconfig, args);
+            done.store(true, Ordering::Relaxed);
+            let rounds = probes.join().expect("pods kept talking during the switch");
+            assert!(rounds > 0);
+            result
+        })
+    }
+}
+
+#[test]
+fn coordinator_on_a_real_api_server() {
+    if !have_root() {
+        return;
+    }
+    let Some(cp) = ControlPlane::start_or_skip() else {
+        return;
+    };
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let client = rt.block_on(cp.client());
+    let lab = Lab::flat(3);
+    rt.block_on(install(&client, &lab));
+    let kubeconfig: PathBuf = cp.admin_kubeconfig().to_path_buf();
+    let logs = tempfile::tempdir().expect("log dir");
+    let log_a = logs.path().join("coordinator-a.log");
+    let log_b = logs.path().join("coordinator-b.log");
+    let cluster = Cluster {
+        rt: &rt,
+        client: client.clone(),
+        lab: &lab,
+    };
+    let dump = |what: &str| {
+        for log in [&log_a, &log_b] {
+            eprintln!(
+                "--- {} ({what}):\n{}",
+                log.display(),
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+    };
+
+    let mut coordinator_a = start_coordinator("coordinator-a", &kubeconfig, &log_a);
+    let agents: Vec<Process> = lab
+        .names()
+        .iter()
+        .map(|n| start_agent(&lab, n, &kubeconfig))
+        .collect();
+
+    // A fresh cluster: the coordinator publishes Steady vxlan, generation 1.
+    wait_for("steady vxlan", Duration::from_secs(30), || {
+        cluster.applied() == vec![Some("1/vxlan".to_string()); 3]
+            && cluster.status().nodes.is_some_and(|n| n.applied == 3)
+    });
+    assert_eq!(cluster.assert_steady_on(Mode::Vxlan), 1);
+    assert_eq!(cluster.lease_holder().as_deref(), Some("coordinator-a"));
+    for node in lab.names() {
+        lab.topo.set_pod_mtu(&node, POD_MTU).expect("pod mtu");
+    }
+    lab.assert_all_pods_talk(POD_MTU);
+
+    // 1. vxlan -> native with --wait, under traffic.
+    let (ok, out) = cluster.switch_under_traffic(&kubeconfig, &["--to", "native", "--wait"]);
+    if !ok {
+        dump("switch to native failed");
+    }
+    assert!(ok, "switch --to native --wait failed:\n{out}");
+    assert!(out.contains("Switch"), "{out}");
+    assert!(out.contains("Finalize"), "{out}");
+    assert!(
+        out.contains("3/3 nodes applied") || out.contains("applied"),
+        "{out}"
+    );
+    // vxlan -> native: Switch at 2, Finalize at 3.
+    assert_eq!(cluster.assert_steady_on(Mode::Native), 3);
+    lab.assert_all_pods_talk(POD_MTU);
+    let events: Api<Event> = Api::namespaced(client.clone(), "default");
+    let reasons: Vec<String> = rt
+        .block_on(events.list(&ListParams::default()))
+        .expect("events")
+        .items
+        .into_iter()
+        .filter(|e| e.involved_object.kind.as_deref() == Some("ClusterRouting"))
+        .filter_map(|e| e.reason)
+        .collect();
+    for reason in ["PlanPublished", "SwitchStarted", "SwitchCompleted"] {
+        assert!(reasons.iter().any(|r| r == reason), "{reason}: {reasons:?}");
+    }
+
+    // 2. native -> vxlan, the coordinator killed in the middle and restarted.
+    // node-3's agent is paused so the switch holds at Prepare.
+    let paused = agents[2].0.id() as libc::pid_t;
+    // SAFETY: signalling our own child.
+    assert_eq!(unsafe { libc::kill(paused, libc::SIGSTOP) }, 0);
+    let (ok, _) = switch(&kubeconfig, &["--to", "vxlan"]);
+    assert!(ok);
+    let at_prepare = |s: &ClusterRoutingStatus| {
+        s.phase.as_deref() == Some("Prepare")
+            && s.plan.as_ref().is_some_and(|p| p.generation == 4)
+            && s.nodes
+                .as_ref()
+                .is_some_and(|n| n.applied == 2 && n.waiting == ["node-3"])
+    };
+    wait_for(
+        "Prepare, waiting for node-3",
+        Duration::from_secs(20),
+        || at_prepare(&cluster.status()),
+    );
+    let _ = coordinator_a.0.kill();
+    let _ = coordinator_a.0.wait();
+    coordinator_a = start_coordinator("coordinator-a", &kubeconfig, &log_a);
+    // It resumes where it was: same plan, still waiting for node-3.
+    std::thread::sleep(Duration::from_secs(3));
+    let resumed = cluster.status();
+    assert!(at_prepare(&resumed), "{resumed:?}");
+    assert_eq!(cluster.lease_holder().as_deref(), Some("coordinator-a"));
+    lab.assert_all_pods_talk(POD_MTU);
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(paused, libc::SIGCONT) }, 0);
+    let (ok, out) = cluster.switch_under_traffic(&kubeconfig, &["--to", "vxlan", "--wait"]);
+    if !ok {
+        dump("switch back to vxlan failed");
+    }
+    assert!(ok, "switch back to vxlan after a restart failed:\n{out}");
+    // native -> vxlan: Prepare at 4, Switch at 5 (Finalize equals Switch).
+    assert_eq!(cluster.assert_steady_on(Mode::Vxlan), 5);
+    lab.assert_all_pods_talk(POD_MTU);
+
+    // 3. A second coordinator waits on the Lease, then takes over.
+    let coordinator_b = start_coordinator("coordinator-b", &kubeconfig, &log_b);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(cluster.lease_holder().as_deref(), Some("coordinator-a"));
+    let _ = coordinator_a.0.kill();
+    let _ = coordinator_a.0.wait();
+    wait_for(
+        "coordinator-b takes the Lease",
+        Duration::from_secs(30),
+        || cluster.lease_holder().as_deref() == Some("coordinator-b"),
+    );
+    let (ok, out) = cluster.switch_under_traffic(&kubeconfig, &["--to", "native", "--wait"]);
+    if !ok {
+        dump("switch under coordinator-b failed");
+    }
+    assert!(ok, "switch under the new leader failed:\n{out}");
+    assert_eq!(cluster.assert_steady_on(Mode::Native), 7);
+    lab.assert_all_pods_talk(POD_MTU);
+
+    // 4. A node that does not converge within nodeTimeout: --wait ends
+    // Blocked with a non-zero exit; --abort takes the cluster back.
+    let routings: Api<ClusterRouting> = Api::all(client.clone());
+    rt.block_on(routings.patch(
+        "default",
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"spec": {"rollout": {"nodeTimeout": 2}}})),
+    ))
+    .expect("nodeTimeout");
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(paused, libc::SIGSTOP) }, 0);
+    let (ok, out) = switch(&kubeconfig, &["--to", "vxlan", "--wait"]);
+    assert!(!ok, "a blocked switch exited 0:\n{out}");
+    let blocked = cluster.status();
+    assert_eq!(blocked.phase.as_deref(), Some("Blocked"), "{blocked:?}");
+    assert!(
+        blocked.blocked.contains(&"node-3".to_string()),
+        "{blocked:?}"
+    );
+    assert_eq!(blocked.from, Some(Mode::Native));
+    // A generous timeout again, so a slow machine does not block the abort.
+    rt.block_on(routings.patch(
+        "default",
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"spec": {"rollout": {"nodeTimeout": 300}}})),
+    ))
+    .expect("nodeTimeout");
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(paused, libc::SIGCONT) }, 0);
+    let (ok, out) = switch(&kubeconfig, &["--abort", "--wait"]);
+    assert!(ok, "abort failed:\n{out}");
+    let generation = cluster.assert_steady_on(Mode::Native);
+    assert!(generation > 7);
+    lab.assert_all_pods_talk(POD_MTU);
+
+    // status and nodes read back.
+    let (ok, out) = switch(&kubeconfig, &["status"]);
+    assert!(ok && out.contains("Steady"), "{out}");
+    let nodes = Command::new(env!("CARGO_BIN_EXE_podroute"))
+        .args(["nodes", "-o", "json", "--kubeconfig"])
+        .arg(&kubeconfig)
+        .output()
+        .expect("podroute nodes");
+    assert!(nodes.status.success());
+    let rows: serde_json::Value = serde_json::from_slice(&nodes.stdout).expect("json");
+    let rows = rows.as_array().expect("rows");
+    assert_eq!(rows.len(), 3);
+    for row in rows {
+        assert_eq!(row["applied"], format!("{generation}/native"), "{row}");
+        assert_eq!(row["networkUnavailable"], "False", "{row}");
+        assert_eq!(row["state"], "ok", "{row}");
+    }
+
+    // SIGTERM: the leader gives the Lease back at once.
+    let pid = coordinator_b.0.id() as libc::pid_t;
+    // SAFETY: signalling our own child.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    wait_for("the Lease released", Duration::from_secs(10), || {
+        cluster.lease_holder().is_none()
+    });
+}

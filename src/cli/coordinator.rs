@@ -1,0 +1,74 @@
+//! `podroute coordinator`: the cluster-wide switch, on the Kubernetes API.
+//! Run it as a Deployment (two replicas are fine: one leads, on a Lease).
+
+use std::path::PathBuf;
+
+use tokio::sync::watch;
+
+use crate::coordinator::kube::{run as run_coordinator, Options};
+use crate::store::KubeStore;
+use crate::Result;
+
+#[derive(Debug, clap::Args)]
+pub struct CoordinatorArgs {
+    /// kubeconfig (default: $KUBECONFIG, ~/.kube/config, then the in-cluster
+    /// service account).
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Namespace of the leader-election Lease `podroute-coordinator`.
+    #[arg(long, default_value = "podroute-system")]
+    pub lease_namespace: String,
+    /// This replica's name in the Lease (default: $POD_NAME, else the hostname).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+    /// Lease duration, in seconds: how long a dead leader blocks a successor.
+    #[arg(long, default_value_t = 15)]
+    pub lease_seconds: u64,
+    /// Renew the Lease this often, in seconds.
+    #[arg(long, default_value_t = 5)]
+    pub renew_seconds: u64,
+    /// Native with `offSubnet: underlay`: also wait for the cloud route
+    /// controller's signal on every node.
+    #[arg(long)]
+    pub wait_for_underlay_signal: bool,
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| format!("podroute-{}", std::process::id()))
+}
+
+pub async fn run(args: CoordinatorArgs) -> Result<()> {
+    let identity = args.identity.clone().unwrap_or_else(hostname);
+    let client = KubeStore::client(args.kubeconfig.as_deref()).await?;
+    let mut options = Options::new(identity.clone(), args.lease_namespace.clone());
+    options.lease_duration = std::time::Duration::from_secs(args.lease_seconds.max(1));
+    options.renew_every = std::time::Duration::from_secs(args.renew_seconds.max(1));
+    options.wait_for_underlay_signal = args.wait_for_underlay_signal;
+    let (stop, shutdown) = watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("stopping");
+        let _ = stop.send(true);
+    });
+    tracing::info!(%identity, lease_namespace = %args.lease_namespace, "coordinator started");
+    run_coordinator(client, options, shutdown).await
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

@@ -1,0 +1,113 @@
+//! `podroute nodes`: every Node as the coordinator sees it: the plan it
+//! reports applied, its NetworkUnavailable condition, and whether the
+//! switch waits for it, skipped it or is blocked on it.
+
+use kube::api::{Api, ListParams};
+use serde::Serialize;
+
+use k8s_openapi::api::core::v1::Node;
+
+use super::switch::CommonArgs;
+use super::table;
+use crate::coordinator::kube::kube_error;
+use crate::store::crd::{ClusterRouting, CLUSTER_ROUTING_NAME};
+use crate::store::{KubeStore, APPLIED_ANNOTATION};
+use crate::Result;
+
+#[derive(Debug, clap::Args)]
+pub struct NodesArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeRow {
+    pub name: String,
+    /// `podroute.io/applied`: `<generation>/<mode>`.
+    pub applied: Option<String>,
+    pub ready: Option<String>,
+    /// NetworkUnavailable status and reason.
+    pub network_unavailable: Option<String>,
+    pub network_reason: Option<String>,
+    /// `ok`, `waiting`, `skipped` or `blocked` (in the coordinator's status).
+    pub state: String,
+}
+
+pub async fn run(args: NodesArgs) -> Result<()> {
+    let client = KubeStore::client(args.common.kubeconfig.as_deref()).await?;
+    let nodes: Api<Node> = Api::all(client.clone());
+    let routing = Api::<ClusterRouting>::all(client)
+        .get_opt(CLUSTER_ROUTING_NAME)
+        .await
+        .map_err(|e| kube_error("reading ClusterRouting default", e))?;
+    let status = routing.and_then(|r| r.status).unwrap_or_default();
+    let waiting = status.nodes.clone().unwrap_or_default().waiting;
+    let list = nodes
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| kube_error("listing Nodes", e))?;
+    let mut rows: Vec<NodeRow> = list
+        .items
+        .into_iter()
+        .map(|node| {
+            let name = node.metadata.name.clone().unwrap_or_default();
+            let applied = node
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(APPLIED_ANNOTATION).cloned());
+            let conditions = node.status.and_then(|s| s.conditions).unwrap_or_default();
+            let find = |t: &str| conditions.iter().find(|c| c.type_ == t);
+            let network = find("NetworkUnavailable");
+            let state = if status.blocked.contains(&name) {
+                "blocked"
+            } else if status.skipped.contains(&name) {
+                "skipped"
+            } else if waiting.contains(&name) {
+                "waiting"
+            } else {
+                "ok"
+            };
+            NodeRow {
+                applied,
+                ready: find("Ready").map(|c| c.status.clone()),
+                network_unavailable: network.map(|c| c.status.clone()),
+                network_reason: network.and_then(|c| c.reason.clone()),
+                state: state.into(),
+                name,
+            }
+        })
+        .collect();
+    rows.sort_by(|a, b| a.name.cmp(&b.name));
+    let plan = status
+        .plan
+        .as_ref()
+        .map(|p| format!("{}/{}", p.generation, p.route_mode));
+    args.common.output.print(&rows, |rows| {
+        let cells: Vec<Vec<String>> = rows
+            .iter()
+            .map(|r| {
+                vec![
+                    r.name.clone(),
+                    r.applied.clone().unwrap_or_else(|| "-".into()),
+                    r.ready.clone().unwrap_or_else(|| "-".into()),
+                    match (&r.network_unavailable, &r.network_reason) {
+                        (Some(s), Some(reason)) => format!("{s} ({reason})"),
+                        (Some(s), None) => s.clone(),
+                        _ => "-".into(),
+                    },
+                    r.state.clone(),
+                ]
+            })
+            .collect();
+        let mut out = table(
+            &["NODE", "APPLIED", "READY", "NETWORKUNAVAILABLE", "STATE"],
+            &cells,
+        );
+        if let Some(plan) = &plan {
+            out.push_str(&format!("plan in force: {plan}\n"));
+        }
+        out
+    })
+}
