@@ -6,127 +6,19 @@
 //! node namespaces, so each agent runs with `--netns`: its dataplane in the
 //! node namespace, its API connection in the host's.
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{Node, NodeAddress, NodeSpec, NodeStatus};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
-use kube::{Client, CustomResourceExt};
+use k8s_openapi::api::core::v1::Node;
+use kube::api::{Api, PostParams};
+use kube::Client;
 use podroute::model::{Mode, Plan};
-use podroute::store::crd::{ClusterRouting, ClusterRoutingSpec, PlanStatus};
-use serde_json::json;
 
 use crate::kube_env::ControlPlane;
+use crate::kube_support::{
+    create_lab_nodes, install_routing, kube_node, publish_plan, start_agent, wait_for, Process,
+};
 use crate::support::{cpu_ticks, have_root, our_routes, scale_peer, scratch_node, Lab};
-
-struct AgentProcess(Child);
-
-impl Drop for AgentProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_agent(lab: &Lab, node: &str, kubeconfig: &Path) -> AgentProcess {
-    let child = Command::new(env!("CARGO_BIN_EXE_podroute"))
-        .args([
-            "agent",
-            "--node-name",
-            node,
-            "--netns",
-            &lab.node(node).netns,
-            "--listen",
-            "127.0.0.1:0",
-        ])
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .arg("--mtu-file")
-        .arg(lab.config(node).mtu_file)
-        .args(["--log", "warn"])
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start agent");
-    AgentProcess(child)
-}
-
-fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !check() {
-        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-async fn publish_plan(client: &Client, plan: &Plan) {
-    let api: Api<ClusterRouting> = Api::all(client.clone());
-    let status = json!({ "status": { "plan": PlanStatus::from(plan) } });
-    api.patch_status("default", &PatchParams::default(), &Patch::Merge(status))
-        .await
-        .expect("publish plan");
-}
-
-/// The CRD and the `default` ClusterRouting object asking for `mode`.
-async fn install_routing(client: &Client, mode: Mode) {
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    crds.create(&PostParams::default(), &ClusterRouting::crd())
-        .await
-        .expect("create CRD");
-    let routings: Api<ClusterRouting> = Api::all(client.clone());
-    let spec = ClusterRoutingSpec {
-        mode,
-        native: None,
-        mtu: None,
-        vxlan: None,
-        rollout: None,
-    };
-    let object = ClusterRouting::new("default", spec);
-    // The CRD takes a moment to be served.
-    let start = Instant::now();
-    while let Err(e) = routings.create(&PostParams::default(), &object).await {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "ClusterRouting never served: {e}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// A Node as the kubelet and the node IPAM would have made it.
-fn kube_node(name: &str, ip: &str, pod_cidr: &str) -> Node {
-    Node {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            ..Default::default()
-        },
-        spec: Some(NodeSpec {
-            pod_cidr: Some(pod_cidr.into()),
-            pod_cidrs: Some(vec![pod_cidr.into()]),
-            ..Default::default()
-        }),
-        status: Some(NodeStatus {
-            addresses: Some(vec![NodeAddress {
-                type_: "InternalIP".into(),
-                address: ip.into(),
-            }]),
-            ..Default::default()
-        }),
-    }
-}
-
-async fn setup(client: &Client, lab: &Lab) {
-    install_routing(client, Mode::Vxlan).await;
-    let nodes: Api<Node> = Api::all(client.clone());
-    for n in lab.topo.nodes() {
-        let node = kube_node(&n.name, &n.ip.to_string(), &n.pod_cidr.to_string());
-        nodes
-            .create(&PostParams::default(), &node)
-            .await
-            .expect("create node");
-    }
-}
 
 /// `podroute.io/applied` and NetworkUnavailable of a Node.
 async fn reported(client: &Client, name: &str) -> (Option<String>, Option<(String, String)>) {
@@ -158,11 +50,14 @@ fn agents_on_a_real_api_server() {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let client = rt.block_on(cp.client());
     let lab = Lab::flat(3);
-    rt.block_on(setup(&client, &lab));
+    rt.block_on(async {
+        install_routing(&client, Mode::Vxlan).await;
+        create_lab_nodes(&client, &lab).await;
+    });
     rt.block_on(publish_plan(&client, &Plan::steady(Mode::Vxlan, 1)));
 
     let kubeconfig = cp.admin_kubeconfig().to_path_buf();
-    let mut agents: Vec<AgentProcess> = lab
+    let mut agents: Vec<Process> = lab
         .names()
         .iter()
         .map(|n| start_agent(&lab, n, &kubeconfig))

@@ -9,46 +9,22 @@
 //!   one is killed; it drives the next switch.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Event, Namespace, Node, NodeAddress, NodeSpec, NodeStatus};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::api::core::v1::{Event, Namespace, Node};
 use kube::api::{Api, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
-use kube::{Client, CustomResourceExt};
+use kube::Client;
 use podroute::model::Mode;
-use podroute::store::crd::{ClusterRouting, ClusterRoutingSpec, ClusterRoutingStatus};
+use podroute::store::crd::{ClusterRouting, ClusterRoutingStatus};
 
 use crate::kube_env::ControlPlane;
+use crate::kube_support::{create_lab_nodes, install_routing, start_agent, wait_for, Process};
 use crate::support::{have_root, Lab};
 
 const POD_MTU: u32 = 1450;
-
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_agent(lab: &Lab, node: &str, kubeconfig: &Path) -> Process {
-    let child = Command::new(env!("CARGO_BIN_EXE_podroute"))
-        .args(["agent", "--node-name", node, "--netns"])
-        .arg(&lab.node(node).netns)
-        .args(["--listen", "127.0.0.1:0", "--log", "warn"])
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .arg("--mtu-file")
-        .arg(lab.config(node).mtu_file)
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start agent");
-    Process(child)
-}
 
 fn start_coordinator(identity: &str, kubeconfig: &Path, log: &Path) -> Process {
     let log = std::fs::OpenOptions::new()
@@ -85,19 +61,7 @@ fn switch(kubeconfig: &Path, args: &[&str]) -> (bool, String) {
     (out.status.success(), stdout)
 }
 
-fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !check() {
-        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 async fn install(client: &Client, lab: &Lab) {
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    crds.create(&PostParams::default(), &ClusterRouting::crd())
-        .await
-        .expect("create CRD");
     let namespaces: Api<Namespace> = Api::all(client.clone());
     let ns = Namespace {
         metadata: ObjectMeta {
@@ -110,48 +74,8 @@ async fn install(client: &Client, lab: &Lab) {
         .create(&PostParams::default(), &ns)
         .await
         .expect("namespace");
-    let routings: Api<ClusterRouting> = Api::all(client.clone());
-    let spec = ClusterRoutingSpec {
-        mode: Mode::Vxlan,
-        native: None,
-        mtu: None,
-        vxlan: None,
-        rollout: None,
-    };
-    let object = ClusterRouting::new("default", spec);
-    let start = Instant::now();
-    while let Err(e) = routings.create(&PostParams::default(), &object).await {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "ClusterRouting never served: {e}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let nodes: Api<Node> = Api::all(client.clone());
-    for n in lab.topo.nodes() {
-        let node = Node {
-            metadata: ObjectMeta {
-                name: Some(n.name.clone()),
-                ..Default::default()
-            },
-            spec: Some(NodeSpec {
-                pod_cidr: Some(n.pod_cidr.to_string()),
-                pod_cidrs: Some(vec![n.pod_cidr.to_string()]),
-                ..Default::default()
-            }),
-            status: Some(NodeStatus {
-                addresses: Some(vec![NodeAddress {
-                    type_: "InternalIP".into(),
-                    address: n.ip.to_string(),
-                }]),
-                ..Default::default()
-            }),
-        };
-        nodes
-            .create(&PostParams::default(), &node)
-            .await
-            .expect("create node");
-    }
+    install_routing(client, Mode::Vxlan).await;
+    create_lab_nodes(client, lab).await;
 }
 
 struct Cluster<'a> {

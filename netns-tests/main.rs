@@ -7,6 +7,7 @@ mod support;
 
 #[path = "../tests/kube_env/mod.rs"]
 mod kube_env;
+mod kube_support;
 
 mod agent;
 mod agent_kube;
