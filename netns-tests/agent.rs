@@ -6,9 +6,9 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::support::{cpu_ticks, have_root, our_routes, scale_peer, scratch_node, Lab};
+use crate::support::{cpu_ticks, have_root, our_routes, scale_peer, scratch_node, wait_until, Lab};
 
 /// An agent process; killed when dropped. Its stderr is collected.
 struct AgentProcess {
@@ -102,13 +102,9 @@ fn write_cluster(lab: &Lab, path: &Path, mode: &str, nodes: &[&str]) {
     std::fs::rename(&tmp, path).expect("rename cluster file");
 }
 
-fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    while !check() {
-        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    start.elapsed()
+/// Polled every millisecond: the repair latency is measured with it.
+fn wait_for(what: &str, timeout: Duration, check: impl FnMut() -> bool) -> Duration {
+    wait_until(what, timeout, Duration::from_millis(1), check)
 }
 
 fn routes_via(lab: &Lab, node: &str, dev: &str) -> usize {

@@ -50,12 +50,9 @@ pub fn start_agent(lab: &Lab, node: &str, kubeconfig: &Path) -> Process {
     Process(child)
 }
 
-pub fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !check() {
-        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+/// Polled every 20 ms: checks here are often API calls.
+pub fn wait_for(what: &str, timeout: Duration, check: impl FnMut() -> bool) {
+    crate::support::wait_until(what, timeout, Duration::from_millis(20), check);
 }
 
 /// Publish `plan` as the coordinator would (status.plan).

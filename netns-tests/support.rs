@@ -298,3 +298,19 @@ pub fn output_retrying(command: &mut std::process::Command) -> std::process::Out
         other => other.unwrap_or_else(|e| panic!("run {command:?}: {e}")),
     }
 }
+
+/// Poll `check` every `poll` until it holds; fails the test after `timeout`.
+/// Returns how long it took (the tests that measure repair latency use it).
+pub fn wait_until(
+    what: &str,
+    timeout: Duration,
+    poll: Duration,
+    mut check: impl FnMut() -> bool,
+) -> Duration {
+    let start = std::time::Instant::now();
+    while !check() {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(poll);
+    }
+    start.elapsed()
+}
