@@ -10,7 +10,7 @@
 # Environment:
 #   PODROUTE_VM_CACHE       kernel cache dir (default /var/cache/podroute-vm)
 #   PODROUTE_VM_TIMEOUT     seconds before the VM is killed (default 900)
-#   PODROUTE_VM_MEM         guest memory in MiB (default 1024)
+#   PODROUTE_VM_MEM         guest memory in MiB (default 2048)
 #   PODROUTE_VM_EXTRA_BINS  space-separated executables to add at their host
 #                           path, with their libraries (e.g. the agent binary
 #                           that an integration test spawns)
@@ -22,12 +22,12 @@ readonly MARKER=PODROUTE-VM-EXIT
 readonly GUEST_PATH=/sbin:/usr/sbin:/bin:/usr/bin
 readonly CACHE=${PODROUTE_VM_CACHE:-/var/cache/podroute-vm}
 readonly TIMEOUT=${PODROUTE_VM_TIMEOUT:-900}
-readonly MEM=${PODROUTE_VM_MEM:-1024}
+readonly MEM=${PODROUTE_VM_MEM:-2048}
 # Modules to load in the guest; their dependencies are added from modules.dep.
 readonly MODULES=(ipip vxlan veth bridge)
 readonly OPTIONAL_MODULES=(dummy)
 # Host packages this script needs (Debian names).
-readonly PACKAGES=(qemu-system-x86 busybox-static cpio kmod iproute2)
+readonly PACKAGES=(qemu-system-x86 busybox-static cpio kmod iproute2 binutils)
 
 log() { printf 'podroute-vm: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -154,10 +154,13 @@ copy_file() {
 }
 
 # Copies an ELF executable to $dst under $ROOT plus the shared libraries that
-# ldd lists (at their host paths, incl. the /lib64 dynamic loader).
+# ldd lists (at their host paths, incl. the /lib64 dynamic loader). Debug info
+# is stripped (symbols stay for backtraces): debug test binaries are mostly
+# DWARF, and the unpacked initramfs lives in the guest's RAM.
 copy_elf() {
     local src=$1 dst=${2:-$1} lib
     copy_file "$src" "$dst"
+    strip --strip-debug "$ROOT$dst"
     # ldd exits non-zero for static executables: nothing to add then.
     for lib in $(ldd "$src" 2>/dev/null | grep -o '/[^ ]*' || true); do
         [[ -e $ROOT$lib ]] || copy_file "$lib"
