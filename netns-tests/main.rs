@@ -19,5 +19,6 @@ mod lab_runs;
 mod modes;
 mod monitor;
 mod ownership;
+mod restricted_agent;
 mod subnets;
 mod switching;

@@ -49,6 +49,10 @@ pub struct ConfigArgs {
     /// Where the pod MTU is written for the CNI plugin.
     #[arg(long, env = "PODROUTE_MTU_FILE")]
     pub mtu_file: Option<PathBuf>,
+    /// Sysctl tree to read and write net sysctls under: its `net/` must be this
+    /// network namespace's, e.g. the node's /proc/sys/net mounted at /host/proc/sys/net.
+    #[arg(long, env = "PODROUTE_PROC_SYS")]
+    pub proc_sys: Option<PathBuf>,
 }
 
 impl ConfigArgs {
@@ -70,6 +74,12 @@ impl ConfigArgs {
         set(&mut c.vxlan_vni, self.vxlan_vni);
         set(&mut c.vxlan_port, self.vxlan_port);
         set(&mut c.mtu_file, self.mtu_file.clone());
+        if let Some(dir) = &self.proc_sys {
+            // Before anything else reads a file or the network: a wrong tree
+            // is a typo the operator must hear about first.
+            crate::dataplane::check_proc_sys(dir)?;
+            c.proc_sys = dir.clone();
+        }
         if self.mtu.is_some() {
             c.mtu = self.mtu;
         }
@@ -93,5 +103,26 @@ impl ConfigArgs {
 fn set<T>(slot: &mut T, value: Option<T>) {
     if let Some(v) = value {
         *slot = v;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_sys_must_hold_net_sysctls() {
+        let args = |dir: &str| ConfigArgs {
+            proc_sys: Some(PathBuf::from(dir)),
+            ..ConfigArgs::default()
+        };
+        let config = args("/proc/sys").config(None).expect("/proc/sys is fine");
+        assert_eq!(config.proc_sys, PathBuf::from("/proc/sys"));
+        let err = args("/nonexistent/proc/sys")
+            .config(None)
+            .expect_err("a tree without net/ is refused");
+        let text = err.to_string();
+        assert!(text.contains("proc-sys"), "{text}");
+        assert!(text.contains("/nonexistent/proc/sys"), "{text}");
     }
 }

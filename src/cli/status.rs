@@ -80,7 +80,7 @@ pub async fn run(args: StatusArgs) -> Result<()> {
                 .map(|d| rp_filter_key(&d)),
         );
     for key in keys {
-        let value = read_sysctl(&key)?;
+        let value = read_sysctl(&config.proc_sys, &key)?;
         sysctls.insert(key, value);
     }
     let warnings = health::warnings(&observed, uplink.as_ref(), &sysctls, &config);

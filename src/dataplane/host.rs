@@ -1,15 +1,13 @@
-//! sysctls under /proc/sys (per network namespace of the calling thread)
-//! and the pod MTU file.
+//! sysctls under a /proc/sys tree (its `net/` shows the network namespace
+//! of the calling thread) and the pod MTU file.
 
 use std::path::Path;
 
 use crate::{Error, Result};
 
-const PROC_SYS: &str = "/proc/sys";
-
 /// `None` when the key does not exist (a device not created yet).
-pub fn read_sysctl(key: &str) -> Result<Option<String>> {
-    let path = Path::new(PROC_SYS).join(key);
+pub fn read_sysctl(proc_sys: &Path, key: &str) -> Result<Option<String>> {
+    let path = proc_sys.join(key);
     match std::fs::read_to_string(&path) {
         Ok(text) => Ok(Some(text.trim().to_string())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -17,10 +15,35 @@ pub fn read_sysctl(key: &str) -> Result<Option<String>> {
     }
 }
 
-pub fn write_sysctl(key: &str, value: &str) -> Result<()> {
-    let path = Path::new(PROC_SYS).join(key);
-    std::fs::write(&path, value)
-        .map_err(|e| Error::io(format!("writing {value} to {}", path.display()), e))
+pub fn write_sysctl(proc_sys: &Path, key: &str, value: &str) -> Result<()> {
+    let path = proc_sys.join(key);
+    std::fs::write(&path, value).map_err(|e| {
+        let hint = if e.raw_os_error() == Some(nix::libc::EROFS) {
+            " (read-only, as /proc/sys is in an unprivileged container: mount the node's \
+             /proc/sys/net elsewhere and point --proc-sys at it)"
+        } else {
+            ""
+        };
+        Error::io(format!("writing {value} to {}{hint}", path.display()), e)
+    })
+}
+
+/// A tree without `net/ipv4/ip_forward` is not a sysctl tree (a wrong
+/// `--proc-sys`, or a container without the node's /proc/sys/net mounted).
+pub fn check_proc_sys(proc_sys: &Path) -> Result<()> {
+    let probe = proc_sys.join("net/ipv4/ip_forward");
+    match probe.try_exists() {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(Error::invalid(
+            "proc-sys",
+            format!(
+                "{} has no net/ipv4/ip_forward: not a sysctl tree (mount the node's /proc/sys/net at {}/net)",
+                proc_sys.display(),
+                proc_sys.display()
+            ),
+        )),
+        Err(e) => Err(Error::io(format!("reading {}", probe.display()), e)),
+    }
 }
 
 pub fn read_pod_mtu(path: &Path) -> Result<Option<u32>> {

@@ -25,7 +25,7 @@ use crate::plan::{
 };
 use crate::{Error, Result};
 
-pub use host::{read_sysctl, write_sysctl};
+pub use host::{check_proc_sys, read_sysctl};
 pub use links::Link;
 
 /// Writes in flight at once within one stage: enough to keep the kernel
@@ -45,6 +45,7 @@ impl Dataplane {
     /// Open a netlink socket (strict-check dumps) in the calling thread's
     /// network namespace. Must be called inside a tokio runtime.
     pub fn connect(config: Config) -> Result<Dataplane> {
+        host::check_proc_sys(&config.proc_sys)?;
         let (connection, handle, _) = rtnetlink::new_connection_with_strict_check()
             .map_err(|e| Error::io("opening a netlink socket", e))?;
         tokio::spawn(connection);
@@ -220,7 +221,7 @@ impl Dataplane {
         for key in sysctl_keys {
             observed
                 .sysctls
-                .insert(key.clone(), host::read_sysctl(key)?);
+                .insert(key.clone(), host::read_sysctl(&self.config.proc_sys, key)?);
         }
         observed.pod_mtu = host::read_pod_mtu(&self.config.mtu_file)?;
         Ok(observed)
@@ -331,7 +332,7 @@ impl Dataplane {
                 addresses::add(h, self.index(dev)?, dev, *ip, cfg.route_protocol).await?
             }
             Op::DelAddress { dev, ip, .. } => addresses::del(h, self.index(dev)?, dev, *ip).await?,
-            Op::SetSysctl { key, value } => host::write_sysctl(key, value)?,
+            Op::SetSysctl { key, value } => host::write_sysctl(&cfg.proc_sys, key, value)?,
             Op::WritePodMtu { mtu } => host::write_pod_mtu(&cfg.mtu_file, *mtu)?,
             Op::RemovePodMtu => host::remove_pod_mtu(&cfg.mtu_file)?,
             Op::ReplaceNeigh { neigh } => {

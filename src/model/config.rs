@@ -31,6 +31,10 @@ pub struct Config {
     pub cross_subnet_tunnel: Mode,
     /// Where the pod MTU is written for the CNI plugin.
     pub mtu_file: PathBuf,
+    /// The sysctl tree whose `net/` is this network namespace's: `/proc/sys`,
+    /// or where a container mounts the node's /proc/sys/net under (its own
+    /// /proc/sys is read-only).
+    pub proc_sys: PathBuf,
 }
 
 impl Default for Config {
@@ -49,6 +53,7 @@ impl Default for Config {
             off_subnet: OffSubnet::Encap,
             cross_subnet_tunnel: Mode::Vxlan,
             mtu_file: PathBuf::from("/run/podroute/mtu"),
+            proc_sys: PathBuf::from("/proc/sys"),
         }
     }
 }
