@@ -9,7 +9,8 @@
 #
 # The runtime image runs as a non-root user (65532) by default: right for the
 # coordinator. The agent's DaemonSet runs it as uid 0 with only NET_ADMIN
-# (manifests/restricted), because net sysctls under /proc/sys are root's files.
+# (manifests/restricted): runtimes hand added capabilities to a non-root user
+# only through file capabilities, which no_new_privs switches off.
 
 ARG RUST_VERSION=1.89
 
