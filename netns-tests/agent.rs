@@ -64,6 +64,32 @@ impl AgentProcess {
         cpu_ticks(self.child.id()) - before
     }
 
+    /// (thread id, CapEff, CapBnd) of every thread of the process.
+    fn thread_capabilities(&self) -> Vec<(String, u64, u64)> {
+        let tasks = format!("/proc/{}/task", self.child.id());
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(&tasks).expect("task dir") {
+            let tid = entry
+                .expect("task")
+                .file_name()
+                .to_string_lossy()
+                .into_owned();
+            let Ok(status) = std::fs::read_to_string(format!("{tasks}/{tid}/status")) else {
+                continue; // the thread just ended
+            };
+            let mask = |name: &str| {
+                let hex = status
+                    .lines()
+                    .find_map(|l| l.strip_prefix(name))
+                    .unwrap_or_else(|| panic!("{name} in {tasks}/{tid}/status"));
+                u64::from_str_radix(hex.trim(), 16).expect("capability mask")
+            };
+            out.push((tid.clone(), mask("CapEff:"), mask("CapBnd:")));
+        }
+        assert!(out.len() > 1, "expected several threads, found {out:?}");
+        out
+    }
+
     fn log(&self) -> String {
         self.log.lock().expect("log").join("\n")
     }
@@ -146,6 +172,11 @@ fn agents_follow_the_file_repair_drift_and_restart_without_writes() {
     let ticks = agents[0].cpu_ticks_over(Duration::from_secs(1));
     assert!(ticks < 10, "an idle agent used {ticks} CPU ticks in 1 s");
     lab.assert_all_pods_talk(1450);
+    // Started as root, every thread now holds CAP_NET_ADMIN and nothing else.
+    for (tid, effective, bounding) in agents[0].thread_capabilities() {
+        assert_eq!(effective, 1 << 12, "thread {tid}: effective capabilities");
+        assert_eq!(bounding, 1 << 12, "thread {tid}: bounding set");
+    }
 
     // Drift: a route deleted by hand comes back at once.
     let victim = lab.node("node-2").pod_cidr.to_string();

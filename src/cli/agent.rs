@@ -55,6 +55,13 @@ pub async fn run(args: AgentArgs) -> Result<()> {
             "podroute agent needs CAP_NET_ADMIN (run privileged, or add NET_ADMIN)",
         ));
     }
+    // Capabilities belong to threads, and new threads copy their creator's:
+    // dropping them first, while this is the only thread, leaves no thread
+    // (inotify watcher, blocking pool, ...) with more than CAP_NET_ADMIN.
+    // `--netns` keeps them: its dataplane thread enters the namespace later.
+    if !args.keep_capabilities && args.netns.is_none() {
+        drop_capabilities()?;
+    }
     let config = args.config.config(None)?;
     let store: Arc<dyn ClusterStore> = match &args.cluster {
         Some(path) => Arc::new(FileStore::open(path)?),
@@ -84,9 +91,6 @@ pub async fn run(args: AgentArgs) -> Result<()> {
     let agent = Agent::new(options, store, dataplane);
     let bound = http::serve(args.listen, agent.metrics()).await?;
     tracing::info!(node = %args.node_name, listen = %bound, "agent started");
-    if !args.keep_capabilities {
-        drop_capabilities()?;
-    }
 
     let events = pump(monitor, agent.uplink_updates());
     agent.run(events, shutdown).await
