@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# Builds the control plane that the kube tests (tests/kube_*.rs) run against:
-# kube-apiserver and etcd, from the Go module proxy, at the versions pinned in
-# testenv/go.mod (+ go.sum). The binaries go to
+# Builds the control plane that the kube tests (tests/kube_*.rs, tests/manifests.rs)
+# run against: kube-apiserver and etcd, plus the kubectl of the same Kubernetes
+# release, from the Go module proxy, at the versions pinned in testenv/go.mod
+# (+ go.sum). The binaries go to
 #
-#   ${PODROUTE_TESTENV_CACHE:-/var/cache/podroute-testenv}/k8s-<v>_etcd-<v>/bin/{kube-apiserver,etcd}
+#   ${PODROUTE_TESTENV_CACHE:-/var/cache/podroute-testenv}/k8s-<v>_etcd-<v>/bin/{kube-apiserver,etcd,kubectl}
 #
-# and are reused when present (a second run exits at once). The bin directory is
-# printed on stdout; everything else goes to stderr. The Rust helper
-# (tests/kube_env) looks in $PODROUTE_TESTENV_BIN first, then in this path.
+# and are reused when present (a second run exits at once; a missing one, e.g.
+# kubectl in a directory built before it was added, is built alone). The bin
+# directory is printed on stdout; everything else goes to stderr. The Rust
+# helper (tests/kube_env) looks in $PODROUTE_TESTENV_BIN first, then in this path.
 #
 # Needs: Go >= the `go` line of testenv/go.mod, and the Go module proxy.
 set -euo pipefail
@@ -31,16 +33,17 @@ cache="${PODROUTE_TESTENV_CACHE:-/var/cache/podroute-testenv}"
 dest="$cache/k8s-${k8s_version}_etcd-${etcd_version}"
 bin="$dest/bin"
 
-present() { [[ -x $bin/kube-apiserver && -x $bin/etcd ]]; }
+tools=(kube-apiserver etcd kubectl)
+missing() { for t in "${tools[@]}"; do [[ -x $bin/$t ]] || echo "$t"; done; }
 
-if present; then
-    log "kube-apiserver $k8s_version and etcd $etcd_version already built in $bin"
+if [[ -z $(missing) ]]; then
+    log "kube-apiserver $k8s_version, etcd $etcd_version and kubectl already built in $bin"
     echo "$bin"
     exit 0
 fi
 
 if ! command -v go >/dev/null 2>&1; then
-    log "go is not installed: it is needed to build kube-apiserver and etcd"
+    log "go is not installed: it is needed to build $(missing | xargs)"
     exit 1
 fi
 
@@ -48,7 +51,8 @@ mkdir -p "$dest"
 # One build at a time per cache directory; a second caller waits, then reuses.
 exec 9>"$dest/.lock"
 flock 9
-if present; then
+mapfile -t todo < <(missing)
+if ((${#todo[@]} == 0)); then
     log "built by a concurrent run: $bin"
     echo "$bin"
     exit 0
@@ -61,9 +65,9 @@ trap 'rm -rf "$tmp"' EXIT
 export CGO_ENABLED=0
 export GOFLAGS="-trimpath -mod=readonly -buildvcs=false"
 
-# kube-apiserver reports its version from these variables (upstream sets them
-# from git); the compatibility-version logic checks them against the binary's
-# own minor version, so they must match the module version.
+# kube-apiserver and kubectl report their version from these variables (upstream
+# sets them from git); the compatibility-version logic checks them against the
+# binary's own minor version, so they must match the module version.
 minor="${k8s_version#v1.}"
 minor="${minor%%.*}"
 vpkg=k8s.io/component-base/version
@@ -72,16 +76,33 @@ k8s_ldflags+=" -X $vpkg.gitTreeState=clean -X $vpkg.buildDate=1970-01-01T00:00:0
 
 start=$SECONDS
 log "$(go version)"
-log "building kube-apiserver $k8s_version (a cold build takes minutes)"
-go build -ldflags="$k8s_ldflags" -o "$tmp/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver
-log "building etcd $etcd_version"
-go build -ldflags="-s -w" -o "$tmp/etcd" go.etcd.io/etcd/server/v3
+for t in "${todo[@]}"; do
+    t0=$SECONDS
+    case $t in
+    etcd)
+        log "building etcd $etcd_version"
+        go build -ldflags="-s -w" -o "$tmp/etcd" go.etcd.io/etcd/server/v3
+        "$tmp/etcd" --version >&2
+        ;;
+    kube-apiserver)
+        log "building kube-apiserver $k8s_version (a cold build takes minutes)"
+        go build -ldflags="$k8s_ldflags" -o "$tmp/$t" "k8s.io/kubernetes/cmd/$t"
+        "$tmp/$t" --version >&2
+        ;;
+    kubectl)
+        log "building kubectl $k8s_version"
+        go build -ldflags="$k8s_ldflags" -o "$tmp/$t" "k8s.io/kubernetes/cmd/$t"
+        "$tmp/$t" version --client >&2
+        ;;
+    esac
+    log "$t: built in $((SECONDS - t0))s, $(du -sh "$tmp/$t" | cut -f1)"
+done
 
-"$tmp/kube-apiserver" --version >&2
-"$tmp/etcd" --version >&2
-
-rm -rf "$bin"
-mv "$tmp" "$bin"
-trap - EXIT
-log "built in $((SECONDS - start))s: $(du -sh "$bin/kube-apiserver" | cut -f1) kube-apiserver, $(du -sh "$bin/etcd" | cut -f1) etcd, in $bin"
+# Each binary moves in whole (rename within one file system), so a reader sees
+# a binary complete or not at all.
+mkdir -p "$bin"
+for t in "${todo[@]}"; do
+    mv "$tmp/$t" "$bin/$t"
+done
+log "built ${todo[*]} in $((SECONDS - start))s, in $bin"
 echo "$bin"

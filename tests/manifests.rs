@@ -4,7 +4,8 @@
 //! - both variants (restricted, privileged) render from base + overlay, and
 //!   every object is accepted by the API server (server-side dry run; the
 //!   Namespace and the CRD are created for real first, so namespaced objects
-//!   and the ClusterRouting can be validated);
+//!   and the ClusterRouting can be validated), object by object and through
+//!   the literal `kubectl apply --dry-run=server -k manifests/<variant>`;
 //! - the agent's RBAC, bound to a node-bound service-account token, allows
 //!   what the agent does and refuses the rest;
 //! - the shipped ValidatingAdmissionPolicy keeps that agent to its own Node.
@@ -12,11 +13,13 @@
 //! Rendering: the overlays are plain kustomizations (`resources: [../base]`
 //! plus strategic-merge patch files). The test renders them itself (a small
 //! strategic merge: maps merge, lists of named maps merge by name, other
-//! lists replace) and, where `kubectl` or `kustomize` is on PATH, checks that
-//! kustomize renders the same objects.
+//! lists replace) and checks that `kubectl kustomize` renders the same
+//! objects, with the kubectl that testenv/build.sh builds (else `kustomize` or
+//! `kubectl` from PATH, if any).
 //!
-//! Without built kube binaries the API-server tests print "skipping: ..." and
-//! pass, unless PODROUTE_REQUIRE_KUBE_TESTS=1 (CI), where they fail.
+//! Without built kube binaries (kubectl included) the API-server tests and the
+//! kustomize comparison print "skipping: ..." and pass, unless
+//! PODROUTE_REQUIRE_KUBE_TESTS=1 (CI), where they fail.
 
 mod kube_env;
 
@@ -38,6 +41,12 @@ use serde_json::{json, Value};
 const AGENT_NS: &str = "podroute-system";
 const AGENT_SA: &str = "podroute-agent";
 
+/// Held by the kubectl test and by the tests that create shipped objects for
+/// real (besides the Namespace and the CRD, which the kubectl test creates
+/// first): `kubectl apply` reads an object, then creates it (dry run), which
+/// fails with AlreadyExists when another test creates it in between.
+static SHIPPED_OBJECTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn manifests() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests")
 }
@@ -45,10 +54,15 @@ fn manifests() -> PathBuf {
 fn read_yaml_docs(path: &Path) -> Vec<Value> {
     let text = std::fs::read_to_string(path)
         .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    parse_yaml_docs(&text, &path.display().to_string())
+}
+
+/// The non-empty documents of a YAML stream; `origin` names it in a panic.
+fn parse_yaml_docs(text: &str, origin: &str) -> Vec<Value> {
     let mut out = Vec::new();
-    for doc in serde_yaml::Deserializer::from_str(&text) {
+    for doc in serde_yaml::Deserializer::from_str(text) {
         let v: Value = serde::Deserialize::deserialize(doc)
-            .unwrap_or_else(|e| panic!("{}: bad YAML: {e}", path.display()));
+            .unwrap_or_else(|e| panic!("{origin}: bad YAML: {e}"));
         if !v.is_null() {
             out.push(v);
         }
@@ -146,27 +160,29 @@ fn render(dir: &Path) -> Vec<Value> {
     objects
 }
 
-fn kustomize_render(dir: &Path) -> Option<Vec<Value>> {
-    let candidates: [(&str, &[&str]); 2] = [("kustomize", &["build"]), ("kubectl", &["kustomize"])];
-    for (bin, args) in candidates {
-        let Ok(out) = Command::new(bin).args(args).arg(dir).output() else {
-            continue;
+/// What kustomize renders from `dir`, and the command that rendered it: the
+/// testenv kubectl when given, else `kustomize build` or `kubectl kustomize`
+/// from PATH; `None` when there is none of them.
+fn kustomize_render(testenv_kubectl: Option<&Path>, dir: &Path) -> Option<(String, Vec<Value>)> {
+    let path_tools = [("kustomize", "build"), ("kubectl", "kustomize")];
+    let candidates = testenv_kubectl
+        .map(|k| (k.to_path_buf(), "kustomize"))
+        .into_iter()
+        .chain(path_tools.map(|(bin, sub)| (PathBuf::from(bin), sub)));
+    for (bin, sub) in candidates {
+        let command = format!("{} {sub} {}", bin.display(), dir.display());
+        let out = match Command::new(&bin).arg(sub).arg(dir).output() {
+            Ok(out) => out,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => panic!("{command}: {e}"),
         };
         assert!(
             out.status.success(),
-            "{bin} {args:?} {}: {}",
-            dir.display(),
+            "{command}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let text = String::from_utf8(out.stdout).unwrap();
-        let mut objects = Vec::new();
-        for doc in serde_yaml::Deserializer::from_str(&text) {
-            let v: Value = serde::Deserialize::deserialize(doc).unwrap();
-            if !v.is_null() {
-                objects.push(v);
-            }
-        }
-        return Some(objects);
+        let objects = parse_yaml_docs(&String::from_utf8_lossy(&out.stdout), &command);
+        return Some((command, objects));
     }
     None
 }
@@ -197,6 +213,11 @@ fn find<'a>(objects: &'a [Value], kind: &str, name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no {kind} {name}"))
 }
 
+/// The entry of the list `v[list]` whose `field` is `value`.
+fn entry<'a>(v: &'a Value, list: &str, field: &str, value: &str) -> Option<&'a Value> {
+    v[list].as_array()?.iter().find(|e| e[field] == value)
+}
+
 // ---------------------------------------------------------------------------
 // Without an API server
 
@@ -223,8 +244,11 @@ fn checked_in_crd_is_what_podroute_crd_prints() {
 fn variants_render_as_kustomize_does_and_keep_the_agent_contract() {
     let restricted = render(&manifests().join("restricted"));
     let privileged = render(&manifests().join("privileged"));
+    // The pinned kubectl; required with PODROUTE_REQUIRE_KUBE_TESTS=1.
+    let kubectl = kube_env::kubectl_or_skip();
     for (name, objects) in [("restricted", &restricted), ("privileged", &privileged)] {
-        if let Some(k) = kustomize_render(&manifests().join(name)) {
+        if let Some((command, k)) = kustomize_render(kubectl.as_deref(), &manifests().join(name)) {
+            eprintln!("{name}: comparing with `{command}`");
             let (k, ours) = (sorted(k), sorted(objects.clone()));
             assert_eq!(
                 k.iter().map(key).collect::<Vec<_>>(),
@@ -266,10 +290,21 @@ fn variants_render_as_kustomize_does_and_keep_the_agent_contract() {
     );
     assert_eq!(r["hostNetwork"], true);
     assert_eq!(r["tolerations"], json!([{"operator": "Exists"}]));
+    let node_name =
+        json!({"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}});
+    assert_eq!(entry(c, "env", "name", "NODE_NAME"), Some(&node_name));
+    // The node's net sysctls, where the agent is told they are (--proc-sys).
     assert_eq!(
-        c["env"][0],
-        json!({"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}})
+        entry(c, "env", "name", "PODROUTE_PROC_SYS"),
+        Some(&json!({"name": "PODROUTE_PROC_SYS", "value": "/host/proc/sys"}))
     );
+    let sysctl_mount = entry(c, "volumeMounts", "mountPath", "/host/proc/sys/net")
+        .expect("restricted: a volumeMount at /host/proc/sys/net");
+    let sysctl_volume = sysctl_mount["name"]
+        .as_str()
+        .and_then(|v| entry(&r, "volumes", "name", v))
+        .expect("restricted: the volume of /host/proc/sys/net");
+    assert_eq!(sysctl_volume["hostPath"]["path"], "/proc/sys/net");
     assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
     assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
     assert_eq!(c["livenessProbe"]["httpGet"]["port"], 9469);
@@ -281,7 +316,11 @@ fn variants_render_as_kustomize_does_and_keep_the_agent_contract() {
         .collect();
     assert!(mounts.contains(&"/run/podroute"), "{mounts:?}");
     let p = agent(&privileged);
-    assert_eq!(p["containers"][0]["securityContext"]["privileged"], true);
+    let c = &p["containers"][0];
+    assert_eq!(c["securityContext"]["privileged"], true);
+    assert_eq!(entry(c, "env", "name", "NODE_NAME"), Some(&node_name));
+    // Privileged: /proc/sys is the node's and writable, where the agent looks by default.
+    assert_eq!(entry(c, "env", "name", "PODROUTE_PROC_SYS"), None);
 
     let coordinator = find(&restricted, "Deployment", "podroute-coordinator");
     assert_eq!(coordinator["spec"]["replicas"], 2);
@@ -395,40 +434,45 @@ async fn every_object_of_both_variants_passes_server_side_dry_run() {
                 .await
             {
                 Ok(_) => eprintln!("{variant}: {:?} accepted (dry run)", key(obj)),
-                // The test API server runs without --allow-privileged (kubeadm
-                // and every managed cluster set it): accept exactly that
-                // refusal, and validate the rest of the object without it.
-                Err(kube::Error::Api(s))
-                    if s.code == 422
-                        && s.message.contains(
-                            "securityContext.privileged: Forbidden: disallowed by cluster policy",
-                        ) =>
-                {
-                    let mut without = obj.clone();
-                    for c in without["spec"]["template"]["spec"]["containers"]
-                        .as_array_mut()
-                        .unwrap()
-                    {
-                        c["securityContext"]
-                            .as_object_mut()
-                            .unwrap()
-                            .remove("privileged");
-                    }
-                    api_for(&admin, &ar, namespaced, obj)
-                        .patch(name, &pp, &Patch::Apply(&without))
-                        .await
-                        .unwrap_or_else(|e| {
-                            panic!("{variant}: {:?} without privileged: {e}", key(obj))
-                        });
-                    eprintln!(
-                        "{variant}: {:?} accepted (dry run) but for privileged: true, \
-                         which this API server (no --allow-privileged) refuses",
-                        key(obj)
-                    );
-                }
                 Err(e) => panic!("{variant}: {:?} refused by the API server: {e}", key(obj)),
             }
         }
+    }
+}
+
+/// The issue's done-criterion as written: `kubectl apply --dry-run=server -k
+/// manifests/<variant>`, with the kubectl of the API server's release.
+#[tokio::test]
+async fn kubectl_apply_dry_run_server_accepts_both_variants() {
+    let Some(cp) = kube_env::shared() else { return };
+    let Some(kubectl) = kube_env::kubectl_or_skip() else {
+        return;
+    };
+    let _shipped_objects = SHIPPED_OBJECTS.lock().await;
+    let admin = cp.client().await;
+    for variant in ["restricted", "privileged"] {
+        let objects = render(&manifests().join(variant));
+        create_prerequisites(&admin, &objects).await;
+        let dir = format!("manifests/{variant}");
+        let out = Command::new(&kubectl)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .arg("--kubeconfig")
+            .arg(cp.admin_kubeconfig())
+            .args(["apply", "--dry-run=server", "-k", &dir])
+            .output()
+            .unwrap_or_else(|e| panic!("run {}: {e}", kubectl.display()));
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        eprintln!("$ kubectl apply --dry-run=server -k {dir}\n{stdout}{stderr}");
+        assert!(
+            out.status.success(),
+            "{dir}: kubectl apply failed: {stderr}"
+        );
+        // One "<kind>/<name> <verb> (server dry run)" line per object.
+        let applied = stdout.lines().filter(|l| l.ends_with("(server dry run)"));
+        assert_eq!(applied.count(), objects.len(), "{dir}: {stdout}");
     }
 }
 
@@ -454,6 +498,7 @@ fn test_node(name: &str) -> Node {
 #[tokio::test]
 async fn shipped_rbac_and_policy_confine_the_agent_to_its_own_node() {
     let Some(cp) = kube_env::shared() else { return };
+    let _shipped_objects = SHIPPED_OBJECTS.lock().await;
     let admin = cp.client().await;
     let objects = render(&manifests().join("restricted"));
     create_prerequisites(&admin, &objects).await;

@@ -17,10 +17,10 @@
 //! long-lived thread with `PR_SET_PDEATHSIG=SIGKILL`, so they die with the test
 //! process even when it is killed and no hook runs.
 //!
-//! Binaries: `$PODROUTE_TESTENV_BIN/{kube-apiserver,etcd}`, else the cache path
-//! that `testenv/build.sh` fills. When they are missing, [`shared`] and
-//! [`ControlPlane::start_or_skip`] print "skipping: ..." and return `None`,
-//! unless `PODROUTE_REQUIRE_KUBE_TESTS=1`, where they panic.
+//! Binaries: `$PODROUTE_TESTENV_BIN/{kube-apiserver,etcd,kubectl}`, else the
+//! cache path that `testenv/build.sh` fills. When they are missing, [`shared`],
+//! [`ControlPlane::start_or_skip`] and [`kubectl_or_skip`] print "skipping: ..."
+//! and return `None`, unless `PODROUTE_REQUIRE_KUBE_TESTS=1`, where they panic.
 #![allow(dead_code)]
 
 use std::ffi::OsString;
@@ -57,16 +57,32 @@ const MANIFEST_DIR: &str = env!("CARGO_MANIFEST_DIR");
 
 /// Where the binaries are, or why they are not there.
 pub fn find_binaries() -> Result<PathBuf, String> {
-    let dir = match std::env::var_os("PODROUTE_TESTENV_BIN") {
-        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
-        _ => default_bin_dir()?,
-    };
+    let dir = bin_dir()?;
     for name in ["kube-apiserver", "etcd"] {
         if !dir.join(name).is_file() {
             return Err(format!("{} not found", dir.join(name).display()));
         }
     }
     Ok(dir)
+}
+
+/// The `kubectl` that `testenv/build.sh` builds next to kube-apiserver (same
+/// Kubernetes release), or why it is not there.
+pub fn find_kubectl() -> Result<PathBuf, String> {
+    let kubectl = bin_dir()?.join("kubectl");
+    if kubectl.is_file() {
+        Ok(kubectl)
+    } else {
+        Err(format!("{} not found", kubectl.display()))
+    }
+}
+
+/// `$PODROUTE_TESTENV_BIN`, else [`default_bin_dir`].
+fn bin_dir() -> Result<PathBuf, String> {
+    match std::env::var_os("PODROUTE_TESTENV_BIN") {
+        Some(dir) if !dir.is_empty() => Ok(PathBuf::from(dir)),
+        _ => default_bin_dir(),
+    }
 }
 
 /// `${PODROUTE_TESTENV_CACHE:-/var/cache/podroute-testenv}/k8s-<v>_etcd-<v>/bin`,
@@ -121,6 +137,24 @@ fn binaries_or_skip() -> Option<PathBuf> {
             let _ = writeln!(
                 std::io::stderr(),
                 "skipping: kube-apiserver not built, run testenv/build.sh ({why})"
+            );
+            None
+        }
+    }
+}
+
+/// The testenv `kubectl`, or `None` after printing why the caller skips;
+/// panics instead when `PODROUTE_REQUIRE_KUBE_TESTS=1`.
+pub fn kubectl_or_skip() -> Option<PathBuf> {
+    match find_kubectl() {
+        Ok(kubectl) => Some(kubectl),
+        Err(why) if kube_tests_required() => {
+            panic!("PODROUTE_REQUIRE_KUBE_TESTS=1 but kubectl is not built ({why}): run testenv/build.sh")
+        }
+        Err(why) => {
+            let _ = writeln!(
+                std::io::stderr(),
+                "skipping: kubectl not built, run testenv/build.sh ({why})"
             );
             None
         }
@@ -387,6 +421,9 @@ impl ControlPlane {
             format!("--api-audiences={SA_ISSUER}"),
             "--authorization-mode=Node,RBAC".into(),
             "--enable-admission-plugins=NodeRestriction".into(),
+            // As on every real cluster (kubeadm, managed ones): privileged
+            // containers are allowed, e.g. the privileged agent variant.
+            "--allow-privileged=true".into(),
             format!("--service-cluster-ip-range={SERVICE_CIDR}"),
             // Endpoints may not hold loopback addresses: don't reconcile the
             // `kubernetes` Service onto 127.0.0.1.
