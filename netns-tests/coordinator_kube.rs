@@ -6,7 +6,9 @@
 //! - the coordinator is killed in the middle of the switch back to vxlan and
 //!   restarted: the switch completes from the status it wrote;
 //! - a second coordinator waits on the Lease and takes over when the first
-//!   one is killed; it drives the next switch.
+//!   one is killed; it drives the next switch;
+//! - each replica's /readyz and /metrics say whether it leads and how far
+//!   the rollout is.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -26,7 +28,7 @@ use crate::support::{have_root, Lab};
 
 const POD_MTU: u32 = 1450;
 
-fn start_coordinator(identity: &str, kubeconfig: &Path, log: &Path) -> Process {
+fn start_coordinator(identity: &str, kubeconfig: &Path, log: &Path, port: u16) -> Process {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -34,6 +36,8 @@ fn start_coordinator(identity: &str, kubeconfig: &Path, log: &Path) -> Process {
         .expect("coordinator log");
     let child = Command::new(env!("CARGO_BIN_EXE_podroute"))
         .args(["coordinator", "--identity", identity, "--log", "info"])
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
         .arg("--kubeconfig")
         .arg(kubeconfig)
         .stdout(Stdio::null())
@@ -41,6 +45,47 @@ fn start_coordinator(identity: &str, kubeconfig: &Path, log: &Path) -> Process {
         .spawn()
         .expect("start coordinator");
     Process(child)
+}
+
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("address").port()
+}
+
+/// (status code, body) of GET `path` on a coordinator's listener; `None`
+/// while it does not listen yet.
+fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let code = response.split_whitespace().nth(1)?.parse().ok()?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())?;
+    Some((code, body))
+}
+
+/// Waits until the replica is ready and its /metrics holds every `line`.
+fn wait_for_metrics(port: u16, lines: &[&str]) {
+    let mut last = String::new();
+    let ok = (0..200).any(|_| {
+        let ready = http_get(port, "/readyz").is_some_and(|(code, _)| code == 200);
+        last = http_get(port, "/metrics")
+            .map(|(_, b)| b)
+            .unwrap_or_default();
+        let found = ready && lines.iter().all(|l| last.lines().any(|m| m == *l));
+        if !found {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        found
+    });
+    assert!(
+        ok,
+        "port {port}: not ready or without {lines:?}; /metrics:\n{last}"
+    );
 }
 
 /// `podroute switch ARGS --kubeconfig K`: (success, stdout).
@@ -186,7 +231,8 @@ fn coordinator_on_a_real_api_server() {
         }
     };
 
-    let mut coordinator_a = start_coordinator("coordinator-a", &kubeconfig, &log_a);
+    let (port_a, port_b) = (free_port(), free_port());
+    let mut coordinator_a = start_coordinator("coordinator-a", &kubeconfig, &log_a, port_a);
     let agents: Vec<Process> = lab
         .names()
         .iter()
@@ -200,6 +246,16 @@ fn coordinator_on_a_real_api_server() {
     });
     assert_eq!(cluster.assert_steady_on(Mode::Vxlan), 1);
     assert_eq!(cluster.lease_holder().as_deref(), Some("coordinator-a"));
+    wait_for_metrics(
+        port_a,
+        &[
+            "podroute_coordinator_leader 1",
+            "podroute_coordinator_plan_generation 1",
+            "podroute_coordinator_nodes_in_scope 3",
+            "podroute_coordinator_nodes_applied 3",
+            "podroute_coordinator_blocked 0",
+        ],
+    );
     for node in lab.names() {
         lab.topo.set_pod_mtu(&node, POD_MTU).expect("pod mtu");
     }
@@ -254,7 +310,7 @@ fn coordinator_on_a_real_api_server() {
     );
     let _ = coordinator_a.0.kill();
     let _ = coordinator_a.0.wait();
-    coordinator_a = start_coordinator("coordinator-a", &kubeconfig, &log_a);
+    coordinator_a = start_coordinator("coordinator-a", &kubeconfig, &log_a, port_a);
     // It resumes where it was: same plan, still waiting for node-3.
     std::thread::sleep(Duration::from_secs(3));
     let resumed = cluster.status();
@@ -273,9 +329,17 @@ fn coordinator_on_a_real_api_server() {
     lab.assert_all_pods_talk(POD_MTU);
 
     // 3. A second coordinator waits on the Lease, then takes over.
-    let coordinator_b = start_coordinator("coordinator-b", &kubeconfig, &log_b);
+    let coordinator_b = start_coordinator("coordinator-b", &kubeconfig, &log_b, port_b);
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(cluster.lease_holder().as_deref(), Some("coordinator-a"));
+    // The standby is ready (it reaches the API server) but does not lead.
+    wait_for_metrics(
+        port_b,
+        &[
+            "podroute_coordinator_leader 0",
+            "podroute_coordinator_plan_generation 0",
+        ],
+    );
     let _ = coordinator_a.0.kill();
     let _ = coordinator_a.0.wait();
     wait_for(
@@ -290,6 +354,13 @@ fn coordinator_on_a_real_api_server() {
     assert!(ok, "switch under the new leader failed:\n{out}");
     assert_eq!(cluster.assert_steady_on(Mode::Native), 7);
     lab.assert_all_pods_talk(POD_MTU);
+    wait_for_metrics(
+        port_b,
+        &[
+            "podroute_coordinator_leader 1",
+            "podroute_coordinator_plan_generation 7",
+        ],
+    );
 
     // 4. A node that does not converge within nodeTimeout: --wait ends
     // Blocked with a non-zero exit; --abort takes the cluster back.
@@ -311,6 +382,7 @@ fn coordinator_on_a_real_api_server() {
         "{blocked:?}"
     );
     assert_eq!(blocked.from, Some(Mode::Native));
+    wait_for_metrics(port_b, &["podroute_coordinator_blocked 1"]);
     // A generous timeout again, so a slow machine does not block the abort.
     rt.block_on(routings.patch(
         "default",

@@ -7,6 +7,7 @@ pub mod coordinator;
 pub mod dataplane;
 pub mod engine;
 pub mod error;
+pub mod http;
 pub mod lab;
 pub mod model;
 pub mod plan;

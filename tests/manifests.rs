@@ -324,6 +324,10 @@ fn variants_render_as_kustomize_does_and_keep_the_agent_contract() {
 
     let coordinator = find(&restricted, "Deployment", "podroute-coordinator");
     assert_eq!(coordinator["spec"]["replicas"], 2);
+    let cc = &coordinator["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(cc["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(cc["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert_eq!(cc["readinessProbe"]["httpGet"]["port"], 9470);
     let pdb = find(&restricted, "PodDisruptionBudget", "podroute-coordinator");
     assert_eq!(pdb["spec"]["minAvailable"], 1);
     assert_eq!(

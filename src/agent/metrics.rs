@@ -8,6 +8,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
+use crate::http::Endpoints;
+
 pub struct Metrics {
     registry: Registry,
     pub owned_routes: Gauge,
@@ -72,12 +74,25 @@ impl Metrics {
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::SeqCst)
     }
+}
 
-    /// The text exposition format.
-    pub fn render(&self) -> String {
-        let mut out = String::new();
-        // Writing into a String cannot fail.
-        let _ = encode(&mut out, &self.registry);
-        out
+impl Endpoints for Metrics {
+    fn readiness(&self) -> Result<(), String> {
+        match self.is_ready() {
+            true => Ok(()),
+            false => Err("no plan applied yet".into()),
+        }
     }
+
+    fn render(&self) -> String {
+        encode_registry(&self.registry)
+    }
+}
+
+/// The text exposition format of a registry.
+pub fn encode_registry(registry: &Registry) -> String {
+    let mut out = String::new();
+    // Writing into a String cannot fail.
+    let _ = encode(&mut out, registry);
+    out
 }

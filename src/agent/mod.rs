@@ -7,7 +7,6 @@
 //! else arrived, and reconciles once.
 
 mod events;
-pub mod http;
 mod kernel;
 pub mod metrics;
 pub mod readiness;

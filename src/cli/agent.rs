@@ -9,9 +9,10 @@ use caps::{CapSet, Capability};
 use tokio::sync::watch;
 
 use super::ConfigArgs;
-use crate::agent::{http, pump, Agent, AgentOptions};
+use crate::agent::{pump, Agent, AgentOptions};
 use crate::dataplane::monitor::Monitor;
 use crate::dataplane::Dataplane;
+use crate::http;
 use crate::lab::node_agent::NodeAgent;
 use crate::store::{ClusterStore, FileStore, KubeStore};
 use crate::{Error, Result};
@@ -71,7 +72,7 @@ pub async fn run(args: AgentArgs) -> Result<()> {
     options.resync = Duration::from_secs(args.resync_seconds.max(1));
     let (stop, shutdown) = watch::channel(false);
     tokio::spawn(async move {
-        wait_for_signal().await;
+        super::wait_for_signal().await;
         tracing::info!("stopping; the dataplane stays as it is");
         let _ = stop.send(true);
     });
@@ -118,19 +119,4 @@ fn drop_capabilities() -> Result<()> {
     }
     tracing::debug!("capabilities dropped to CAP_NET_ADMIN");
     Ok(())
-}
-
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
 }

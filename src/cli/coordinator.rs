@@ -1,11 +1,15 @@
 //! `podroute coordinator`: the cluster-wide switch, on the Kubernetes API.
 //! Run it as a Deployment (two replicas are fine: one leads, on a Lease).
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use tokio::sync::watch;
 
 use crate::coordinator::kube::{run as run_coordinator, Options};
+use crate::coordinator::metrics::CoordinatorMetrics;
+use crate::http;
 use crate::store::KubeStore;
 use crate::Result;
 
@@ -31,6 +35,9 @@ pub struct CoordinatorArgs {
     /// controller's signal on every node.
     #[arg(long)]
     pub wait_for_underlay_signal: bool,
+    /// Listener for /healthz, /readyz (the API server answers) and /metrics.
+    #[arg(long, env = "PODROUTE_LISTEN", default_value = "0.0.0.0:9470")]
+    pub listen: SocketAddr,
 }
 
 fn hostname() -> String {
@@ -50,25 +57,12 @@ pub async fn run(args: CoordinatorArgs) -> Result<()> {
     options.wait_for_underlay_signal = args.wait_for_underlay_signal;
     let (stop, shutdown) = watch::channel(false);
     tokio::spawn(async move {
-        wait_for_signal().await;
+        super::wait_for_signal().await;
         tracing::info!("stopping");
         let _ = stop.send(true);
     });
-    tracing::info!(%identity, lease_namespace = %args.lease_namespace, "coordinator started");
-    run_coordinator(client, options, shutdown).await
-}
-
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
+    let metrics = Arc::new(CoordinatorMetrics::default());
+    let bound = http::serve(args.listen, metrics.clone()).await?;
+    tracing::info!(%identity, lease_namespace = %args.lease_namespace, listen = %bound, "coordinator started");
+    run_coordinator(client, options, metrics, shutdown).await
 }

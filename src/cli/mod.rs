@@ -99,3 +99,19 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Nodes(args) => nodes::run(args).await,
     }
 }
+
+/// SIGTERM (what Kubernetes and systemd send) or Ctrl-C.
+pub(crate) async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

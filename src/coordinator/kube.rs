@@ -15,6 +15,7 @@
 //!   becomes leader (after a restart, or a takeover) reads it back fresh
 //!   from the API server and resumes from it.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -33,6 +34,7 @@ use super::machine::{
     step, CoordinatorStatus, Event, Inputs, NodeFact, Spec, StatusPhase, REASON_BLOCKED,
     REASON_SKIPPED,
 };
+use super::metrics::CoordinatorMetrics;
 use crate::store::crd::{ClusterRouting, ClusterRoutingStatus, Condition, CLUSTER_ROUTING_NAME};
 use crate::store::{ClusterStore, KubeStore};
 use crate::{Error, Result};
@@ -73,6 +75,7 @@ impl Options {
 pub async fn run(
     client: Client,
     options: Options,
+    metrics: Arc<CoordinatorMetrics>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<()> {
     let store = KubeStore::new(client.clone())?;
@@ -98,6 +101,7 @@ pub async fn run(
             let attempt = Instant::now();
             match lease.acquire_or_renew().await {
                 Ok(true) => {
+                    metrics.lease_answered(true);
                     if leading_until.is_none_or(|t| t <= attempt) {
                         tracing::info!(identity = %options.identity, "leading: holding Lease {}/{LEASE_NAME}", options.lease_namespace);
                     }
@@ -105,6 +109,7 @@ pub async fn run(
                     next_attempt = attempt + options.renew_every;
                 }
                 Ok(false) => {
+                    metrics.lease_answered(false);
                     if leading_until.is_some_and(|t| t > attempt) {
                         tracing::warn!("lost the Lease to another coordinator");
                     }
@@ -112,6 +117,7 @@ pub async fn run(
                     next_attempt = attempt + options.renew_every.min(Duration::from_secs(2));
                 }
                 Err(e) => {
+                    metrics.lease_failed();
                     tracing::warn!("Lease {}/{LEASE_NAME}: {e}", options.lease_namespace);
                     next_attempt = attempt + Duration::from_secs(1);
                 }
@@ -123,16 +129,21 @@ pub async fn run(
             if let (Some(routing), Some(snapshot)) = (routing, snapshot) {
                 let facts: Vec<NodeFact> =
                     snapshot.nodes.iter().map(NodeFact::from_state).collect();
-                if let Err(e) =
-                    coordinate(&routings, &events, &options, &routing, &facts, &mut written).await
+                match coordinate(&routings, &events, &options, &routing, &facts, &mut written).await
                 {
-                    tracing::warn!("coordinating: {e}; retrying");
+                    Ok(()) => {
+                        if let Some(status) = &written {
+                            metrics.status_written(status);
+                        }
+                    }
+                    Err(e) => tracing::warn!("coordinating: {e}; retrying"),
                 }
             }
         } else {
             // Not the leader: whoever leads writes the status; read it back
             // when (if) we lead again.
             written = None;
+            metrics.status_written(&ClusterRoutingStatus::default());
         }
         let wake = next_attempt.min(Instant::now() + options.tick);
         tokio::select! {

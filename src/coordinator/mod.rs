@@ -5,6 +5,7 @@
 pub mod kube;
 pub mod local;
 pub mod machine;
+pub mod metrics;
 mod phases;
 
 #[cfg(test)]

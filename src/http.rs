@@ -1,4 +1,5 @@
-//! `/healthz`, `/readyz` and `/metrics` on one small listener.
+//! `/healthz`, `/readyz` and `/metrics` on one small listener, for the
+//! agent and the coordinator alike.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -12,11 +13,18 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
-use super::metrics::Metrics;
 use crate::{Error, Result};
 
+/// What a process answers on its listener.
+pub trait Endpoints: Send + Sync + 'static {
+    /// `/readyz`: `Err(why not)` answers 503 with the reason.
+    fn readiness(&self) -> std::result::Result<(), String>;
+    /// `/metrics`: the Prometheus text exposition.
+    fn render(&self) -> String;
+}
+
 /// Bind now (a taken port is a start-up error), serve in the background.
-pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> Result<SocketAddr> {
+pub async fn serve(addr: SocketAddr, endpoints: Arc<dyn Endpoints>) -> Result<SocketAddr> {
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|e| Error::io(format!("listening on {addr}"), e))?;
@@ -28,9 +36,9 @@ pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> Result<SocketAddr
             let Ok((stream, _)) = listener.accept().await else {
                 continue;
             };
-            let metrics = metrics.clone();
+            let endpoints = endpoints.clone();
             tokio::spawn(async move {
-                let service = service_fn(move |req| answer(req, metrics.clone()));
+                let service = service_fn(move |req| answer(req, endpoints.clone()));
                 if let Err(e) = http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)
                     .await
@@ -45,16 +53,15 @@ pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> Result<SocketAddr
 
 async fn answer(
     req: Request<hyper::body::Incoming>,
-    metrics: Arc<Metrics>,
+    endpoints: Arc<dyn Endpoints>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let (status, body) = match req.uri().path() {
         "/healthz" => (StatusCode::OK, "ok\n".to_string()),
-        "/readyz" if metrics.is_ready() => (StatusCode::OK, "ok\n".to_string()),
-        "/readyz" => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "no plan applied yet\n".to_string(),
-        ),
-        "/metrics" => (StatusCode::OK, metrics.render()),
+        "/readyz" => match endpoints.readiness() {
+            Ok(()) => (StatusCode::OK, "ok\n".to_string()),
+            Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
+        },
+        "/metrics" => (StatusCode::OK, endpoints.render()),
         _ => (StatusCode::NOT_FOUND, "not found\n".to_string()),
     };
     let mut response = Response::new(Full::new(Bytes::from(body)));

@@ -1,0 +1,116 @@
+//! Prometheus metrics and readiness of one coordinator replica.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use crate::agent::metrics::encode_registry;
+use crate::http::Endpoints;
+use crate::store::crd::ClusterRoutingStatus;
+
+pub struct CoordinatorMetrics {
+    registry: Registry,
+    pub leader: Gauge,
+    pub plan_generation: Gauge,
+    pub nodes_in_scope: Gauge,
+    pub nodes_applied: Gauge,
+    pub blocked: Gauge,
+    pub api_errors: Counter,
+    /// The last Lease attempt got an answer from the API server.
+    reachable: AtomicBool,
+}
+
+impl Default for CoordinatorMetrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("podroute_coordinator");
+        let gauge = |registry: &mut Registry, name: &str, help: &str| {
+            let g = Gauge::default();
+            registry.register(name, help, g.clone());
+            g
+        };
+        let leader = gauge(
+            &mut registry,
+            "leader",
+            "1 while this replica holds the Lease",
+        );
+        let plan_generation = gauge(
+            &mut registry,
+            "plan_generation",
+            "Generation of the plan in the ClusterRouting status (leader only)",
+        );
+        let nodes_in_scope = gauge(
+            &mut registry,
+            "nodes_in_scope",
+            "Nodes the current plan must reach (leader only)",
+        );
+        let nodes_applied = gauge(
+            &mut registry,
+            "nodes_applied",
+            "Nodes that report the current plan applied (leader only)",
+        );
+        let blocked = gauge(
+            &mut registry,
+            "blocked",
+            "1 while late nodes block the switch (leader only)",
+        );
+        let api_errors = Counter::default();
+        registry.register(
+            "api_errors",
+            "Lease calls the API server failed",
+            api_errors.clone(),
+        );
+        CoordinatorMetrics {
+            registry,
+            leader,
+            plan_generation,
+            nodes_in_scope,
+            nodes_applied,
+            blocked,
+            api_errors,
+            reachable: AtomicBool::new(false),
+        }
+    }
+}
+
+impl CoordinatorMetrics {
+    pub fn lease_answered(&self, leading: bool) {
+        self.reachable.store(true, Ordering::SeqCst);
+        self.leader.set(i64::from(leading));
+    }
+
+    pub fn lease_failed(&self) {
+        self.reachable.store(false, Ordering::SeqCst);
+        self.api_errors.inc();
+    }
+
+    pub fn status_written(&self, status: &ClusterRoutingStatus) {
+        let generation = status.plan.as_ref().map_or(0, |p| p.generation);
+        self.plan_generation
+            .set(i64::try_from(generation).unwrap_or(i64::MAX));
+        let (total, applied) = status
+            .nodes
+            .as_ref()
+            .map_or((0, 0), |n| (n.total, n.applied));
+        self.nodes_in_scope.set(i64::from(total));
+        self.nodes_applied.set(i64::from(applied));
+        self.blocked
+            .set(i64::from(status.phase.as_deref() == Some("Blocked")));
+    }
+}
+
+impl Endpoints for CoordinatorMetrics {
+    /// Ready while the API server answers: the PodDisruptionBudget then
+    /// keeps a replica that can take over, not one that cannot reach it.
+    fn readiness(&self) -> Result<(), String> {
+        match self.reachable.load(Ordering::SeqCst) {
+            true => Ok(()),
+            false => Err("the API server did not answer the last Lease call".into()),
+        }
+    }
+
+    fn render(&self) -> String {
+        encode_registry(&self.registry)
+    }
+}
