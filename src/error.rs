@@ -32,6 +32,14 @@ pub enum Error {
         source: rtnetlink::Error,
     },
 
+    /// A call to the Kubernetes API server (or building its client).
+    #[error("{context}: {source}")]
+    Kube {
+        context: String,
+        #[source]
+        source: Box<kube::Error>,
+    },
+
     #[error("interrupted")]
     Cancelled,
 
@@ -68,6 +76,13 @@ impl Error {
         Error::Io {
             context: context.into(),
             source,
+        }
+    }
+
+    pub fn kube(context: impl Into<String>, source: kube::Error) -> Self {
+        Error::Kube {
+            context: context.into(),
+            source: Box::new(source),
         }
     }
 

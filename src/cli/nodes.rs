@@ -9,10 +9,9 @@ use k8s_openapi::api::core::v1::Node;
 
 use super::switch::CommonArgs;
 use super::table;
-use crate::coordinator::kube::kube_error;
 use crate::store::crd::{ClusterRouting, CLUSTER_ROUTING_NAME};
 use crate::store::{KubeStore, APPLIED_ANNOTATION};
-use crate::Result;
+use crate::{Error, Result};
 
 #[derive(Debug, clap::Args)]
 pub struct NodesArgs {
@@ -40,13 +39,13 @@ pub async fn run(args: NodesArgs) -> Result<()> {
     let routing = Api::<ClusterRouting>::all(client)
         .get_opt(CLUSTER_ROUTING_NAME)
         .await
-        .map_err(|e| kube_error("reading ClusterRouting default", e))?;
+        .map_err(|e| Error::kube("reading ClusterRouting default", e))?;
     let status = routing.and_then(|r| r.status).unwrap_or_default();
     let waiting = status.nodes.clone().unwrap_or_default().waiting;
     let list = nodes
         .list(&ListParams::default())
         .await
-        .map_err(|e| kube_error("listing Nodes", e))?;
+        .map_err(|e| Error::kube("listing Nodes", e))?;
     let mut rows: Vec<NodeRow> = list
         .items
         .into_iter()

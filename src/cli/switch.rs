@@ -11,7 +11,6 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::{table, Output};
-use crate::coordinator::kube::kube_error;
 use crate::coordinator::StatusPhase;
 use crate::model::Mode;
 use crate::store::crd::{ClusterRouting, ClusterRoutingStatus, CLUSTER_ROUTING_NAME};
@@ -100,7 +99,7 @@ pub async fn run(args: SwitchArgs) -> Result<()> {
             &Patch::Merge(json!({"spec": {"mode": target}})),
         )
         .await
-        .map_err(|e| kube_error("writing spec.mode", e))?;
+        .map_err(|e| Error::kube("writing spec.mode", e))?;
     let previous = object.spec.mode;
     if !args.wait {
         let verb = if args.abort { "aborting" } else { "switching" };
@@ -240,7 +239,7 @@ fn progress(output: Output, line: &str) {
 async fn get(api: &Api<ClusterRouting>) -> Result<ClusterRouting> {
     api.get(CLUSTER_ROUTING_NAME)
         .await
-        .map_err(|e| kube_error("reading ClusterRouting default", e))
+        .map_err(|e| Error::kube("reading ClusterRouting default", e))
 }
 
 fn report(object: &ClusterRouting, elapsed: Option<f64>) -> SwitchReport {

@@ -178,7 +178,7 @@ async fn coordinate(
             let fresh = routings
                 .get(CLUSTER_ROUTING_NAME)
                 .await
-                .map_err(|e| kube_error("reading ClusterRouting default", e))?;
+                .map_err(|e| Error::kube("reading ClusterRouting default", e))?;
             let status = fresh.status.unwrap_or_default();
             tracing::info!(
                 phase = status.phase.as_deref().unwrap_or("-"),
@@ -209,7 +209,7 @@ async fn coordinate(
                 &Patch::Merge(json!({ "status": patch })),
             )
             .await
-            .map_err(|e| kube_error("writing the ClusterRouting status", e))?;
+            .map_err(|e| Error::kube("writing the ClusterRouting status", e))?;
         *written = Some(next);
     }
     for event in &decision.events {
@@ -219,11 +219,6 @@ async fn coordinate(
         }
     }
     Ok(())
-}
-
-/// API errors as crate errors.
-pub fn kube_error(context: impl Into<String>, e: kube::Error) -> Error {
-    Error::io(context, std::io::Error::other(e))
 }
 
 fn to_json(status: &ClusterRoutingStatus) -> Result<Value> {
@@ -365,7 +360,7 @@ async fn emit(
     };
     api.create(&PostParams::default(), &object)
         .await
-        .map_err(|e| kube_error("creating an Event", e))?;
+        .map_err(|e| Error::kube("creating an Event", e))?;
     Ok(())
 }
 
@@ -425,7 +420,7 @@ impl LeaseLock {
             .api
             .get_opt(LEASE_NAME)
             .await
-            .map_err(|e| kube_error("reading the Lease", e))?;
+            .map_err(|e| Error::kube("reading the Lease", e))?;
         let Some(mut lease) = current else {
             let lease = Lease {
                 metadata: ObjectMeta {
@@ -444,7 +439,7 @@ impl LeaseLock {
             return match self.api.create(&PostParams::default(), &lease).await {
                 Ok(_) => Ok(true),
                 Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
-                Err(e) => Err(kube_error("creating the Lease", e)),
+                Err(e) => Err(Error::kube("creating the Lease", e)),
             };
         };
         let spec = lease.spec.clone().unwrap_or_default();
@@ -480,7 +475,7 @@ impl LeaseLock {
         {
             Ok(_) => Ok(true),
             Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
-            Err(e) => Err(kube_error("renewing the Lease", e)),
+            Err(e) => Err(Error::kube("renewing the Lease", e)),
         }
     }
 
@@ -490,7 +485,7 @@ impl LeaseLock {
             .api
             .get_opt(LEASE_NAME)
             .await
-            .map_err(|e| kube_error("reading the Lease", e))?
+            .map_err(|e| Error::kube("reading the Lease", e))?
         else {
             return Ok(());
         };
@@ -505,7 +500,7 @@ impl LeaseLock {
         self.api
             .replace(LEASE_NAME, &PostParams::default(), &lease)
             .await
-            .map_err(|e| kube_error("releasing the Lease", e))?;
+            .map_err(|e| Error::kube("releasing the Lease", e))?;
         Ok(())
     }
 }

@@ -140,7 +140,7 @@ impl KubeStore {
             )),
             Err(e) => {
                 let what = if status { "nodes/status" } else { "nodes" };
-                Err(kube_error(
+                Err(Error::kube(
                     format!("reporting on node {node} ({what} patch)"),
                     e,
                 ))
@@ -200,13 +200,8 @@ async fn client(kubeconfig: Option<&Path>) -> Result<Client> {
         })?,
     };
     let client =
-        Client::try_from(config).map_err(|e| kube_error("creating the Kubernetes client", e))?;
+        Client::try_from(config).map_err(|e| Error::kube("creating the Kubernetes client", e))?;
     Ok(client)
-}
-
-/// API errors as crate errors (there is no Kube variant, yet).
-fn kube_error(context: impl Into<String>, e: kube::Error) -> Error {
-    Error::io(context, std::io::Error::other(e))
 }
 
 /// Logs the first failure of a run of failures at warn, the rest at debug,
