@@ -142,6 +142,52 @@ async fn control_plane_is_a_real_apiserver_and_the_admin_is_system_masters() {
     );
 }
 
+/// The CLI finds the cluster as kubectl does: `--kubeconfig`, or
+/// `$KUBECONFIG` listing several files (merged); none at all is bad input
+/// that names the kubeconfig.
+#[tokio::test]
+async fn podroute_finds_the_cluster_by_flag_or_a_kubeconfig_list() {
+    let Some(cp) = kube_env::shared() else { return };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let other = dir.path().join("other.kubeconfig");
+    std::fs::write(&other, "apiVersion: v1\nkind: Config\n").expect("kubeconfig");
+    let nodes = |configure: &dyn Fn(&mut std::process::Command)| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_podroute"));
+        command
+            .args(["nodes", "-o", "json"])
+            .env_remove("KUBECONFIG")
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .env("HOME", dir.path());
+        configure(&mut command);
+        let out = command.output().expect("run podroute nodes");
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr,
+        )
+    };
+    let is_node_list =
+        |stdout: &str| serde_json::from_str::<Vec<serde_json::Value>>(stdout).is_ok();
+
+    let (code, stdout, stderr) = nodes(&|c| {
+        c.arg("--kubeconfig").arg(cp.admin_kubeconfig());
+    });
+    assert_eq!(code, Some(0), "--kubeconfig: {stderr}");
+    assert!(is_node_list(&stdout), "{stdout}");
+
+    let list = std::env::join_paths([other.as_path(), cp.admin_kubeconfig()]).expect("join");
+    let (code, stdout, stderr) = nodes(&|c| {
+        c.env("KUBECONFIG", &list);
+    });
+    assert_eq!(code, Some(0), "KUBECONFIG={list:?}: {stderr}");
+    assert!(is_node_list(&stdout), "{stdout}");
+
+    let (code, _, stderr) = nodes(&|_| {});
+    assert_eq!(code, Some(2), "no configuration at all: {stderr}");
+    assert!(stderr.contains("kubeconfig"), "{stderr}");
+}
+
 /// The agent reads a Node's IP from its InternalIP address and its pod CIDRs
 /// from spec.podCIDRs (spec.podCIDR as fall-back): both are stored as written.
 #[tokio::test]

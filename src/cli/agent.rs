@@ -26,9 +26,9 @@ pub struct AgentArgs {
     /// the agent uses the Kubernetes API (kubeconfig or in-cluster config).
     #[arg(long, env = "PODROUTE_CLUSTER")]
     pub cluster: Option<PathBuf>,
-    /// kubeconfig for the Kubernetes store (default: $KUBECONFIG,
-    /// ~/.kube/config, then the in-cluster service account).
-    #[arg(long, env = "KUBECONFIG")]
+    /// kubeconfig for the Kubernetes store (default: $KUBECONFIG, which
+    /// may list several files, ~/.kube/config, then the in-cluster service account).
+    #[arg(long)]
     pub kubeconfig: Option<PathBuf>,
     /// Full resync interval, in seconds, even when nothing was heard.
     #[arg(long, default_value_t = 60)]

@@ -15,9 +15,9 @@ use crate::Result;
 
 #[derive(Debug, clap::Args)]
 pub struct CoordinatorArgs {
-    /// kubeconfig (default: $KUBECONFIG, ~/.kube/config, then the in-cluster
-    /// service account).
-    #[arg(long, env = "KUBECONFIG")]
+    /// kubeconfig (default: $KUBECONFIG, which may list several files,
+    /// ~/.kube/config, then the in-cluster service account).
+    #[arg(long)]
     pub kubeconfig: Option<PathBuf>,
     /// Namespace of the leader-election Lease `podroute-coordinator`.
     #[arg(long, default_value = "podroute-system")]

@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::Node;
 
 use super::switch::CommonArgs;
 use super::table;
-use crate::store::crd::{ClusterRouting, CLUSTER_ROUTING_NAME};
+use crate::store::crd::{crd_missing, ClusterRouting, CLUSTER_ROUTING_NAME};
 use crate::store::{KubeStore, APPLIED_ANNOTATION};
 use crate::{Error, Result};
 
@@ -36,10 +36,17 @@ pub struct NodeRow {
 pub async fn run(args: NodesArgs) -> Result<()> {
     let client = KubeStore::client(args.common.kubeconfig.as_deref()).await?;
     let nodes: Api<Node> = Api::all(client.clone());
-    let routing = Api::<ClusterRouting>::all(client)
+    let routing = match Api::<ClusterRouting>::all(client)
         .get_opt(CLUSTER_ROUTING_NAME)
         .await
-        .map_err(|e| Error::kube("reading ClusterRouting default", e))?;
+    {
+        Ok(routing) => routing,
+        Err(e) if crd_missing(&e) => {
+            tracing::warn!("no ClusterRouting CRD in this cluster: the Nodes alone");
+            None
+        }
+        Err(e) => return Err(Error::kube("reading ClusterRouting default", e)),
+    };
     let status = routing.and_then(|r| r.status).unwrap_or_default();
     let waiting = status.nodes.clone().unwrap_or_default().waiting;
     let list = nodes

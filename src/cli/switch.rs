@@ -13,7 +13,9 @@ use serde_json::json;
 use super::{table, Output};
 use crate::coordinator::StatusPhase;
 use crate::model::Mode;
-use crate::store::crd::{ClusterRouting, ClusterRoutingStatus, CLUSTER_ROUTING_NAME};
+use crate::store::crd::{
+    routing_read_error, ClusterRouting, ClusterRoutingStatus, CLUSTER_ROUTING_NAME,
+};
 use crate::store::KubeStore;
 use crate::{Error, Result};
 
@@ -41,8 +43,9 @@ pub struct SwitchArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct CommonArgs {
-    /// kubeconfig (default: $KUBECONFIG, ~/.kube/config, in-cluster).
-    #[arg(long, env = "KUBECONFIG", global = true)]
+    /// kubeconfig (default: $KUBECONFIG, which may list several files,
+    /// ~/.kube/config, in-cluster).
+    #[arg(long, global = true)]
     pub kubeconfig: Option<PathBuf>,
     #[arg(short, long, value_enum, default_value = "table", global = true)]
     pub output: Output,
@@ -239,7 +242,7 @@ fn progress(output: Output, line: &str) {
 async fn get(api: &Api<ClusterRouting>) -> Result<ClusterRouting> {
     api.get(CLUSTER_ROUTING_NAME)
         .await
-        .map_err(|e| Error::kube("reading ClusterRouting default", e))
+        .map_err(routing_read_error)
 }
 
 fn report(object: &ClusterRouting, elapsed: Option<f64>) -> SwitchReport {
