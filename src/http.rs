@@ -33,8 +33,14 @@ pub async fn serve(addr: SocketAddr, endpoints: Arc<dyn Endpoints>) -> Result<So
         .map_err(|e| Error::io("local address", e))?;
     tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
+            let stream = match listener.accept().await {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // E.g. out of file descriptors: back off instead of spinning.
+                    tracing::debug!("accepting an http connection: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
             };
             let endpoints = endpoints.clone();
             tokio::spawn(async move {
@@ -67,4 +73,12 @@ async fn answer(
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
     Ok(response)
+}
+
+/// The Prometheus text exposition of a registry.
+pub fn encode_registry(registry: &prometheus_client::registry::Registry) -> String {
+    let mut out = String::new();
+    // Writing into a String cannot fail.
+    let _ = prometheus_client::encoding::text::encode(&mut out, registry);
+    out
 }

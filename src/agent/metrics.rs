@@ -2,13 +2,12 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-use crate::http::Endpoints;
+use crate::http::{encode_registry, Endpoints};
 
 pub struct Metrics {
     registry: Registry,
@@ -87,12 +86,4 @@ impl Endpoints for Metrics {
     fn render(&self) -> String {
         encode_registry(&self.registry)
     }
-}
-
-/// The text exposition format of a registry.
-pub fn encode_registry(registry: &Registry) -> String {
-    let mut out = String::new();
-    // Writing into a String cannot fail.
-    let _ = encode(&mut out, registry);
-    out
 }

@@ -6,8 +6,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use crate::agent::metrics::encode_registry;
-use crate::http::Endpoints;
+use crate::http::{encode_registry, Endpoints};
 use crate::store::crd::ClusterRoutingStatus;
 
 pub struct CoordinatorMetrics {
