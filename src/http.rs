@@ -17,6 +17,10 @@ use crate::{Error, Result};
 
 /// What a process answers on its listener.
 pub trait Endpoints: Send + Sync + 'static {
+    /// `/healthz`: `Err(why)` answers 503, and the kubelet restarts the process.
+    fn liveness(&self) -> std::result::Result<(), String> {
+        Ok(())
+    }
     /// `/readyz`: `Err(why not)` answers 503 with the reason.
     fn readiness(&self) -> std::result::Result<(), String>;
     /// `/metrics`: the Prometheus text exposition.
@@ -62,7 +66,10 @@ async fn answer(
     endpoints: Arc<dyn Endpoints>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let (status, body) = match req.uri().path() {
-        "/healthz" => (StatusCode::OK, "ok\n".to_string()),
+        "/healthz" => match endpoints.liveness() {
+            Ok(()) => (StatusCode::OK, "ok\n".to_string()),
+            Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
+        },
         "/readyz" => match endpoints.readiness() {
             Ok(()) => (StatusCode::OK, "ok\n".to_string()),
             Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),

@@ -1,6 +1,8 @@
 //! Prometheus metrics and readiness of one agent.
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
@@ -19,6 +21,16 @@ pub struct Metrics {
     pub netlink_errors: Counter,
     /// True once a plan was applied and verified.
     pub ready: AtomicBool,
+    /// When the reconcile loop last finished a pass, and how long it may
+    /// go without one before `/healthz` says it is stuck.
+    heartbeat: Mutex<Instant>,
+    stall_limit: Duration,
+}
+
+/// A loop that wakes at least every `resync` is stuck after missing three
+/// resyncs, plus a minute for one slow pass (10 000 routes take seconds).
+pub fn stall_limit(resync: Duration) -> Duration {
+    resync * 3 + Duration::from_secs(60)
 }
 
 impl Default for Metrics {
@@ -65,17 +77,49 @@ impl Default for Metrics {
             drift_repairs,
             netlink_errors,
             ready: AtomicBool::new(false),
+            heartbeat: Mutex::new(Instant::now()),
+            stall_limit: stall_limit(Duration::from_secs(60)),
         }
     }
 }
 
 impl Metrics {
+    pub fn with_stall_limit(stall_limit: Duration) -> Metrics {
+        Metrics {
+            stall_limit,
+            ..Metrics::default()
+        }
+    }
+
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::SeqCst)
+    }
+
+    /// The reconcile loop finished a pass (applied, waiting or failed).
+    pub fn beat(&self) {
+        *self.heartbeat.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+    }
+
+    /// Stuck when no pass finished within the stall limit before `now`.
+    pub fn liveness_at(&self, now: Instant) -> Result<(), String> {
+        let last = *self.heartbeat.lock().unwrap_or_else(|e| e.into_inner());
+        let quiet = now.saturating_duration_since(last);
+        match quiet > self.stall_limit {
+            false => Ok(()),
+            true => Err(format!(
+                "the reconcile loop has not finished a pass for {}s (limit {}s)",
+                quiet.as_secs(),
+                self.stall_limit.as_secs()
+            )),
+        }
     }
 }
 
 impl Endpoints for Metrics {
+    fn liveness(&self) -> Result<(), String> {
+        self.liveness_at(Instant::now())
+    }
+
     fn readiness(&self) -> Result<(), String> {
         match self.is_ready() {
             true => Ok(()),
@@ -85,5 +129,26 @@ impl Endpoints for Metrics {
 
     fn render(&self) -> String {
         encode_registry(&self.registry)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_loop_that_misses_three_resyncs_is_stuck() {
+        let metrics = Metrics::with_stall_limit(stall_limit(Duration::from_secs(60)));
+        let start = Instant::now();
+        metrics.beat();
+        assert!(metrics
+            .liveness_at(start + Duration::from_secs(240))
+            .is_ok());
+        let stuck = metrics
+            .liveness_at(start + Duration::from_secs(242))
+            .expect_err("no pass for 242 s");
+        assert!(stuck.contains("limit 240s"), "{stuck}");
+        metrics.beat();
+        assert!(metrics.liveness_at(Instant::now()).is_ok());
     }
 }

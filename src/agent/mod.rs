@@ -87,6 +87,9 @@ pub struct Agent<K: Kernel> {
 
 impl<K: Kernel> Agent<K> {
     pub fn new(options: AgentOptions, store: Arc<dyn ClusterStore>, kernel: K) -> Agent<K> {
+        let metrics = Arc::new(Metrics::with_stall_limit(metrics::stall_limit(
+            options.resync,
+        )));
         Agent {
             options,
             store,
@@ -94,7 +97,7 @@ impl<K: Kernel> Agent<K> {
             reported: None,
             report_pending: false,
             failures: 0,
-            metrics: Arc::new(Metrics::default()),
+            metrics,
             uplink: watch::Sender::new(None),
             passes: None,
         }
@@ -182,6 +185,7 @@ impl<K: Kernel> Agent<K> {
 
     fn record(&self, pass: &Pass, wake: Wake) {
         let m = &self.metrics;
+        m.beat();
         match pass {
             Pass::Waiting(why) => tracing::debug!("waiting: {why}"),
             Pass::Applied { outcome, took } => {
