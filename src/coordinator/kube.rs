@@ -136,7 +136,10 @@ pub async fn run(
                             metrics.status_written(status);
                         }
                     }
-                    Err(e) => tracing::warn!("coordinating: {e}; retrying"),
+                    Err(e) => {
+                        metrics.api_errors.inc();
+                        tracing::warn!("coordinating: {e}; retrying");
+                    }
                 }
             }
         } else {

@@ -57,7 +57,7 @@ impl Default for CoordinatorMetrics {
         let api_errors = Counter::default();
         registry.register(
             "api_errors",
-            "Lease calls the API server failed",
+            "Lease calls and coordination steps (status, events) that failed",
             api_errors.clone(),
         );
         CoordinatorMetrics {
