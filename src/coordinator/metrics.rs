@@ -57,7 +57,7 @@ impl Default for CoordinatorMetrics {
         let api_errors = Counter::default();
         registry.register(
             "api_errors",
-            "Lease calls and coordination steps (status, events) that failed",
+            "Lease calls and status reads or writes that failed",
             api_errors.clone(),
         );
         CoordinatorMetrics {
