@@ -23,8 +23,10 @@ RUN mkdir src \
     && cargo build --release --locked \
     && rm -rf src target/release/podroute target/release/deps/podroute-*
 COPY src ./src
+# Debug info (line tables, for backtraces on a developer's machine) is 3/4 of
+# the binary: the image gets it stripped, symbols kept (21 MB instead of 98 MB).
 RUN cargo build --release --locked \
-    && cp target/release/podroute /podroute
+    && strip --strip-debug -o /podroute target/release/podroute
 
 # glibc + libgcc_s, nothing else (rustls: no OpenSSL); no shell, no package manager.
 FROM gcr.io/distroless/cc-debian12:nonroot
