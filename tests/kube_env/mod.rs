@@ -127,34 +127,26 @@ fn binaries_or_skip() -> Option<PathBuf> {
         );
         return None;
     }
-    match find_binaries() {
-        Ok(dir) => Some(dir),
-        Err(why) if kube_tests_required() => {
-            panic!("PODROUTE_REQUIRE_KUBE_TESTS=1 but kube-apiserver is not built ({why}): run testenv/build.sh")
-        }
-        Err(why) => {
-            // Straight to fd 2, past libtest's capture, so a skip is never silent.
-            let _ = writeln!(
-                std::io::stderr(),
-                "skipping: kube-apiserver not built, run testenv/build.sh ({why})"
-            );
-            None
-        }
-    }
+    found_or_skip(find_binaries(), "kube-apiserver")
 }
 
 /// The testenv `kubectl`, or `None` after printing why the caller skips;
 /// panics instead when `PODROUTE_REQUIRE_KUBE_TESTS=1`.
 pub fn kubectl_or_skip() -> Option<PathBuf> {
-    match find_kubectl() {
-        Ok(kubectl) => Some(kubectl),
+    found_or_skip(find_kubectl(), "kubectl")
+}
+
+fn found_or_skip(found: Result<PathBuf, String>, what: &str) -> Option<PathBuf> {
+    match found {
+        Ok(path) => Some(path),
         Err(why) if kube_tests_required() => {
-            panic!("PODROUTE_REQUIRE_KUBE_TESTS=1 but kubectl is not built ({why}): run testenv/build.sh")
+            panic!("PODROUTE_REQUIRE_KUBE_TESTS=1 but {what} is not built ({why}): run testenv/build.sh")
         }
         Err(why) => {
+            // Straight to fd 2, past libtest's capture, so a skip is never silent.
             let _ = writeln!(
                 std::io::stderr(),
-                "skipping: kubectl not built, run testenv/build.sh ({why})"
+                "skipping: {what} not built, run testenv/build.sh ({why})"
             );
             None
         }
