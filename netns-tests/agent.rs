@@ -8,7 +8,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::support::{cpu_ticks, have_root, our_routes, scale_peer, scratch_node, wait_until, Lab};
+use crate::support::{
+    cpu_ticks, have_root, our_routes, scale_peer, scratch_node, status_field, wait_until,
+    write_cluster, Lab,
+};
 
 /// An agent process; killed when dropped. Its stderr is collected.
 struct AgentProcess {
@@ -78,11 +81,9 @@ impl AgentProcess {
                 continue; // the thread just ended
             };
             let mask = |name: &str| {
-                let hex = status
-                    .lines()
-                    .find_map(|l| l.strip_prefix(name))
+                let hex = status_field(&status, name)
                     .unwrap_or_else(|| panic!("{name} in {tasks}/{tid}/status"));
-                u64::from_str_radix(hex.trim(), 16).expect("capability mask")
+                u64::from_str_radix(hex, 16).expect("capability mask")
             };
             out.push((tid.clone(), mask("CapEff:"), mask("CapBnd:")));
         }
@@ -107,25 +108,6 @@ impl Drop for AgentProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn write_cluster(lab: &Lab, path: &Path, mode: &str, nodes: &[&str]) {
-    let mut yaml = format!("mode: {mode}\nnodes:\n");
-    for n in lab
-        .topo
-        .nodes()
-        .iter()
-        .filter(|n| nodes.contains(&n.name.as_str()))
-    {
-        yaml.push_str(&format!(
-            "  - name: {}\n    ip: {}\n    podCIDR: {}\n",
-            n.name, n.ip, n.pod_cidr
-        ));
-    }
-    // Replace atomically, as an editor or a ConfigMap update does.
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, yaml).expect("write cluster file");
-    std::fs::rename(&tmp, path).expect("rename cluster file");
 }
 
 /// Polled every millisecond: the repair latency is measured with it.

@@ -10,11 +10,11 @@ use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use crate::support::{have_root, our_routes, Lab};
+use crate::support::{have_root, our_routes, status_field, write_cluster, Lab};
 
 const NOBODY: u32 = 65534;
 const CAP_NET_ADMIN_MASK: u64 = 1 << 12;
@@ -108,14 +108,10 @@ fn become_nobody_with_net_admin(ns_fd: i32) -> std::io::Result<()> {
 fn identity(pid: u32) -> (u32, u64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
     let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .map(|v| v.split_whitespace().next().unwrap_or("").to_string())
-            .unwrap_or_else(|| panic!("{name} in /proc/{pid}/status"))
+        status_field(&status, name).unwrap_or_else(|| panic!("{name} in /proc/{pid}/status"))
     };
     let uid = field("Uid:").parse().expect("uid");
-    let caps = u64::from_str_radix(&field("CapEff:"), 16).expect("CapEff");
+    let caps = u64::from_str_radix(field("CapEff:"), 16).expect("CapEff");
     (uid, caps)
 }
 
@@ -129,21 +125,14 @@ fn agent_as_nobody_with_only_cap_net_admin_converges() {
     // A world-readable work dir: the cluster file, a stand-in for the
     // container's /host/proc/sys (its `net` is the node's /proc/sys/net), and
     // per node a run dir owned by the agent's user.
-    let dir = std::env::temp_dir().join(podroute::lab::netns::unique_name("prnobody"));
-    let _cleanup = RemoveDir(dir.clone());
+    let work = tempfile::tempdir().expect("temp dir");
+    let dir = work.path();
     let host_proc_sys = dir.join("host/proc/sys");
     std::fs::create_dir_all(host_proc_sys.join("net")).expect("dir");
-    let mut yaml = String::from("mode: vxlan\nnodes:\n");
-    for n in lab.topo.nodes() {
-        yaml.push_str(&format!(
-            "  - name: {}\n    ip: {}\n    podCIDR: {}\n",
-            n.name, n.ip, n.pod_cidr
-        ));
-    }
     let cluster = dir.join("cluster.yaml");
-    std::fs::write(&cluster, yaml).expect("cluster file");
+    write_cluster(&lab, &cluster, "vxlan", &names);
     for d in [
-        &dir,
+        dir,
         &dir.join("host"),
         &dir.join("host/proc"),
         &host_proc_sys,
@@ -233,9 +222,8 @@ fn agent_pointed_at_a_tree_without_net_sysctls_names_the_flag() {
     if !have_root() {
         return;
     }
-    let empty = std::env::temp_dir().join(podroute::lab::netns::unique_name("prnosys"));
-    std::fs::create_dir_all(&empty).expect("dir");
-    let _cleanup = RemoveDir(empty.clone());
+    let work = tempfile::tempdir().expect("temp dir");
+    let empty = work.path();
     let out = Command::new(env!("CARGO_BIN_EXE_podroute"))
         .args([
             "agent",
@@ -245,19 +233,11 @@ fn agent_pointed_at_a_tree_without_net_sysctls_names_the_flag() {
             "/nonexistent.yaml",
         ])
         .arg("--proc-sys")
-        .arg(&empty)
+        .arg(empty)
         .output()
         .expect("run podroute");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("proc-sys"), "{stderr}");
     assert!(stderr.contains(&*empty.to_string_lossy()), "{stderr}");
-}
-
-struct RemoveDir(PathBuf);
-
-impl Drop for RemoveDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }

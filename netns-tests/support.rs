@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use podroute::dataplane::Dataplane;
@@ -266,6 +266,35 @@ pub fn scale_peer(i: usize) -> (String, String) {
 }
 
 /// CPU time (utime + stime, clock ticks) a process has used so far.
+/// The first value of field `name` (e.g. `CapEff:`) in a /proc/.../status text.
+pub fn status_field<'a>(status: &'a str, name: &str) -> Option<&'a str> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(name))?
+        .split_whitespace()
+        .next()
+}
+
+/// A cluster file holding `nodes` of the lab in `mode`, replaced atomically
+/// as an editor or a ConfigMap update does.
+pub fn write_cluster(lab: &Lab, path: &Path, mode: &str, nodes: &[&str]) {
+    let mut yaml = format!("mode: {mode}\nnodes:\n");
+    for n in lab
+        .topo
+        .nodes()
+        .iter()
+        .filter(|n| nodes.contains(&n.name.as_str()))
+    {
+        yaml.push_str(&format!(
+            "  - name: {}\n    ip: {}\n    podCIDR: {}\n",
+            n.name, n.ip, n.pod_cidr
+        ));
+    }
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, yaml).expect("write cluster file");
+    std::fs::rename(&tmp, path).expect("rename cluster file");
+}
+
 pub fn cpu_ticks(pid: u32) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
     // Fields after the command name (which may hold spaces); utime and
