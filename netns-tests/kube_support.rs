@@ -6,14 +6,15 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{Node, NodeAddress, NodeSpec, NodeStatus};
+use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::{Client, CustomResourceExt};
 use podroute::model::{Mode, Plan};
 use podroute::store::crd::{ClusterRouting, ClusterRoutingSpec, PlanStatus};
 use serde_json::json;
 
+pub use crate::kube_env::kube_node;
 use crate::support::Lab;
 
 /// A child process, killed when dropped.
@@ -87,28 +88,6 @@ pub async fn install_routing(client: &Client, mode: Mode) {
             "ClusterRouting never served: {e}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// A Node as the kubelet and the node IPAM would have made it.
-pub fn kube_node(name: &str, ip: &str, pod_cidr: &str) -> Node {
-    Node {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            ..Default::default()
-        },
-        spec: Some(NodeSpec {
-            pod_cidr: Some(pod_cidr.into()),
-            pod_cidrs: Some(vec![pod_cidr.into()]),
-            ..Default::default()
-        }),
-        status: Some(NodeStatus {
-            addresses: Some(vec![NodeAddress {
-                type_: "InternalIP".into(),
-                address: ip.into(),
-            }]),
-            ..Default::default()
-        }),
     }
 }
 

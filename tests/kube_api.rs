@@ -17,7 +17,7 @@ use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::authentication::v1::SelfSubjectReview;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Node, NodeAddress, NodeCondition, NodeSpec, NodeStatus, Pod, Secret, ServiceAccount,
+    ConfigMap, Node, NodeAddress, NodeCondition, Pod, Secret, ServiceAccount,
 };
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, RoleRef, Subject};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
@@ -32,36 +32,21 @@ use kube::api::{
     PatchParams, PostParams, WatchParams,
 };
 use kube::Client;
-use kube_env::{status_code, unique_name};
+use kube_env::{kube_node, status_code, unique_name};
 use serde_json::json;
 
 const AGENT_NS: &str = "podroute-system";
 
+/// A kubelet's Node, which also names its host.
 fn test_node(name: &str, ip: &str, pod_cidr: &str) -> Node {
-    Node {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            ..Default::default()
-        },
-        spec: Some(NodeSpec {
-            pod_cidr: Some(pod_cidr.into()),
-            pod_cidrs: Some(vec![pod_cidr.into()]),
-            ..Default::default()
-        }),
-        status: Some(NodeStatus {
-            addresses: Some(vec![
-                NodeAddress {
-                    type_: "InternalIP".into(),
-                    address: ip.into(),
-                },
-                NodeAddress {
-                    type_: "Hostname".into(),
-                    address: name.into(),
-                },
-            ]),
-            ..Default::default()
-        }),
+    let mut node = kube_node(name, ip, pod_cidr);
+    if let Some(addresses) = node.status.as_mut().and_then(|s| s.addresses.as_mut()) {
+        addresses.push(NodeAddress {
+            type_: "Hostname".into(),
+            address: name.into(),
+        });
     }
+    node
 }
 
 async fn create_node(client: &Client, name: &str, ip: &str, pod_cidr: &str) -> Node {

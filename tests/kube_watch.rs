@@ -11,12 +11,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Node, NodeAddress, NodeSpec, NodeStatus};
-use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
+use k8s_openapi::api::core::v1::Node;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
 use kube::runtime::watcher::Event;
 use kube::runtime::WatchStreamExt;
-use kube_env::ControlPlane;
+use kube_env::{kube_node, ControlPlane};
 use serde_json::json;
 use tokio::sync::mpsc;
 
@@ -40,27 +40,6 @@ fn applied(node: &Node) -> Option<String> {
 
 fn name(node: &Node) -> String {
     node.metadata.name.clone().unwrap_or_default()
-}
-
-fn node(name: &str, ip: &str, pod_cidr: &str) -> Node {
-    Node {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            ..Default::default()
-        },
-        spec: Some(NodeSpec {
-            pod_cidr: Some(pod_cidr.into()),
-            pod_cidrs: Some(vec![pod_cidr.into()]),
-            ..Default::default()
-        }),
-        status: Some(NodeStatus {
-            addresses: Some(vec![NodeAddress {
-                type_: "InternalIP".into(),
-                address: ip.into(),
-            }]),
-            ..Default::default()
-        }),
-    }
 }
 
 /// Reads events until one matches `want`; returns everything read (the match last).
@@ -98,7 +77,7 @@ async fn node_watch_sees_add_update_delete_and_resumes_after_apiserver_restart()
     nodes
         .create(
             &PostParams::default(),
-            &node("keep", "192.0.2.1", "10.244.1.0/24"),
+            &kube_node("keep", "192.0.2.1", "10.244.1.0/24"),
         )
         .await
         .expect("create keep");
@@ -134,7 +113,7 @@ async fn node_watch_sees_add_update_delete_and_resumes_after_apiserver_restart()
     nodes
         .create(
             &PostParams::default(),
-            &node("a", "192.0.2.2", "10.244.2.0/24"),
+            &kube_node("a", "192.0.2.2", "10.244.2.0/24"),
         )
         .await
         .expect("create a");
@@ -177,7 +156,7 @@ async fn node_watch_sees_add_update_delete_and_resumes_after_apiserver_restart()
     nodes
         .create(
             &PostParams::default(),
-            &node("b", "192.0.2.3", "10.244.3.0/24"),
+            &kube_node("b", "192.0.2.3", "10.244.3.0/24"),
         )
         .await
         .expect("create b after restart");

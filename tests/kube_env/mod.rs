@@ -35,7 +35,9 @@ use std::sync::{mpsc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
-use k8s_openapi::api::core::v1::{Namespace, Node, ServiceAccount};
+use k8s_openapi::api::core::v1::{
+    Namespace, Node, NodeAddress, NodeSpec, NodeStatus, ServiceAccount,
+};
 use kube::api::{Api, ObjectMeta, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
@@ -128,6 +130,29 @@ fn binaries_or_skip() -> Option<PathBuf> {
         return None;
     }
     found_or_skip(find_binaries(), "kube-apiserver")
+}
+
+/// A Node as the kubelet and the node IPAM make it: an InternalIP and one
+/// pod CIDR (in spec.podCIDR and spec.podCIDRs).
+pub fn kube_node(name: &str, ip: &str, pod_cidr: &str) -> Node {
+    Node {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            ..Default::default()
+        },
+        spec: Some(NodeSpec {
+            pod_cidr: Some(pod_cidr.into()),
+            pod_cidrs: Some(vec![pod_cidr.into()]),
+            ..Default::default()
+        }),
+        status: Some(NodeStatus {
+            addresses: Some(vec![NodeAddress {
+                type_: "InternalIP".into(),
+                address: ip.into(),
+            }]),
+            ..Default::default()
+        }),
+    }
 }
 
 /// The testenv `kubectl`, or `None` after printing why the caller skips;
