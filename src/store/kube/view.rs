@@ -11,7 +11,6 @@ use std::net::Ipv4Addr;
 
 use ipnetwork::IpNetwork;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use k8s_openapi::ClusterResourceScope;
 use kube::Resource;
 use serde::de::{IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
@@ -22,6 +21,36 @@ use crate::store::{Applied, Network, NodeReport, Settings, REASON_ROUTE_CREATED}
 
 pub const APPLIED_ANNOTATION: &str = "podroute.io/applied";
 pub const NETWORK_UNAVAILABLE: &str = "NetworkUnavailable";
+
+/// `Resource` for a view of a full type: the kind, group, version and plural
+/// are the full type's, the metadata the view's own.
+macro_rules! resource_view {
+    ($view:ty, $full:ty) => {
+        impl Resource for $view {
+            type DynamicType = ();
+            type Scope = <$full as Resource>::Scope;
+
+            fn kind(_: &()) -> Cow<'_, str> {
+                <$full as Resource>::kind(&())
+            }
+            fn group(_: &()) -> Cow<'_, str> {
+                <$full as Resource>::group(&())
+            }
+            fn version(_: &()) -> Cow<'_, str> {
+                <$full as Resource>::version(&())
+            }
+            fn plural(_: &()) -> Cow<'_, str> {
+                <$full as Resource>::plural(&())
+            }
+            fn meta(&self) -> &ObjectMeta {
+                &self.metadata
+            }
+            fn meta_mut(&mut self) -> &mut ObjectMeta {
+                &mut self.metadata
+            }
+        }
+    };
+}
 
 /// Status of a node condition, or its absence.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,29 +104,7 @@ impl NodeView {
     }
 }
 
-impl Resource for NodeView {
-    type DynamicType = ();
-    type Scope = ClusterResourceScope;
-
-    fn kind(_: &()) -> Cow<'_, str> {
-        "Node".into()
-    }
-    fn group(_: &()) -> Cow<'_, str> {
-        "".into()
-    }
-    fn version(_: &()) -> Cow<'_, str> {
-        "v1".into()
-    }
-    fn plural(_: &()) -> Cow<'_, str> {
-        "nodes".into()
-    }
-    fn meta(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-    fn meta_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
-    }
-}
+resource_view!(NodeView, k8s_openapi::api::core::v1::Node);
 
 #[derive(Deserialize, Default)]
 #[serde(default)]
@@ -280,29 +287,7 @@ pub struct RoutingView {
     pub plan: Result<Option<Plan>, String>,
 }
 
-impl Resource for RoutingView {
-    type DynamicType = ();
-    type Scope = ClusterResourceScope;
-
-    fn kind(_: &()) -> Cow<'_, str> {
-        "ClusterRouting".into()
-    }
-    fn group(_: &()) -> Cow<'_, str> {
-        "podroute.io".into()
-    }
-    fn version(_: &()) -> Cow<'_, str> {
-        "v1alpha1".into()
-    }
-    fn plural(_: &()) -> Cow<'_, str> {
-        "clusterroutings".into()
-    }
-    fn meta(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-    fn meta_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
-    }
-}
+resource_view!(RoutingView, crate::store::crd::ClusterRouting);
 
 #[derive(Deserialize, Default)]
 #[serde(default)]
