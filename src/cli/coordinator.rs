@@ -31,10 +31,12 @@ pub struct CoordinatorArgs {
     /// Renew the Lease this often, in seconds.
     #[arg(long, default_value_t = 5)]
     pub renew_seconds: u64,
-    /// Native with `offSubnet: underlay`: also wait for the cloud route
-    /// controller's signal on every node.
-    #[arg(long)]
-    pub wait_for_underlay_signal: bool,
+    /// Native with `offSubnet: underlay`: before routing native, also wait
+    /// on every node for this Node condition to be True (one that a
+    /// cloud-specific controller sets once the node's routes are in the
+    /// underlay; not NetworkUnavailable, which podroute writes itself).
+    #[arg(long, value_name = "TYPE")]
+    pub underlay_signal_condition: Option<String>,
     /// Listener for /healthz, /readyz (the API server answers) and /metrics.
     #[arg(long, env = "PODROUTE_LISTEN", default_value = "0.0.0.0:9470")]
     pub listen: SocketAddr,
@@ -54,7 +56,7 @@ pub async fn run(args: CoordinatorArgs) -> Result<()> {
     let mut options = Options::new(identity.clone(), args.lease_namespace.clone());
     options.lease_duration = std::time::Duration::from_secs(args.lease_seconds.max(1));
     options.renew_every = std::time::Duration::from_secs(args.renew_seconds.max(1));
-    options.wait_for_underlay_signal = args.wait_for_underlay_signal;
+    options.underlay_signal_condition = args.underlay_signal_condition;
     let (stop, shutdown) = watch::channel(false);
     tokio::spawn(async move {
         super::wait_for_signal().await;

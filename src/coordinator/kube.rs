@@ -6,7 +6,8 @@
 //!   not renewed for `leaseDurationSeconds` may be taken over. Only while
 //!   its last successful renewal is younger than the lease duration does a
 //!   coordinator step. On SIGTERM it releases the Lease.
-//! - The loop: Nodes and their reports from [`KubeStore`], the
+//! - The loop: Nodes and their reports from [`KubeStore`], each node's
+//!   Ready transition time and underlay signal from [`super::signals`], the
 //!   ClusterRouting object (spec and `metadata.generation`) from its own
 //!   watch, [`step`], and when the status differs, a JSON merge patch on
 //!   the status subresource (fields that went away are written as null),
@@ -35,8 +36,9 @@ use super::machine::{
     REASON_SKIPPED,
 };
 use super::metrics::CoordinatorMetrics;
+use super::signals::{self, add_signals, SignalsByNode};
 use crate::store::crd::{ClusterRouting, ClusterRoutingStatus, Condition, CLUSTER_ROUTING_NAME};
-use crate::store::{ClusterStore, KubeStore};
+use crate::store::{ClusterStore, KubeStore, Snapshot};
 use crate::{Error, Result};
 
 /// The Lease's name, in `Options::lease_namespace`.
@@ -54,8 +56,10 @@ pub struct Options {
     pub renew_every: Duration,
     /// Step at least this often (timeouts), even when nothing was heard.
     pub tick: Duration,
-    /// See [`Spec::wait_for_underlay_signal`].
-    pub wait_for_underlay_signal: bool,
+    /// The Node condition whose status True is the underlay signal; `Some`
+    /// enables [`Spec::wait_for_underlay_signal`] (native with
+    /// `offSubnet: underlay` only).
+    pub underlay_signal_condition: Option<String>,
 }
 
 impl Options {
@@ -66,7 +70,7 @@ impl Options {
             lease_duration: Duration::from_secs(15),
             renew_every: Duration::from_secs(5),
             tick: Duration::from_secs(1),
-            wait_for_underlay_signal: false,
+            underlay_signal_condition: None,
         }
     }
 }
@@ -78,8 +82,13 @@ pub async fn run(
     metrics: Arc<CoordinatorMetrics>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<()> {
+    if let Some(condition) = &options.underlay_signal_condition {
+        signals::watch_underlay_signal(condition)?;
+    }
     let store = KubeStore::new(client.clone())?;
     let mut snapshots = store.subscribe();
+    let (signals_tx, mut signals_rx) = watch::channel(SignalsByNode::new());
+    let follow_signals = tokio::spawn(signals::follow(Api::all(client.clone()), signals_tx));
     let routings: Api<ClusterRouting> = Api::all(client.clone());
     let (routing_tx, mut routing_rx) = watch::channel(None);
     let follow = tokio::spawn(follow_routing(routings.clone(), routing_tx));
@@ -127,8 +136,7 @@ pub async fn run(
             let routing = routing_rx.borrow_and_update().clone();
             let snapshot = snapshots.borrow_and_update().clone();
             if let (Some(routing), Some(snapshot)) = (routing, snapshot) {
-                let facts: Vec<NodeFact> =
-                    snapshot.nodes.iter().map(NodeFact::from_state).collect();
+                let facts = node_facts(&snapshot, &signals_rx.borrow_and_update());
                 match coordinate(&routings, &events, &options, &routing, &facts, &mut written).await
                 {
                     Ok(()) => {
@@ -152,11 +160,13 @@ pub async fn run(
         tokio::select! {
             _ = snapshots.changed() => {}
             _ = routing_rx.changed() => {}
+            _ = signals_rx.changed() => {}
             _ = tokio::time::sleep_until(wake.into()) => {}
             _ = shutdown.changed() => {}
         }
     }
     follow.abort();
+    follow_signals.abort();
     if leading_until.is_some() {
         match lease.release().await {
             Ok(()) => tracing::info!("released the Lease"),
@@ -192,7 +202,7 @@ async fn coordinate(
             status
         }
     };
-    let spec = Spec::from_crd(&routing.spec, options.wait_for_underlay_signal);
+    let spec = Spec::from_crd(&routing.spec, options.underlay_signal_condition.is_some());
     let now = Timestamp::now();
     let decision = step(&Inputs {
         spec: &spec,
@@ -222,6 +232,13 @@ async fn coordinate(
         }
     }
     Ok(())
+}
+
+/// The machine's view of the nodes in `snapshot`.
+fn node_facts(snapshot: &Snapshot, signals: &SignalsByNode) -> Vec<NodeFact> {
+    let mut facts: Vec<NodeFact> = snapshot.nodes.iter().map(NodeFact::from_state).collect();
+    add_signals(&mut facts, signals);
+    facts
 }
 
 fn to_json(status: &ClusterRoutingStatus) -> Result<Value> {
@@ -290,15 +307,31 @@ pub fn conditions(
             false,
             "Switching",
             format!(
-                "{}: {plan}, {}/{} nodes applied",
-                status.phase, nodes.applied, nodes.total
+                "{}: {plan}, {}/{} nodes applied{}",
+                status.phase,
+                nodes.applied,
+                nodes.total,
+                if nodes.waiting.is_empty() {
+                    String::new()
+                } else {
+                    format!(", waiting for {}", some_names(&nodes.waiting))
+                }
             ),
         )
     } else if !nodes.waiting.is_empty() {
+        let heading = match status.to {
+            Some(to) if status.plan.as_ref().is_some_and(|p| p.route_mode != to) => {
+                format!(", heading to {to}")
+            }
+            _ => String::new(),
+        };
         (
             false,
             "Waiting",
-            format!("waiting for {} to apply {plan}", nodes.waiting.join(", ")),
+            format!(
+                "waiting for {} on {plan}{heading}",
+                some_names(&nodes.waiting)
+            ),
         )
     } else {
         (
@@ -321,6 +354,17 @@ pub fn conditions(
         last_transition_time: transition,
         observed_generation: generation,
     }]
+}
+
+/// The first few of `names` (a condition message stays short; the status
+/// lists them all).
+fn some_names(names: &[String]) -> String {
+    const SHOWN: usize = 10;
+    let mut out = names[..names.len().min(SHOWN)].join(", ");
+    if names.len() > SHOWN {
+        out.push_str(&format!(" and {} more", names.len() - SHOWN));
+    }
+    out
 }
 
 /// One core/v1 Event on the ClusterRouting object (cluster-scoped objects'
@@ -511,8 +555,97 @@ impl LeaseLock {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Mode, Plan};
-    use crate::store::crd::NodesStatus;
+    use crate::coordinator::machine::InFlight;
+    use crate::coordinator::signals::NodeSignals;
+    use crate::model::{Mode, Node, Plan};
+    use crate::store::crd::{ClusterRoutingSpec, NodesStatus};
+    use crate::store::{Applied, Network, NodeReport, NodeState};
+
+    fn converged_on(plan: &Plan, names: &[&str]) -> Snapshot {
+        let nodes = names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| NodeState {
+                node: Node::parse(
+                    "node",
+                    name,
+                    Some(&format!("192.0.2.{}", i + 1)),
+                    &[format!("10.244.{}.0/24", i + 1)],
+                )
+                .expect("a node"),
+                ready: true,
+                report: NodeReport {
+                    applied: Some(Applied {
+                        generation: plan.generation,
+                        mode: plan.route_mode,
+                    }),
+                    network: Some(Network::Available {
+                        message: "podroute".into(),
+                    }),
+                },
+            })
+            .collect();
+        Snapshot {
+            nodes,
+            plan: Some(plan.clone()),
+            ..Snapshot::default()
+        }
+    }
+
+    fn underlay(ready: bool) -> NodeSignals {
+        NodeSignals {
+            ready_since: None,
+            underlay: Some(ready),
+        }
+    }
+
+    #[test]
+    fn the_underlay_signal_holds_the_switch_before_native_routing() {
+        let crd: ClusterRoutingSpec = serde_json::from_value(json!({
+            "mode": "native",
+            "native": {"offSubnet": "underlay"},
+        }))
+        .expect("a spec");
+        let spec = Spec::from_crd(&crd, true);
+        let steady = Plan::steady(Mode::Vxlan, 1);
+        let status = CoordinatorStatus {
+            plan: Some(steady.clone()),
+            to: Some(Mode::Vxlan),
+            phase_started_at: Some(0),
+            in_flight: InFlight::of(&steady),
+            ..CoordinatorStatus::default()
+        };
+        let snapshot = converged_on(&steady, &["a", "b", "c"]);
+        // b says no; c has not been seen by the signals watch yet.
+        let mut signals =
+            SignalsByNode::from([("a".into(), underlay(true)), ("b".into(), underlay(false))]);
+        let step_with = |signals: &SignalsByNode| {
+            step(&Inputs {
+                spec: &spec,
+                status: &status,
+                nodes: &node_facts(&snapshot, signals),
+                now: 10,
+            })
+            .status
+        };
+        let held = step_with(&signals);
+        assert_eq!(held.plan, Some(steady.clone()), "no native route yet");
+        assert_eq!(
+            (held.phase, held.to),
+            (StatusPhase::Steady, Some(Mode::Native))
+        );
+        assert_eq!(held.nodes.waiting, ["b", "c"]);
+        let message = conditions(&held, &[], None, Timestamp::now())[0]
+            .message
+            .clone();
+        assert!(message.unwrap_or_default().contains("b, c"));
+
+        signals.insert("b".into(), underlay(true));
+        signals.insert("c".into(), underlay(true));
+        let moved = step_with(&signals);
+        assert_eq!(moved.phase, StatusPhase::Switch);
+        assert_eq!(moved.plan.map(|p| p.route_mode), Some(Mode::Native));
+    }
 
     #[test]
     fn merge_patch_nulls_what_went_away() {

@@ -84,6 +84,7 @@ async fn run(
             let now = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs());
+            // No cloud here: never waits for an underlay signal.
             let wanted = Spec::new(*spec.borrow_and_update());
             let decision = step(&Inputs {
                 spec: &wanted,

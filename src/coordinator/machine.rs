@@ -95,10 +95,10 @@ pub struct Spec {
     pub mode: Mode,
     pub node_timeout_secs: u64,
     pub not_ready_policy: NotReadyPolicy,
-    /// Native with `offSubnet: underlay` only: also wait for the cloud route
-    /// controller's signal (`NodeFact::underlay_ready`) on every node before
-    /// publishing a plan that routes native, and count a node as converged
-    /// on such a plan only with it.
+    /// Native with `offSubnet: underlay` only: also wait for the underlay
+    /// signal (`NodeFact::underlay_ready`) on every node before publishing a
+    /// plan that routes native, and count a node as converged on such a plan
+    /// only with it. Nodes lacking it are named in `status.nodes.waiting`.
     pub wait_for_underlay_signal: bool,
 }
 
@@ -134,16 +134,18 @@ pub struct NodeFact {
     pub name: String,
     /// The kubelet's Ready condition.
     pub ready: bool,
-    /// Unix seconds of the node's last change that restarts its clock: the
-    /// later of its creation and its last Ready transition. `None`: unknown
-    /// (the plan's publication time counts alone).
+    /// Unix seconds of the node's last Ready transition (its Ready
+    /// condition's lastTransitionTime), which restarts its clock. `None`:
+    /// unknown (the plan's publication time counts alone).
     pub since: Option<u64>,
     /// `podroute.io/applied`.
     pub applied: Option<Applied>,
     /// NetworkUnavailable=False as podroute writes it.
     pub available: bool,
-    /// The cloud route controller's own NetworkUnavailable=False
-    /// (RouteCreated), when the caller watches for it.
+    /// The underlay signal (a Node condition a cloud-specific controller
+    /// sets True once the node's routes are in the underlay), when the
+    /// caller watches one. Not NetworkUnavailable: podroute writes that
+    /// itself, and the cloud route controller never rewrites it once False.
     pub underlay_ready: Option<bool>,
 }
 
@@ -386,13 +388,22 @@ struct Survey {
     waiting: Vec<String>,
     skipped: Vec<String>,
     blocked: Vec<String>,
-    /// Every node in scope has the cloud's underlay signal.
+    /// Every node in scope has the underlay signal.
     all_underlay: bool,
 }
 
+/// Whether a node needs the underlay signal to converge on `plan`.
+fn needs_underlay(spec: &Spec, plan: &Plan) -> bool {
+    spec.wait_for_underlay_signal && plan.route_mode == Mode::Native
+}
+
+/// Where the nodes stand on `plan`. A converged node that lacks the underlay
+/// signal the `next` plan needs is waiting too (but not late: that clock
+/// starts when a plan that needs it is published).
 fn survey(
     spec: &Spec,
     plan: &Plan,
+    next: Option<&Plan>,
     published_at: u64,
     nodes: &[NodeFact],
     now: u64,
@@ -400,7 +411,8 @@ fn survey(
 ) -> Survey {
     let mut sorted: Vec<&NodeFact> = nodes.iter().collect();
     sorted.sort_by(|a, b| a.name.cmp(&b.name));
-    let needs_underlay = spec.wait_for_underlay_signal && plan.route_mode == Mode::Native;
+    let plan_needs_underlay = needs_underlay(spec, plan);
+    let next_needs_underlay = next.is_some_and(|next| needs_underlay(spec, next));
     let mut out = Survey {
         all_applied: true,
         all_underlay: true,
@@ -411,7 +423,7 @@ fn survey(
             .applied
             .is_some_and(|a| a.generation == plan.generation && a.mode == plan.route_mode);
         let underlay = n.underlay_ready == Some(true);
-        let converged = holds && n.available && (underlay || !needs_underlay);
+        let converged = holds && n.available && (underlay || !plan_needs_underlay);
         let deadline = published_at.max(n.since.unwrap_or(0)) + spec.node_timeout_secs;
         let late = now >= deadline;
         // NotReady for nodeTimeout (counted from the plan when unknown);
@@ -435,6 +447,8 @@ fn survey(
             if late {
                 out.blocked.push(n.name.clone());
             }
+        } else if next_needs_underlay && !underlay {
+            out.waiting.push(n.name.clone());
         }
     }
     out
@@ -495,19 +509,24 @@ pub fn step(inputs: &Inputs) -> Decision {
         }
         Some(current) => {
             let published_at = old.phase_started_at.unwrap_or(now);
-            let here = survey(spec, &current, published_at, nodes, now, &old.skipped);
+            let way = route(&current, spec.mode);
+            let next = way.remaining.first();
+            let here = survey(
+                spec,
+                &current,
+                next.map(|n| &n.plan),
+                published_at,
+                nodes,
+                now,
+                &old.skipped,
+            );
             skipped_before = here.skipped.clone();
             if here.all_applied {
                 status.in_flight = InFlight::of(&current);
             } else if status.in_flight.routes.is_empty() {
                 status.in_flight = InFlight::unknown();
             }
-            let way = route(&current, spec.mode);
-            let next = way.remaining.first();
-            let underlay_ok = |plan: &Plan| {
-                !(spec.wait_for_underlay_signal && plan.route_mode == Mode::Native)
-                    || here.all_underlay
-            };
+            let underlay_ok = |plan: &Plan| !needs_underlay(spec, plan) || here.all_underlay;
             let mut publish = None;
             if old.to != Some(way.to) {
                 let aborted = matches!(old.phase, StatusPhase::Prepare | StatusPhase::Switch)
@@ -578,9 +597,11 @@ pub fn step(inputs: &Inputs) -> Decision {
     }
 
     let plan = status.plan.clone().expect("a plan is in force");
+    let next = route(&plan, spec.mode).remaining.into_iter().next();
     let there = survey(
         spec,
         &plan,
+        next.as_ref().map(|n| &n.plan),
         status.phase_started_at.unwrap_or(now),
         nodes,
         now,

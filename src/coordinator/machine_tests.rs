@@ -568,9 +568,13 @@ fn underlay_signal_gates_plans_that_route_native() {
     c.step();
     assert_eq!(c.status.phase, Steady, "no cloud signal yet");
     assert_eq!(c.status.to, Some(Native));
+    assert_eq!(c.status.nodes.waiting, ["node-1", "node-2"]);
     c.node("node-1").underlay = Some(true);
+    c.now += 10 * DEFAULT_NODE_TIMEOUT_SECS;
     c.step();
     assert_eq!(c.plan().route_mode, Vxlan);
+    assert_eq!(c.status.nodes.waiting, ["node-2"], "named while held back");
+    assert!(c.status.blocked.is_empty(), "not late on a plan it holds");
     c.node("node-2").underlay = Some(true);
     c.step();
     assert_eq!(c.status.phase, Switch);

@@ -7,6 +7,7 @@ pub mod local;
 pub mod machine;
 pub mod metrics;
 mod phases;
+pub mod signals;
 
 #[cfg(test)]
 mod machine_tests;
