@@ -46,13 +46,7 @@ fn apply_plan_status_cleanup_from_the_command_line() {
         return;
     }
     let lab = Lab::flat(3);
-    let dir = lab
-        .config("node-1")
-        .mtu_file
-        .parent()
-        .expect("dir")
-        .to_path_buf();
-    std::fs::create_dir_all(&dir).expect("dir");
+    let dir = lab_dir(&lab);
     let mtu_file = dir.join("mtu").display().to_string();
     let cluster = write_cluster(&lab, &dir, "vxlan", "podCIDR: 10.244.2.0/24");
     let common = [
@@ -143,6 +137,37 @@ fn apply_plan_status_cleanup_from_the_command_line() {
         "{warnings}"
     );
 
+    // Someone makes the uplink's reverse-path filter strict behind our back.
+    let strict = "rp_filter is strict (1) on eth0";
+    assert!(!warnings.contains(strict), "loose after apply: {warnings}");
+    lab.topo
+        .node_netns("node-1")
+        .and_then(|ns| ns.sysctl("net.ipv4.conf.eth0.rp_filter", "1"))
+        .expect("strict rp_filter");
+    let (code, out, err) = podroute(
+        &lab,
+        "node-1",
+        &["status", "--rp-filter", "keep", "-o", "json"],
+    );
+    assert_eq!(code, 0, "{err}");
+    let status = json(&out);
+    assert_eq!(
+        status["sysctls"]["net/ipv4/conf/eth0/rp_filter"], "1",
+        "{out}"
+    );
+    assert!(status["warnings"].to_string().contains(strict), "{out}");
+    let vxlan = status["devices"]
+        .as_array()
+        .and_then(|d| d.iter().find(|d| d["name"] == "vxlan.calico"))
+        .unwrap_or_else(|| panic!("no vxlan.calico in {out}"));
+    assert_eq!(vxlan["mtu"], 1450, "{out}");
+    let tunnel_address = format!("{}/32", lab.node("node-1").pod_cidr.ip());
+    assert_eq!(
+        vxlan["addresses"],
+        serde_json::json!([tunnel_address]),
+        "{out}"
+    );
+
     let (code, out, _) = podroute(
         &lab,
         "node-1",
@@ -167,4 +192,170 @@ fn apply_plan_status_cleanup_from_the_command_line() {
     assert!(our_routes(&lab, "node-1").is_empty());
     assert!(!lab.ip("node-1", &["link", "show"]).contains("vxlan.calico"));
     assert!(!Path::new(&mtu_file).exists());
+}
+
+/// A runtime failure that is not bad input: a foreign device holds the name
+/// of ours. Exit 1, the device named, and nothing written.
+#[test]
+fn foreign_device_in_our_place_is_a_runtime_failure() {
+    if !have_root() {
+        return;
+    }
+    let lab = Lab::flat(2);
+    let dir = lab_dir(&lab);
+    let mtu_file = dir.join("mtu").display().to_string();
+    let cluster = write_cluster(&lab, &dir, "vxlan", "podCIDR: 10.244.2.0/24");
+    lab.ip("node-1", &["link", "add", "vxlan.calico", "type", "bridge"]);
+
+    let (code, out, err) = podroute(
+        &lab,
+        "node-1",
+        &[
+            "apply",
+            "--cluster",
+            &cluster,
+            "--node",
+            "node-1",
+            "--mtu-file",
+            &mtu_file,
+        ],
+    );
+    assert_eq!(code, 1, "stdout: {out}\nstderr: {err}");
+    assert!(
+        err.contains("device vxlan.calico exists but is not vxlan"),
+        "{err}"
+    );
+    // The check runs on the observed state, before the first write.
+    assert!(our_routes(&lab, "node-1").is_empty(), "routes written");
+    assert!(!Path::new(&mtu_file).exists(), "pod MTU file written");
+    let link = lab.ip("node-1", &["-d", "link", "show", "vxlan.calico"]);
+    assert!(
+        link.contains("bridge"),
+        "the foreign device changed:\n{link}"
+    );
+    assert!(!link.contains("vxlan id"), "{link}");
+}
+
+/// The default output, as a sysadmin reads it: each command's header.
+#[test]
+fn table_output_of_plan_apply_status_cleanup() {
+    if !have_root() {
+        return;
+    }
+    let lab = Lab::flat(2);
+    let dir = lab_dir(&lab);
+    let mtu_file = dir.join("mtu").display().to_string();
+    let cluster = write_cluster(&lab, &dir, "vxlan", "podCIDR: 10.244.2.0/24");
+    let target = [
+        "--cluster",
+        &cluster,
+        "--node",
+        "node-1",
+        "--mtu-file",
+        &mtu_file,
+    ];
+    let run = |args: &[&str]| {
+        let (code, out, err) = podroute(&lab, "node-1", args);
+        assert_eq!(code, 0, "{args:?}: {err}");
+        assert!(
+            serde_json::from_str::<Value>(&out).is_err(),
+            "{args:?}: JSON without -o json"
+        );
+        out
+    };
+    let steps_header = ["STAGE", "OP", "WHY"];
+
+    let out = run(&[&["plan"], &target[..]].concat());
+    assert!(out.contains("ops to reach mode vxlan"), "{out}");
+    assert_header(&out, &steps_header);
+    assert!(
+        our_routes(&lab, "node-1").is_empty(),
+        "plan changed the kernel"
+    );
+
+    let out = run(&[&["apply"], &target[..]].concat());
+    assert!(
+        out.starts_with("node node-1: mode vxlan (generation 1), pod MTU 1450"),
+        "{out}"
+    );
+    assert_header(&out, &steps_header);
+    assert!(out.contains("changed"), "{out}");
+    let out = run(&[&["apply"], &target[..]].concat());
+    assert!(out.contains("already converged"), "{out}");
+
+    let out = run(&["status", "--mtu-file", &mtu_file]);
+    assert!(out.starts_with("mode in the kernel: vxlan"), "{out}");
+    assert_header(
+        &out,
+        &["DEVICE", "KIND", "STATE", "MTU", "ADDRESSES", "DETAIL"],
+    );
+    assert!(out.contains("routes: 1 owned"), "{out}");
+
+    let out = run(&["cleanup", "--mtu-file", &mtu_file]);
+    assert_header(&out, &steps_header);
+    assert!(out.contains("removed"), "{out}");
+    assert!(our_routes(&lab, "node-1").is_empty());
+    let out = run(&["cleanup", "--mtu-file", &mtu_file]);
+    assert!(out.contains("nothing of podroute's on this host"), "{out}");
+}
+
+/// The benchmark runs end to end and reports every phase (no timing checked).
+#[test]
+fn bench_reports_every_phase() {
+    if !have_root() {
+        return;
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_podroute"))
+        .args(["bench", "--peers", "10", "--repeat", "1", "-o", "json"])
+        .output()
+        .expect("run podroute bench");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = json(&stdout);
+    assert_eq!(report["failures"], serde_json::json!([]), "{stdout}");
+    let results = report["results"].as_array().expect("results");
+    assert_eq!(results.len(), 1, "{stdout}");
+    assert_eq!(results[0]["peers"], 10);
+    let phases = results[0]["phases"].as_array().expect("phases");
+    let phase = |tool: &str, name: &str| {
+        phases
+            .iter()
+            .find(|p| p["tool"] == tool && p["phase"] == name)
+            .unwrap_or_else(|| panic!("no {tool} {name} phase in {stdout}"))
+    };
+    for name in ["plan", "program", "observe", "resync", "delete"] {
+        assert!(phase("podroute", name)["ms"].is_number(), "{stdout}");
+    }
+    for name in ["program", "delete"] {
+        phase("ip-batch", name);
+        assert!(
+            phase("podroute", name)["ratioToIpBatch"].is_number(),
+            "{stdout}"
+        );
+    }
+    assert_eq!(phase("podroute", "program")["routeWrites"], 10, "{stdout}");
+    assert_eq!(phase("podroute", "resync")["writes"], 0, "{stdout}");
+    assert!(results[0]["peakRssKib"].as_u64().is_some_and(|k| k > 0));
+}
+
+/// The lab's per-test directory (where the MTU file lives), created.
+fn lab_dir(lab: &Lab) -> std::path::PathBuf {
+    let mtu_file = lab.config("node-1").mtu_file;
+    let dir = mtu_file.parent().expect("dir").to_path_buf();
+    std::fs::create_dir_all(&dir).expect("dir");
+    dir
+}
+
+/// Some line of `out` is exactly these column headers.
+fn assert_header(out: &str, columns: &[&str]) {
+    assert!(
+        out.lines()
+            .any(|l| l.split_whitespace().eq(columns.iter().copied())),
+        "no {columns:?} header in:\n{out}"
+    );
 }

@@ -1,5 +1,7 @@
 //! Each dataplane, proven by kernel state and by packets.
 
+use podroute::lab::probe::OVERHEAD;
+use podroute::lab::topology::Topology;
 use podroute::model::{Mac, Mode};
 
 use crate::support::{have_ipip, have_root, our_routes, steady, Lab};
@@ -140,7 +142,11 @@ fn second_apply_writes_nothing() {
         return;
     }
     let lab = Lab::flat(3);
-    for mode in [Mode::Vxlan, Mode::Native] {
+    let mut modes = vec![Mode::Vxlan, Mode::Native];
+    if have_ipip() {
+        modes.push(Mode::Ipip);
+    }
+    for mode in modes {
         let plan = steady(mode);
         let first = lab.converge("node-1", &plan);
         assert!(first.changes > 0, "{mode}: first apply wrote nothing");
@@ -151,4 +157,42 @@ fn second_apply_writes_nothing() {
             second.steps
         );
     }
+}
+
+/// The tunnel MTU follows the uplink's: 1400 leaves 1350 for VXLAN, in the
+/// pod MTU file, on the device, on the routes, and on the wire.
+#[test]
+fn vxlan_mtu_follows_a_smaller_uplink() {
+    if !have_root() {
+        return;
+    }
+    let lab = Lab::new(Topology::builder().uplink_mtu(1400).nodes(0, 2));
+    let outcomes = lab.converge_all(&steady(Mode::Vxlan));
+    assert_eq!(outcomes["node-1"].pod_mtu, Some(1350));
+    let file = std::fs::read_to_string(lab.config("node-1").mtu_file).expect("pod MTU file");
+    assert_eq!(file.trim(), "1350");
+    let link = lab.ip("node-1", &["-d", "link", "show", "vxlan.calico"]);
+    assert!(link.contains("mtu 1350 "), "{link}");
+    for r in our_routes(&lab, "node-1") {
+        assert!(r.ends_with("mtu 1350"), "{r}");
+    }
+    lab.assert_all_pods_talk(1350);
+
+    // Widen the pods' veths to the uplink's 1400, so what stops a DF packet
+    // over 1350 is the node's tunnel path, not the pod's own interface.
+    for node in lab.names() {
+        lab.topo.set_pod_mtu(&node, 1400).expect("pod MTU");
+    }
+    assert!(
+        lab.udp("node-1", "node-2", 1350 - OVERHEAD, true),
+        "DF packet of 1350 lost"
+    );
+    assert!(
+        !lab.udp("node-1", "node-2", 1351 - OVERHEAD, true),
+        "DF packet of 1351 crossed a 1350 tunnel"
+    );
+    assert!(
+        lab.udp("node-1", "node-2", 1351 - OVERHEAD, false),
+        "without DF the node fragments 1351 into the tunnel"
+    );
 }

@@ -3,6 +3,7 @@
 use std::collections::BTreeSet;
 
 use podroute::model::{Mode, Plan};
+use podroute::plan::simulate;
 
 use crate::support::{have_root, our_routes, steady, Lab};
 
@@ -179,5 +180,48 @@ fn ipip_to_vxlan_to_native_retires_tunl0() {
             !lab.ip(&node, &["link", "show"]).contains("vxlan.calico"),
             "{node}"
         );
+        let routes = our_routes(&lab, &node);
+        assert_eq!(routes.len(), 2, "{node}: {routes:?}");
+        for r in routes {
+            assert!(r.contains("dev tunl0 "), "{node}: stale route {r}");
+        }
     }
+}
+
+/// `plan::simulate` is the kernel model the property tests trust: here the
+/// real kernel is held to it. Through a switch from vxlan to native and a
+/// peer leaving, what the engine observes after each converge is what the
+/// model predicts from the state before and the steps taken (sysctls aside:
+/// `Lab::observe` reads none).
+#[test]
+fn the_kernel_holds_what_the_model_predicts() {
+    if !have_root() {
+        return;
+    }
+    let mut lab = Lab::flat(3);
+    let both = BTreeSet::from([Mode::Vxlan, Mode::Native]);
+    let plans = [
+        steady(Mode::Vxlan),
+        Plan {
+            generation: 2,
+            route_mode: Mode::Native,
+            decap: both,
+        },
+        Plan::steady(Mode::Native, 3),
+        Plan::steady(Mode::Vxlan, 4),
+    ];
+    for plan in &plans {
+        check_model(&lab, plan);
+    }
+    lab.nodes.retain(|n| n.name != "node-3");
+    check_model(&lab, &Plan::steady(Mode::Vxlan, 5));
+}
+
+fn check_model(lab: &Lab, plan: &Plan) {
+    let mut predicted = lab.observe("node-1");
+    let outcome = lab.converge("node-1", plan);
+    assert!(outcome.changes > 0, "{plan:?}: nothing to check");
+    simulate::apply_all(&mut predicted, outcome.steps.iter().map(|s| &s.op));
+    predicted.sysctls.clear();
+    assert_eq!(lab.observe("node-1"), predicted, "{plan:?}");
 }

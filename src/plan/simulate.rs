@@ -1,6 +1,7 @@
 //! A model of what the kernel does with each op, on `Observed`. The property
-//! tests use it to check that applying a diff reaches Desired; it is also the
-//! reference the netns tests hold the real dataplane to.
+//! tests use it to check that applying a diff reaches Desired; the netns test
+//! `switching::the_kernel_holds_what_the_model_predicts` holds the real
+//! kernel to it (vxlan and native, sysctls aside; ipip runs only in the VM).
 
 use std::collections::BTreeSet;
 
