@@ -326,3 +326,123 @@ fn retire(desired: &Desired, observed: &Observed, push: &mut impl FnMut(Op, Stri
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use ipnetwork::IpNetwork;
+
+    use super::*;
+    use crate::model::{Config, Mode, Node, Plan};
+    use crate::plan::{desired, simulate, Inputs, Uplink};
+
+    fn node(i: u8) -> Node {
+        Node {
+            name: format!("node-{i}"),
+            node_ip: Ipv4Addr::new(10, 250, 0, i),
+            pod_cidrs: vec![IpNetwork::V4(
+                format!("10.244.{i}.0/24").parse().expect("cidr"),
+            )],
+        }
+    }
+
+    /// What node-1 needs among `nodes` in a steady `mode`.
+    fn steady(mode: Mode, nodes: &[Node]) -> Desired {
+        desired(Inputs {
+            local: &nodes[0],
+            nodes,
+            plan: &Plan::steady(mode, 1),
+            config: &Config::default(),
+            uplink: &Uplink {
+                name: "eth0".into(),
+                mtu: 1500,
+                address: "10.250.0.1/24".parse().expect("address"),
+            },
+        })
+        .expect("valid inputs")
+    }
+
+    /// Writes that make something exist or take a new value.
+    fn creates(op: &Op) -> bool {
+        matches!(
+            op,
+            Op::CreateIpip { .. }
+                | Op::CreateVxlan { .. }
+                | Op::AddAddress { .. }
+                | Op::ReplaceNeigh { .. }
+                | Op::ReplaceFdb { .. }
+                | Op::ReplaceRoute { .. }
+        )
+    }
+
+    /// Writes that take something away (a recreate's delete, which must come
+    /// before its create, is not among them).
+    fn removes(op: &Op) -> bool {
+        match op {
+            Op::DeleteLink { stage, .. } => *stage != Stage::Links,
+            Op::DelAddress { .. }
+            | Op::DelNeigh { .. }
+            | Op::DelFdb { .. }
+            | Op::DelRoute { .. }
+            | Op::SetDown { .. } => true,
+            _ => false,
+        }
+    }
+
+    #[test]
+    fn stages_run_in_the_order_the_issue_fixes() {
+        let order = [
+            Stage::Links,
+            Stage::LinkAttrs,
+            Stage::Addresses,
+            Stage::Host,
+            Stage::Neighbours,
+            Stage::Routes,
+            Stage::Stale,
+            Stage::Retire,
+        ];
+        assert!(order.windows(2).all(|w| w[0] < w[1]), "{order:?}");
+    }
+
+    /// From ipip with three nodes to vxlan with two: one diff that creates,
+    /// replaces, deletes stale state and retires a device.
+    #[test]
+    fn every_removal_comes_after_every_create_or_replace() {
+        let nodes = [node(1), node(2), node(3)];
+        let ipip = steady(Mode::Ipip, &nodes);
+        let mut observed = Observed::default();
+        let program = diff(&ipip, &observed);
+        simulate::apply_all(&mut observed, program.steps.iter().map(|s| &s.op));
+        let d = diff(&steady(Mode::Vxlan, &nodes[..2]), &observed);
+
+        let mut stages: Vec<Stage> = d.steps.iter().map(|s| s.op.stage()).collect();
+        stages.dedup();
+        assert_eq!(
+            stages,
+            [
+                Stage::Links,
+                Stage::Addresses,
+                Stage::Host,
+                Stage::Neighbours,
+                Stage::Routes,
+                Stage::Stale,
+                Stage::Retire,
+            ],
+            "{:#?}",
+            d.steps
+        );
+        let last_create = d.steps.iter().rposition(|s| creates(&s.op));
+        let first_removal = d.steps.iter().position(|s| removes(&s.op));
+        match (last_create, first_removal) {
+            (Some(c), Some(r)) => assert!(c < r, "{:#?}", d.steps),
+            other => panic!("the switch both creates and removes: {other:?}"),
+        }
+        for step in d.steps.iter().filter(|s| removes(&s.op)) {
+            assert!(
+                matches!(step.op.stage(), Stage::Stale | Stage::Retire),
+                "{step}"
+            );
+        }
+    }
+}

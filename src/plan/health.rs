@@ -126,3 +126,215 @@ pub fn warnings(
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use super::*;
+    use crate::model::Mac;
+    use crate::plan::{Route, RouteKey, RouteKind, VxlanDevice, VxlanIdentity};
+
+    const ADOPTED_BIRD: u8 = 12;
+
+    fn route(dst: &str, dev: &str, protocol: u8) -> Route {
+        Route {
+            key: RouteKey {
+                table: crate::model::MAIN_TABLE,
+                dst: dst.parse().expect("dst"),
+                metric: 0,
+            },
+            kind: RouteKind::Unicast,
+            via: Some(Ipv4Addr::new(10, 250, 0, 2)),
+            dev: dev.into(),
+            onlink: dev != "eth0",
+            mtu: None,
+            protocol,
+        }
+    }
+
+    fn with_routes(routes: &[Route]) -> Observed {
+        Observed {
+            routes: routes.iter().map(|r| (r.key, r.clone())).collect(),
+            ..Observed::default()
+        }
+    }
+
+    fn uplink(mtu: u32) -> Uplink {
+        Uplink {
+            name: "eth0".into(),
+            mtu,
+            address: "10.250.0.1/24".parse().expect("address"),
+        }
+    }
+
+    fn vxlan(mtu: u32) -> VxlanDevice {
+        VxlanDevice {
+            name: "vxlan.calico".into(),
+            identity: VxlanIdentity {
+                vni: 4096,
+                port: 4789,
+                local: Ipv4Addr::new(10, 250, 0, 1),
+                link: "eth0".into(),
+                mac: Mac::for_node("node-1"),
+                learning: false,
+            },
+            mtu,
+            up: true,
+            addresses: BTreeSet::from([Ipv4Addr::new(10, 244, 1, 0)]),
+        }
+    }
+
+    /// A converged vxlan node: nothing to warn about.
+    fn healthy() -> (Observed, BTreeMap<String, Option<String>>) {
+        let mut observed = with_routes(&[route("10.244.2.0/24", "vxlan.calico", 91)]);
+        observed.vxlan = Some(vxlan(1450));
+        observed.pod_mtu = Some(1450);
+        let sysctls = [
+            ("net/ipv4/ip_forward", "1"),
+            ("net/ipv4/conf/all/rp_filter", "0"),
+            ("net/ipv4/conf/eth0/rp_filter", "2"),
+            ("net/ipv4/conf/vxlan.calico/rp_filter", "2"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), Some(v.to_string())))
+        .collect();
+        (observed, sysctls)
+    }
+
+    fn warn(observed: &Observed, sysctls: &BTreeMap<String, Option<String>>) -> Vec<String> {
+        warnings(observed, Some(&uplink(1500)), sysctls, &Config::default())
+    }
+
+    fn set(sysctls: &mut BTreeMap<String, Option<String>>, key: &str, value: &str) {
+        sysctls.insert(key.into(), Some(value.into()));
+    }
+
+    #[test]
+    fn kernel_mode_names_the_devices_our_routes_use() {
+        let config = Config::default();
+        let mode = |routes: &[Route]| kernel_mode(&with_routes(routes), &config);
+        assert_eq!(mode(&[]), "none");
+        assert_eq!(mode(&[route("10.244.2.0/24", "vxlan.calico", 91)]), "vxlan");
+        assert_eq!(
+            mode(&[
+                route("10.244.2.0/24", "eth0", 91),
+                route("10.244.3.0/24", "tunl0", 91),
+            ]),
+            "ipip+native"
+        );
+        // An adopted route is not ours yet: it says nothing about our mode.
+        assert_eq!(
+            mode(&[route("10.244.2.0/24", "eth0", ADOPTED_BIRD)]),
+            "none"
+        );
+    }
+
+    #[test]
+    fn a_converged_node_has_no_warnings() {
+        let (observed, sysctls) = healthy();
+        assert_eq!(warn(&observed, &sysctls), Vec::<String>::new());
+    }
+
+    #[test]
+    fn strict_rp_filter_is_the_larger_of_all_and_the_device() {
+        let (observed, mut sysctls) = healthy();
+        set(&mut sysctls, "net/ipv4/conf/eth0/rp_filter", "1");
+        let w = warn(&observed, &sysctls);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].starts_with("rp_filter is strict (1) on eth0"), "{w:?}");
+
+        let (observed, mut sysctls) = healthy();
+        set(&mut sysctls, "net/ipv4/conf/all/rp_filter", "1");
+        set(&mut sysctls, "net/ipv4/conf/eth0/rp_filter", "0");
+        let w = warn(&observed, &sysctls);
+        assert_eq!(w.len(), 1, "all=1 makes eth0 strict: {w:?}");
+        assert!(w[0].contains("on eth0"), "{w:?}");
+
+        // all=1 with loose devices: the kernel applies max(1, 2) = loose.
+        let (observed, mut sysctls) = healthy();
+        set(&mut sysctls, "net/ipv4/conf/all/rp_filter", "1");
+        assert_eq!(warn(&observed, &sysctls), Vec::<String>::new());
+    }
+
+    #[test]
+    fn forwarding_off_warns_only_with_routes() {
+        let (observed, mut sysctls) = healthy();
+        set(&mut sysctls, "net/ipv4/ip_forward", "0");
+        let w = warn(&observed, &sysctls);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].starts_with("net.ipv4.ip_forward is not 1"), "{w:?}");
+        assert_eq!(warn(&Observed::default(), &sysctls), Vec::<String>::new());
+    }
+
+    #[test]
+    fn tunnel_mtu_over_what_the_uplink_leaves() {
+        let (observed, sysctls) = healthy();
+        let w = warnings(&observed, Some(&uplink(1400)), &sysctls, &Config::default());
+        assert_eq!(
+            w,
+            [
+                "vxlan.calico has MTU 1450, over the 1350 that eth0 (MTU 1400) leaves for vxlan: \
+              large packets are dropped"
+            ]
+        );
+        // An --mtu override counts, not the uplink's own MTU.
+        let config = Config {
+            mtu: Some(1400),
+            ..Config::default()
+        };
+        let w = warnings(&observed, Some(&uplink(1500)), &sysctls, &config);
+        assert_eq!(w.len(), 1, "{w:?}");
+    }
+
+    #[test]
+    fn tunl0_without_our_address_is_not_in_play() {
+        let (mut observed, sysctls) = healthy();
+        observed.ipip = Some(IpipDevice {
+            name: "tunl0".into(),
+            mtu: 1500,
+            up: true,
+            addresses: BTreeSet::new(),
+        });
+        assert_eq!(warn(&observed, &sysctls), Vec::<String>::new());
+        assert_eq!(
+            watched_devices(&observed, Some(&uplink(1500))),
+            ["eth0", "vxlan.calico"]
+        );
+
+        observed
+            .ipip
+            .as_mut()
+            .expect("tunl0")
+            .addresses
+            .insert(Ipv4Addr::new(10, 244, 1, 0));
+        let w = warn(&observed, &sysctls);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].starts_with("tunl0 has MTU 1500, over the 1480"),
+            "{w:?}"
+        );
+    }
+
+    #[test]
+    fn pod_mtu_missing_or_over_the_tunnel() {
+        let (mut observed, sysctls) = healthy();
+        observed.pod_mtu = None;
+        let w = warn(&observed, &sysctls);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].starts_with("no pod MTU file at /run/podroute/mtu"),
+            "{w:?}"
+        );
+
+        observed.pod_mtu = Some(1500);
+        assert_eq!(
+            warn(&observed, &sysctls),
+            ["pod MTU 1500 is over the tunnel MTU 1450: pods will see drops of large packets"]
+        );
+
+        // Nothing of ours on the host: no MTU file is expected.
+        let nothing = Observed::default();
+        assert_eq!(warn(&nothing, &sysctls), Vec::<String>::new());
+    }
+}
