@@ -5,6 +5,9 @@
 //! (restored at once), a periodic full resync, a netlink overrun. Bursts
 //! are coalesced: after a trigger the loop waits `debounce`, drains what
 //! else arrived, and reconciles once.
+//!
+//! A report the store refuses (API server away) is retried on its own,
+//! without touching the kernel, with a delay that doubles per refusal.
 
 mod events;
 mod kernel;
@@ -15,6 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
+use tokio::time::Instant as Deadline;
 
 pub use events::pump;
 pub use kernel::Kernel;
@@ -32,7 +36,8 @@ pub struct AgentOptions {
     pub resync: Duration,
     /// Quiet time that gathers a burst of triggers into one reconcile.
     pub debounce: Duration,
-    /// First retry delay after a failure; doubles up to `resync`.
+    /// First retry delay after a failed reconcile or a refused report;
+    /// doubles with each further failure, up to `resync`.
     pub backoff: Duration,
 }
 
@@ -71,14 +76,35 @@ struct Wake {
     retry: bool,
 }
 
+impl Wake {
+    fn any(self) -> bool {
+        self.store || self.kernel || self.resync || self.retry
+    }
+
+    /// Only a retry timer fired: nothing new about the cluster or kernel.
+    fn retry_only(self) -> bool {
+        self.retry && !(self.store || self.kernel || self.resync)
+    }
+}
+
+/// The delay before retry number `failures` (1 for the first): `first`,
+/// doubling per failure, never more than `cap`.
+fn retry_delay(first: Duration, cap: Duration, failures: u32) -> Duration {
+    let factor = 1u32 << failures.saturating_sub(1).min(16);
+    first.saturating_mul(factor).min(cap)
+}
+
 pub struct Agent<K: Kernel> {
     options: AgentOptions,
     store: Arc<dyn ClusterStore>,
     kernel: K,
     /// What the store last accepted from us; `None` before the first report.
     reported: Option<NodeReport>,
-    /// A report the store refused (API server away): retried with backoff.
-    report_pending: bool,
+    /// A report the store refused (API server away), retried with backoff.
+    unreported: Option<NodeReport>,
+    /// Refusals in a row of the report in `unreported`.
+    report_failures: u32,
+    /// Failed reconciles in a row.
     failures: u32,
     metrics: Arc<Metrics>,
     uplink: watch::Sender<Option<String>>,
@@ -95,7 +121,8 @@ impl<K: Kernel> Agent<K> {
             store,
             kernel,
             reported: None,
-            report_pending: false,
+            unreported: None,
+            report_failures: 0,
             failures: 0,
             metrics,
             uplink: watch::Sender::new(None),
@@ -129,33 +156,35 @@ impl<K: Kernel> Agent<K> {
             resync: true,
             ..Wake::default()
         };
-        let mut next_resync = Instant::now() + self.options.resync;
-        let mut retry_at: Option<Instant> = None;
+        let mut next_resync = Deadline::now() + self.options.resync;
+        let mut retry_at: Option<Deadline> = None;
         let mut events_open = true;
         loop {
             if *shutdown.borrow() {
                 return Ok(());
             }
-            if wake.store || wake.kernel || wake.resync || wake.retry {
+            if wake.any() {
                 // Gather the rest of a burst, then one pass.
                 tokio::time::sleep(self.options.debounce).await;
                 while let Ok(event) = events.try_recv() {
                     note_kernel_event(&event);
+                    wake.kernel = true;
                 }
-                let snapshot = snapshots.borrow_and_update().clone();
-                let pass = self.reconcile(snapshot.as_deref()).await;
-                self.record(&pass, wake);
-                retry_at = match &pass {
-                    Pass::Failed { failures, .. } => Some(Instant::now() + self.backoff(*failures)),
-                    _ if self.report_pending => Some(Instant::now() + self.backoff(1)),
-                    _ => None,
-                };
-                if wake.resync {
-                    next_resync = Instant::now() + self.options.resync;
+                if wake.retry_only() && self.failures == 0 && self.unreported.is_some() {
+                    // The kernel was fine; only the store said no.
+                    self.retry_report().await;
+                } else {
+                    let snapshot = snapshots.borrow_and_update().clone();
+                    let pass = self.reconcile(snapshot.as_deref()).await;
+                    self.record(&pass, wake);
+                    if wake.resync {
+                        next_resync = Deadline::now() + self.options.resync;
+                    }
+                    if let Some(tx) = &self.passes {
+                        let _ = tx.send(pass);
+                    }
                 }
-                if let Some(tx) = &self.passes {
-                    let _ = tx.send(pass);
-                }
+                retry_at = self.next_retry().map(|delay| Deadline::now() + delay);
                 wake = Wake::default();
             }
             let retry = sleep_until_opt(retry_at);
@@ -176,7 +205,7 @@ impl<K: Kernel> Agent<K> {
                         events_open = false;
                     }
                 },
-                _ = tokio::time::sleep_until(next_resync.into()) => wake.resync = true,
+                _ = tokio::time::sleep_until(next_resync) => wake.resync = true,
                 _ = retry => wake.retry = true,
                 _ = shutdown.changed() => {}
             }
@@ -210,9 +239,19 @@ impl<K: Kernel> Agent<K> {
         }
     }
 
-    fn backoff(&self, failures: u32) -> Duration {
-        let factor = 1u32 << failures.saturating_sub(1).min(8);
-        (self.options.backoff * factor).min(self.options.resync)
+    /// How long until the next retry: a failed reconcile first (it
+    /// reports too), else a refused report; `None` when nothing failed.
+    fn next_retry(&self) -> Option<Duration> {
+        let failures = match (self.failures, &self.unreported) {
+            (0, None) => return None,
+            (0, Some(_)) => self.report_failures,
+            (failures, _) => failures,
+        };
+        Some(retry_delay(
+            self.options.backoff,
+            self.options.resync,
+            failures,
+        ))
     }
 
     async fn reconcile(&mut self, snapshot: Option<&Snapshot>) -> Pass {
@@ -272,18 +311,39 @@ impl<K: Kernel> Agent<K> {
                 )
             }
         };
-        self.report_pending = false;
-        if self.reported.as_ref() != Some(&report) {
-            match self.store.report(node, &report).await {
-                Ok(()) => self.reported = Some(report),
-                // The kernel is fine; the report is retried with backoff.
-                Err(e) => {
-                    tracing::warn!("could not report to the cluster store (will retry): {e}");
-                    self.report_pending = true;
-                }
+        self.publish(report).await;
+        pass
+    }
+
+    /// Tell the store `report` unless it already holds it; a refusal
+    /// leaves it in `unreported` for a retry.
+    async fn publish(&mut self, report: NodeReport) {
+        if self.reported.as_ref() == Some(&report) {
+            self.unreported = None;
+            self.report_failures = 0;
+            return;
+        }
+        match self.store.report(&self.options.node, &report).await {
+            Ok(()) => {
+                self.reported = Some(report);
+                self.unreported = None;
+                self.report_failures = 0;
+            }
+            Err(e) => {
+                self.report_failures += 1;
+                tracing::warn!(
+                    refusals = self.report_failures,
+                    "could not report to the cluster store (will retry): {e}"
+                );
+                self.unreported = Some(report);
             }
         }
-        pass
+    }
+
+    async fn retry_report(&mut self) {
+        if let Some(report) = self.unreported.take() {
+            self.publish(report).await;
+        }
     }
 }
 
@@ -294,9 +354,9 @@ fn note_kernel_event(event: &KernelEvent) {
     }
 }
 
-async fn sleep_until_opt(at: Option<Instant>) {
+async fn sleep_until_opt(at: Option<Deadline>) {
     match at {
-        Some(at) => tokio::time::sleep_until(at.into()).await,
+        Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
 }

@@ -1,7 +1,7 @@
 //! The loop against the memory store and a model of the kernel
 //! (`plan::simulate`), so every trigger and report rule is checked without root.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -18,6 +18,37 @@ use crate::store::{MemoryStore, Network};
 struct FakeKernel {
     observed: Arc<Mutex<Observed>>,
     fail_next: Arc<AtomicU32>,
+    /// Converges started, and whether two ever ran at once.
+    converges: Arc<AtomicU32>,
+    running: Arc<AtomicU32>,
+    overlapped: Arc<AtomicBool>,
+}
+
+impl FakeKernel {
+    fn converges(&self) -> u32 {
+        self.converges.load(Ordering::SeqCst)
+    }
+
+    /// Delete one route behind the agent's back; returns its key.
+    fn lose_a_route(&self) -> plan::RouteKey {
+        let mut observed = self.observed.lock().expect("lock");
+        let key = *observed.routes.keys().next().expect("a route");
+        observed.routes.remove(&key);
+        key
+    }
+
+    fn holds_route(&self, key: &plan::RouteKey) -> bool {
+        self.observed.lock().expect("lock").routes.contains_key(key)
+    }
+}
+
+/// Marks a converge as running for as long as it lives.
+struct Running1(Arc<AtomicU32>);
+
+impl Drop for Running1 {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Kernel for FakeKernel {
@@ -27,6 +58,13 @@ impl Kernel for FakeKernel {
         node: &'a Node,
     ) -> BoxFuture<'a, Result<Outcome>> {
         Box::pin(async move {
+            self.converges.fetch_add(1, Ordering::SeqCst);
+            if self.running.fetch_add(1, Ordering::SeqCst) > 0 {
+                self.overlapped.store(true, Ordering::SeqCst);
+            }
+            let _running = Running1(self.running.clone());
+            // A window in which a second pass, if the loop allowed one, would start.
+            tokio::task::yield_now().await;
             if self.fail_next.load(Ordering::SeqCst) > 0 {
                 self.fail_next.fetch_sub(1, Ordering::SeqCst);
                 return Err(Error::Foreign("injected failure".into()));
@@ -97,23 +135,34 @@ impl Running {
         }
     }
 
-    async fn stop(self) {
+    /// Stops the loop; returns the passes not yet taken.
+    async fn stop(mut self) -> Vec<Pass> {
         let _ = self.shutdown.send(true);
         let result = tokio::time::timeout(Duration::from_secs(5), self.task).await;
         assert!(
             matches!(result, Ok(Ok(Ok(())))),
             "agent did not stop cleanly: {result:?}"
         );
+        std::iter::from_fn(|| self.passes.try_recv().ok()).collect()
     }
 }
 
-fn start(store: Arc<MemoryStore>, kernel: FakeKernel) -> Running {
+fn options() -> AgentOptions {
     let mut options = AgentOptions::new("node-1");
     options.backoff = Duration::from_millis(10);
+    options
+}
+
+fn start(store: Arc<MemoryStore>, kernel: FakeKernel) -> Running {
+    start_with(options(), store, kernel)
+}
+
+fn start_with(options: AgentOptions, store: Arc<dyn ClusterStore>, kernel: FakeKernel) -> Running {
     let mut agent = Agent::new(options, store, kernel);
     let (tx, passes) = mpsc::unbounded_channel();
     agent.observe_passes(tx);
-    let (events, rx) = mpsc::channel(16);
+    // As deep as the production pump's, so a burst fits in it.
+    let (events, rx) = mpsc::channel(1024);
     let (shutdown, stop) = watch::channel(false);
     let task = tokio::spawn(agent.run(rx, stop));
     Running {
@@ -122,6 +171,17 @@ fn start(store: Arc<MemoryStore>, kernel: FakeKernel) -> Running {
         shutdown,
         task,
     }
+}
+
+/// Waits until `check` holds; panics after 5 s.
+async fn eventually(check: impl Fn() -> bool) {
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while !check() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await
+    .expect("condition within 5 s");
 }
 
 fn report_of(store: &MemoryStore) -> NodeReport {
@@ -197,12 +257,7 @@ async fn a_kernel_event_repairs_drift_at_once() {
     let mut agent = start(store.clone(), kernel.clone());
     agent.next_applied().await;
 
-    let gone = {
-        let mut observed = kernel.observed.lock().expect("lock");
-        let key = *observed.routes.keys().next().expect("a route");
-        observed.routes.remove(&key);
-        key
-    };
+    let gone = kernel.lose_a_route();
     agent
         .events
         .send(KernelEvent::Changed(format!("route {} deleted", gone.dst)))
@@ -210,12 +265,7 @@ async fn a_kernel_event_repairs_drift_at_once() {
         .expect("send");
     let outcome = agent.next_applied().await;
     assert_eq!(outcome.changes, 1);
-    assert!(kernel
-        .observed
-        .lock()
-        .expect("lock")
-        .routes
-        .contains_key(&gone));
+    assert!(kernel.holds_route(&gone));
     assert_eq!(
         store.report_writes(),
         1,
@@ -265,5 +315,256 @@ async fn a_node_missing_from_the_cluster_is_left_alone() {
     let mut agent = start(store.clone(), kernel.clone());
     assert!(matches!(agent.next_pass().await, Pass::Waiting(_)));
     assert_eq!(*kernel.observed.lock().expect("lock"), Observed::default());
+    agent.stop().await;
+}
+
+#[tokio::test]
+async fn an_overrun_resyncs_and_repairs() {
+    let store = Arc::new(MemoryStore::new(Snapshot::from_cluster(&cluster(
+        Mode::Vxlan,
+        1,
+    ))));
+    let kernel = FakeKernel::default();
+    let mut agent = start(store, kernel.clone());
+    agent.next_applied().await;
+
+    // Lost notifications say nothing about what changed: only a full pass finds it.
+    let gone = kernel.lose_a_route();
+    agent.events.send(KernelEvent::Overrun).await.expect("send");
+    assert_eq!(agent.next_applied().await.changes, 1);
+    assert!(kernel.holds_route(&gone));
+    agent.stop().await;
+}
+
+#[tokio::test]
+async fn the_periodic_resync_repairs_drift_nobody_announced() {
+    let store = Arc::new(MemoryStore::new(Snapshot::from_cluster(&cluster(
+        Mode::Vxlan,
+        1,
+    ))));
+    let kernel = FakeKernel::default();
+    let mut options = options();
+    options.resync = Duration::from_millis(50);
+    let mut agent = start_with(options, store, kernel.clone());
+    agent.next_applied().await;
+
+    // No event at all: the resync timer is the only trigger left.
+    let gone = kernel.lose_a_route();
+    loop {
+        if agent.next_applied().await.changes > 0 {
+            break;
+        }
+    }
+    assert!(kernel.holds_route(&gone));
+    agent.stop().await;
+}
+
+#[tokio::test]
+async fn a_burst_of_events_is_one_pass_and_passes_never_overlap() {
+    let store = Arc::new(MemoryStore::new(Snapshot::from_cluster(&cluster(
+        Mode::Vxlan,
+        1,
+    ))));
+    let kernel = FakeKernel::default();
+    let mut agent = start(store.clone(), kernel.clone());
+    agent.next_applied().await;
+    let before = kernel.converges();
+
+    let gone = kernel.lose_a_route();
+    for i in 0..50 {
+        agent
+            .events
+            .try_send(KernelEvent::Changed(format!("event {i}")))
+            .expect("room for the burst");
+    }
+    // Once the loop has taken every event, stopping it lets the pass in
+    // hand finish and starts no other: what it sent is all the burst caused.
+    let events = agent.events.clone();
+    eventually(|| events.capacity() == events.max_capacity()).await;
+    let passes = agent.stop().await;
+    let burst_passes = passes.len() as u32;
+    assert!(kernel.holds_route(&gone));
+    assert_eq!(kernel.converges() - before, burst_passes);
+    assert!(
+        (1..=2).contains(&burst_passes),
+        "50 events gave {burst_passes} passes: not coalesced"
+    );
+    assert!(
+        !kernel.overlapped.load(Ordering::SeqCst),
+        "two reconciles ran at once"
+    );
+}
+
+/// A memory store that refuses the next `refuse` reports and records
+/// every report it is offered.
+struct RefusingStore {
+    inner: Arc<MemoryStore>,
+    refuse: AtomicU32,
+    offered: Mutex<Vec<NodeReport>>,
+}
+
+impl RefusingStore {
+    fn new(inner: Arc<MemoryStore>, refuse: u32) -> Arc<RefusingStore> {
+        Arc::new(RefusingStore {
+            inner,
+            refuse: AtomicU32::new(refuse),
+            offered: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn offered(&self) -> Vec<NodeReport> {
+        self.offered.lock().expect("lock").clone()
+    }
+}
+
+impl ClusterStore for RefusingStore {
+    fn subscribe(&self) -> watch::Receiver<Option<Arc<Snapshot>>> {
+        self.inner.subscribe()
+    }
+
+    fn report<'a>(&'a self, node: &'a str, report: &'a NodeReport) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            self.offered.lock().expect("lock").push(report.clone());
+            let refused = self
+                .refuse
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok();
+            match refused {
+                true => Err(Error::Foreign("API server away".into())),
+                false => self.inner.report(node, report).await,
+            }
+        })
+    }
+}
+
+#[test]
+fn retry_delays_double_up_to_the_cap() {
+    let first = Duration::from_millis(200);
+    let cap = Duration::from_secs(60);
+    let delays: Vec<u64> = (1..=12)
+        .map(|n| retry_delay(first, cap, n).as_millis() as u64)
+        .collect();
+    assert_eq!(
+        delays,
+        [200, 400, 800, 1600, 3200, 6400, 12800, 25600, 51200, 60000, 60000, 60000]
+    );
+    assert_eq!(retry_delay(first, cap, u32::MAX), cap);
+}
+
+#[tokio::test]
+async fn refused_reports_back_off_without_touching_the_kernel_and_reset_on_success() {
+    let memory = Arc::new(MemoryStore::new(Snapshot::from_cluster(&cluster(
+        Mode::Vxlan,
+        1,
+    ))));
+    let store = RefusingStore::new(memory.clone(), 4);
+    let kernel = FakeKernel::default();
+    let mut agent = Agent::new(options(), store.clone(), kernel.clone());
+    let delay = |n| retry_delay(options().backoff, options().resync, n);
+
+    // Driven by hand: the schedule is what the loop would sleep.
+    let snapshot = memory.snapshot();
+    assert!(matches!(
+        agent.reconcile(Some(&snapshot)).await,
+        Pass::Applied { .. }
+    ));
+    let mut schedule = vec![agent.next_retry()];
+    for _ in 0..4 {
+        agent.retry_report().await;
+        schedule.push(agent.next_retry());
+    }
+    assert_eq!(
+        schedule,
+        [
+            Some(delay(1)),
+            Some(delay(2)),
+            Some(delay(3)),
+            Some(delay(4)),
+            None
+        ],
+        "four refusals, then accepted"
+    );
+    assert!(delay(4) >= delay(1) * 8);
+    assert_eq!(
+        kernel.converges(),
+        1,
+        "report retries reconciled the kernel"
+    );
+    assert_eq!(memory.report_writes(), 1);
+
+    // Accepted: the next refusal starts from the first delay again.
+    store.refuse.store(1, Ordering::SeqCst);
+    memory.set_plan(Plan::steady(Mode::Native, 2));
+    agent.reconcile(Some(&memory.snapshot())).await;
+    assert_eq!(agent.next_retry(), Some(delay(1)));
+    agent.retry_report().await;
+    assert_eq!(agent.next_retry(), None);
+    assert_eq!(memory.report_writes(), 2);
+}
+
+#[tokio::test]
+async fn the_loop_retries_a_refused_report_until_the_store_takes_it() {
+    let memory = Arc::new(MemoryStore::new(Snapshot::from_cluster(&cluster(
+        Mode::Vxlan,
+        1,
+    ))));
+    let store = RefusingStore::new(memory.clone(), 3);
+    let kernel = FakeKernel::default();
+    let mut agent = start_with(options(), store.clone(), kernel.clone());
+    agent.next_applied().await;
+    eventually(|| memory.report_writes() == 1).await;
+    assert_eq!(
+        store.offered().len(),
+        4,
+        "three refusals and the accepted one"
+    );
+    assert_eq!(
+        kernel.converges(),
+        1,
+        "report retries reconciled the kernel"
+    );
+    agent.stop().await;
+}
+
+#[tokio::test]
+async fn a_planned_switch_never_reports_the_network_unavailable() {
+    let memory = Arc::new(MemoryStore::new(Snapshot::from_cluster(&cluster(
+        Mode::Vxlan,
+        1,
+    ))));
+    let store = RefusingStore::new(memory.clone(), 0);
+    let kernel = FakeKernel::default();
+    let mut agent = start_with(options(), store.clone(), kernel.clone());
+    agent.next_applied().await;
+
+    let phases = crate::coordinator::phases(Mode::Vxlan, Mode::Ipip, 1);
+    assert!(phases.len() > 1, "a switch in several steps: {phases:?}");
+    for (i, phase) in phases.iter().enumerate() {
+        if i == 1 {
+            // A pass that fails once mid-switch (a device moved under us)
+            // is a race, not an outage.
+            kernel.fail_next.store(1, Ordering::SeqCst);
+        }
+        memory.set_plan(phase.plan.clone());
+        let applied = Some(format!(
+            "{}/{}",
+            phase.plan.generation, phase.plan.route_mode
+        ));
+        loop {
+            if let Pass::Applied { .. } = agent.next_pass().await {
+                if report_of(&memory).applied.map(|a| a.to_string()) == applied {
+                    break;
+                }
+            }
+        }
+    }
+    let offered = store.offered();
+    assert_eq!(offered.len(), phases.len() + 1, "one report per plan");
+    for report in &offered {
+        assert!(
+            matches!(report.network, Some(Network::Available { .. })),
+            "NetworkUnavailable went True during a planned switch: {report:?}"
+        );
+    }
     agent.stop().await;
 }

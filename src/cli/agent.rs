@@ -36,11 +36,10 @@ pub struct AgentArgs {
     /// Listener for /healthz, /readyz and /metrics.
     #[arg(long, env = "PODROUTE_LISTEN", default_value = "0.0.0.0:9469")]
     pub listen: SocketAddr,
-    /// Program the dataplane of this named network namespace (ip netns)
-    /// instead of the agent's own, while the cluster store connects from
-    /// the agent's namespace: how the lab and tests run agents of nodes
-    /// whose API server lives outside them.
-    #[arg(long, hide = true)]
+    /// For the lab and tests: program the dataplane of this named network
+    /// namespace (ip netns) instead of the agent's own; the cluster store
+    /// still connects from the agent's namespace. Keeps every capability.
+    #[arg(long, value_name = "NAME")]
     pub netns: Option<String>,
     /// Keep every capability the process started with (default: drop all but CAP_NET_ADMIN).
     #[arg(long)]
@@ -119,4 +118,30 @@ fn drop_capabilities() -> Result<()> {
     }
     tracing::debug!("capabilities dropped to CAP_NET_ADMIN");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn help_documents_every_flag() {
+        let mut cli = super::super::Cli::command();
+        cli.build();
+        let agent = cli.find_subcommand_mut("agent").expect("agent subcommand");
+        let help = agent.render_long_help().to_string();
+        for arg in agent.get_arguments() {
+            let id = arg.get_id();
+            assert!(!arg.is_hide_set(), "--{id} is hidden from --help");
+            assert!(
+                arg.get_help().is_some() || arg.get_long_help().is_some(),
+                "--{id} has no help text"
+            );
+            let long = arg.get_long().expect("every agent flag is long");
+            assert!(
+                help.contains(&format!("--{long}")),
+                "--{long} missing from agent --help:\n{help}"
+            );
+        }
+    }
 }
