@@ -1,38 +1,117 @@
 //! `podroute lab` end to end: the seamless switch loses nothing, and the same
 //! measurement run on a naive rollout does see loss (so it can see loss).
 
-use std::process::Command;
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Mutex, MutexGuard};
 
 use serde_json::Value;
 
 use crate::support::have_root;
 
-/// One lab at a time per host (the lab takes a lock and refuses a second).
-static ONE_LAB: std::sync::Mutex<()> = std::sync::Mutex::new(());
+/// One lab at a time per host: the lab takes a machine-wide lock and
+/// refuses a second, so every test that runs or blocks a lab takes its turn.
+static ONE_LAB: Mutex<()> = Mutex::new(());
 
-fn lab(args: &[&str]) -> Value {
-    let _turn = ONE_LAB
+pub(crate) fn one_lab() -> MutexGuard<'static, ()> {
+    ONE_LAB
         .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// `podroute lab ARGS...`, output piped.
+pub(crate) fn lab_command(args: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_podroute"));
     command
-        .args([
-            "lab",
-            "-o",
-            "json",
-            "--settle-ms",
-            "500",
-            "--step-ms",
-            "200",
-        ])
-        .args(args);
-    let out = crate::support::output_retrying(&mut command);
+        .arg("lab")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    command
+}
+
+/// Spawns `command`; when exec says ETXTBSY (the VM runner, see
+/// `support::output_retrying`), spawns a fresh copy of the program.
+pub(crate) fn spawn(command: &mut Command) -> Child {
+    match command.spawn() {
+        Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) => {
+            let copy: PathBuf =
+                std::env::temp_dir().join(podroute::lab::netns::unique_name("prexe"));
+            std::fs::copy(command.get_program(), &copy).expect("copy the program");
+            let mut again = Command::new(&copy);
+            again
+                .args(command.get_args())
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+            let child = again
+                .spawn()
+                .unwrap_or_else(|e| panic!("run {again:?}: {e}"));
+            let _ = std::fs::remove_file(&copy);
+            child
+        }
+        other => other.unwrap_or_else(|e| panic!("run {command:?}: {e}")),
+    }
+}
+
+/// Runs `podroute lab ARGS...` to its end; returns its output and pid.
+pub(crate) fn run_lab(args: &[&str]) -> (Output, u32) {
+    let child = spawn(&mut lab_command(args));
+    let pid = child.id();
+    let out = child.wait_with_output().expect("wait for the lab");
+    (out, pid)
+}
+
+/// The namespaces process `pid` named: `unique_name` puts the pid in base 36
+/// right after the prefix (`pr` for the topology, `prlabk` for the probe).
+pub(crate) fn namespaces_of(pid: u32) -> Vec<String> {
+    let tag = base36(pid);
+    let out = Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .expect("ip netns list");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|name| {
+            ["pr", "prlabk"]
+                .iter()
+                .any(|prefix| name.starts_with(&format!("{prefix}{tag}-")))
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+fn base36(mut n: u32) -> String {
+    let mut digits = Vec::new();
+    loop {
+        digits.push(char::from_digit(n % 36, 36).expect("a base-36 digit"));
+        n /= 36;
+        if n == 0 {
+            break;
+        }
+    }
+    digits.iter().rev().collect()
+}
+
+pub(crate) fn assert_nothing_left(pid: u32) {
+    let left = namespaces_of(pid);
+    assert!(left.is_empty(), "the lab left namespaces behind: {left:?}");
+}
+
+fn lab(args: &[&str]) -> Value {
+    let _turn = one_lab();
+    let mut all = vec!["-o", "json", "--settle-ms", "500", "--step-ms", "200"];
+    all.extend_from_slice(args);
+    let (out, pid) = run_lab(&all);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
         "lab {args:?} failed: {}\n{stdout}",
         String::from_utf8_lossy(&out.stderr)
     );
+    assert_nothing_left(pid);
     serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"))
 }
 
@@ -55,6 +134,13 @@ fn lab_switches_without_loss_and_naive_loses() {
     }
     let seamless = lab(&[]);
     assert_seamless(&seamless);
+    // The default start mode says which it is and why (ipip where the kernel has it).
+    let from = seamless["from"].as_str().expect("from");
+    let why = seamless["modesChosen"].as_str().expect("modesChosen");
+    assert!(
+        why.starts_with(&format!("from {from}: ")) && why.contains("ipip"),
+        "{why}"
+    );
     let names: Vec<&str> = seamless["phases"]
         .as_array()
         .expect("phases")
@@ -66,7 +152,7 @@ fn lab_switches_without_loss_and_naive_loses() {
         "{names:?}"
     );
 
-    assert_seamless(&lab(&[
+    let asked = lab(&[
         "--from",
         "native",
         "--to",
@@ -75,7 +161,9 @@ fn lab_switches_without_loss_and_naive_loses() {
         "strict",
         "--subnets",
         "2",
-    ]));
+    ]);
+    assert_seamless(&asked);
+    assert_eq!(asked["modesChosen"], "from native: as asked");
 
     let naive = lab(&["--naive"]);
     assert!(

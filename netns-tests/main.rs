@@ -14,6 +14,7 @@ mod agent_kube;
 mod agent_memory;
 mod cli;
 mod coordinator_kube;
+mod lab_cli;
 mod lab_plumbing;
 mod lab_runs;
 mod modes;

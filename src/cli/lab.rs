@@ -58,6 +58,9 @@ pub struct LabArgs {
     pub settle_ms: u64,
     #[arg(short, long, value_enum, default_value = "table")]
     pub output: Output,
+    /// Same as `-o json`: the report scripts and benchmarks read.
+    #[arg(long, conflicts_with = "output")]
+    pub json: bool,
 }
 
 pub async fn run(args: LabArgs) -> Result<()> {
@@ -67,6 +70,9 @@ pub async fn run(args: LabArgs) -> Result<()> {
             "needs root to create network namespaces (run with sudo)",
         ));
     }
+    // Before anything exists to clean up: a Ctrl-C from here on cancels the
+    // run, whose values then remove what they built.
+    let cancel = cancel_on_signals()?;
     let _lock = take_lock()?;
     // Network namespaces must work here: the kernel, and the right to mount
     // /run/netns, both say so at the first `ip netns add`.
@@ -91,20 +97,14 @@ pub async fn run(args: LabArgs) -> Result<()> {
         settle: Duration::from_millis(args.settle_ms),
     };
     opts.validate()?;
-    if args.output == Output::Table {
+    let output = if args.json { Output::Json } else { args.output };
+    if output == Output::Table {
         eprintln!("{modes_chosen}");
     }
 
-    let cancel = Arc::new(AtomicBool::new(false));
-    let interrupted = cancel.clone();
-    tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            interrupted.store(true, Ordering::SeqCst);
-        }
-    });
     let keep = args.keep;
     let compare = args.compare;
-    let live = args.output == Output::Table;
+    let live = output == Output::Table;
     let worker = tokio::task::spawn_blocking(move || {
         let run = |opts: &LabOptions| -> Result<(crate::lab::report::RunReport, Vec<String>)> {
             let lab = Lab::build(opts)?;
@@ -140,7 +140,29 @@ pub async fn run(args: LabArgs) -> Result<()> {
     let report = worker
         .await
         .map_err(|e| Error::io("lab", std::io::Error::other(e.to_string())))??;
-    args.output.print(&report, render)
+    if output == Output::Json && !report.kept_namespaces.is_empty() {
+        // stdout stays one JSON document.
+        eprint!("{}", how_to_enter(&report.kept_namespaces));
+    }
+    output.print(&report, render)
+}
+
+/// SIGINT (Ctrl-C) and SIGTERM set the flag the run polls.
+fn cancel_on_signals() -> Result<Arc<AtomicBool>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let cancel = Arc::new(AtomicBool::new(false));
+    for kind in [SignalKind::interrupt(), SignalKind::terminate()] {
+        // Registered here, not in the task: the handler is in place before
+        // the first namespace is created.
+        let mut signals = signal(kind).map_err(|e| Error::io("installing a signal handler", e))?;
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            if signals.recv().await.is_some() {
+                cancel.store(true, Ordering::SeqCst);
+            }
+        });
+    }
+    Ok(cancel)
 }
 
 fn render(r: &LabReport) -> String {
@@ -154,19 +176,24 @@ fn render(r: &LabReport) -> String {
         ));
     }
     if !r.kept_namespaces.is_empty() {
-        let node = r
-            .kept_namespaces
-            .iter()
-            .find(|n| n.ends_with("-n1"))
-            .cloned()
-            .unwrap_or_default();
-        out.push_str(&format!(
-            "\nkept namespaces: {}\nenter a node:   ip netns exec {node} bash\ninspect it:     ip netns exec {node} podroute status\nremove them:    for ns in {}; do ip netns del $ns; done\n",
-            r.kept_namespaces.join(" "),
-            r.kept_namespaces.join(" ")
-        ));
+        out.push('\n');
+        out.push_str(&how_to_enter(&r.kept_namespaces));
     }
     out
+}
+
+fn how_to_enter(kept: &[String]) -> String {
+    let node = kept
+        .iter()
+        .find(|n| n.ends_with("-n1"))
+        .map_or("NAMESPACE", String::as_str);
+    let all = kept.join(" ");
+    format!(
+        "kept namespaces: {all}\n\
+         enter a node:   ip netns exec {node} bash\n\
+         inspect it:     ip netns exec {node} podroute status\n\
+         remove them:    for ns in {all}; do ip netns del $ns; done\n"
+    )
 }
 
 /// One lab per host: a second one would collide on nothing but CPU, yet its
@@ -211,9 +238,13 @@ fn spawn_ticker(progress: Arc<Mutex<Progress>>) -> (Arc<AtomicBool>, std::thread
         let mut last_phase = String::new();
         while !done.load(Ordering::SeqCst) {
             let p = progress.lock().map(|p| p.clone()).unwrap_or_default();
+            let (sent, lost) = p
+                .traffic
+                .as_ref()
+                .map_or((0, 0), |live| (live.sent(), live.lost()));
             let line = format!(
-                "{} | phase {:<16} | nodes {}/{} | probes sent {} echoed {}",
-                p.rollout, p.phase, p.applied, p.total, p.sent, p.received
+                "{} | phase {:<16} | nodes {}/{} | probes sent {sent} lost {lost}",
+                p.rollout, p.phase, p.applied, p.total
             );
             let mut err = std::io::stderr();
             if tty {

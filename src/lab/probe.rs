@@ -198,6 +198,11 @@ impl Prober {
         self.in_flight.keys().copied()
     }
 
+    /// Whether probe `seq` was sent and its echo has not come back yet.
+    pub fn is_pending(&self, seq: u64) -> bool {
+        self.in_flight.contains_key(&seq)
+    }
+
     /// Sends one probe of `payload_len` bytes (at least [`HEADER_LEN`]).
     /// Returns its sequence number, or None when the kernel refused it
     /// (EMSGSIZE with DF, no route): counted as sent and lost.

@@ -12,7 +12,7 @@ use super::node_agent::NodeAgent;
 use super::probe::{udp_roundtrip, EchoServer, OVERHEAD};
 use super::report::{MtuCheck, PhaseReport, RunReport};
 use super::topology::{Topology, UPLINK};
-use super::traffic::{Pod, Traffic};
+use super::traffic::{Live, Pod, Traffic};
 use crate::agent::readiness::is_available;
 use crate::agent::AgentOptions;
 use crate::coordinator::local::LocalCoordinator;
@@ -82,8 +82,8 @@ pub struct Progress {
     pub phase: String,
     pub applied: usize,
     pub total: usize,
-    pub sent: u64,
-    pub received: u64,
+    /// The probes' live counters, once traffic runs.
+    pub traffic: Option<Arc<Live>>,
 }
 
 /// Everything a run owns; dropping it removes it all.
@@ -293,7 +293,11 @@ impl Lab {
         let mut reports = Vec::new();
         let mut began = Instant::now();
         let mut current = (format!("steady {}", opts.from), start_generation);
-        self.settle(opts, &traffic, progress, cancel)?;
+        update(progress, |p| {
+            p.phase = current.0.clone();
+            p.traffic = Some(traffic.live());
+        });
+        pause(opts.settle, cancel)?;
 
         // Phases as they happen: a new phase starts the moment a new plan is
         // published; each gets its DF check once every node holds its plan.
@@ -347,7 +351,7 @@ impl Lab {
             p.applied = total;
         });
         self.wait_applied(current.1, progress, cancel)?;
-        self.settle(opts, &traffic, progress, cancel)?;
+        pause(opts.settle, cancel)?;
         pod_mtu = self.lower_pod_mtu(pod_mtu)?;
         record(&current.0, current.1, began, pod_mtu)?;
         let tallies = traffic.stop()?;
@@ -412,25 +416,6 @@ impl Lab {
             }
             pause(Duration::from_millis(5), cancel)?;
         }
-    }
-
-    /// Traffic time after a phase completed.
-    fn settle(
-        &self,
-        opts: &LabOptions,
-        traffic: &Traffic,
-        progress: &Mutex<Progress>,
-        cancel: &AtomicBool,
-    ) -> Result<()> {
-        let until = Instant::now() + opts.settle;
-        while Instant::now() < until {
-            pause(Duration::from_millis(100), cancel)?;
-            update(progress, |p| {
-                p.sent = traffic.live().sent.load(Ordering::Relaxed);
-                p.received = traffic.live().received.load(Ordering::Relaxed);
-            });
-        }
-        Ok(())
     }
 }
 
