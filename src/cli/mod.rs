@@ -1,4 +1,5 @@
-//! `podroute` subcommands, one file each. Every command takes `-o table|json`.
+//! `podroute` subcommands, one file each. The ones that print a result (apply,
+//! plan, status, cleanup, nodes, switch, lab, bench) take `-o table|json`.
 
 mod agent;
 mod apply;
