@@ -95,8 +95,10 @@ async fn control_plane_is_a_real_apiserver_and_the_admin_is_system_masters() {
 
     let version = client.apiserver_version().await.expect("/version");
     assert_eq!(version.major, "1");
+    // The issue asks for 1.33 or newer; testenv/go.mod pins the release.
+    let minor: u32 = version.minor.trim_end_matches('+').parse().expect("minor");
     assert!(
-        version.git_version.starts_with("v1."),
+        version.git_version.starts_with("v1.") && minor >= 33,
         "kube-apiserver reports {}",
         version.git_version
     );

@@ -18,7 +18,9 @@
 //! process even when it is killed and no hook runs.
 //!
 //! Binaries: `$PODROUTE_TESTENV_BIN/{kube-apiserver,etcd,kubectl}`, else the
-//! cache path that `testenv/build.sh` fills. When they are missing, [`shared`],
+//! cache path that `testenv/build.sh` fills, running the script once first
+//! when they are not there yet (Go and the module proxy needed;
+//! `PODROUTE_TESTENV_NO_BUILD=1` skips it). When they are missing, [`shared`],
 //! [`ControlPlane::start_or_skip`] and [`kubectl_or_skip`] print "skipping: ..."
 //! and return `None`, unless `PODROUTE_REQUIRE_KUBE_TESTS=1`, where they panic.
 #![allow(dead_code)]
@@ -79,12 +81,55 @@ pub fn find_kubectl() -> Result<PathBuf, String> {
     }
 }
 
-/// `$PODROUTE_TESTENV_BIN`, else [`default_bin_dir`].
+/// `$PODROUTE_TESTENV_BIN`, else [`default_bin_dir`], built there by
+/// `testenv/build.sh` first when a binary is missing (see [`build_once`]).
 fn bin_dir() -> Result<PathBuf, String> {
     match std::env::var_os("PODROUTE_TESTENV_BIN") {
         Some(dir) if !dir.is_empty() => Ok(PathBuf::from(dir)),
-        _ => default_bin_dir(),
+        _ => {
+            let dir = default_bin_dir()?;
+            let complete = ["kube-apiserver", "etcd", "kubectl"]
+                .iter()
+                .all(|tool| dir.join(tool).is_file());
+            if complete {
+                Ok(dir)
+            } else {
+                build_once()
+            }
+        }
     }
+}
+
+/// Runs `testenv/build.sh` once per test process, so that `cargo test` on a
+/// clean clone starts a real control plane with nothing done by hand. The
+/// script serialises concurrent builds (test binaries run in parallel) with a
+/// lock and reuses what is built. `PODROUTE_TESTENV_NO_BUILD=1` turns this off.
+fn build_once() -> Result<PathBuf, String> {
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            if std::env::var("PODROUTE_TESTENV_NO_BUILD").is_ok_and(|v| v == "1") {
+                return Err("PODROUTE_TESTENV_NO_BUILD=1".into());
+            }
+            let script = Path::new(MANIFEST_DIR).join("testenv/build.sh");
+            let _ = writeln!(
+                std::io::stderr(),
+                "kube tests: building kube-apiserver, etcd and kubectl with {} (once; minutes when cold)",
+                script.display()
+            );
+            // The script's progress goes straight to our stderr; stdout is the bin dir.
+            let out = Command::new("bash")
+                .arg(&script)
+                .stderr(Stdio::inherit())
+                .output()
+                .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
+            if !out.status.success() {
+                return Err(format!("{} failed ({})", script.display(), out.status));
+            }
+            let dir = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            Ok(PathBuf::from(dir))
+        })
+        .clone()
 }
 
 /// `${PODROUTE_TESTENV_CACHE:-/var/cache/podroute-testenv}/k8s-<v>_etcd-<v>/bin`,
