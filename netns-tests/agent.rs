@@ -8,6 +8,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use podroute::model::Mac;
+
 use crate::support::{
     cpu_ticks, have_root, our_routes, scale_peer, scratch_node, status_field, wait_until,
     write_cluster, Lab,
@@ -21,6 +23,11 @@ struct AgentProcess {
 
 impl AgentProcess {
     fn start(lab: &Lab, node: &str, cluster: &Path) -> AgentProcess {
+        AgentProcess::start_logging(lab, node, cluster, "text")
+    }
+
+    /// With `--log-format <format>`.
+    fn start_logging(lab: &Lab, node: &str, cluster: &Path, format: &str) -> AgentProcess {
         let mtu_file = lab.config(node).mtu_file;
         let mut child = Command::new("ip")
             .args([
@@ -35,6 +42,7 @@ impl AgentProcess {
             .arg("--mtu-file")
             .arg(&mtu_file)
             .args(["--listen", "127.0.0.1:9469", "--log", "podroute=debug"])
+            .args(["--log-format", format])
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -115,6 +123,25 @@ fn wait_for(what: &str, timeout: Duration, check: impl FnMut() -> bool) -> Durat
     wait_until(what, timeout, Duration::from_millis(1), check)
 }
 
+fn bridge(lab: &Lab, node: &str, args: &[&str]) -> String {
+    let mut command = vec!["bridge"];
+    command.extend_from_slice(args);
+    lab.topo
+        .node_netns(node)
+        .and_then(|ns| ns.exec(&command))
+        .unwrap_or_else(|e| panic!("bridge {args:?} in {node}: {e}"))
+}
+
+/// The JSON log line of `message`, parsed.
+fn json_line(agent: &AgentProcess, message: &str) -> serde_json::Value {
+    let log = agent.log.lock().expect("log");
+    let line = log
+        .iter()
+        .find(|l| l.contains(message))
+        .unwrap_or_else(|| panic!("no {message:?} in the log:\n{}", log.join("\n")));
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
+}
+
 fn routes_via(lab: &Lab, node: &str, dev: &str) -> usize {
     our_routes(lab, node)
         .iter()
@@ -138,9 +165,13 @@ fn agents_follow_the_file_repair_drift_and_restart_without_writes() {
     let cluster = dir.join("cluster.yaml");
     let all = ["node-1", "node-2", "node-3"];
     write_cluster(&lab, &cluster, "vxlan", &all);
+    // node-3 logs JSON; the others text (their write counts parse it).
     let mut agents: Vec<AgentProcess> = all
         .iter()
-        .map(|n| AgentProcess::start(&lab, n, &cluster))
+        .map(|n| match *n {
+            "node-3" => AgentProcess::start_logging(&lab, n, &cluster, "json"),
+            _ => AgentProcess::start(&lab, n, &cluster),
+        })
         .collect();
     for node in all {
         wait_for(&format!("{node} in vxlan"), Duration::from_secs(10), || {
@@ -150,6 +181,9 @@ fn agents_follow_the_file_repair_drift_and_restart_without_writes() {
     for node in all {
         lab.topo.set_pod_mtu(node, 1450).expect("mtu");
     }
+    let started = json_line(&agents[2], "agent started");
+    assert_eq!(started["fields"]["message"], "agent started", "{started}");
+    assert_eq!(started["level"], "INFO", "{started}");
     // Idle means idle: no loop spinning on its own file or socket events.
     let ticks = agents[0].cpu_ticks_over(Duration::from_secs(1));
     assert!(ticks < 10, "an idle agent used {ticks} CPU ticks in 1 s");
@@ -176,6 +210,39 @@ fn agents_follow_the_file_repair_drift_and_restart_without_writes() {
         latencies[latencies.len() / 2],
         latencies[latencies.len() - 1]
     );
+    // So do a neighbour and an FDB entry of a peer's VTEP.
+    let peer = lab.node("node-2");
+    let (vtep, underlay) = (peer.pod_cidr.ip().to_string(), peer.ip.to_string());
+    let mac = Mac::for_node("node-2").to_string();
+    let neigh = || lab.ip("node-1", &["neigh", "show", "dev", "vxlan.calico"]);
+    let fdb = || bridge(&lab, "node-1", &["fdb", "show", "dev", "vxlan.calico"]);
+    let want_neigh = format!("{vtep} lladdr {mac} PERMANENT");
+    let want_fdb = format!("{mac} dst {underlay} self permanent");
+    assert!(neigh().contains(&want_neigh), "{}", neigh());
+    assert!(fdb().contains(&want_fdb), "{}", fdb());
+    lab.ip("node-1", &["neigh", "del", &vtep, "dev", "vxlan.calico"]);
+    bridge(
+        &lab,
+        "node-1",
+        &[
+            "fdb",
+            "del",
+            &mac,
+            "dev",
+            "vxlan.calico",
+            "dst",
+            &underlay,
+            "self",
+        ],
+    );
+    wait_for("neighbour and FDB back", Duration::from_secs(5), || {
+        neigh().contains(&want_neigh) && fdb().contains(&want_fdb)
+    });
+    assert!(
+        lab.udp("node-1", "node-2", 64, false),
+        "pod node-1 -> node-2"
+    );
+
     // A deleted device comes back too.
     lab.ip("node-1", &["link", "del", "vxlan.calico"]);
     wait_for("device repair", Duration::from_secs(5), || {
@@ -220,6 +287,7 @@ fn agents_follow_the_file_repair_drift_and_restart_without_writes() {
         "podroute_applied_generation",
         "podroute_reconcile_duration_seconds_bucket",
         "podroute_drift_repairs_total",
+        "podroute_netlink_errors_total",
     ] {
         assert!(metrics.contains(name), "/metrics lacks {name}:\n{metrics}");
     }

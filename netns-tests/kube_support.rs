@@ -2,8 +2,11 @@
 //! namespace while talking to the API server from the host, and the objects
 //! a cluster starts with.
 
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Node;
@@ -30,25 +33,92 @@ impl Drop for Process {
 /// An agent whose dataplane is `node`'s namespace and whose API
 /// connection stays in the host's (`--netns`).
 pub fn start_agent(lab: &Lab, node: &str, kubeconfig: &Path) -> Process {
-    let child = Command::new(env!("CARGO_BIN_EXE_podroute"))
-        .args([
-            "agent",
-            "--node-name",
-            node,
-            "--netns",
-            &lab.node(node).netns,
-            "--listen",
-            "127.0.0.1:0",
-        ])
+    let child = agent_command(lab, node, kubeconfig, "127.0.0.1:0", "warn")
+        .spawn()
+        .expect("start agent");
+    Process(child)
+}
+
+fn agent_command(lab: &Lab, node: &str, kubeconfig: &Path, listen: &str, log: &str) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_podroute"));
+    command
+        .args(["agent", "--node-name", node])
+        .args(["--netns", &lab.node(node).netns, "--listen", listen])
         .arg("--kubeconfig")
         .arg(kubeconfig)
         .arg("--mtu-file")
         .arg(lab.config(node).mtu_file)
-        .args(["--log", "warn"])
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start agent");
-    Process(child)
+        .args(["--log", log])
+        .stdout(Stdio::null());
+    command
+}
+
+/// An agent like [`start_agent`] on a known listener, whose log (info:
+/// one line per kernel change) is collected.
+pub struct WatchedAgent {
+    _process: Process,
+    listen: SocketAddr,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl WatchedAgent {
+    pub fn start(lab: &Lab, node: &str, kubeconfig: &Path) -> WatchedAgent {
+        let listen = free_port();
+        let mut child = agent_command(lab, node, kubeconfig, &listen.to_string(), "info")
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start agent");
+        let stderr = child.stderr.take().expect("stderr");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().expect("log").push(line);
+            }
+        });
+        WatchedAgent {
+            _process: Process(child),
+            listen,
+            log,
+        }
+    }
+
+    /// `/readyz` says a plan was applied and verified.
+    pub fn ready(&self) -> bool {
+        self.get("/readyz")
+            .is_some_and(|r| r.starts_with("HTTP/1.1 200"))
+    }
+
+    pub fn get(&self, path: &str) -> Option<String> {
+        let mut stream = TcpStream::connect(self.listen).ok()?;
+        let request =
+            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).ok()?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response).ok()?;
+        Some(response)
+    }
+
+    /// Kernel changes logged so far (each names its why).
+    pub fn kernel_writes(&self) -> usize {
+        self.log
+            .lock()
+            .expect("log")
+            .iter()
+            .filter(|l| l.contains("why="))
+            .count()
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().expect("log").join("\n")
+    }
+}
+
+/// A loopback port nobody listens on (free a moment ago).
+fn free_port() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
 }
 
 /// Polled every 20 ms: checks here are often API calls.
