@@ -261,17 +261,53 @@ fn coordinator_on_a_real_api_server() {
     }
     lab.assert_all_pods_talk(POD_MTU);
 
-    // 1. vxlan -> native with --wait, under traffic.
-    let (ok, out) = cluster.switch_under_traffic(&kubeconfig, &["--to", "native", "--wait"]);
+    // 1. vxlan -> native with --wait, under traffic. node-3's agent is held
+    // until the others hold the Switch plan, so the progress must show the
+    // applied count move within the phase.
+    let held = agents[2].0.id() as libc::pid_t;
+    // SAFETY: signalling our own child.
+    assert_eq!(unsafe { libc::kill(held, libc::SIGSTOP) }, 0);
+    let (ok, out) = std::thread::scope(|s| {
+        let release = s.spawn(|| {
+            let seen = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                wait_for(
+                    "Switch, waiting for node-3",
+                    Duration::from_secs(30),
+                    || {
+                        let status = cluster.status();
+                        status.phase.as_deref() == Some("Switch")
+                            && status
+                                .nodes
+                                .is_some_and(|n| n.applied == 2 && n.waiting == ["node-3"])
+                    },
+                )
+            }));
+            // SAFETY: as above; released whatever happened.
+            assert_eq!(unsafe { libc::kill(held, libc::SIGCONT) }, 0);
+            if let Err(panic) = seen {
+                std::panic::resume_unwind(panic);
+            }
+        });
+        let result = cluster.switch_under_traffic(&kubeconfig, &["--to", "native", "--wait"]);
+        release.join().expect("node-3 held, then released");
+        result
+    });
     if !ok {
         dump("switch to native failed");
     }
     assert!(ok, "switch --to native --wait failed:\n{out}");
-    assert!(out.contains("Switch"), "{out}");
     assert!(out.contains("Finalize"), "{out}");
+    // A progress line is "<elapsed>s  <phase>  generation <g>  <a>/<t> nodes applied ...".
+    let switch_lines: Vec<&str> = out
+        .lines()
+        .filter(|line| line.split_whitespace().nth(1) == Some("Switch"))
+        .collect();
     assert!(
-        out.contains("3/3 nodes applied") || out.contains("applied"),
-        "{out}"
+        switch_lines.iter().any(|l| l.contains("0/3 nodes applied"))
+            && switch_lines
+                .iter()
+                .any(|l| l.contains("2/3 nodes applied  waiting: node-3")),
+        "the Switch progress did not follow the applied count:\n{out}"
     );
     // vxlan -> native: Switch at 2, Finalize at 3.
     assert_eq!(cluster.assert_steady_on(Mode::Native), 3);

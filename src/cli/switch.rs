@@ -2,6 +2,7 @@
 //! drive a cluster-wide switch by writing `spec.mode` of the ClusterRouting
 //! object, and watch the coordinator roll it out (its status).
 
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -30,7 +31,9 @@ pub struct SwitchArgs {
     /// Abort the switch in progress: spec.mode back to status.from.
     #[arg(long, conflicts_with = "to")]
     pub abort: bool,
-    /// Follow the rollout: one line per phase, then a summary; exit non-zero
+    /// Follow the rollout: a progress line whenever the phase or the nodes'
+    /// counts change (rewritten in place on a terminal), then a summary;
+    /// exit non-zero
     /// when it ends Blocked (or on --timeout-seconds).
     #[arg(long)]
     pub wait: bool,
@@ -125,7 +128,7 @@ async fn wait(
     let generation = patched.metadata.generation;
     let started = Instant::now();
     let deadline = started + Duration::from_secs(timeout_seconds);
-    let mut last_line: Option<(String, Option<u64>)> = None;
+    let mut progress = Progress::new(output);
     let mut version = patched
         .metadata
         .resource_version
@@ -146,30 +149,14 @@ async fn wait(
             let status = object.status.clone().unwrap_or_default();
             let elapsed = started.elapsed().as_secs_f64();
             if status.observed_generation >= generation {
-                let phase = status.phase.clone().unwrap_or_else(|| "-".into());
-                let key = (phase.clone(), status.plan.as_ref().map(|p| p.generation));
-                if last_line.as_ref() != Some(&key) {
-                    let nodes = status.nodes.clone().unwrap_or_default();
-                    let line = format!(
-                        "{elapsed:>6.1}s  {phase:<8}  generation {}  {}/{} nodes applied{}",
-                        key.1.map_or("-".into(), |g| g.to_string()),
-                        nodes.applied,
-                        nodes.total,
-                        if nodes.waiting.is_empty() {
-                            String::new()
-                        } else {
-                            format!("  waiting: {}", nodes.waiting.join(", "))
-                        }
-                    );
-                    progress(output, &line);
-                    last_line = Some(key);
-                }
+                progress.show(&status, elapsed);
                 let done = status.switch_phase == Some(StatusPhase::Steady)
                     && status.to == Some(target)
                     && status.plan.as_ref().is_some_and(|p| p.route_mode == target)
                     && status.blocked.is_empty()
                     && status.nodes.as_ref().is_some_and(|n| n.waiting.is_empty());
                 if done || !status.blocked.is_empty() {
+                    progress.finish();
                     output.print(&report(&object, Some(elapsed)), render)?;
                     if !status.blocked.is_empty() {
                         return Err(Error::invalid(
@@ -232,11 +219,102 @@ async fn wait(
     }
 }
 
-fn progress(output: Output, line: &str) {
-    match output {
-        Output::Table => println!("{line}"),
-        Output::Json => eprintln!("{line}"),
+/// The progress of `--wait`: on stdout (stderr with `-o json`, where stdout
+/// is the summary), a line whenever what it shows, but the elapsed time,
+/// changes. On a terminal a line is rewritten in place while the phase and
+/// generation stay; elsewhere every change is a line of its own.
+struct Progress {
+    output: Output,
+    terminal: bool,
+    /// The phase and generation of the line shown, and what it showed.
+    last: Option<(String, String)>,
+    /// A terminal line is shown without its newline yet.
+    open: bool,
+}
+
+impl Progress {
+    fn new(output: Output) -> Progress {
+        let terminal = match output {
+            Output::Table => std::io::stdout().is_terminal(),
+            Output::Json => std::io::stderr().is_terminal(),
+        };
+        Progress {
+            output,
+            terminal,
+            last: None,
+            open: false,
+        }
     }
+
+    fn show(&mut self, status: &ClusterRoutingStatus, elapsed: f64) {
+        let (phase, counts) = progress_parts(status);
+        let text = self.next(phase, counts, elapsed);
+        self.write(&text);
+    }
+
+    /// What to write for this status: nothing when it shows nothing new.
+    fn next(&mut self, phase: String, counts: String, elapsed: f64) -> String {
+        if self
+            .last
+            .as_ref()
+            .is_some_and(|(p, c)| *p == phase && *c == counts)
+        {
+            return String::new();
+        }
+        let same_phase = self.last.as_ref().is_some_and(|(p, _)| *p == phase);
+        let line = format!("{elapsed:>6.1}s  {phase}  {counts}");
+        let text = match (self.terminal, self.open, same_phase) {
+            (false, _, _) => format!("{line}\n"),
+            (true, true, true) => format!("\r\x1b[2K{line}"),
+            (true, true, false) => format!("\n{line}"),
+            (true, false, _) => line,
+        };
+        self.open = self.terminal;
+        self.last = Some((phase, counts));
+        text
+    }
+
+    /// End an open terminal line, before the summary.
+    fn finish(&mut self) {
+        if std::mem::take(&mut self.open) {
+            self.write("\n");
+        }
+    }
+
+    fn write(&self, text: &str) {
+        if text.is_empty() {
+            return;
+        }
+        let written = match self.output {
+            Output::Table => write_flushed(&mut std::io::stdout().lock(), text),
+            Output::Json => write_flushed(&mut std::io::stderr().lock(), text),
+        };
+        if let Err(e) = written {
+            tracing::debug!("writing progress: {e}");
+        }
+    }
+}
+
+fn write_flushed(out: &mut impl Write, text: &str) -> std::io::Result<()> {
+    out.write_all(text.as_bytes())?;
+    out.flush()
+}
+
+/// ("{phase:<8}  generation G", "A/T nodes applied[  waiting: ...]").
+fn progress_parts(status: &ClusterRoutingStatus) -> (String, String) {
+    const SHOWN: usize = 10;
+    let phase = status.phase.as_deref().unwrap_or("-");
+    let generation = opt(status.plan.as_ref().map(|p| p.generation));
+    let nodes = status.nodes.clone().unwrap_or_default();
+    let mut counts = format!("{}/{} nodes applied", nodes.applied, nodes.total);
+    if !nodes.waiting.is_empty() {
+        let shown = &nodes.waiting[..nodes.waiting.len().min(SHOWN)];
+        counts.push_str(&format!("  waiting: {}", shown.join(", ")));
+        if nodes.waiting.len() > SHOWN {
+            counts.push_str(&format!(" and {} more", nodes.waiting.len() - SHOWN));
+        }
+    }
+    (format!("{phase:<8}  generation {generation}"), counts)
 }
 
 async fn get(api: &Api<ClusterRouting>) -> Result<ClusterRouting> {
@@ -319,7 +397,64 @@ pub fn render(r: &SwitchReport) -> String {
 mod tests {
     use clap::Parser;
 
+    use super::*;
     use crate::cli::{Cli, Command};
+    use crate::store::crd::NodesStatus;
+
+    fn status(phase: &str, applied: u32, waiting: &[&str]) -> ClusterRoutingStatus {
+        ClusterRoutingStatus {
+            phase: Some(phase.into()),
+            nodes: Some(NodesStatus {
+                total: 3,
+                applied,
+                waiting: waiting.iter().map(|w| w.to_string()).collect(),
+            }),
+            ..ClusterRoutingStatus::default()
+        }
+    }
+
+    fn shown(progress: &mut Progress, status: &ClusterRoutingStatus) -> String {
+        let (phase, counts) = progress_parts(status);
+        progress.next(phase, counts, 1.0)
+    }
+
+    #[test]
+    fn progress_lines_follow_the_applied_count_within_a_phase() {
+        let mut plain = Progress {
+            output: Output::Table,
+            terminal: false,
+            last: None,
+            open: false,
+        };
+        let first = shown(&mut plain, &status("Switch", 1, &["b", "c"]));
+        assert!(first.contains("Switch") && first.contains("1/3 nodes applied  waiting: b, c"));
+        assert!(first.ends_with('\n'));
+        assert_eq!(
+            shown(&mut plain, &status("Switch", 1, &["b", "c"])),
+            "",
+            "nothing new"
+        );
+        let later = shown(&mut plain, &status("Switch", 3, &[]));
+        assert!(
+            later.contains("Switch") && later.contains("3/3 nodes applied\n"),
+            "{later}"
+        );
+
+        let mut terminal = Progress {
+            terminal: true,
+            ..plain
+        };
+        terminal.last = None;
+        let first = shown(&mut terminal, &status("Switch", 1, &["b", "c"]));
+        assert!(!first.contains('\n') && !first.contains('\r'));
+        let rewritten = shown(&mut terminal, &status("Switch", 2, &["c"]));
+        assert!(
+            rewritten.starts_with("\r\x1b[2K") && rewritten.contains("2/3"),
+            "{rewritten:?}"
+        );
+        let next_phase = shown(&mut terminal, &status("Finalize", 0, &["a", "b", "c"]));
+        assert!(next_phase.starts_with('\n') && next_phase.contains("Finalize"));
+    }
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
         Cli::try_parse_from(std::iter::once("podroute").chain(args.iter().copied()))
