@@ -1,6 +1,7 @@
 //! API facts the agent relies on, pinned against a real kube-apiserver + etcd
-//! (see tests/kube_env). All tests in this binary share one control plane, so
-//! each works on its own Nodes (unique names) and never restarts it.
+//! (see tests/kube_env). The tests in this binary share one control plane, so
+//! each works on its own Nodes (unique names) and never restarts it; the one
+//! that runs a (cluster-wide) coordinator has a control plane of its own.
 //!
 //! Without built binaries these tests print "skipping: ..." and pass, unless
 //! PODROUTE_REQUIRE_KUBE_TESTS=1 (CI), where they fail.
@@ -31,8 +32,10 @@ use kube::api::{
     Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, ObjectMeta, Patch,
     PatchParams, PostParams, WatchParams,
 };
-use kube::Client;
-use kube_env::{kube_node, status_code, unique_name};
+use kube::{Client, CustomResourceExt};
+use kube_env::{kube_node, status_code, unique_name, ControlPlane};
+use podroute::model::Mode;
+use podroute::store::crd::{ClusterRouting, ClusterRoutingSpec, ClusterRoutingStatus, PlanStatus};
 use serde_json::json;
 
 const AGENT_NS: &str = "podroute-system";
@@ -977,4 +980,314 @@ async fn admission_policy_keeps_a_node_bound_agent_to_its_own_node() {
             .await
             .expect("delete node");
     }
+}
+
+// ---------------------------------------------------------------------------
+// The coordinator's underlay signal (`--underlay-signal-condition`)
+
+/// The Node condition a cloud route controller would set in this test.
+const UNDERLAY_SIGNAL: &str = "CloudRoutes";
+
+/// A `podroute coordinator` process, killed when dropped (also on failure).
+struct CoordinatorProcess {
+    child: std::process::Child,
+    log: std::path::PathBuf,
+}
+
+impl CoordinatorProcess {
+    fn start(cp: &ControlPlane, extra_args: &[&str]) -> CoordinatorProcess {
+        let log = cp.dir().join("coordinator.log");
+        let stderr = std::fs::File::create(&log).expect("coordinator log");
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_podroute"))
+            .args(["coordinator", "--identity", "signal-test", "--log", "info"])
+            .args(["--listen", "127.0.0.1:0", "--kubeconfig"])
+            .arg(cp.admin_kubeconfig())
+            .args(extra_args)
+            .stdout(std::process::Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("start podroute coordinator");
+        CoordinatorProcess { child, log }
+    }
+
+    fn log_tail(&self) -> String {
+        kube_env::tail(&self.log, 30)
+    }
+}
+
+impl Drop for CoordinatorProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The real ClusterRouting CRD (`podroute crd`), served, and `default`
+/// asking for vxlan.
+async fn install_cluster_routing(client: &Client) -> Api<ClusterRouting> {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    crds.create(&PostParams::default(), &ClusterRouting::crd())
+        .await
+        .expect("create the ClusterRouting CRD");
+    tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        kube::runtime::wait::await_condition(
+            crds,
+            "clusterroutings.podroute.io",
+            kube::runtime::conditions::is_crd_established(),
+        ),
+    )
+    .await
+    .expect("CRD established in time")
+    .expect("await CRD");
+    let routings: Api<ClusterRouting> = Api::all(client.clone());
+    let spec: ClusterRoutingSpec =
+        serde_json::from_value(json!({"mode": "vxlan"})).expect("a spec");
+    routings
+        .create(
+            &PostParams::default(),
+            &ClusterRouting::new("default", spec),
+        )
+        .await
+        .expect("create ClusterRouting default");
+    routings
+}
+
+/// Writes Node conditions as their owners do: a strategic merge patch on
+/// nodes/status, which merges conditions by type.
+async fn set_conditions(nodes: &Api<Node>, name: &str, conditions: &[NodeCondition]) {
+    nodes
+        .patch_status(
+            name,
+            &PatchParams::default(),
+            &Patch::Strategic(json!({"status": {"conditions": conditions}})),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("conditions on {name}: {e}"));
+}
+
+async fn set_underlay_signal(nodes: &Api<Node>, name: &str, status: &str) {
+    let signal = condition(UNDERLAY_SIGNAL, status, "CloudRoutes", "test cloud");
+    set_conditions(nodes, name, &[signal]).await;
+}
+
+/// Nodes without podroute agents, whose reports this test writes itself.
+struct PlayedAgents {
+    nodes: Api<Node>,
+    names: Vec<String>,
+    /// The plan every node reports applied, once reported.
+    reported: Option<PlanStatus>,
+}
+
+impl PlayedAgents {
+    /// Every node applies `plan` and reports it as src/store/kube/patch.rs
+    /// does: NetworkUnavailable=False reason RouteCreated, then the
+    /// `podroute.io/applied` annotation.
+    async fn apply(&mut self, plan: &PlanStatus) {
+        if self.reported.as_ref() == Some(plan) {
+            return;
+        }
+        let applied = format!("{}/{}", plan.generation, plan.route_mode);
+        let message = format!("podroute: {}", plan.route_mode);
+        for name in &self.names {
+            let routes = condition("NetworkUnavailable", "False", "RouteCreated", &message);
+            set_conditions(&self.nodes, name, &[routes]).await;
+            self.nodes
+                .patch(
+                    name,
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"metadata": {"annotations": {
+                        "podroute.io/applied": applied,
+                    }}})),
+                )
+                .await
+                .unwrap_or_else(|e| panic!("annotate {name}: {e}"));
+        }
+        self.reported = Some(plan.clone());
+    }
+
+    async fn annotations(&self) -> Vec<Option<String>> {
+        let mut out = Vec::new();
+        for name in &self.names {
+            let node = self.nodes.get(name).await.expect("get node");
+            out.push(
+                node.metadata
+                    .annotations
+                    .and_then(|a| a.get("podroute.io/applied").cloned()),
+            );
+        }
+        out
+    }
+}
+
+/// Polls the ClusterRouting status until `done` holds, the agents applying
+/// every plan it publishes; every status on the way must pass `invariant`.
+async fn drive_until(
+    routings: &Api<ClusterRouting>,
+    agents: &mut PlayedAgents,
+    coordinator: &CoordinatorProcess,
+    what: &str,
+    invariant: impl Fn(&ClusterRoutingStatus) -> Result<(), String>,
+    done: impl Fn(&ClusterRoutingStatus) -> bool,
+) -> ClusterRoutingStatus {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let status = routings
+            .get("default")
+            .await
+            .expect("get ClusterRouting default")
+            .status
+            .unwrap_or_default();
+        if let Err(why) = invariant(&status) {
+            panic!(
+                "{what}: {why}\nstatus: {status:#?}\ncoordinator log:\n{}",
+                coordinator.log_tail()
+            );
+        }
+        if done(&status) {
+            return status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: not within 60 s\nstatus: {status:#?}\ncoordinator log:\n{}",
+            coordinator.log_tail()
+        );
+        if let Some(plan) = &status.plan {
+            agents.apply(plan).await;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+fn no_native_route(status: &ClusterRoutingStatus) -> Result<(), String> {
+    match &status.plan {
+        Some(plan) if plan.route_mode == Mode::Native => Err(format!(
+            "generation {} routes native before every node has {UNDERLAY_SIGNAL}=True",
+            plan.generation
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn waiting(status: &ClusterRoutingStatus) -> Vec<String> {
+    status
+        .nodes
+        .as_ref()
+        .map(|n| n.waiting.clone())
+        .unwrap_or_default()
+}
+
+/// Steady on `mode`, every node holding the plan.
+fn steady_on(status: &ClusterRoutingStatus, mode: Mode, total: u32) -> bool {
+    status.phase.as_deref() == Some("Steady")
+        && status.plan.as_ref().is_some_and(|p| p.route_mode == mode)
+        && status.to == Some(mode)
+        && status
+            .nodes
+            .as_ref()
+            .is_some_and(|n| n.total == total && n.applied == total && n.waiting.is_empty())
+}
+
+/// Issue 5.1: with `--underlay-signal-condition`, a switch to native with
+/// `offSubnet: underlay` publishes no native route until every Node has
+/// that condition True (the cloud's routes are in), names the nodes it
+/// waits for, then proceeds. The coordinator is cluster-wide (every Node,
+/// ClusterRouting `default`), so it gets a control plane of its own.
+#[tokio::test]
+async fn coordinator_waits_for_the_underlay_signal_before_routing_native() {
+    let Some(cp) = ControlPlane::start_or_skip() else {
+        return;
+    };
+    let client = cp.client().await;
+    kube_env::ensure_namespace(&client, "podroute-system").await;
+    let routings = install_cluster_routing(&client).await;
+    let nodes: Api<Node> = Api::all(client.clone());
+    let names: Vec<String> = ["a", "b", "c"]
+        .iter()
+        .map(|n| format!("underlay-{n}"))
+        .collect();
+    for (i, name) in names.iter().enumerate() {
+        create_node(
+            &client,
+            name,
+            &format!("192.0.2.{}", 60 + i),
+            &format!("10.244.{}.0/24", 60 + i),
+        )
+        .await;
+        let ready = condition("Ready", "True", "KubeletReady", "kubelet is ready");
+        set_conditions(&nodes, name, &[ready]).await;
+    }
+    // c's cloud says "not yet"; a and b have no word at all.
+    set_underlay_signal(&nodes, &names[2], "False").await;
+
+    let coordinator =
+        CoordinatorProcess::start(&cp, &["--underlay-signal-condition", UNDERLAY_SIGNAL]);
+    let mut agents = PlayedAgents {
+        nodes: nodes.clone(),
+        names: names.clone(),
+        reported: None,
+    };
+    drive_until(
+        &routings,
+        &mut agents,
+        &coordinator,
+        "steady on vxlan",
+        no_native_route,
+        |s| steady_on(s, Mode::Vxlan, 3),
+    )
+    .await;
+
+    routings
+        .patch(
+            "default",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"mode": "native", "native": {"offSubnet": "underlay"}}})),
+        )
+        .await
+        .expect("ask for native");
+    let held = drive_until(
+        &routings,
+        &mut agents,
+        &coordinator,
+        "held for the signal on every node",
+        no_native_route,
+        |s| s.to == Some(Mode::Native) && waiting(s) == names,
+    )
+    .await;
+    assert_eq!(held.phase.as_deref(), Some("Steady"), "{held:#?}");
+    let ready = held.conditions.iter().find(|c| c.type_ == "Ready");
+    assert!(
+        ready
+            .is_some_and(|c| c.status == "False"
+                && c.message.as_deref().is_some_and(|m| m.contains(&names[2]))),
+        "{held:#?}"
+    );
+
+    set_underlay_signal(&nodes, &names[0], "True").await;
+    set_underlay_signal(&nodes, &names[1], "True").await;
+    drive_until(
+        &routings,
+        &mut agents,
+        &coordinator,
+        "held for the signal on c alone",
+        no_native_route,
+        |s| s.to == Some(Mode::Native) && waiting(s) == names[2..],
+    )
+    .await;
+
+    set_underlay_signal(&nodes, &names[2], "True").await;
+    let done = drive_until(
+        &routings,
+        &mut agents,
+        &coordinator,
+        "steady on native",
+        |_| Ok(()),
+        |s| steady_on(s, Mode::Native, 3),
+    )
+    .await;
+    let generation = done.plan.expect("a plan").generation;
+    assert_eq!(
+        agents.annotations().await,
+        vec![Some(format!("{generation}/native")); 3]
+    );
 }
