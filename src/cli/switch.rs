@@ -33,8 +33,7 @@ pub struct SwitchArgs {
     pub abort: bool,
     /// Follow the rollout: a progress line whenever the phase or the nodes'
     /// counts change (rewritten in place on a terminal), then a summary;
-    /// exit non-zero
-    /// when it ends Blocked (or on --timeout-seconds).
+    /// exit non-zero when it ends Blocked (or on --timeout-seconds).
     #[arg(long)]
     pub wait: bool,
     /// With --wait: give up after this many seconds.
