@@ -137,7 +137,16 @@ pub async fn run(
             let snapshot = snapshots.borrow_and_update().clone();
             if let (Some(routing), Some(snapshot)) = (routing, snapshot) {
                 let facts = node_facts(&snapshot, &signals_rx.borrow_and_update());
-                match coordinate(&routings, &events, &options, &routing, &facts, &mut written).await
+                match coordinate(
+                    &routings,
+                    &events,
+                    &options,
+                    &metrics,
+                    &routing,
+                    &facts,
+                    &mut written,
+                )
+                .await
                 {
                     Ok(()) => {
                         if let Some(status) = &written {
@@ -181,6 +190,7 @@ async fn coordinate(
     routings: &Api<ClusterRouting>,
     events: &Api<CoreEvent>,
     options: &Options,
+    metrics: &CoordinatorMetrics,
     routing: &ClusterRouting,
     facts: &[NodeFact],
     written: &mut Option<ClusterRoutingStatus>,
@@ -227,11 +237,19 @@ async fn coordinate(
     }
     for event in &decision.events {
         tracing::info!(reason = event.reason, "{}", event.message);
-        if let Err(e) = emit(events, routing, &options.identity, event, now).await {
-            tracing::warn!("emitting event {}: {e}", event.reason);
-        }
+        let emitted = emit(events, routing, &options.identity, event, now).await;
+        note_emitted(metrics, event.reason, emitted);
     }
     Ok(())
+}
+
+/// A failed Event write does not fail the step: the status already holds
+/// what the Event tells, so it is only logged and counted.
+fn note_emitted(metrics: &CoordinatorMetrics, reason: &str, emitted: Result<()>) {
+    if let Err(e) = emitted {
+        metrics.event_failed();
+        tracing::warn!("emitting event {reason}: {e}");
+    }
 }
 
 /// The machine's view of the nodes in `snapshot`.
@@ -557,6 +575,7 @@ mod tests {
     use super::*;
     use crate::coordinator::machine::InFlight;
     use crate::coordinator::signals::NodeSignals;
+    use crate::http::Endpoints;
     use crate::model::{Mode, Node, Plan};
     use crate::store::crd::{ClusterRoutingSpec, NodesStatus};
     use crate::store::{Applied, Network, NodeReport, NodeState};
@@ -645,6 +664,22 @@ mod tests {
         let moved = step_with(&signals);
         assert_eq!(moved.phase, StatusPhase::Switch);
         assert_eq!(moved.plan.map(|p| p.route_mode), Some(Mode::Native));
+    }
+
+    #[test]
+    fn a_failed_event_write_counts_as_an_api_error() {
+        let metrics = CoordinatorMetrics::default();
+        note_emitted(&metrics, REASON_BLOCKED, Ok(()));
+        assert_eq!(metrics.api_errors.get(), 0);
+        let forbidden = kube::core::Status::failure("events is forbidden", "Forbidden")
+            .with_code(403)
+            .boxed();
+        let refused = Error::kube("creating an Event", kube::Error::Api(forbidden));
+        note_emitted(&metrics, REASON_BLOCKED, Err(refused));
+        assert_eq!(metrics.api_errors.get(), 1);
+        assert!(metrics
+            .render()
+            .contains("podroute_coordinator_api_errors_total 1"));
     }
 
     #[test]

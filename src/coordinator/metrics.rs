@@ -57,7 +57,7 @@ impl Default for CoordinatorMetrics {
         let api_errors = Counter::default();
         registry.register(
             "api_errors",
-            "Lease calls and status reads or writes that failed",
+            "Lease calls, status reads or writes, and Event writes that failed",
             api_errors.clone(),
         );
         CoordinatorMetrics {
@@ -81,6 +81,11 @@ impl CoordinatorMetrics {
 
     pub fn lease_failed(&self) {
         self.reachable.store(false, Ordering::SeqCst);
+        self.api_errors.inc();
+    }
+
+    /// An Event write that failed (it is not retried).
+    pub fn event_failed(&self) {
         self.api_errors.inc();
     }
 
