@@ -9,6 +9,11 @@
 mod kube_env;
 
 use std::collections::BTreeMap;
+use std::ffi::{CStr, CString};
+use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
 
 use futures::StreamExt;
 use k8s_openapi::api::admissionregistration::v1::{
@@ -32,8 +37,11 @@ use kube::api::{
     Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, ObjectMeta, Patch,
     PatchParams, PostParams, WatchParams,
 };
+use kube::config::Kubeconfig;
 use kube::{Client, CustomResourceExt};
 use kube_env::{kube_node, status_code, unique_name, ControlPlane};
+use nix::mount::{mount, MsFlags};
+use nix::sched::{unshare, CloneFlags};
 use podroute::model::Mode;
 use podroute::store::crd::{ClusterRouting, ClusterRoutingSpec, ClusterRoutingStatus, PlanStatus};
 use serde_json::json;
@@ -176,6 +184,191 @@ async fn podroute_finds_the_cluster_by_flag_or_a_kubeconfig_list() {
     let (code, _, stderr) = nodes(&|_| {});
     assert_eq!(code, Some(2), "no configuration at all: {stderr}");
     assert!(stderr.contains("kubeconfig"), "{stderr}");
+}
+
+// --- In a pod: kube's in-cluster configuration ------------------------------
+
+/// Where the kubelet mounts a pod's service account, and kube's in-cluster
+/// configuration reads it.
+const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+
+/// The DaemonSet and the coordinator carry no kubeconfig: they find the API
+/// server as a pod does, by `KUBERNETES_SERVICE_HOST`/`_PORT` and the mounted
+/// token, CA and namespace. The real binary, in a mount namespace of its own
+/// where the service account is bind-mounted where the kubelet puts it, lists
+/// Nodes with the token of an account holding the agent's role, is refused
+/// with the token of one holding none, and finds no cluster without the
+/// environment.
+#[tokio::test]
+async fn podroute_finds_the_cluster_in_a_pod_by_its_service_account() {
+    if !have_root("a mount namespace for the service-account files") {
+        return;
+    }
+    let Some(cp) = kube_env::shared() else { return };
+    let admin = cp.client().await;
+    let node = unique_name("node-in-cluster");
+    create_node(&admin, &node, "192.0.2.60", "10.244.60.0/24").await;
+
+    let reader = unique_name("in-cluster-reader");
+    let allowed = cp.service_account(AGENT_NS, &reader, None).await;
+    bind_agent_role(&admin, &reader).await;
+    wait_until_allowed(&Api::all(allowed.client().await), &node).await;
+    let stranger = cp
+        .service_account(AGENT_NS, &unique_name("in-cluster-stranger"), None)
+        .await;
+
+    let ca = cluster_ca_file(cp.admin_kubeconfig());
+    let port = cp
+        .server_url()
+        .rsplit_once(':')
+        .map(|(_, port)| port.to_string())
+        .expect("port in the server URL");
+    let home = tempfile::tempdir().expect("empty HOME");
+    let _mountpoint = CreatedDirs::create(Path::new(SERVICE_ACCOUNT_DIR));
+    let in_pod = |identity: &kube_env::Identity, service_env: bool| {
+        let secrets = pod_service_account(identity, &ca);
+        let mut command = podroute_in_a_pod(secrets.path(), home.path());
+        if service_env {
+            // TLS to an IP, verified with the mounted ca.crt: the serving
+            // cert carries 127.0.0.1 as an IP SAN.
+            command
+                .env("KUBERNETES_SERVICE_HOST", "127.0.0.1")
+                .env("KUBERNETES_SERVICE_PORT", &port);
+        }
+        let out = command.output().expect("run podroute nodes");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+
+    let (code, stdout, stderr) = in_pod(&allowed, true);
+    assert_eq!(code, Some(0), "{} in a pod: {stderr}", allowed.username);
+    let rows: Vec<serde_json::Value> =
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    assert!(
+        rows.iter().any(|row| row["name"] == node.as_str()),
+        "{node} not in {stdout}"
+    );
+
+    let (code, _, stderr) = in_pod(&stranger, true);
+    assert_eq!(code, Some(1), "{} in a pod: {stderr}", stranger.username);
+    assert!(
+        stderr.contains("forbidden") && stderr.contains(&stranger.username),
+        "{stderr}"
+    );
+
+    let (code, _, stderr) = in_pod(&allowed, false);
+    assert_eq!(code, Some(2), "no KUBERNETES_SERVICE_*: {stderr}");
+    assert!(
+        stderr.contains("in-cluster: (failed to read an incluster environment variable"),
+        "{stderr}"
+    );
+}
+
+/// Root, or `false` after saying why the caller skips; a failure instead
+/// when `PODROUTE_REQUIRE_ROOT_TESTS=1`.
+fn have_root(for_what: &str) -> bool {
+    if nix::unistd::Uid::effective().is_root() {
+        return true;
+    }
+    if std::env::var("PODROUTE_REQUIRE_ROOT_TESTS").as_deref() == Ok("1") {
+        panic!("PODROUTE_REQUIRE_ROOT_TESTS=1 but not root (needed for {for_what})");
+    }
+    // Straight to fd 2, past libtest's capture, so a skip is never silent.
+    let _ = writeln!(std::io::stderr(), "skipping: needs root for {for_what}");
+    false
+}
+
+/// The CA file the cluster of `kubeconfig` is verified with.
+fn cluster_ca_file(kubeconfig: &Path) -> PathBuf {
+    let config = Kubeconfig::read_from(kubeconfig).expect("read kubeconfig");
+    config
+        .clusters
+        .iter()
+        .find_map(|c| c.cluster.as_ref()?.certificate_authority.clone())
+        .map(PathBuf::from)
+        .expect("certificate-authority in the kubeconfig")
+}
+
+/// What the kubelet projects into a pod for its service account: `token`,
+/// `ca.crt` and `namespace`.
+fn pod_service_account(identity: &kube_env::Identity, ca: &Path) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("service-account dir");
+    let token = identity.token.as_deref().expect("a service-account token");
+    let namespace = identity
+        .username
+        .strip_prefix("system:serviceaccount:")
+        .and_then(|rest| rest.split(':').next())
+        .expect("a service-account user name");
+    std::fs::write(dir.path().join("token"), token).expect("token");
+    std::fs::copy(ca, dir.path().join("ca.crt")).expect("ca.crt");
+    std::fs::write(dir.path().join("namespace"), namespace).expect("namespace");
+    dir
+}
+
+/// `podroute nodes -o json` with no kubeconfig anywhere (no `$KUBECONFIG`,
+/// an empty `$HOME`, no `KUBERNETES_SERVICE_*`), in a private mount namespace
+/// where `secrets` is mounted read-only on [`SERVICE_ACCOUNT_DIR`].
+fn podroute_in_a_pod(secrets: &Path, home: &Path) -> std::process::Command {
+    let source = CString::new(secrets.as_os_str().as_bytes()).expect("path without NUL");
+    let target = CString::new(SERVICE_ACCOUNT_DIR).expect("path without NUL");
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_podroute"));
+    command
+        .args(["nodes", "-o", "json"])
+        .env_remove("KUBECONFIG")
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env_remove("KUBERNETES_SERVICE_PORT")
+        .env("HOME", home);
+    // SAFETY: between fork and exec only syscalls on strings built before the fork.
+    unsafe {
+        command.pre_exec(move || mount_service_account(&source, &target));
+    }
+    command
+}
+
+fn mount_service_account(source: &CStr, target: &CStr) -> std::io::Result<()> {
+    const NONE: Option<&CStr> = None;
+    unshare(CloneFlags::CLONE_NEWNS)?;
+    // No mount event may reach the host's namespace.
+    mount(
+        NONE,
+        c"/",
+        NONE,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        NONE,
+    )?;
+    mount(Some(source), target, NONE, MsFlags::MS_BIND, NONE)?;
+    // Read-only, as the kubelet mounts it (a bind mount takes flags on remount).
+    let read_only = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+    mount(NONE, target, NONE, read_only, NONE)?;
+    Ok(())
+}
+
+/// The directories of a path that [`CreatedDirs::create`] had to create:
+/// removed again on drop (only those, and only while empty).
+struct CreatedDirs(Vec<PathBuf>);
+
+impl CreatedDirs {
+    fn create(path: &Path) -> CreatedDirs {
+        let missing: Vec<PathBuf> = path
+            .ancestors()
+            .take_while(|dir| !dir.exists())
+            .map(Path::to_path_buf)
+            .collect();
+        std::fs::create_dir_all(path).unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
+        CreatedDirs(missing)
+    }
+}
+
+impl Drop for CreatedDirs {
+    fn drop(&mut self) {
+        // deepest first
+        for dir in &self.0 {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
 }
 
 /// The agent reads a Node's IP from its InternalIP address and its pod CIDRs
