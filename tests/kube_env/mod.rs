@@ -36,6 +36,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{mpsc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::admissionregistration::v1::{
+    ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+};
 use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{
     Namespace, Node, NodeAddress, NodeSpec, NodeStatus, ServiceAccount,
@@ -47,6 +50,7 @@ use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose,
 };
+use serde_json::json;
 
 /// The audience and issuer of service-account tokens, as in a default cluster.
 pub const SA_ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
@@ -860,6 +864,50 @@ pub fn status_code<T>(result: &Result<T, kube::Error>) -> Option<u16> {
         Err(kube::Error::Api(s)) => Some(s.code),
         _ => None,
     }
+}
+
+/// The ValidatingAdmissionPolicy of DESIGN.md, keyed to one test identity:
+/// requests by `username` may update only the Node whose name is bound into
+/// their token. Creates the policy and its binding under one unique name and
+/// returns it; the caller deletes both.
+pub async fn create_own_node_policy(admin: &Client, username: &str) -> String {
+    let name = unique_name("podroute-agent-own-node");
+    let policy: ValidatingAdmissionPolicy = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {"resourceRules": [{
+                "apiGroups": [""],
+                "apiVersions": ["v1"],
+                "operations": ["UPDATE"],
+                "resources": ["nodes", "nodes/status"],
+            }]},
+            "matchConditions": [{
+                "name": "podroute-agent",
+                "expression": format!("request.userInfo.username == '{username}'"),
+            }],
+            "validations": [{
+                "expression": "'authentication.kubernetes.io/node-name' in request.userInfo.extra && request.userInfo.extra['authentication.kubernetes.io/node-name'][0] == object.metadata.name",
+                "message": "a podroute agent may only write its own Node",
+                "reason": "Forbidden",
+            }],
+        },
+    }))
+    .expect("a ValidatingAdmissionPolicy");
+    let binding: ValidatingAdmissionPolicyBinding = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {"policyName": name, "validationActions": ["Deny"]},
+    }))
+    .expect("a ValidatingAdmissionPolicyBinding");
+    Api::<ValidatingAdmissionPolicy>::all(admin.clone())
+        .create(&PostParams::default(), &policy)
+        .await
+        .expect("create ValidatingAdmissionPolicy");
+    Api::<ValidatingAdmissionPolicyBinding>::all(admin.clone())
+        .create(&PostParams::default(), &binding)
+        .await
+        .expect("create ValidatingAdmissionPolicyBinding");
+    name
 }
 
 fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {

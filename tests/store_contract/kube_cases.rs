@@ -278,43 +278,6 @@ async fn agent_role(admin: &Client, sa: &str) {
         .expect("create ClusterRoleBinding");
 }
 
-/// The ValidatingAdmissionPolicy of DESIGN.md: an agent writes only the Node
-/// bound into its token. Returns the name (policy and binding).
-async fn own_node_policy(admin: &Client, username: &str) -> String {
-    let name = unique_name("podroute-agent-own-node");
-    let policy: ValidatingAdmissionPolicy = serde_json::from_value(json!({
-        "metadata": {"name": name},
-        "spec": {
-            "failurePolicy": "Fail",
-            "matchConstraints": {"resourceRules": [{
-                "apiGroups": [""], "apiVersions": ["v1"],
-                "operations": ["UPDATE"], "resources": ["nodes", "nodes/status"],
-            }]},
-            "matchConditions": [{"name": "podroute-agent", "expression": format!("request.userInfo.username == '{username}'")}],
-            "validations": [{
-                "expression": "'authentication.kubernetes.io/node-name' in request.userInfo.extra && request.userInfo.extra['authentication.kubernetes.io/node-name'][0] == object.metadata.name",
-                "message": "a podroute agent may only write its own Node",
-                "reason": "Forbidden",
-            }],
-        },
-    }))
-    .unwrap();
-    let binding: ValidatingAdmissionPolicyBinding = serde_json::from_value(json!({
-        "metadata": {"name": name},
-        "spec": {"policyName": name, "validationActions": ["Deny"]},
-    }))
-    .unwrap();
-    Api::<ValidatingAdmissionPolicy>::all(admin.clone())
-        .create(&PostParams::default(), &policy)
-        .await
-        .expect("create policy");
-    Api::<ValidatingAdmissionPolicyBinding>::all(admin.clone())
-        .create(&PostParams::default(), &binding)
-        .await
-        .expect("create policy binding");
-    name
-}
-
 /// With the agent's least-privilege role the store follows the cluster; with
 /// a token bound to its Node, a report about another Node is refused and
 /// changes nothing there.
@@ -331,7 +294,7 @@ async fn kube_agent_bound_to_its_node_cannot_report_for_another() {
     let sa = unique_name("agent-store");
     let identity = cp.service_account(AGENT_NS, &sa, Some(&own.name)).await;
     agent_role(&admin, &sa).await;
-    let policy = own_node_policy(&admin, &identity.username).await;
+    let policy = kube_env::create_own_node_policy(&admin, &identity.username).await;
     let agent = identity.client().await;
 
     // Policies and bindings reach the API server through informers: probe
