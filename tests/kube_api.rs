@@ -1076,44 +1076,9 @@ async fn admission_policy_keeps_a_node_bound_agent_to_its_own_node() {
         .await
         .expect("RBAC alone lets the agent write any Node");
 
-    let policy_name = unique_name("podroute-agent-own-node");
-    let policy: ValidatingAdmissionPolicy = serde_json::from_value(json!({
-        "metadata": {"name": policy_name},
-        "spec": {
-            "failurePolicy": "Fail",
-            "matchConstraints": {"resourceRules": [{
-                "apiGroups": [""],
-                "apiVersions": ["v1"],
-                "operations": ["UPDATE"],
-                "resources": ["nodes", "nodes/status"],
-            }]},
-            "matchConditions": [{
-                "name": "podroute-agent",
-                "expression": format!("request.userInfo.username == '{}'", bound.username),
-            }],
-            "validations": [{
-                "expression": "'authentication.kubernetes.io/node-name' in request.userInfo.extra && request.userInfo.extra['authentication.kubernetes.io/node-name'][0] == object.metadata.name",
-                "message": "a podroute agent may only write its own Node",
-                "reason": "Forbidden",
-            }],
-        },
-    }))
-    .unwrap();
-    let binding: ValidatingAdmissionPolicyBinding = serde_json::from_value(json!({
-        "metadata": {"name": policy_name},
-        "spec": {"policyName": policy_name, "validationActions": ["Deny"]},
-    }))
-    .unwrap();
+    let policy_name = kube_env::create_own_node_policy(&admin, &bound.username).await;
     let policies: Api<ValidatingAdmissionPolicy> = Api::all(admin.clone());
     let bindings: Api<ValidatingAdmissionPolicyBinding> = Api::all(admin.clone());
-    policies
-        .create(&PostParams::default(), &policy)
-        .await
-        .expect("create ValidatingAdmissionPolicy");
-    bindings
-        .create(&PostParams::default(), &binding)
-        .await
-        .expect("create ValidatingAdmissionPolicyBinding");
 
     // Policies reach admission through an informer: wait until it bites.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
