@@ -2,7 +2,9 @@
 //! `--netns`, as in agent_kube.rs) and `podroute coordinator` processes.
 //!
 //! - `podroute switch --to native --wait` moves the cluster vxlan -> native
-//!   while pods keep talking; every Node ends on the final generation;
+//!   while the pods of every node pair keep probing each other (sequenced
+//!   UDP, both directions, the whole switch long: not one probe lost);
+//!   every Node ends on the final generation;
 //! - the coordinator is killed in the middle of the switch back to vxlan and
 //!   restarted: the switch completes from the status it wrote;
 //! - a second coordinator waits on the Lease and takes over when the first
@@ -12,7 +14,9 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
@@ -21,9 +25,12 @@ use kube::api::{Api, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::Client;
 use podroute::model::Mode;
 use podroute::store::crd::{ClusterRouting, ClusterRoutingStatus};
+use tokio::runtime::Handle;
 
 use crate::kube_env::ControlPlane;
-use crate::kube_support::{create_lab_nodes, install_routing, start_agent, wait_for, Process};
+use crate::kube_support::{
+    create_lab_nodes, install_routing, start_agent, wait_for, PairCount, PodProbes, Process,
+};
 use crate::support::{have_root, Lab};
 
 const POD_MTU: u32 = 1450;
@@ -179,25 +186,115 @@ impl Cluster<'_> {
         plan.generation
     }
 
-    /// Run `switch` while every pod pair keeps exchanging probes.
-    fn switch_under_traffic(&self, kubeconfig: &Path, args: &[&str]) -> (bool, String) {
-        let done = AtomicBool::new(false);
-        std::thread::scope(|s| {
-            let probes = s.spawn(|| {
-                let mut rounds = 0;
-                while !done.load(Ordering::Relaxed) {
-                    self.lab.assert_all_pods_talk(POD_MTU);
-                    rounds += 1;
-                }
-                rounds
-            });
-            let result = switch(kubeconfig, args);
-            done.store(true, Ordering::Relaxed);
-            let rounds = probes.join().expect("pods kept talking during the switch");
-            assert!(rounds > 0);
-            result
-        })
+    /// Run `body` (a switch, up to Steady) while the pods of every pair of
+    /// nodes keep probing each other, then assert not one probe was lost.
+    fn under_probes<T>(&self, what: &str, body: impl FnOnce() -> T) -> T {
+        let watch = PhaseWatch::start(self.rt.handle().clone(), self.client.clone());
+        let probes = PodProbes::start(self.lab, watch.index.clone());
+        let result = body();
+        let counts = probes.stop();
+        assert_no_probe_lost(what, &counts, &watch.stop());
+        result
     }
+}
+
+/// The coordinator's generation and phase, polled while probes run: each
+/// change is a new phase index, so a loss can be placed in the switch.
+struct PhaseWatch {
+    index: Arc<AtomicUsize>,
+    labels: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl PhaseWatch {
+    fn start(rt: Handle, client: Client) -> PhaseWatch {
+        let api: Api<ClusterRouting> = Api::all(client);
+        let first = read_phase(&rt, &api).unwrap_or_else(|| "unknown".into());
+        let index = Arc::new(AtomicUsize::new(0));
+        let labels = Arc::new(Mutex::new(vec![first]));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (i, l, s) = (index.clone(), labels.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            while !s.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(50));
+                if let Some(label) = read_phase(&rt, &api) {
+                    let mut labels = l.lock().expect("labels");
+                    if labels.last() != Some(&label) {
+                        labels.push(label);
+                        i.store(labels.len() - 1, Ordering::SeqCst);
+                    }
+                }
+            }
+        });
+        PhaseWatch {
+            index,
+            labels,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// The label of each phase index.
+    fn stop(mut self) -> Vec<String> {
+        self.halt();
+        self.labels.lock().expect("labels").clone()
+    }
+
+    fn halt(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for PhaseWatch {
+    fn drop(&mut self) {
+        self.halt();
+    }
+}
+
+/// "<phase> generation <g> <mode>"; `None` when the read failed.
+fn read_phase(rt: &Handle, api: &Api<ClusterRouting>) -> Option<String> {
+    let status = rt.block_on(api.get("default")).ok()?.status?;
+    let phase = status.phase.unwrap_or_else(|| "-".into());
+    Some(match status.plan {
+        Some(plan) => format!("{phase} generation {} {}", plan.generation, plan.route_mode),
+        None => phase,
+    })
+}
+
+/// Every pair sent both ways and lost nothing; prints the counts.
+fn assert_no_probe_lost(what: &str, counts: &[PairCount], phases: &[String]) {
+    let mut report = format!("probes during {what}:\n");
+    for pair in counts {
+        let [a, b] = &pair.nodes;
+        report += &format!(
+            "  {a} <-> {b}: {} sent, {} lost; arrived at {a} {}, at {b} {}\n",
+            pair.sent(),
+            pair.lost(),
+            pair.arrived[0],
+            pair.arrived[1]
+        );
+    }
+    for (i, label) in phases.iter().enumerate() {
+        let (sent, lost) = counts
+            .iter()
+            .filter_map(|pair| pair.tallies.get(i))
+            .fold((0, 0), |(s, l), t| (s + t.sent, l + t.lost));
+        report += &format!("  {label}: {sent} sent, {lost} lost\n");
+    }
+    eprint!("{report}");
+    for pair in counts {
+        assert!(
+            pair.sent() > 0 && pair.arrived.iter().all(|&n| n > 0),
+            "{:?} did not probe both ways\n{report}",
+            pair.nodes
+        );
+    }
+    let lost: u64 = counts.iter().map(PairCount::lost).sum();
+    assert_eq!(lost, 0, "probes lost\n{report}");
 }
 
 #[test]
@@ -265,32 +362,34 @@ fn coordinator_on_a_real_api_server() {
     // until the others hold the Switch plan, so the progress must show the
     // applied count move within the phase.
     let held = agents[2].0.id() as libc::pid_t;
-    // SAFETY: signalling our own child.
-    assert_eq!(unsafe { libc::kill(held, libc::SIGSTOP) }, 0);
-    let (ok, out) = std::thread::scope(|s| {
-        let release = s.spawn(|| {
-            let seen = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                wait_for(
-                    "Switch, waiting for node-3",
-                    Duration::from_secs(30),
-                    || {
-                        let status = cluster.status();
-                        status.phase.as_deref() == Some("Switch")
-                            && status
-                                .nodes
-                                .is_some_and(|n| n.applied == 2 && n.waiting == ["node-3"])
-                    },
-                )
-            }));
-            // SAFETY: as above; released whatever happened.
-            assert_eq!(unsafe { libc::kill(held, libc::SIGCONT) }, 0);
-            if let Err(panic) = seen {
-                std::panic::resume_unwind(panic);
-            }
-        });
-        let result = cluster.switch_under_traffic(&kubeconfig, &["--to", "native", "--wait"]);
-        release.join().expect("node-3 held, then released");
-        result
+    let (ok, out) = cluster.under_probes("vxlan -> native", || {
+        // SAFETY: signalling our own child.
+        assert_eq!(unsafe { libc::kill(held, libc::SIGSTOP) }, 0);
+        std::thread::scope(|s| {
+            let release = s.spawn(|| {
+                let seen = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    wait_for(
+                        "Switch, waiting for node-3",
+                        Duration::from_secs(30),
+                        || {
+                            let status = cluster.status();
+                            status.phase.as_deref() == Some("Switch")
+                                && status
+                                    .nodes
+                                    .is_some_and(|n| n.applied == 2 && n.waiting == ["node-3"])
+                        },
+                    )
+                }));
+                // SAFETY: as above; released whatever happened.
+                assert_eq!(unsafe { libc::kill(held, libc::SIGCONT) }, 0);
+                if let Err(panic) = seen {
+                    std::panic::resume_unwind(panic);
+                }
+            });
+            let result = switch(&kubeconfig, &["--to", "native", "--wait"]);
+            release.join().expect("node-3 held, then released");
+            result
+        })
     });
     if !ok {
         dump("switch to native failed");
@@ -328,34 +427,36 @@ fn coordinator_on_a_real_api_server() {
     // 2. native -> vxlan, the coordinator killed in the middle and restarted.
     // node-3's agent is paused so the switch holds at Prepare.
     let paused = agents[2].0.id() as libc::pid_t;
-    // SAFETY: signalling our own child.
-    assert_eq!(unsafe { libc::kill(paused, libc::SIGSTOP) }, 0);
-    let (ok, _) = switch(&kubeconfig, &["--to", "vxlan"]);
-    assert!(ok);
-    let at_prepare = |s: &ClusterRoutingStatus| {
-        s.phase.as_deref() == Some("Prepare")
-            && s.plan.as_ref().is_some_and(|p| p.generation == 4)
-            && s.nodes
-                .as_ref()
-                .is_some_and(|n| n.applied == 2 && n.waiting == ["node-3"])
-    };
-    wait_for(
-        "Prepare, waiting for node-3",
-        Duration::from_secs(20),
-        || at_prepare(&cluster.status()),
-    );
-    let _ = coordinator_a.0.kill();
-    let _ = coordinator_a.0.wait();
-    coordinator_a = start_coordinator("coordinator-a", &kubeconfig, &log_a, port_a);
-    // It resumes where it was: same plan, still waiting for node-3.
-    std::thread::sleep(Duration::from_secs(3));
-    let resumed = cluster.status();
-    assert!(at_prepare(&resumed), "{resumed:?}");
-    assert_eq!(cluster.lease_holder().as_deref(), Some("coordinator-a"));
-    lab.assert_all_pods_talk(POD_MTU);
-    // SAFETY: as above.
-    assert_eq!(unsafe { libc::kill(paused, libc::SIGCONT) }, 0);
-    let (ok, out) = cluster.switch_under_traffic(&kubeconfig, &["--to", "vxlan", "--wait"]);
+    let (ok, out) = cluster.under_probes("native -> vxlan, the coordinator restarted", || {
+        // SAFETY: signalling our own child.
+        assert_eq!(unsafe { libc::kill(paused, libc::SIGSTOP) }, 0);
+        let (ok, _) = switch(&kubeconfig, &["--to", "vxlan"]);
+        assert!(ok);
+        let at_prepare = |s: &ClusterRoutingStatus| {
+            s.phase.as_deref() == Some("Prepare")
+                && s.plan.as_ref().is_some_and(|p| p.generation == 4)
+                && s.nodes
+                    .as_ref()
+                    .is_some_and(|n| n.applied == 2 && n.waiting == ["node-3"])
+        };
+        wait_for(
+            "Prepare, waiting for node-3",
+            Duration::from_secs(20),
+            || at_prepare(&cluster.status()),
+        );
+        let _ = coordinator_a.0.kill();
+        let _ = coordinator_a.0.wait();
+        coordinator_a = start_coordinator("coordinator-a", &kubeconfig, &log_a, port_a);
+        // It resumes where it was: same plan, still waiting for node-3.
+        std::thread::sleep(Duration::from_secs(3));
+        let resumed = cluster.status();
+        assert!(at_prepare(&resumed), "{resumed:?}");
+        assert_eq!(cluster.lease_holder().as_deref(), Some("coordinator-a"));
+        lab.assert_all_pods_talk(POD_MTU);
+        // SAFETY: as above.
+        assert_eq!(unsafe { libc::kill(paused, libc::SIGCONT) }, 0);
+        switch(&kubeconfig, &["--to", "vxlan", "--wait"])
+    });
     if !ok {
         dump("switch back to vxlan failed");
     }
@@ -376,14 +477,16 @@ fn coordinator_on_a_real_api_server() {
             "podroute_coordinator_plan_generation 0",
         ],
     );
-    let _ = coordinator_a.0.kill();
-    let _ = coordinator_a.0.wait();
-    wait_for(
-        "coordinator-b takes the Lease",
-        Duration::from_secs(30),
-        || cluster.lease_holder().as_deref() == Some("coordinator-b"),
-    );
-    let (ok, out) = cluster.switch_under_traffic(&kubeconfig, &["--to", "native", "--wait"]);
+    let (ok, out) = cluster.under_probes("vxlan -> native, the leader handed over", || {
+        let _ = coordinator_a.0.kill();
+        let _ = coordinator_a.0.wait();
+        wait_for(
+            "coordinator-b takes the Lease",
+            Duration::from_secs(30),
+            || cluster.lease_holder().as_deref() == Some("coordinator-b"),
+        );
+        switch(&kubeconfig, &["--to", "native", "--wait"])
+    });
     if !ok {
         dump("switch under coordinator-b failed");
     }
@@ -407,28 +510,30 @@ fn coordinator_on_a_real_api_server() {
         &Patch::Merge(serde_json::json!({"spec": {"rollout": {"nodeTimeout": 2}}})),
     ))
     .expect("nodeTimeout");
-    // SAFETY: as above.
-    assert_eq!(unsafe { libc::kill(paused, libc::SIGSTOP) }, 0);
-    let (ok, out) = switch(&kubeconfig, &["--to", "vxlan", "--wait"]);
-    assert!(!ok, "a blocked switch exited 0:\n{out}");
-    let blocked = cluster.status();
-    assert_eq!(blocked.phase.as_deref(), Some("Blocked"), "{blocked:?}");
-    assert!(
-        blocked.blocked.contains(&"node-3".to_string()),
-        "{blocked:?}"
-    );
-    assert_eq!(blocked.from, Some(Mode::Native));
-    wait_for_metrics(port_b, &["podroute_coordinator_blocked 1"]);
-    // A generous timeout again, so a slow machine does not block the abort.
-    rt.block_on(routings.patch(
-        "default",
-        &PatchParams::default(),
-        &Patch::Merge(serde_json::json!({"spec": {"rollout": {"nodeTimeout": 300}}})),
-    ))
-    .expect("nodeTimeout");
-    // SAFETY: as above.
-    assert_eq!(unsafe { libc::kill(paused, libc::SIGCONT) }, 0);
-    let (ok, out) = switch(&kubeconfig, &["--abort", "--wait"]);
+    let (ok, out) = cluster.under_probes("a blocked switch, aborted", || {
+        // SAFETY: as above.
+        assert_eq!(unsafe { libc::kill(paused, libc::SIGSTOP) }, 0);
+        let (ok, out) = switch(&kubeconfig, &["--to", "vxlan", "--wait"]);
+        assert!(!ok, "a blocked switch exited 0:\n{out}");
+        let blocked = cluster.status();
+        assert_eq!(blocked.phase.as_deref(), Some("Blocked"), "{blocked:?}");
+        assert!(
+            blocked.blocked.contains(&"node-3".to_string()),
+            "{blocked:?}"
+        );
+        assert_eq!(blocked.from, Some(Mode::Native));
+        wait_for_metrics(port_b, &["podroute_coordinator_blocked 1"]);
+        // A generous timeout again, so a slow machine does not block the abort.
+        rt.block_on(routings.patch(
+            "default",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {"rollout": {"nodeTimeout": 300}}})),
+        ))
+        .expect("nodeTimeout");
+        // SAFETY: as above.
+        assert_eq!(unsafe { libc::kill(paused, libc::SIGCONT) }, 0);
+        switch(&kubeconfig, &["--abort", "--wait"])
+    });
     assert!(ok, "abort failed:\n{out}");
     let generation = cluster.assert_steady_on(Mode::Native);
     assert!(generation > 7);

@@ -6,6 +6,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -13,6 +14,8 @@ use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::{Client, CustomResourceExt};
+use podroute::lab::probe::EchoServer;
+use podroute::lab::traffic::{Pod, Tally, Traffic};
 use podroute::model::{Mode, Plan};
 use podroute::store::crd::{ClusterRouting, ClusterRoutingSpec, PlanStatus};
 use serde_json::json;
@@ -170,5 +173,105 @@ pub async fn create_lab_nodes(client: &Client, lab: &Lab) {
             .create(&PostParams::default(), &node)
             .await
             .expect("create node");
+    }
+}
+
+/// Echo ports of [`PodProbes`], one per pod pair: above the Lab's 7777 and
+/// far below the ephemeral ports the probe sockets bind.
+const PAIR_PORT_BASE: u16 = 7800;
+/// A quarter of the lab runs' default (`podroute lab --interval-ms`): a
+/// switch against a quick coordinator lasts well under a second.
+const PROBE_INTERVAL: Duration = Duration::from_millis(5);
+
+/// Continuous sequence-numbered UDP probes between the pods of every pair
+/// of nodes, both directions, as the lab runs send them. Each pair has its
+/// own [`Traffic`] and echo port, so its sent and lost are its own and the
+/// echo servers count what arrived in each direction.
+pub struct PodProbes {
+    pairs: Vec<PairProbes>,
+}
+
+struct PairProbes {
+    nodes: [String; 2],
+    /// In the pods of `nodes[0]` and `nodes[1]`.
+    echo: [EchoServer; 2],
+    traffic: Traffic,
+}
+
+/// What the pods of one pair of nodes exchanged.
+#[derive(Debug)]
+pub struct PairCount {
+    pub nodes: [String; 2],
+    /// Both directions, per phase index of [`PodProbes::start`].
+    pub tallies: Vec<Tally>,
+    /// Probes that arrived in the pod of `nodes[0]` and of `nodes[1]`.
+    pub arrived: [u64; 2],
+}
+
+impl PairCount {
+    pub fn sent(&self) -> u64 {
+        self.tallies.iter().map(|t| t.sent).sum()
+    }
+
+    pub fn lost(&self) -> u64 {
+        self.tallies.iter().map(|t| t.lost).sum()
+    }
+}
+
+impl PodProbes {
+    /// Start probing the first pod of every node; each probe is tallied
+    /// under the value `phase` holds when it is sent.
+    pub fn start(lab: &Lab, phase: Arc<AtomicUsize>) -> PodProbes {
+        let names = lab.names();
+        let mut pairs = Vec::new();
+        for (i, a) in names.iter().enumerate() {
+            for b in &names[i + 1..] {
+                let port = PAIR_PORT_BASE + pairs.len() as u16;
+                let nodes = [a.clone(), b.clone()];
+                let pods = nodes.clone().map(|n| Pod {
+                    netns: lab.node(&n).pods[0].netns.clone(),
+                    ip: lab.pod_ip(&n),
+                });
+                let echo = pods
+                    .clone()
+                    .map(|p| EchoServer::start(&p.netns, port).expect("echo server"));
+                let traffic =
+                    Traffic::start(&pods, port, PROBE_INTERVAL, phase.clone()).expect("probes");
+                pairs.push(PairProbes {
+                    nodes,
+                    echo,
+                    traffic,
+                });
+            }
+        }
+        PodProbes { pairs }
+    }
+
+    /// Stop sending (every pair at once); probes still unanswered after the
+    /// late echoes had their time count as lost.
+    pub fn stop(self) -> Vec<PairCount> {
+        std::thread::scope(|s| {
+            let stopping: Vec<_> = self
+                .pairs
+                .into_iter()
+                .map(|pair| s.spawn(|| pair.stop()))
+                .collect();
+            stopping
+                .into_iter()
+                .map(|pair| pair.join().expect("stopping a pair's probes"))
+                .collect()
+        })
+    }
+}
+
+impl PairProbes {
+    fn stop(self) -> PairCount {
+        let tallies = self.traffic.stop().expect("probe threads");
+        let arrived = self.echo.map(|e| e.stop().expect("echo server"));
+        PairCount {
+            nodes: self.nodes,
+            tallies,
+            arrived,
+        }
     }
 }
