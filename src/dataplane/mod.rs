@@ -21,7 +21,8 @@ use rtnetlink::Handle;
 
 use crate::model::Config;
 use crate::plan::{
-    Diff, Fdb, IpipDevice, Neigh, Observed, Op, Stage, Step, Uplink, VxlanDevice, VxlanIdentity,
+    Diff, Fdb, IpipDevice, Neigh, Observed, Op, Route, Stage, Step, Uplink, VxlanDevice,
+    VxlanIdentity,
 };
 use crate::{Error, Result};
 
@@ -158,9 +159,12 @@ impl Dataplane {
             .collect();
         self.count(2);
         let addrs = addresses::by_index(&addresses::dump(&self.handle).await?);
-        let dumped = routes::dump(&self.handle, self.config.route_table).await?;
-
         let mut observed = Observed::default();
+        routes::dump(&self.handle, self.config.route_table, |dumped| {
+            self.record_route(&mut observed, dumped.named(&names));
+        })
+        .await?;
+
         let protocol = self.config.route_protocol;
         for dev in [&self.config.ipip_device, &self.config.vxlan_device] {
             let Some(link) = self.link(dev) else { continue };
@@ -182,40 +186,19 @@ impl Dataplane {
             }
         }
 
-        for route in routes::named(dumped, &names) {
-            let adoptable = route.key.dst.prefix() > 0;
-            if route.protocol == protocol
-                || (adoptable && self.config.is_owned_protocol(route.protocol))
-            {
-                observed.routes.entry(route.key).or_insert(route);
-            } else {
-                observed.foreign_routes.insert(route.key);
-            }
-        }
-
         if let Some(vxlan) = self.link(&self.config.vxlan_device).cloned() {
             self.count(2);
             let dev = &vxlan.name;
-            for (ip, mac) in neighbours::dump_arp(&self.handle, vxlan.index).await? {
-                observed.neighs.insert(
-                    ip,
-                    Neigh {
-                        dev: dev.clone(),
-                        ip,
-                        mac,
-                    },
-                );
-            }
-            for (mac, dst) in neighbours::dump_fdb(&self.handle, vxlan.index).await? {
-                observed.fdb.insert(
-                    mac,
-                    Fdb {
-                        dev: dev.clone(),
-                        mac,
-                        dst,
-                    },
-                );
-            }
+            neighbours::dump_arp(&self.handle, vxlan.index, |ip, mac| {
+                let dev = dev.clone();
+                observed.neighs.insert(ip, Neigh { dev, ip, mac });
+            })
+            .await?;
+            neighbours::dump_fdb(&self.handle, vxlan.index, |mac, dst| {
+                let dev = dev.clone();
+                observed.fdb.insert(mac, Fdb { dev, mac, dst });
+            })
+            .await?;
         }
 
         for key in sysctl_keys {
@@ -225,6 +208,18 @@ impl Dataplane {
         }
         observed.pod_mtu = host::read_pod_mtu(&self.config.mtu_file)?;
         Ok(observed)
+    }
+
+    /// Ours (our protocol, or an adoptable one) or the key of someone else's.
+    fn record_route(&self, observed: &mut Observed, route: Route) {
+        let adoptable = route.key.dst.prefix() > 0;
+        if route.protocol == self.config.route_protocol
+            || (adoptable && self.config.is_owned_protocol(route.protocol))
+        {
+            observed.routes.entry(route.key).or_insert(route);
+        } else {
+            observed.foreign_routes.insert(route.key);
+        }
     }
 
     fn ipip_device(&self, link: &Link, addresses: BTreeSet<Ipv4Addr>) -> Result<IpipDevice> {
@@ -282,13 +277,12 @@ impl Dataplane {
                 }
                 continue;
             }
-            let results = self.run_concurrently(stage).await;
-            let total = results.len();
-            let errors: Vec<Error> = results.into_iter().filter_map(|r| r.err()).collect();
-            done += total - errors.len();
+            let errors = self.run_concurrently(stage).await;
+            let failed = errors.len();
+            done += stage.len() - failed;
             if let Some(first) = errors.into_iter().next() {
                 return Err(Error::Apply {
-                    failed: total - done.min(total),
+                    failed,
                     done,
                     first: Box::new(first),
                 });
@@ -297,22 +291,25 @@ impl Dataplane {
         Ok(done)
     }
 
-    /// Up to CONCURRENCY writes in flight. (A plain loop rather than a
-    /// stream combinator with a closure: that keeps the future `Send`.)
-    async fn run_concurrently(&self, steps: &[Step]) -> Vec<Result<()>> {
+    /// Up to CONCURRENCY writes in flight; returns the errors. (A plain loop
+    /// rather than a stream combinator with a closure: that keeps the future
+    /// `Send`.)
+    async fn run_concurrently(&self, steps: &[Step]) -> Vec<Error> {
         let mut waiting = steps.iter();
         let mut running = FuturesUnordered::new();
         for step in waiting.by_ref().take(CONCURRENCY) {
             running.push(self.run(step));
         }
-        let mut results = Vec::with_capacity(steps.len());
+        let mut errors = Vec::new();
         while let Some(result) = running.next().await {
-            results.push(result);
+            if let Err(e) = result {
+                errors.push(e);
+            }
             if let Some(step) = waiting.next() {
                 running.push(self.run(step));
             }
         }
-        results
+        errors
     }
 
     async fn run(&self, step: &Step) -> Result<()> {

@@ -9,15 +9,19 @@ use rtnetlink::packet_route::neighbour::{
 use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::Handle;
 
-use super::netlink::{collect, errno, nl_err, ENOENT};
+use super::netlink::{errno, for_each, nl_err, ENOENT};
 use crate::model::Mac;
 use crate::plan::{Fdb, Neigh};
 use crate::Result;
 
 const NUD_PERMANENT: u16 = 0x80;
 
-/// Permanent IPv4 neighbours on `index`: (ip, mac).
-pub async fn dump_arp(handle: &Handle, index: u32) -> Result<Vec<(Ipv4Addr, Mac)>> {
+/// Permanent IPv4 neighbours on `index`, handed to `each` as (ip, mac).
+pub async fn dump_arp(
+    handle: &Handle,
+    index: u32,
+    mut each: impl FnMut(Ipv4Addr, Mac),
+) -> Result<()> {
     let mut request = handle
         .neighbours()
         .get()
@@ -26,27 +30,43 @@ pub async fn dump_arp(handle: &Handle, index: u32) -> Result<Vec<(Ipv4Addr, Mac)
         .message_mut()
         .attributes
         .push(NeighbourAttribute::IfIndex(index));
-    let messages = collect(request.execute(), "neighbours").await?;
-    Ok(messages
-        .iter()
-        .filter(|m| m.header.ifindex == index && is_permanent(m.header.state))
-        .filter_map(|m| Some((destination(m)?, lladdr(m)?)))
-        .collect())
+    for_each(request.execute(), "neighbours", |m| {
+        if !ours(&m, index) {
+            return;
+        }
+        if let (Some(ip), Some(mac)) = (destination(&m), lladdr(&m)) {
+            each(ip, mac);
+        }
+    })
+    .await
 }
 
-/// Permanent FDB entries of the device itself (`self`): (mac, dst).
-pub async fn dump_fdb(handle: &Handle, index: u32) -> Result<Vec<(Mac, Ipv4Addr)>> {
+/// Permanent FDB entries of the device itself (`self`), handed to `each`
+/// as (mac, dst).
+pub async fn dump_fdb(
+    handle: &Handle,
+    index: u32,
+    mut each: impl FnMut(Mac, Ipv4Addr),
+) -> Result<()> {
     let mut request = handle
         .neighbours()
         .get()
         .set_address_family(AddressFamily::Bridge);
     request.message_mut().header.ifindex = index;
-    let messages = collect(request.execute(), "fdb").await?;
-    Ok(messages
-        .iter()
-        .filter(|m| m.header.ifindex == index && is_permanent(m.header.state))
-        .filter_map(|m| Some((lladdr(m)?, destination(m)?)))
-        .collect())
+    for_each(request.execute(), "fdb", |m| {
+        if !ours(&m, index) {
+            return;
+        }
+        if let (Some(mac), Some(dst)) = (lladdr(&m), destination(&m)) {
+            each(mac, dst);
+        }
+    })
+    .await
+}
+
+/// A permanent entry on `index`: the kernel may return other devices' too.
+fn ours(m: &NeighbourMessage, index: u32) -> bool {
+    m.header.ifindex == index && is_permanent(m.header.state)
 }
 
 /// FDB entries of a VXLAN device are NUD_PERMANENT|NUD_NOARP.

@@ -11,7 +11,7 @@ use rtnetlink::packet_route::route::{
 };
 use rtnetlink::{Handle, RouteMessageBuilder};
 
-use super::netlink::{collect, errno, nl_err, ESRCH};
+use super::netlink::{errno, for_each, nl_err, ESRCH};
 use crate::plan::{Route, RouteKey, RouteKind};
 use crate::Result;
 
@@ -22,9 +22,10 @@ pub struct Dumped {
     pub oif: Option<u32>,
 }
 
-/// Every IPv4 route of `table`. The kernel filters by table and family
-/// (NETLINK_GET_STRICT_CHK); ownership is decided by the caller.
-pub async fn dump(handle: &Handle, table: u32) -> Result<Vec<Dumped>> {
+/// Every IPv4 route of `table`, handed to `each` as it is parsed. The
+/// kernel filters by table and family (NETLINK_GET_STRICT_CHK); ownership
+/// is decided by the caller.
+pub async fn dump(handle: &Handle, table: u32, mut each: impl FnMut(Dumped)) -> Result<()> {
     let mut message = RouteMessageBuilder::<Ipv4Addr>::new()
         .table_id(table)
         .build();
@@ -32,12 +33,12 @@ pub async fn dump(handle: &Handle, table: u32) -> Result<Vec<Dumped>> {
     message.header.protocol = RouteProtocol::Unspec;
     message.header.kind = RouteType::Unspec;
     message.header.scope = RouteScope::Universe;
-    let messages = collect(handle.route().get(message).execute(), "routes").await?;
-    Ok(messages
-        .iter()
-        .filter_map(parse)
-        .filter(|d| d.route.key.table == table)
-        .collect())
+    for_each(handle.route().get(message).execute(), "routes", |m| {
+        if let Some(d) = parse(&m).filter(|d| d.route.key.table == table) {
+            each(d);
+        }
+    })
+    .await
 }
 
 fn parse(msg: &RouteMessage) -> Option<Dumped> {
@@ -137,16 +138,13 @@ pub async fn del(handle: &Handle, route: &Route) -> Result<()> {
     }
 }
 
-/// Routes by key, resolving the output device to its name.
-pub fn named(dumped: Vec<Dumped>, names: &BTreeMap<u32, String>) -> Vec<Route> {
-    dumped
-        .into_iter()
-        .map(|d| {
-            let mut route = d.route;
-            if let Some(name) = d.oif.and_then(|i| names.get(&i)) {
-                route.dev = name.clone();
-            }
-            route
-        })
-        .collect()
+impl Dumped {
+    /// The route with its output device resolved to a name.
+    pub fn named(self, names: &BTreeMap<u32, String>) -> Route {
+        let mut route = self.route;
+        if let Some(name) = self.oif.and_then(|i| names.get(&i)) {
+            route.dev = name.clone();
+        }
+        route
+    }
 }
