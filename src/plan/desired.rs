@@ -2,6 +2,7 @@
 //! plan needs. Pure: every decision that can be made without root is here.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
 
 use crate::model::{Config, Mac, Mode, Node, OffSubnet, Plan, RpFilter, MIN_MTU};
 use crate::{Error, Result};
@@ -133,46 +134,48 @@ pub fn desired(inputs: Inputs<'_>) -> Result<Desired> {
             addresses: tunnel_addresses,
         });
         // Every peer's VTEP is known, whichever mode routes: the device must
-        // be able to answer and send for any peer that sends to us.
-        for peer in &peers {
-            add_vxlan_peer(&mut out, config, peer);
-        }
+        // be able to answer and send for any peer that sends to us. (The
+        // per-peer maps here and below are collected, not filled insert by
+        // insert: collect builds full B-tree nodes, inserts leave them about
+        // half full.)
+        out.neighs = peers.iter().map(|p| vxlan_neigh(config, p)).collect();
+        out.fdb = peers.iter().map(|p| vxlan_fdb(config, p)).collect();
     }
 
-    for peer in &peers {
-        let mode = match plan.route_mode {
-            Mode::Native if on_link(peer) => Mode::Native,
-            Mode::Native if config.off_subnet == OffSubnet::Underlay => continue,
-            Mode::Native => config.cross_subnet_tunnel,
-            tunnel => tunnel,
-        };
-        let route = peer_route(config, uplink, mtus, mode, peer);
-        out.routes.insert(route.key, route);
-    }
+    out.routes = peers
+        .iter()
+        .filter_map(|peer| {
+            let mode = match plan.route_mode {
+                Mode::Native if on_link(peer) => Mode::Native,
+                Mode::Native if config.off_subnet == OffSubnet::Underlay => return None,
+                Mode::Native => config.cross_subnet_tunnel,
+                tunnel => tunnel,
+            };
+            let route = peer_route(config, uplink, mtus, mode, peer);
+            Some((route.key, route))
+        })
+        .collect();
 
     add_sysctls(&mut out, config, uplink);
     Ok(out)
 }
 
-fn add_vxlan_peer(out: &mut Desired, config: &Config, peer: &Node) {
-    let dev = config.vxlan_device.clone();
-    let mac = Mac::for_node(&peer.name);
-    out.neighs.insert(
-        peer.tunnel_ip(),
-        Neigh {
-            dev: dev.clone(),
-            ip: peer.tunnel_ip(),
-            mac,
-        },
-    );
-    out.fdb.insert(
-        mac,
-        Fdb {
-            dev,
-            mac,
-            dst: peer.node_ip,
-        },
-    );
+fn vxlan_neigh(config: &Config, peer: &Node) -> (Ipv4Addr, Neigh) {
+    let neigh = Neigh {
+        dev: config.vxlan_device.clone(),
+        ip: peer.tunnel_ip(),
+        mac: Mac::for_node(&peer.name),
+    };
+    (neigh.ip, neigh)
+}
+
+fn vxlan_fdb(config: &Config, peer: &Node) -> (Mac, Fdb) {
+    let fdb = Fdb {
+        dev: config.vxlan_device.clone(),
+        mac: Mac::for_node(&peer.name),
+        dst: peer.node_ip,
+    };
+    (fdb.mac, fdb)
 }
 
 fn peer_route(config: &Config, uplink: &Uplink, mtus: Mtus, mode: Mode, peer: &Node) -> Route {

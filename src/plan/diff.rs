@@ -134,7 +134,11 @@ pub fn diff(desired: &Desired, observed: &Observed) -> Diff {
 
     retire(desired, observed, &mut push);
 
-    steps.sort_by_key(|s| s.op.stage());
+    // Steps are pushed nearly in stage order; a stable sort of a large
+    // diff would allocate a scratch copy of it, so sort only when needed.
+    if !steps.is_sorted_by_key(|s| s.op.stage()) {
+        steps.sort_by_key(|s| s.op.stage());
+    }
     Diff { steps, conflicts }
 }
 
@@ -205,7 +209,7 @@ fn vxlan_device<'a>(
         None => {
             push(
                 Op::CreateVxlan {
-                    device: want.clone(),
+                    device: Box::new(want.clone()),
                 },
                 "vxlan in play".into(),
             );

@@ -35,9 +35,10 @@ pub enum Op {
     CreateIpip {
         name: String,
     },
-    /// Create the VXLAN device with its MTU, up.
+    /// Create the VXLAN device with its MTU, up. Boxed: it is the largest
+    /// op by far, and a diff holds one op per peer route and neighbour.
     CreateVxlan {
-        device: VxlanDevice,
+        device: Box<VxlanDevice>,
     },
     DeleteLink {
         name: String,

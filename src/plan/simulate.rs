@@ -23,7 +23,7 @@ pub fn apply(observed: &mut Observed, op: &Op) {
             });
         }
         Op::CreateVxlan { device } => {
-            let mut device = device.clone();
+            let mut device = device.as_ref().clone();
             device.addresses.clear();
             observed.vxlan = Some(device);
         }
