@@ -387,7 +387,30 @@ impl ControlPlane {
 
     /// Starts etcd and kube-apiserver from `bin` and waits until `/readyz` is ok.
     /// Blocking; safe to call from inside an async test.
+    ///
+    /// Ports are picked free and released before the servers bind them, so
+    /// another process (a client's source port, a parallel test) can take
+    /// one in between: such a start is retried on fresh ports.
     pub fn start_with(bin: &Path) -> Result<ControlPlane, Error> {
+        const ATTEMPTS: u32 = 3;
+        let mut attempt = 1;
+        loop {
+            match ControlPlane::start_once(bin) {
+                Err(e)
+                    if attempt < ATTEMPTS && e.to_string().contains("address already in use") =>
+                {
+                    let _ = writeln!(
+                        std::io::stderr(),
+                        "control plane start {attempt}/{ATTEMPTS} lost a port race, retrying: {e}"
+                    );
+                    attempt += 1;
+                }
+                started => return started,
+            }
+        }
+    }
+
+    fn start_once(bin: &Path) -> Result<ControlPlane, Error> {
         remove_stale_dirs();
         let dir = tempfile::Builder::new().prefix(DIR_PREFIX).tempdir()?;
         let path = dir.path().to_path_buf();
