@@ -262,7 +262,8 @@ async fn podroute_finds_the_cluster_in_a_pod_by_its_service_account() {
     let (code, _, stderr) = in_pod(&allowed, false);
     assert_eq!(code, Some(2), "no KUBERNETES_SERVICE_*: {stderr}");
     assert!(
-        stderr.contains("in-cluster: (failed to read an incluster environment variable"),
+        stderr.contains("in-cluster: (failed to read an incluster environment variable")
+            && stderr.contains("KUBERNETES_SERVICE_HOST"),
         "{stderr}"
     );
 }

@@ -195,7 +195,11 @@ async fn client(kubeconfig: Option<&Path>) -> Result<Client> {
         None => Config::infer().await.map_err(|e| {
             Error::invalid(
                 "kubeconfig",
-                format!("no Kubernetes configuration found: {e}"),
+                format!(
+                    "no Kubernetes configuration found: {e}; pass --kubeconfig or set \
+                     KUBECONFIG, or run in a pod (the kubelet sets KUBERNETES_SERVICE_HOST \
+                     and KUBERNETES_SERVICE_PORT and mounts the service-account token)"
+                ),
             )
         })?,
     };
