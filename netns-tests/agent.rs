@@ -2,23 +2,21 @@
 //! converge, follow changes, repair drift at once, survive SIGKILL, and
 //! restart without a single write.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use podroute::model::Mac;
 
 use crate::support::{
     cpu_ticks, have_root, our_routes, scale_peer, scratch_node, status_field, wait_until,
-    write_cluster, Lab,
+    write_cluster, Lab, Log,
 };
 
 /// An agent process; killed when dropped. Its stderr is collected.
 struct AgentProcess {
     child: Child,
-    log: Arc<Mutex<Vec<String>>>,
+    log: Log,
 }
 
 impl AgentProcess {
@@ -47,25 +45,14 @@ impl AgentProcess {
             .stderr(Stdio::piped())
             .spawn()
             .expect("start agent");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let stderr = child.stderr.take().expect("stderr");
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                sink.lock().expect("log").push(line);
-            }
-        });
+        let log = Log::follow(&mut child);
         AgentProcess { child, log }
     }
 
     /// Kernel writes logged so far (one line per change, each with its why).
     fn writes(&self) -> usize {
         self.log
-            .lock()
-            .expect("log")
-            .iter()
-            .filter(|l| l.contains("podroute::dataplane") && l.contains("why="))
-            .count()
+            .count(|l| l.contains("podroute::dataplane") && l.contains("why="))
     }
 
     /// CPU ticks the process uses during `period`.
@@ -100,7 +87,7 @@ impl AgentProcess {
     }
 
     fn log(&self) -> String {
-        self.log.lock().expect("log").join("\n")
+        self.log.text()
     }
 
     fn signal(&mut self, signal: nix::sys::signal::Signal) {
@@ -134,12 +121,11 @@ fn bridge(lab: &Lab, node: &str, args: &[&str]) -> String {
 
 /// The JSON log line of `message`, parsed.
 fn json_line(agent: &AgentProcess, message: &str) -> serde_json::Value {
-    let log = agent.log.lock().expect("log");
-    let line = log
-        .iter()
-        .find(|l| l.contains(message))
-        .unwrap_or_else(|| panic!("no {message:?} in the log:\n{}", log.join("\n")));
-    serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
+    let line = agent
+        .log
+        .find(message)
+        .unwrap_or_else(|| panic!("no {message:?} in the log:\n{}", agent.log()));
+    serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
 }
 
 fn routes_via(lab: &Lab, node: &str, dev: &str) -> usize {
@@ -450,27 +436,12 @@ fn agent_killed_in_the_middle_of_applying_converges_after_restart() {
 
     // And a restart on that state writes nothing.
     let mut again = start(true);
-    let stderr = again.stderr.take().expect("stderr");
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let sink = log.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            sink.lock().expect("log").push(line);
-        }
-    });
+    let log = Log::follow(&mut again);
     wait_for("agent up", Duration::from_secs(10), || {
-        log.lock()
-            .expect("log")
-            .iter()
-            .any(|l| l.contains("agent started"))
+        log.find("agent started").is_some()
     });
     std::thread::sleep(Duration::from_millis(1500));
-    let writes = log
-        .lock()
-        .expect("log")
-        .iter()
-        .filter(|l| l.contains("why="))
-        .count();
+    let writes = log.count(|l| l.contains("why="));
     let _ = again.kill();
     let _ = again.wait();
     let _ = std::fs::remove_dir_all(&dir);

@@ -2,12 +2,12 @@
 //! namespace while talking to the API server from the host, and the objects
 //! a cluster starts with.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::AtomicUsize;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Node;
@@ -21,7 +21,7 @@ use podroute::store::crd::{ClusterRouting, ClusterRoutingSpec, PlanStatus};
 use serde_json::json;
 
 pub use crate::kube_env::kube_node;
-use crate::support::Lab;
+use crate::support::{Lab, Log};
 
 /// A child process, killed when dropped.
 pub struct Process(pub Child);
@@ -61,7 +61,7 @@ fn agent_command(lab: &Lab, node: &str, kubeconfig: &Path, listen: &str, log: &s
 pub struct WatchedAgent {
     _process: Process,
     listen: SocketAddr,
-    log: Arc<Mutex<Vec<String>>>,
+    log: Log,
 }
 
 impl WatchedAgent {
@@ -71,14 +71,7 @@ impl WatchedAgent {
             .stderr(Stdio::piped())
             .spawn()
             .expect("start agent");
-        let stderr = child.stderr.take().expect("stderr");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                sink.lock().expect("log").push(line);
-            }
-        });
+        let log = Log::follow(&mut child);
         WatchedAgent {
             _process: Process(child),
             listen,
@@ -104,16 +97,11 @@ impl WatchedAgent {
 
     /// Kernel changes logged so far (each names its why).
     pub fn kernel_writes(&self) -> usize {
-        self.log
-            .lock()
-            .expect("log")
-            .iter()
-            .filter(|l| l.contains("why="))
-            .count()
+        self.log.count(|l| l.contains("why="))
     }
 
     pub fn log(&self) -> String {
-        self.log.lock().expect("log").join("\n")
+        self.log.text()
     }
 }
 

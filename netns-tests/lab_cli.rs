@@ -12,8 +12,8 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::Value;
 
-use crate::lab_runs::{assert_nothing_left, lab_command, namespaces_of, one_lab, run_lab, spawn};
-use crate::support::have_root;
+use crate::lab_runs::{assert_nothing_left, lab_command, namespaces_of, one_lab, run_lab};
+use crate::support::{have_root, spawn_retrying};
 
 /// The lock `podroute lab` takes (src/cli/lab.rs).
 const LOCK_FILE: &str = "/run/podroute-lab.lock";
@@ -121,7 +121,7 @@ fn ctrl_c_stops_the_lab_and_removes_its_namespaces() {
     let _turn = one_lab();
     // Long settle: the interrupt lands while probes flow, whatever the pace.
     let args = ["--nodes", "2", "--settle-ms", "600000"];
-    let mut lab = Running(spawn(&mut lab_command(&args)));
+    let mut lab = Running(spawn_retrying(&mut lab_command(&args)));
     let pid = lab.0.id();
     let stderr = lab.0.stderr.take().expect("piped stderr");
     let (lines, progress) = mpsc::channel();

@@ -1,13 +1,12 @@
 //! `podroute lab` end to end: the seamless switch loses nothing, and the same
 //! measurement run on a naive rollout does see loss (so it can see loss).
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::{Mutex, MutexGuard};
 
 use serde_json::Value;
 
-use crate::support::have_root;
+use crate::support::{have_root, spawn_retrying};
 
 /// One lab at a time per host: the lab takes a machine-wide lock and
 /// refuses a second, so every test that runs or blocks a lab takes its turn.
@@ -31,33 +30,9 @@ pub(crate) fn lab_command(args: &[&str]) -> Command {
     command
 }
 
-/// Spawns `command`; when exec says ETXTBSY (the VM runner, see
-/// `support::output_retrying`), spawns a fresh copy of the program.
-pub(crate) fn spawn(command: &mut Command) -> Child {
-    match command.spawn() {
-        Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) => {
-            let copy: PathBuf =
-                std::env::temp_dir().join(podroute::lab::netns::unique_name("prexe"));
-            std::fs::copy(command.get_program(), &copy).expect("copy the program");
-            let mut again = Command::new(&copy);
-            again
-                .args(command.get_args())
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped());
-            let child = again
-                .spawn()
-                .unwrap_or_else(|e| panic!("run {again:?}: {e}"));
-            let _ = std::fs::remove_file(&copy);
-            child
-        }
-        other => other.unwrap_or_else(|e| panic!("run {command:?}: {e}")),
-    }
-}
-
 /// Runs `podroute lab ARGS...` to its end; returns its output and pid.
 pub(crate) fn run_lab(args: &[&str]) -> (Output, u32) {
-    let child = spawn(&mut lab_command(args));
+    let child = spawn_retrying(&mut lab_command(args));
     let pid = child.id();
     let out = child.wait_with_output().expect("wait for the lab");
     (out, pid)

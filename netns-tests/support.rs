@@ -314,23 +314,90 @@ pub fn cpu_ticks(pid: u32) -> u64 {
     ticks(11) + ticks(12)
 }
 
-/// `Command::output`; when exec says ETXTBSY (seen in the VM runner, where
+/// `Command::output` through [`spawn_retrying`].
+pub fn output_retrying(command: &mut std::process::Command) -> std::process::Output {
+    use std::process::Stdio;
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    spawn_retrying(command)
+        .wait_with_output()
+        .unwrap_or_else(|e| panic!("wait for {command:?}: {e}"))
+}
+
+/// `Command::spawn`; when exec says ETXTBSY (seen in the VM runner, where
 /// a binary unpacked from the initramfs can stay "open for writing"), run a
 /// fresh copy of the program instead.
-pub fn output_retrying(command: &mut std::process::Command) -> std::process::Output {
-    match command.output() {
+pub fn spawn_retrying(command: &mut std::process::Command) -> std::process::Child {
+    match command.spawn() {
         Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) => {
             let copy = std::env::temp_dir().join(unique_name("prexe"));
             std::fs::copy(command.get_program(), &copy).expect("copy the program");
             let mut again = std::process::Command::new(&copy);
             again.args(command.get_args());
-            let out = again
-                .output()
+            for (key, value) in command.get_envs() {
+                match value {
+                    Some(value) => again.env(key, value),
+                    None => again.env_remove(key),
+                };
+            }
+            // Stdio does not carry over from `command`: the callers pipe.
+            again
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped());
+            let child = again
+                .spawn()
                 .unwrap_or_else(|e| panic!("run {again:?}: {e}"));
             let _ = std::fs::remove_file(&copy);
-            out
+            child
         }
         other => other.unwrap_or_else(|e| panic!("run {command:?}: {e}")),
+    }
+}
+
+/// The stderr lines of a child, collected by a thread as they come.
+#[derive(Clone, Default)]
+pub struct Log(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+impl Log {
+    /// Follows `child`'s piped stderr.
+    pub fn follow(child: &mut std::process::Child) -> Log {
+        use std::io::{BufRead, BufReader};
+        let stderr = child.stderr.take().expect("piped stderr");
+        let log = Log::default();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.0.lock().expect("log").push(line);
+            }
+        });
+        log
+    }
+
+    /// Lines so far that match `filter`.
+    pub fn count(&self, filter: impl Fn(&str) -> bool) -> usize {
+        self.0
+            .lock()
+            .expect("log")
+            .iter()
+            .filter(|l| filter(l))
+            .count()
+    }
+
+    /// The first line so far that contains `text`.
+    pub fn find(&self, text: &str) -> Option<String> {
+        self.0
+            .lock()
+            .expect("log")
+            .iter()
+            .find(|l| l.contains(text))
+            .cloned()
+    }
+
+    pub fn text(&self) -> String {
+        self.0.lock().expect("log").join("\n")
     }
 }
 
