@@ -10,10 +10,14 @@ mod kube_env;
 mod kube_support;
 
 mod agent;
+mod agent_kcm;
 mod agent_kube;
 mod agent_memory;
 mod cli;
 mod coordinator_kube;
+mod faults;
+mod faults_kube;
+mod hostile;
 mod lab_cli;
 mod lab_plumbing;
 mod lab_runs;
