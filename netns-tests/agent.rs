@@ -269,7 +269,10 @@ fn agents_follow_the_file_repair_drift_and_restart_without_writes() {
     let metrics = http_get(&lab, "node-1", "/metrics");
     assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
     for name in [
-        "podroute_owned_routes 2",
+        // Two peers and the node's own pod CIDR, unreachable.
+        "podroute_owned_routes 3",
+        "podroute_ready 1",
+        "podroute_update_refused 0",
         "podroute_applied_generation",
         "podroute_reconcile_duration_seconds_bucket",
         "podroute_drift_repairs_total",
@@ -397,7 +400,7 @@ fn agent_killed_in_the_middle_of_applying_converges_after_restart() {
             .expect("agent")
     };
     let routes = || {
-        ns.ip(&["route", "show", "proto", "91"])
+        ns.ip(&["route", "show", "proto", "91", "type", "unicast"])
             .expect("routes")
             .lines()
             .count()

@@ -219,7 +219,7 @@ fn agent_resources_with_many_peers() {
     create(0, 1);
 
     let routes = || {
-        ns.ip(&["route", "show", "proto", "91"])
+        ns.ip(&["route", "show", "proto", "91", "type", "unicast"])
             .expect("routes")
             .lines()
             .count()

@@ -126,7 +126,8 @@ fn apply_plan_status_cleanup_from_the_command_line() {
     assert_eq!(code, 0);
     let status = json(&out);
     assert_eq!(status["mode"], "vxlan");
-    assert_eq!(status["ownedRoutes"], 1);
+    // node-2's route and node-1's own pod CIDR, unreachable.
+    assert_eq!(status["ownedRoutes"], 2);
     assert_eq!(status["drift"].as_array().map(Vec::len), Some(1), "{out}");
 
     // An underlay that shrank under a tunnel that did not: status says so.
@@ -289,7 +290,8 @@ fn table_output_of_plan_apply_status_cleanup() {
         &out,
         &["DEVICE", "KIND", "STATE", "MTU", "ADDRESSES", "DETAIL"],
     );
-    assert!(out.contains("routes: 1 owned"), "{out}");
+    // One peer and the node's own pod CIDR, unreachable.
+    assert!(out.contains("routes: 2 owned"), "{out}");
 
     let out = run(&["cleanup", "--mtu-file", &mtu_file]);
     assert_header(&out, &steps_header);
@@ -338,7 +340,8 @@ fn bench_reports_every_phase() {
             "{stdout}"
         );
     }
-    assert_eq!(phase("podroute", "program")["routeWrites"], 10, "{stdout}");
+    // Ten peers and the node's own pod CIDR, unreachable.
+    assert_eq!(phase("podroute", "program")["routeWrites"], 11, "{stdout}");
     assert_eq!(phase("podroute", "resync")["writes"], 0, "{stdout}");
     assert!(results[0]["peakRssKib"].as_u64().is_some_and(|k| k > 0));
 }

@@ -2,9 +2,9 @@
 //! apply and cleanup; conflicts are reported, not overwritten; adoption
 //! hands over stale BIRD/felix routes only when asked.
 
-use podroute::model::{parse_adopted_protocols, Mode};
+use podroute::model::{parse_adopted_protocols, parse_pod_network, Mode};
 
-use crate::support::{have_root, our_routes, steady, Lab};
+use crate::support::{have_root, our_routes, own_unreachable, steady, Lab};
 
 #[test]
 fn foreign_state_survives_apply_and_cleanup() {
@@ -99,19 +99,51 @@ fn foreign_state_survives_apply_and_cleanup() {
     };
     check("after apply");
 
+    // Cleanup: vxlan.calico carries someone's address, so it stays, with
+    // that address and nothing of ours.
     let cleaned = lab.cleanup("node-1", lab.config("node-1"));
     assert!(cleaned.changes > 0);
+    assert_eq!(cleaned.kept.len(), 1, "{:?}", cleaned.kept);
+    assert!(
+        cleaned.kept[0].contains("10.98.0.1/32"),
+        "{:?}",
+        cleaned.kept
+    );
     check("after cleanup");
     assert!(our_routes(&lab, "node-1").is_empty(), "cleanup left routes");
-    let links = lab.ip("node-1", &["link", "show"]);
+    assert_eq!(own_unreachable(&lab, "node-1"), None);
+    let addr = lab.ip("node-1", &["addr", "show", "dev", "vxlan.calico"]);
     assert!(
-        !links.contains("vxlan.calico"),
-        "cleanup left the device:\n{links}"
+        addr.contains("10.98.0.1/32"),
+        "the foreign address went:\n{addr}"
+    );
+    assert!(
+        !addr.contains("10.244.1.0/32"),
+        "our address stayed:\n{addr}"
+    );
+    let neigh = lab.ip("node-1", &["neigh", "show", "dev", "vxlan.calico"]);
+    assert!(
+        !neigh.contains("PERMANENT"),
+        "our neighbours stayed:\n{neigh}"
     );
     assert!(
         !lab.config("node-1").mtu_file.exists(),
         "cleanup left the MTU file"
     );
+
+    // Once the device is ours alone again, cleanup removes it.
+    lab.ip(
+        "node-1",
+        &["addr", "del", "10.98.0.1/32", "dev", "vxlan.calico"],
+    );
+    let cleaned = lab.cleanup("node-1", lab.config("node-1"));
+    assert!(cleaned.kept.is_empty(), "{:?}", cleaned.kept);
+    let links = lab.ip("node-1", &["link", "show"]);
+    assert!(
+        !links.contains("vxlan.calico"),
+        "cleanup left the device:\n{links}"
+    );
+    check("after the second cleanup");
 }
 
 #[test]
@@ -123,39 +155,19 @@ fn adoption_removes_stale_bird_routes_only_when_asked() {
     let n2 = lab.node("node-2").clone();
     let via = n2.ip.to_string();
     let peer = n2.pod_cidr.to_string();
-    // What Calico leaves behind: BIRD routes (a peer's block, a gone peer,
-    // the local blackhole) and a felix route (protocol 80).
-    lab.ip(
-        "node-1",
-        &[
-            "route", "add", &peer, "via", &via, "dev", "eth0", "proto", "bird",
-        ],
-    );
-    lab.ip(
-        "node-1",
-        &[
-            "route",
-            "add",
-            "10.244.50.0/26",
-            "via",
-            &via,
-            "dev",
-            "eth0",
-            "proto",
-            "bird",
-        ],
-    );
-    lab.ip(
-        "node-1",
-        &[
-            "route",
-            "add",
-            "blackhole",
-            "10.244.1.0/26",
-            "proto",
-            "bird",
-        ],
-    );
+    let bird = |args: &[&str]| {
+        let mut command = vec!["route", "add"];
+        command.extend_from_slice(args);
+        command.extend_from_slice(&["proto", "bird"]);
+        lab.ip("node-1", &command);
+    };
+    // What Calico leaves behind: BIRD routes (a peer's block, a gone peer's
+    // block, the local blackhole) and a felix route (protocol 80); and a
+    // BIRD route that has nothing to do with pods.
+    bird(&[&peer, "via", &via, "dev", "eth0"]);
+    bird(&["10.244.50.0/26", "via", &via, "dev", "eth0"]);
+    bird(&["blackhole", "10.244.1.0/26"]);
+    bird(&["10.99.0.0/16", "via", &via, "dev", "eth0"]);
     lab.ip(
         "node-1",
         &[
@@ -170,6 +182,15 @@ fn adoption_removes_stale_bird_routes_only_when_asked() {
             "80",
         ],
     );
+    let bird_routes = || {
+        let mut lines: Vec<String> = lab
+            .ip("node-1", &["route", "show", "proto", "bird"])
+            .lines()
+            .map(|l| l.trim().to_string())
+            .collect();
+        lines.sort();
+        lines
+    };
 
     let plain = lab.converge("node-1", &steady(Mode::Native));
     assert_eq!(
@@ -177,23 +198,30 @@ fn adoption_removes_stale_bird_routes_only_when_asked() {
         1,
         "without adoption the BIRD route is foreign"
     );
-    assert_eq!(
-        lab.ip("node-1", &["route", "show", "proto", "bird"])
-            .lines()
-            .count(),
-        3
-    );
+    assert_eq!(bird_routes().len(), 4);
 
+    // Adoption stays inside the cluster's pod CIDRs: the peer's block and
+    // the local blackhole go; the gone peer's block and the unrelated
+    // network stay.
     let mut config = lab.config("node-1");
     config.adopt_route_protocols = parse_adopted_protocols("bird,80").expect("protocols");
     let adopted = lab
-        .converge_with("node-1", &steady(Mode::Native), config)
+        .converge_with("node-1", &steady(Mode::Native), config.clone())
         .expect("converge with adoption");
     assert!(adopted.conflicts.is_empty());
     assert_eq!(
-        lab.ip("node-1", &["route", "show", "proto", "bird"]).trim(),
-        ""
+        bird_routes(),
+        [
+            format!("10.244.50.0/26 via {via} dev eth0"),
+            format!("10.99.0.0/16 via {via} dev eth0"),
+        ]
     );
+    // With the cluster's pod network named, the gone peer's block and the
+    // felix route go too; the unrelated network never does, not even on cleanup.
+    config.pod_network = parse_pod_network("10.244.0.0/16").expect("pod network");
+    lab.converge_with("node-1", &steady(Mode::Native), config.clone())
+        .expect("converge within the pod network");
+    assert_eq!(bird_routes(), [format!("10.99.0.0/16 via {via} dev eth0")]);
     assert_eq!(
         lab.ip("node-1", &["route", "show", "proto", "80"]).trim(),
         ""
@@ -205,4 +233,6 @@ fn adoption_removes_stale_bird_routes_only_when_asked() {
     );
     lab.converge_all(&steady(Mode::Native));
     lab.assert_all_pods_talk(1500);
+    lab.cleanup("node-1", config);
+    assert_eq!(bird_routes(), [format!("10.99.0.0/16 via {via} dev eth0")]);
 }

@@ -11,8 +11,8 @@ use podroute::engine::{self, Outcome};
 use podroute::lab::netns::unique_name;
 use podroute::lab::probe::{udp_roundtrip, EchoServer, OVERHEAD};
 use podroute::lab::topology::{NodeInfo, Topology, TopologyBuilder};
-use podroute::model::{Cluster, Config, Mode, Node, Plan};
-use podroute::plan::{Desired, Observed};
+use podroute::model::{Cluster, Config, Mode, Node, Plan, Settings};
+use podroute::plan::Observed;
 
 pub const PORT: u16 = 7777;
 const TIMEOUT: Duration = Duration::from_secs(2);
@@ -103,10 +103,7 @@ impl Lab {
         Cluster {
             nodes: self.nodes.clone(),
             plan: plan.clone(),
-            off_subnet: None,
-            mtu: None,
-            vxlan_vni: None,
-            vxlan_port: None,
+            settings: Settings::default(),
         }
     }
 
@@ -154,8 +151,9 @@ impl Lab {
         let netns = self.topo.node_netns(node).expect("netns");
         netns
             .run_async(|| async {
+                let nothing = podroute::plan::nothing(&config);
                 let mut dp = Dataplane::connect(config)?;
-                engine::converge(&mut dp, &Desired::default()).await
+                engine::converge(&mut dp, &nothing).await
             })
             .and_then(|r| r)
             .unwrap_or_else(|e| panic!("cleanup {node}: {e}"))
@@ -236,13 +234,27 @@ pub fn steady(mode: Mode) -> Plan {
     Plan::steady(mode, 1)
 }
 
-/// Lines of `ip route show proto 91` (our routes in the main table; the
-/// filter proves the protocol, so ip leaves it out of each line).
+/// Lines of `ip route show proto 91` for peers (our routes in the main
+/// table; the filter proves the protocol, so ip leaves it out of each
+/// line). The node's own pod CIDR, unreachable, is [`own_unreachable`].
 pub fn our_routes(lab: &Lab, node: &str) -> Vec<String> {
     lab.ip(node, &["route", "show", "proto", "91"])
         .lines()
         .map(|l| l.trim().to_string())
+        .filter(|l| !l.starts_with("unreachable "))
         .collect()
+}
+
+/// Our `unreachable <own pod CIDR>` route of `node`, if the kernel holds it.
+pub fn own_unreachable(lab: &Lab, node: &str) -> Option<String> {
+    let cidr = lab.node(node).pod_cidr.to_string();
+    lab.ip(
+        node,
+        &["route", "show", "proto", "91", "type", "unreachable"],
+    )
+    .lines()
+    .map(|l| l.trim().to_string())
+    .find(|l| l.starts_with(&format!("unreachable {cidr} ")) && l.contains("metric 4294967295"))
 }
 
 /// A lone node namespace for scale tests: `eth0` 10.250.0.1/16 (peers on

@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use crate::dataplane::Dataplane;
 use crate::model::{Cluster, Node};
-use crate::plan::{self, Desired, Diff, Inputs, RouteKey, Step, Uplink};
+use crate::plan::{self, Desired, Diff, Excluded, Inputs, RouteKey, Step, Uplink};
 use crate::{Error, Result};
 
 #[derive(Debug, Clone, Serialize)]
@@ -15,6 +15,10 @@ pub struct Outcome {
     pub steps: Vec<Step>,
     /// Desired routes not installed because a foreign route holds the key.
     pub conflicts: Vec<RouteKey>,
+    /// Devices no longer in play that stay: they carry state that is not ours.
+    pub kept: Vec<String>,
+    /// Peers this node leaves out, with why.
+    pub excluded: Vec<Excluded>,
     pub pod_mtu: Option<u32>,
     /// Our routes in the kernel now.
     pub routes: usize,
@@ -79,10 +83,20 @@ pub async fn dry_run(dp: &mut Dataplane, desired: &Desired) -> Result<Diff> {
     Ok(plan::diff(desired, &observed))
 }
 
+/// A diff that would touch what is not ours is refused whole, before any
+/// write: a runtime failure (exit 1) naming what is in the way.
+pub fn refuse_blocked(diff: &Diff) -> Result<()> {
+    match diff.blocked.as_slice() {
+        [] => Ok(()),
+        reasons => Err(Error::Foreign(reasons.join("; "))),
+    }
+}
+
 /// Make the kernel hold `desired`, then read it back: success means the
 /// kernel holds the plan, not merely that the writes were accepted.
 pub async fn converge(dp: &mut Dataplane, desired: &Desired) -> Result<Outcome> {
     let diff = dry_run(dp, desired).await?;
+    refuse_blocked(&diff)?;
     for key in &diff.conflicts {
         tracing::warn!(
             dst = %key.dst,
@@ -107,6 +121,8 @@ pub async fn converge(dp: &mut Dataplane, desired: &Desired) -> Result<Outcome> 
         steps: diff.steps,
         routes: desired.routes.len() - diff.conflicts.len(),
         conflicts: diff.conflicts,
+        kept: diff.kept,
+        excluded: desired.excluded.clone(),
         pod_mtu: desired.pod_mtu,
     })
 }

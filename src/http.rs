@@ -21,8 +21,9 @@ pub trait Endpoints: Send + Sync + 'static {
     fn liveness(&self) -> std::result::Result<(), String> {
         Ok(())
     }
-    /// `/readyz`: `Err(why not)` answers 503 with the reason.
-    fn readiness(&self) -> std::result::Result<(), String>;
+    /// `/readyz`: `Ok(note)` answers 200 `ok` (with the note after it, when
+    /// there is one), `Err(why not)` 503 with the reason.
+    fn readiness(&self) -> std::result::Result<String, String>;
     /// `/metrics`: the Prometheus text exposition.
     fn render(&self) -> String;
 }
@@ -71,7 +72,8 @@ async fn answer(
             Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
         },
         "/readyz" => match endpoints.readiness() {
-            Ok(()) => (StatusCode::OK, "ok\n".to_string()),
+            Ok(note) if note.is_empty() => (StatusCode::OK, "ok\n".to_string()),
+            Ok(note) => (StatusCode::OK, format!("ok: {note}\n")),
             Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
         },
         "/metrics" => (StatusCode::OK, endpoints.render()),

@@ -8,6 +8,7 @@ pub mod dataplane;
 pub mod engine;
 pub mod error;
 pub mod http;
+pub mod input;
 pub mod lab;
 pub mod model;
 pub mod plan;

@@ -207,7 +207,7 @@ async fn podroute_finds_the_cluster_in_a_pod_by_its_service_account() {
     let Some(cp) = kube_env::shared() else { return };
     let admin = cp.client().await;
     let node = unique_name("node-in-cluster");
-    create_node(&admin, &node, "192.0.2.60", "10.244.60.0/24").await;
+    create_node(&admin, &node, "10.251.0.60", "10.244.60.0/24").await;
 
     let reader = unique_name("in-cluster-reader");
     let allowed = cp.service_account(AGENT_NS, &reader, None).await;
@@ -384,7 +384,7 @@ async fn nodes_keep_pod_cidrs_and_internal_ips() {
     let mut names = Vec::new();
     for i in 1..=3 {
         let name = unique_name("node-cidr");
-        let mut node = test_node(&name, &format!("192.0.2.{i}"), &format!("10.244.{i}.0/24"));
+        let mut node = test_node(&name, &format!("10.251.0.{i}"), &format!("10.244.{i}.0/24"));
         node.metadata.labels = Some(BTreeMap::from([(
             "podroute.test/set".into(),
             label.clone(),
@@ -413,12 +413,12 @@ async fn nodes_keep_pod_cidrs_and_internal_ips() {
             .filter(|a| a.type_ == "InternalIP")
             .map(|a| a.address.as_str())
             .collect();
-        assert_eq!(internal, [format!("192.0.2.{}", i + 1)]);
+        assert_eq!(internal, [format!("10.251.0.{}", i + 1)]);
     }
 
     // The API keeps spec.podCIDR == spec.podCIDRs[0]. When a client writes
     // both and they differ, podCIDR wins (compatibility with old clients) ...
-    let mut conflict = test_node(&unique_name("node-conflict"), "192.0.2.9", "10.244.9.0/24");
+    let mut conflict = test_node(&unique_name("node-conflict"), "10.251.0.9", "10.244.9.0/24");
     conflict.spec.as_mut().unwrap().pod_cidrs = Some(vec!["10.244.10.0/24".into()]);
     let stored = nodes
         .create(&PostParams::default(), &conflict)
@@ -429,7 +429,11 @@ async fn nodes_keep_pod_cidrs_and_internal_ips() {
     assert_eq!(spec.pod_cidrs, Some(vec!["10.244.9.0/24".to_string()]));
     names.push(stored.metadata.name.unwrap());
     // ... and a Node written with podCIDR alone reads back with podCIDRs.
-    let mut old_style = test_node(&unique_name("node-podcidr"), "192.0.2.10", "10.244.11.0/24");
+    let mut old_style = test_node(
+        &unique_name("node-podcidr"),
+        "10.251.0.10",
+        "10.244.11.0/24",
+    );
     old_style.spec.as_mut().unwrap().pod_cidrs = None;
     let stored = nodes
         .create(&PostParams::default(), &old_style)
@@ -466,7 +470,7 @@ async fn strategic_merge_patch_keeps_kubelet_conditions_json_merge_patch_wipes_t
     let Some(cp) = kube_env::shared() else { return };
     let admin = cp.client().await;
     let name = unique_name("node-smp");
-    create_node(&admin, &name, "192.0.2.20", "10.244.20.0/24").await;
+    create_node(&admin, &name, "10.251.0.20", "10.244.20.0/24").await;
 
     // The kubelet (its own identity: Node authorizer + NodeRestriction) reports
     // its conditions, as it does, with a strategic merge patch.
@@ -556,8 +560,8 @@ async fn a_kubelet_identity_cannot_touch_another_node() {
     let admin = cp.client().await;
     let a = unique_name("node-own");
     let b = unique_name("node-other");
-    create_node(&admin, &a, "192.0.2.30", "10.244.30.0/24").await;
-    create_node(&admin, &b, "192.0.2.31", "10.244.31.0/24").await;
+    create_node(&admin, &a, "10.251.0.30", "10.244.30.0/24").await;
+    create_node(&admin, &b, "10.251.0.31", "10.244.31.0/24").await;
 
     let kubelet_a: Api<Node> = Api::all(cp.node_identity(&a).client().await);
     let patch = Patch::Strategic(json!({"status": {"conditions": [
@@ -743,7 +747,7 @@ async fn rbac_agent_role_allows_what_design_lists_and_refuses_everything_else() 
     bind_agent_role(&admin, &sa_name).await;
 
     let node = unique_name("node-rbac");
-    create_node(&admin, &node, "192.0.2.40", "10.244.40.0/24").await;
+    create_node(&admin, &node, "10.251.0.40", "10.244.40.0/24").await;
 
     let client = agent.client().await;
     let nodes: Api<Node> = Api::all(client.clone());
@@ -791,7 +795,7 @@ async fn rbac_agent_role_allows_what_design_lists_and_refuses_everything_else() 
     let mut refused: Vec<(&str, Option<u16>)> = Vec::new();
     let new_node = test_node(
         &unique_name("node-by-agent"),
-        "192.0.2.41",
+        "10.251.0.41",
         "10.244.41.0/24",
     );
     refused.push((
@@ -977,7 +981,7 @@ async fn node_bound_service_account_token_names_its_node() {
     let Some(cp) = kube_env::shared() else { return };
     let admin = cp.client().await;
     let node = unique_name("node-bound");
-    let created = create_node(&admin, &node, "192.0.2.50", "10.244.50.0/24").await;
+    let created = create_node(&admin, &node, "10.251.0.50", "10.244.50.0/24").await;
 
     let sa = unique_name("agent-bound");
     let identity = cp.service_account(AGENT_NS, &sa, Some(&node)).await;
@@ -1059,8 +1063,8 @@ async fn admission_policy_keeps_a_node_bound_agent_to_its_own_node() {
     let admin = cp.client().await;
     let own = unique_name("node-vap-own");
     let other = unique_name("node-vap-other");
-    create_node(&admin, &own, "192.0.2.60", "10.244.60.0/24").await;
-    create_node(&admin, &other, "192.0.2.61", "10.244.61.0/24").await;
+    create_node(&admin, &own, "10.251.0.60", "10.244.60.0/24").await;
+    create_node(&admin, &other, "10.251.0.61", "10.244.61.0/24").await;
 
     let sa = unique_name("agent-vap");
     let bound = cp.service_account(AGENT_NS, &sa, Some(&own)).await;
@@ -1369,7 +1373,7 @@ async fn coordinator_waits_for_the_underlay_signal_before_routing_native() {
         create_node(
             &client,
             name,
-            &format!("192.0.2.{}", 60 + i),
+            &format!("10.251.0.{}", 60 + i),
             &format!("10.244.{}.0/24", 60 + i),
         )
         .await;

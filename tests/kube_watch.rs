@@ -77,7 +77,7 @@ async fn node_watch_sees_add_update_delete_and_resumes_after_apiserver_restart()
     nodes
         .create(
             &PostParams::default(),
-            &kube_node("keep", "192.0.2.1", "10.244.1.0/24"),
+            &kube_node("keep", "10.251.0.1", "10.244.1.0/24"),
         )
         .await
         .expect("create keep");
@@ -113,7 +113,7 @@ async fn node_watch_sees_add_update_delete_and_resumes_after_apiserver_restart()
     nodes
         .create(
             &PostParams::default(),
-            &kube_node("a", "192.0.2.2", "10.244.2.0/24"),
+            &kube_node("a", "10.251.0.2", "10.244.2.0/24"),
         )
         .await
         .expect("create a");
@@ -156,7 +156,7 @@ async fn node_watch_sees_add_update_delete_and_resumes_after_apiserver_restart()
     nodes
         .create(
             &PostParams::default(),
-            &kube_node("b", "192.0.2.3", "10.244.3.0/24"),
+            &kube_node("b", "10.251.0.3", "10.244.3.0/24"),
         )
         .await
         .expect("create b after restart");

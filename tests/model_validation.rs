@@ -49,8 +49,11 @@ nodes:
     let c = Cluster::parse(text).unwrap();
     assert_eq!(c.nodes, vec![node("node-1", "10.250.0.1", "10.244.1.0/24")]);
     assert_eq!(c.plan, Plan::steady(Mode::Vxlan, 1));
-    assert_eq!(c.off_subnet, Some(OffSubnet::Encap));
-    assert_eq!((c.mtu, c.vxlan_vni, c.vxlan_port), (None, None, None));
+    assert_eq!(c.settings.off_subnet, Some(OffSubnet::Encap));
+    assert_eq!(
+        (c.settings.mtu, c.settings.vxlan_vni, c.settings.vxlan_port),
+        (None, None, None)
+    );
     let n = c.node("node-1").unwrap();
     assert_eq!(n.pod_cidr(), net("10.244.1.0/24"));
     assert_eq!(n.tunnel_ip(), ip("10.244.1.0"));
@@ -64,7 +67,7 @@ fn three_node_file_keeps_order_and_values() {
     assert_eq!(names, ["node-1", "node-2", "node-3"]);
     assert_eq!(c.nodes[2].node_ip, ip("10.250.0.3"));
     assert_eq!(c.nodes[2].pod_cidr(), net("10.244.3.0/24"));
-    assert_eq!(c.off_subnet, None);
+    assert_eq!(c.settings.off_subnet, None);
 }
 
 #[test]
@@ -312,7 +315,7 @@ fn duplicate_node_ips() {
 ",
     );
     let reason = assert_invalid(Cluster::parse(&text), "nodes[2].ip");
-    assert!(reason.contains("nodes[0]"), "{reason}");
+    assert!(reason.contains("\"n1\""), "{reason}");
 }
 
 #[test]

@@ -8,8 +8,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use common::{assert_invalid, ip, net, node, uplink};
 use podroute::model::{Config, Mac, Mode, Node, OffSubnet, Plan, RpFilter};
 use podroute::plan::{
-    desired, Desired, Fdb, Inputs, IpipDevice, Neigh, Route, RouteKey, RouteKind, Uplink,
-    VxlanDevice, VxlanIdentity,
+    desired, AdoptScope, Desired, Fdb, Inputs, IpipDevice, Neigh, Route, RouteKey, RouteKind,
+    Uplink, VxlanDevice, VxlanIdentity, LOCAL_UNREACHABLE_METRIC,
 };
 use podroute::Result;
 
@@ -81,6 +81,40 @@ fn routes(list: Vec<Route>) -> BTreeMap<RouteKey, Route> {
     list.into_iter().map(|r| (r.key, r)).collect()
 }
 
+/// The routes to peers: everything but node-1's own pod CIDR, unreachable.
+fn peer_routes(d: &Desired) -> BTreeMap<RouteKey, Route> {
+    d.routes
+        .iter()
+        .filter(|(_, r)| r.kind == RouteKind::Unicast)
+        .map(|(k, r)| (*k, r.clone()))
+        .collect()
+}
+
+/// A whole `Desired` for node-1 of `cluster()`: peer routes plus its own
+/// pod CIDR unreachable, and adoption scoped to the cluster's pod CIDRs
+/// and our devices.
+fn node1(mut d: Desired) -> Desired {
+    let own = Route {
+        key: RouteKey {
+            table: 254,
+            dst: net("10.244.1.0/24"),
+            metric: LOCAL_UNREACHABLE_METRIC,
+        },
+        kind: RouteKind::Unreachable,
+        via: None,
+        dev: String::new(),
+        onlink: false,
+        mtu: None,
+        protocol: 91,
+    };
+    d.routes.insert(own.key, own);
+    d.adopt = AdoptScope {
+        within: cluster().iter().map(Node::pod_cidr).collect(),
+        devices: BTreeSet::from(["tunl0".to_string(), "vxlan.calico".to_string()]),
+    };
+    d
+}
+
 fn tunl0(mtu: u32) -> IpipDevice {
     IpipDevice {
         name: "tunl0".into(),
@@ -148,7 +182,7 @@ fn sysctls(devs: &[&str]) -> BTreeMap<String, String> {
 #[test]
 fn ipip() {
     let d = plan_for(&Plan::steady(Mode::Ipip, 1));
-    let expected = Desired {
+    let expected = node1(Desired {
         ipip: Some(tunl0(1480)),
         vxlan: None,
         routes: routes(vec![
@@ -159,7 +193,8 @@ fn ipip() {
         fdb: BTreeMap::new(),
         sysctls: sysctls(&["eth0", "tunl0"]),
         pod_mtu: Some(1480),
-    };
+        ..Desired::default()
+    });
     assert_eq!(d, expected);
 }
 
@@ -170,7 +205,7 @@ fn vxlan() {
         ("node-2", "10.250.0.2", "10.244.2.0"),
         ("node-3", "10.250.0.3", "10.244.3.0"),
     ]);
-    let expected = Desired {
+    let expected = node1(Desired {
         ipip: None,
         vxlan: Some(vxlan_calico(1450)),
         routes: routes(vec![
@@ -193,7 +228,8 @@ fn vxlan() {
         fdb,
         sysctls: sysctls(&["eth0", "vxlan.calico"]),
         pod_mtu: Some(1450),
-    };
+        ..Desired::default()
+    });
     assert_eq!(d, expected);
 }
 
@@ -235,7 +271,7 @@ fn vxlan_identity_follows_the_local_node() {
 #[test]
 fn native_on_link() {
     let d = plan_for(&Plan::steady(Mode::Native, 1));
-    let expected = Desired {
+    let expected = node1(Desired {
         ipip: None,
         vxlan: None,
         routes: routes(vec![
@@ -246,7 +282,8 @@ fn native_on_link() {
         fdb: BTreeMap::new(),
         sysctls: sysctls(&["eth0"]),
         pod_mtu: Some(1500),
-    };
+        ..Desired::default()
+    });
     assert_eq!(d, expected);
 }
 
@@ -259,7 +296,7 @@ fn native_off_subnet_encap_uses_the_cross_subnet_tunnel() {
     assert_eq!(config.off_subnet, OffSubnet::Encap);
     let d = run(&nodes, &plan, &config, &eth0()).unwrap();
     assert_eq!(
-        d.routes,
+        peer_routes(&d),
         routes(vec![
             route("10.244.2.0/24", "10.250.0.2", "eth0", false, None),
             route(
@@ -289,7 +326,7 @@ fn native_off_subnet_encap_uses_the_cross_subnet_tunnel() {
     };
     let d = run(&nodes, &plan, &config, &eth0()).unwrap();
     assert_eq!(
-        d.routes,
+        peer_routes(&d),
         routes(vec![
             route("10.244.2.0/24", "10.250.0.2", "eth0", false, None),
             route("10.244.3.0/24", "10.251.0.3", "tunl0", true, Some(1480)),
@@ -384,8 +421,10 @@ fn off_subnet_setting_only_matters_in_native_mode() {
                 ..Config::default()
             };
             let d = run(&split_cluster(), &Plan::steady(mode, 1), &config, &eth0()).unwrap();
-            assert_eq!(d.routes.len(), 2, "{mode} {off:?}");
-            assert!(d.routes.values().all(|r| r.onlink && r.dev != "eth0"));
+            assert_eq!(peer_routes(&d).len(), 2, "{mode} {off:?}");
+            assert!(peer_routes(&d)
+                .values()
+                .all(|r| r.onlink && r.dev != "eth0"));
         }
     }
 }
@@ -441,7 +480,7 @@ fn native_transitions() {
     assert_eq!(d.ipip, Some(tunl0(1480)));
     assert_eq!(d.vxlan, None);
     assert_eq!(d.pod_mtu, Some(1480));
-    assert!(d.routes.values().all(|r| r.dev == "eth0"));
+    assert!(peer_routes(&d).values().all(|r| r.dev == "eth0"));
 }
 
 #[test]
@@ -464,17 +503,17 @@ fn mtu_override_is_respected() {
     };
     let all = transition(Mode::Ipip, &[Mode::Ipip, Mode::Vxlan]);
     let d = run(&cluster(), &all, &config, &eth0()).unwrap();
-    assert_eq!(d.ipip.unwrap().mtu, 1380);
-    assert_eq!(d.vxlan.unwrap().mtu, 1350);
-    assert!(d.routes.values().all(|r| r.mtu == Some(1380)));
+    assert_eq!(d.ipip.as_ref().unwrap().mtu, 1380);
+    assert_eq!(d.vxlan.as_ref().unwrap().mtu, 1350);
+    assert!(peer_routes(&d).values().all(|r| r.mtu == Some(1380)));
     assert_eq!(d.pod_mtu, Some(1350));
 
     let d = run(&cluster(), &Plan::steady(Mode::Native, 1), &config, &eth0()).unwrap();
     assert_eq!(d.pod_mtu, Some(1400));
-    assert!(d.routes.values().all(|r| r.mtu.is_none()));
+    assert!(peer_routes(&d).values().all(|r| r.mtu.is_none()));
 
     let d = run(&cluster(), &Plan::steady(Mode::Vxlan, 1), &config, &eth0()).unwrap();
-    assert!(d.routes.values().all(|r| r.mtu == Some(1350)));
+    assert!(peer_routes(&d).values().all(|r| r.mtu == Some(1350)));
 }
 
 #[test]
@@ -569,7 +608,7 @@ fn custom_table_metric_protocol_names_and_vxlan() {
         &eth0(),
     )
     .unwrap();
-    for r in d.routes.values() {
+    for r in peer_routes(&d).values() {
         assert_eq!((r.key.table, r.key.metric, r.protocol), (100, 5, 77));
         assert_eq!(r.dev, "vx0");
     }
@@ -615,7 +654,7 @@ fn the_local_node_is_never_a_destination() {
                 .unwrap();
                 let ctx = format!("{} {plan:?}", local.name);
                 assert!(
-                    d.routes.keys().all(|k| k.dst != local.pod_cidr()),
+                    peer_routes(&d).keys().all(|k| k.dst != local.pod_cidr()),
                     "{ctx}: route to the local pod CIDR"
                 );
                 assert!(
@@ -624,8 +663,9 @@ fn the_local_node_is_never_a_destination() {
                 );
                 assert!(!d.neighs.contains_key(&local.tunnel_ip()), "{ctx}");
                 assert!(d.fdb.values().all(|f| f.dst != local.node_ip), "{ctx}");
-                // One route per peer.
-                assert_eq!(d.routes.len(), 2, "{ctx}");
+                // One route per peer, and the local pod CIDR unreachable.
+                assert_eq!(peer_routes(&d).len(), 2, "{ctx}");
+                assert_eq!(d.routes.len(), 3, "{ctx}");
             }
         }
     }
@@ -636,7 +676,8 @@ fn single_node_cluster_has_no_routes() {
     let nodes = vec![node("node-1", "10.250.0.1", "10.244.1.0/24")];
     for mode in Mode::ALL {
         let d = run(&nodes, &Plan::steady(mode, 1), &Config::default(), &eth0()).unwrap();
-        assert!(d.routes.is_empty() && d.neighs.is_empty() && d.fdb.is_empty());
+        assert!(peer_routes(&d).is_empty() && d.neighs.is_empty() && d.fdb.is_empty());
+        assert_eq!(d.routes.len(), 1, "the local pod CIDR, unreachable");
         // The tunnel device of a tunnel mode still exists (to decap).
         assert_eq!(d.ipip.is_some(), mode == Mode::Ipip);
         assert_eq!(d.vxlan.is_some(), mode == Mode::Vxlan);

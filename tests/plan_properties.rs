@@ -12,8 +12,8 @@ use common::{ip, net, node, uplink};
 use ipnetwork::{IpNetwork, Ipv4Network};
 use podroute::model::{Config, Mac, Mode, Node, OffSubnet, Plan, RpFilter};
 use podroute::plan::{
-    desired, diff, simulate, Desired, Diff, Inputs, Observed, Op, Route, RouteKey, RouteKind,
-    Stage, Step, Uplink,
+    desired, diff, nothing, simulate, Desired, Diff, ForeignState, Inputs, Observed, Op, Route,
+    RouteKey, RouteKind, Stage, Step, Uplink, LOCAL_UNREACHABLE_METRIC,
 };
 use proptest::prelude::*;
 use proptest::sample::{select, subsequence, Index};
@@ -113,8 +113,9 @@ fn arb_scenario() -> impl Strategy<Value = Scenario> {
     let uplink_shape = (
         select(vec!["eth0", "ens5"]),
         select(vec![1500u32, 1460, 9001, 1280]),
-        // /24: only the local underlay subnet is on-link; /15 and /8 widen it.
-        select(vec![24u8, 24, 15, 8]),
+        // /24: only the local underlay subnet is on-link; /15 and /13 widen
+        // it (never over the pod CIDRs in 10.244/16: that node is refused).
+        select(vec![24u8, 24, 15, 13]),
     );
     let config = (
         select(vec![OffSubnet::Encap, OffSubnet::Underlay]),
@@ -177,6 +178,8 @@ struct Noise {
     adopted: Vec<(u8, u8)>,
     foreign_routes: Vec<(u8, u8)>,
     foreign_addresses: Vec<(u8, u8)>,
+    /// Routes that are not ours through one of our devices.
+    foreign_on_devices: Vec<(u8, u8)>,
 }
 
 fn arb_noise() -> impl Strategy<Value = Noise> {
@@ -192,7 +195,7 @@ fn arb_noise() -> impl Strategy<Value = Noise> {
         prop::option::weighted(0.2, any::<u8>()),
         pairs(5),
         pairs(5),
-        pairs(4),
+        (pairs(4), pairs(3)),
     )
         .prop_map(
             |(
@@ -206,7 +209,7 @@ fn arb_noise() -> impl Strategy<Value = Noise> {
                 stray_peer,
                 adopted,
                 foreign_routes,
-                foreign_addresses,
+                (foreign_addresses, foreign_on_devices),
             )| Noise {
                 routes,
                 neighs,
@@ -219,15 +222,34 @@ fn arb_noise() -> impl Strategy<Value = Noise> {
                 adopted,
                 foreign_routes,
                 foreign_addresses,
+                foreign_on_devices,
             },
         )
 }
 
-/// What the kernel holds after a clean apply of `desired` on an empty node.
-fn realistic(desired: &Desired) -> Observed {
+/// What the kernel holds after a clean apply of `desired` on an empty node,
+/// read back as `config` reads it: routes of another protocol are someone
+/// else's, or adoptable when `config` adopts that protocol.
+fn realistic_for(desired: &Desired, config: &Config) -> Observed {
     let mut observed = Observed::default();
     apply(&mut observed, &diff(desired, &Observed::default()));
+    let (ours, others): (BTreeMap<RouteKey, Route>, BTreeMap<RouteKey, Route>) =
+        std::mem::take(&mut observed.routes)
+            .into_iter()
+            .partition(|(_, r)| r.protocol == config.route_protocol);
+    observed.routes = ours;
+    for (key, route) in others {
+        if config.is_owned_protocol(route.protocol) {
+            observed.adoptable.insert(key, route);
+        } else {
+            observed.foreign_routes.insert(key);
+        }
+    }
     observed
+}
+
+fn realistic(desired: &Desired) -> Observed {
+    realistic_for(desired, &Config::default())
 }
 
 fn apply(observed: &mut Observed, diff: &Diff) {
@@ -305,7 +327,8 @@ fn perturb(mut o: Observed, want: &Desired, uplink: &str, n: &Noise) -> Observed
                 mtu: None,
                 protocol: BIRD,
             },
-            // Somewhere we do not route (a node that left).
+            // Somewhere we do not route (a node that left, or a network
+            // that has nothing to do with pods).
             _ => Route {
                 key: RouteKey {
                     table: 254,
@@ -320,7 +343,9 @@ fn perturb(mut o: Observed, want: &Desired, uplink: &str, n: &Noise) -> Observed
                 protocol: BIRD,
             },
         };
-        o.routes.insert(route.key, route);
+        // One route per key: BIRD's took the place of ours.
+        o.routes.remove(&route.key);
+        o.adoptable.insert(route.key, route);
     }
 
     // The VXLAN device: identity, MTU, state.
@@ -344,6 +369,7 @@ fn perturb(mut o: Observed, want: &Desired, uplink: &str, n: &Noise) -> Observed
             // The kernel flushes routes and neighbours of a device that goes down.
             let name = v.name.clone();
             o.routes.retain(|_, r| r.dev != name);
+            o.adoptable.retain(|_, r| r.dev != name);
             o.neighs.retain(|_, nb| nb.dev != name);
         }
     }
@@ -364,6 +390,7 @@ fn perturb(mut o: Observed, want: &Desired, uplink: &str, n: &Noise) -> Observed
             t.up = false;
             let name = t.name.clone();
             o.routes.retain(|_, r| r.dev != name);
+            o.adoptable.retain(|_, r| r.dev != name);
         }
     }
 
@@ -448,6 +475,7 @@ fn perturb(mut o: Observed, want: &Desired, uplink: &str, n: &Noise) -> Observed
             (1, Some(k)) => {
                 // The foreign route won the key: nothing of ours is there.
                 o.routes.remove(&k);
+                o.adoptable.remove(&k);
                 o.foreign_routes.insert(k);
             }
             _ => {
@@ -456,21 +484,46 @@ fn perturb(mut o: Observed, want: &Desired, uplink: &str, n: &Noise) -> Observed
                     dst: Ipv4Network::new(Ipv4Addr::new(10, 244, x, 0), 24).unwrap(),
                     metric: u32::from(kind % 2) * 100,
                 };
-                if !o.routes.contains_key(&key) || want.routes.contains_key(&key) {
+                if !(o.routes.contains_key(&key) || o.adoptable.contains_key(&key))
+                    || want.routes.contains_key(&key)
+                {
                     o.foreign_routes.insert(key);
                 }
             }
         }
     }
-    // Foreign addresses on our devices (and the uplink).
-    let all_devs = devices(&o, uplink, false);
+    // Foreign addresses and routes on our devices.
+    let ours: Vec<String> = devices(&o, uplink, false).into_iter().skip(1).collect();
     for &(dev, x) in &n.foreign_addresses {
-        let dev = pick(&all_devs, dev).unwrap();
+        let Some(dev) = pick(&ours, dev) else { break };
         let prefix = if x % 2 == 0 { 32 } else { 24 };
         let addr = Ipv4Network::new(Ipv4Addr::new(192, 168, 99, x), prefix).unwrap();
-        o.foreign_addresses.entry(dev).or_default().insert(addr);
+        o.foreign_state
+            .entry(dev)
+            .or_default()
+            .addresses
+            .insert(addr);
+    }
+    for &(dev, x) in &n.foreign_on_devices {
+        let Some(dev) = pick(&ours, dev) else { break };
+        let key = RouteKey {
+            table: 254,
+            dst: Ipv4Network::new(Ipv4Addr::new(192, 168, 98, x), 32).unwrap(),
+            metric: 0,
+        };
+        o.foreign_routes.insert(key);
+        o.foreign_state
+            .entry(dev)
+            .or_default()
+            .routes
+            .insert(key.dst);
     }
     o
+}
+
+/// Whether `dev` carries state that is not ours in `o`.
+fn shared(o: &Observed, dev: &str) -> bool {
+    o.foreign_state.get(dev).is_some_and(|f| !f.is_empty())
 }
 
 #[derive(Debug, Clone)]
@@ -490,7 +543,7 @@ impl Case {
     fn observed(&self) -> Observed {
         let want = self.desired();
         perturb(
-            realistic(&self.before.desired()),
+            realistic_for(&self.before.desired(), &self.now.config),
             &want,
             &self.now.uplink.name,
             &self.noise,
@@ -538,21 +591,36 @@ fn deleted_links(steps: &[Step]) -> BTreeSet<String> {
         .collect()
 }
 
-/// Foreign routes are untouched; foreign addresses too, except on a device
-/// the diff deleted (the kernel takes its addresses with it).
+/// Nothing that is not ours changes: foreign routes, foreign state on our
+/// devices (a device carrying some is never deleted), adoptable routes the
+/// plan does not cover, devices of another kind under our names.
 fn check_foreign_untouched(
+    want: &Desired,
     before: &Observed,
     after: &Observed,
     steps: &[Step],
 ) -> Result<(), TestCaseError> {
     prop_assert_eq!(&after.foreign_routes, &before.foreign_routes);
+    prop_assert_eq!(&after.foreign_devices, &before.foreign_devices);
     let deleted = deleted_links(steps);
-    for (dev, addrs) in &after.foreign_addresses {
-        prop_assert_eq!(Some(addrs), before.foreign_addresses.get(dev), "{}", dev);
+    for (dev, foreign) in &before.foreign_state {
+        if !foreign.is_empty() {
+            prop_assert!(
+                !deleted.contains(dev),
+                "deletes {} with {:?} on it",
+                dev,
+                foreign
+            );
+            prop_assert_eq!(after.foreign_state.get(dev), Some(foreign), "{}", dev);
+        }
     }
-    for (dev, addrs) in &before.foreign_addresses {
-        if !deleted.contains(dev) {
-            prop_assert_eq!(after.foreign_addresses.get(dev), Some(addrs), "{}", dev);
+    for (key, route) in &before.adoptable {
+        if !want.adopt.covers(route) {
+            prop_assert_eq!(
+                after.adoptable.get(key),
+                Some(route),
+                "adopted out of scope"
+            );
         }
     }
     Ok(())
@@ -560,22 +628,54 @@ fn check_foreign_untouched(
 
 fn ipip_retired_ok(before: &Observed, after: &Observed) -> Result<(), TestCaseError> {
     if let Some(have) = &after.ipip {
-        let shared = before
-            .foreign_addresses
-            .get(&have.name)
-            .is_some_and(|a| !a.is_empty());
         prop_assert!(
             have.addresses.is_empty(),
             "retired ipip keeps our addresses: {:?}",
             have
         );
-        prop_assert!(!have.up || shared, "retired ipip is still up: {:?}", have);
+        prop_assert!(
+            !have.up || shared(before, &have.name),
+            "retired ipip is still up: {:?}",
+            have
+        );
     }
     Ok(())
 }
 
-/// The desired keys the diff must leave alone: held by a foreign route and
-/// not already ours as wanted (on a device that survives the diff).
+/// The VXLAN device after a diff that retires it: gone, or, when it carries
+/// state that is not ours, still there without anything of ours on it.
+fn vxlan_retired_ok(before: &Observed, after: &Observed) -> Result<(), TestCaseError> {
+    match (&before.vxlan, &after.vxlan) {
+        (_, None) => {}
+        (Some(b), Some(a)) if shared(before, &b.name) => {
+            prop_assert!(a.addresses.is_empty(), "kept vxlan keeps our addresses");
+        }
+        (_, Some(a)) => prop_assert!(false, "retired vxlan is still there: {:?}", a),
+    }
+    Ok(())
+}
+
+/// Why a plan cannot be applied at all, as the diff must say: a device under
+/// our name of another kind, or a VXLAN device to recreate that carries
+/// foreign state.
+fn expected_blocked(want: &Desired, before: &Observed) -> bool {
+    let foreign_kind = [
+        want.ipip.as_ref().map(|d| &d.name),
+        want.vxlan.as_ref().map(|d| &d.name),
+    ]
+    .into_iter()
+    .flatten()
+    .any(|name| before.foreign_devices.contains_key(name));
+    let recreate_shared = match (&want.vxlan, &before.vxlan) {
+        (Some(w), Some(h)) => w.identity != h.identity && shared(before, &h.name),
+        _ => false,
+    };
+    foreign_kind || recreate_shared
+}
+
+/// The desired keys the diff must leave alone: held by a foreign route (or
+/// an adoptable one the plan does not cover) and not already ours as wanted
+/// (on a device that survives the diff).
 fn expected_conflicts(want: &Desired, before: &Observed) -> Vec<RouteKey> {
     let recreated = match (&want.vxlan, &before.vxlan) {
         (Some(w), Some(h)) => (w.identity != h.identity).then(|| h.name.clone()),
@@ -586,7 +686,12 @@ fn expected_conflicts(want: &Desired, before: &Observed) -> Vec<RouteKey> {
         .filter(|(key, route)| {
             let in_place = before.routes.get(key) == Some(route)
                 && recreated.as_deref() != Some(route.dev.as_str());
-            before.foreign_routes.contains(key) && !in_place
+            let theirs = before.foreign_routes.contains(key)
+                || before
+                    .adoptable
+                    .get(key)
+                    .is_some_and(|r| !want.adopt.covers(r));
+            theirs && !in_place
         })
         .map(|(key, _)| *key)
         .collect()
@@ -599,28 +704,34 @@ fn check_converges(want: &Desired, before: &Observed) -> Result<Observed, TestCa
         "steps out of stage order: {:#?}",
         d.steps
     );
+    prop_assert_eq!(
+        !d.blocked.is_empty(),
+        expected_blocked(want, before),
+        "{:?}",
+        d.blocked
+    );
+    if !d.blocked.is_empty() {
+        // The engine refuses the whole diff: nothing to converge.
+        return Ok(before.clone());
+    }
+    let theirs = |key: &RouteKey| {
+        before.foreign_routes.contains(key)
+            || before
+                .adoptable
+                .get(key)
+                .is_some_and(|r| !want.adopt.covers(r))
+    };
     for step in &d.steps {
         match &step.op {
             Op::ReplaceRoute { route } => {
-                prop_assert!(
-                    !before.foreign_routes.contains(&route.key),
-                    "replaces a foreign route: {}",
-                    step
-                );
+                prop_assert!(!theirs(&route.key), "replaces a route not ours: {}", step);
                 prop_assert_eq!(want.routes.get(&route.key), Some(route));
             }
             Op::DelRoute { route } => {
-                prop_assert!(
-                    !before.foreign_routes.contains(&route.key),
-                    "deletes at a foreign key: {}",
-                    step
-                );
-                prop_assert_eq!(
-                    before.routes.get(&route.key),
-                    Some(route),
-                    "deletes a route that is not there: {}",
-                    step
-                );
+                prop_assert!(!theirs(&route.key), "deletes at a key not ours: {}", step);
+                let known = before.routes.get(&route.key) == Some(route)
+                    || before.adoptable.get(&route.key) == Some(route);
+                prop_assert!(known, "deletes a route that is not there: {}", step);
             }
             _ => {}
         }
@@ -638,6 +749,14 @@ fn check_converges(want: &Desired, before: &Observed) -> Result<Observed, TestCa
             .collect()
     };
     prop_assert_eq!(outside(&after.routes), outside(&want.routes));
+    prop_assert!(
+        after
+            .adoptable
+            .values()
+            .all(|r| !want.adopt.covers(r) || conflicts.contains(&r.key)),
+        "an adoptable route in scope is left: {:?}",
+        after.adoptable
+    );
     prop_assert_eq!(&after.neighs, &want.neighs);
     prop_assert_eq!(&after.fdb, &want.fdb);
     for (key, value) in &want.sysctls {
@@ -649,12 +768,15 @@ fn check_converges(want: &Desired, before: &Observed) -> Result<Observed, TestCa
         );
     }
     prop_assert_eq!(after.pod_mtu, want.pod_mtu);
-    prop_assert_eq!(&after.vxlan, &want.vxlan);
+    match &want.vxlan {
+        Some(w) => prop_assert_eq!(after.vxlan.as_ref(), Some(w)),
+        None => vxlan_retired_ok(before, &after)?,
+    }
     match &want.ipip {
         Some(w) => prop_assert_eq!(after.ipip.as_ref(), Some(w)),
         None => ipip_retired_ok(before, &after)?,
     }
-    check_foreign_untouched(before, &after, &d.steps)?;
+    check_foreign_untouched(want, before, &after, &d.steps)?;
 
     let again = diff(want, &after);
     prop_assert!(
@@ -712,7 +834,7 @@ proptest! {
     #[test]
     fn plan_to_plan_converges(case in arb_case()) {
         let want = case.desired();
-        let before = realistic(&case.before.desired());
+        let before = realistic_for(&case.before.desired(), &case.now.config);
         check_converges(&want, &before)?;
     }
 
@@ -731,18 +853,21 @@ proptest! {
         prop_assert_eq!(forward, reversed, "steps: {:#?}", d.steps);
     }
 
-    /// Cleanup (`Desired::default()`) removes everything of ours and nothing else.
+    /// Cleanup (`plan::nothing`) removes everything of ours and nothing else.
     #[test]
     fn cleanup_removes_everything_owned(case in arb_case()) {
         let before = case.observed();
-        let d = diff(&Desired::default(), &before);
+        let none = nothing(&case.now.config);
+        let d = diff(&none, &before);
         prop_assert!(stages_sorted(&d.steps));
         prop_assert!(d.conflicts.is_empty());
+        prop_assert!(d.blocked.is_empty(), "{:?}", d.blocked);
         for step in &d.steps {
             match &step.op {
-                Op::DelRoute { route } => prop_assert_eq!(
-                    before.routes.get(&route.key),
-                    Some(route),
+                Op::DelRoute { route } => prop_assert!(
+                    before.routes.get(&route.key) == Some(route)
+                        || (before.adoptable.get(&route.key) == Some(route)
+                            && none.adopt.covers(route)),
                     "deletes a route that is not ours: {}",
                     step
                 ),
@@ -760,11 +885,11 @@ proptest! {
         prop_assert!(after.routes.is_empty(), "{:?}", after.routes);
         prop_assert!(after.neighs.is_empty());
         prop_assert!(after.fdb.is_empty());
-        prop_assert!(after.vxlan.is_none());
+        vxlan_retired_ok(&before, &after)?;
         prop_assert_eq!(after.pod_mtu, None);
         ipip_retired_ok(&before, &after)?;
-        check_foreign_untouched(&before, &after, &d.steps)?;
-        let again = diff(&Desired::default(), &after);
+        check_foreign_untouched(&none, &before, &after, &d.steps)?;
+        let again = diff(&none, &after);
         prop_assert!(again.is_empty(), "{:#?}", again.steps);
     }
 
@@ -779,8 +904,13 @@ proptest! {
         let off_link = peers.iter().filter(|p| !on_link(p)).count();
         let underlay = s.plan.route_mode == Mode::Native && s.config.off_subnet == OffSubnet::Underlay;
         let expected_routes = if underlay { peers.len() - off_link } else { peers.len() };
-        prop_assert_eq!(want.routes.len(), expected_routes);
-        prop_assert!(want.routes.keys().all(|k| k.dst != local.pod_cidr()));
+        // One per peer, and the local pod CIDR, unreachable, last in line.
+        prop_assert_eq!(want.routes.len(), expected_routes + 1);
+        let own: Vec<&Route> = want.routes.values().filter(|r| r.key.dst == local.pod_cidr()).collect();
+        prop_assert_eq!(own.len(), 1);
+        prop_assert_eq!(own[0].kind, RouteKind::Unreachable);
+        prop_assert_eq!(own[0].key.metric, LOCAL_UNREACHABLE_METRIC);
+        prop_assert!(want.excluded.is_empty());
 
         let mut tunnels = s.plan.tunnels();
         if (s.plan.route_mode == Mode::Native || s.plan.decap.contains(&Mode::Native))
@@ -794,7 +924,7 @@ proptest! {
         prop_assert_eq!(want.pod_mtu, Some(pod));
         // Every route goes through a device that exists (or the uplink),
         // with the MTU of that device.
-        for r in want.routes.values() {
+        for r in want.routes.values().filter(|r| r.kind == RouteKind::Unicast) {
             match r.dev.as_str() {
                 d if d == s.uplink.name => prop_assert_eq!(r.mtu, None),
                 d if Some(d) == want.ipip.as_ref().map(|i| i.name.as_str()) => {
@@ -848,39 +978,41 @@ fn ops(d: &Diff) -> Vec<&Op> {
     d.steps.iter().map(|s| &s.op).collect()
 }
 
+fn bird(dst: &str, kind: RouteKind, dev: &str) -> Route {
+    Route {
+        key: key(dst),
+        kind,
+        via: (kind == RouteKind::Unicast).then(|| ip("10.250.0.2")),
+        dev: dev.into(),
+        onlink: kind == RouteKind::Unicast,
+        mtu: None,
+        protocol: BIRD,
+    }
+}
+
 #[test]
-fn adopting_bird_routes() {
+fn adopting_bird_routes_stays_inside_the_pod_network_and_our_devices() {
     let config = Config {
         adopt_route_protocols: vec![BIRD],
         ..Config::default()
     };
     let native = want(Mode::Native, &config);
     let mut observed = realistic(&native);
-    // BIRD holds node-2's route (Calico's ipip route), and one for a node that left.
+    // BIRD holds node-2's route (Calico's ipip route), the local block's
+    // blackhole, a route through tunl0 for a block of a node that left, a
+    // block of a node that left via the uplink, and an unrelated network.
     let k2 = key("10.244.2.0/24");
-    observed.routes.insert(
-        k2,
-        Route {
-            key: k2,
-            kind: RouteKind::Unicast,
-            via: Some(ip("10.250.0.2")),
-            dev: "tunl0".into(),
-            onlink: true,
-            mtu: None,
-            protocol: BIRD,
-        },
-    );
-    let k9 = key("10.244.9.0/24");
-    let stale = Route {
-        key: k9,
-        kind: RouteKind::Blackhole,
-        via: None,
-        dev: "lo".into(),
-        onlink: false,
-        mtu: None,
-        protocol: BIRD,
-    };
-    observed.routes.insert(k9, stale.clone());
+    observed.routes.remove(&k2);
+    let routes = [
+        bird("10.244.2.0/24", RouteKind::Unicast, "tunl0"),
+        bird("10.244.1.64/26", RouteKind::Blackhole, ""),
+        bird("10.244.40.0/26", RouteKind::Unicast, "tunl0"),
+        bird("10.244.50.0/26", RouteKind::Unicast, "eth0"),
+        bird("10.99.0.0/16", RouteKind::Unicast, "eth0"),
+    ];
+    for r in &routes {
+        observed.adoptable.insert(r.key, r.clone());
+    }
     let d = diff(&native, &observed);
     assert_eq!(
         ops(&d),
@@ -888,11 +1020,107 @@ fn adopting_bird_routes() {
             &Op::ReplaceRoute {
                 route: native.routes[&k2].clone()
             },
-            &Op::DelRoute { route: stale }
+            &Op::DelRoute {
+                route: routes[1].clone()
+            },
+            &Op::DelRoute {
+                route: routes[2].clone()
+            },
         ]
     );
     assert!(d.steps[0].why.contains("adopting"), "{}", d.steps[0].why);
     assert!(d.steps[1].why.contains("proto 12"), "{}", d.steps[1].why);
+
+    // The operator names the pod network: the block of the node that left
+    // goes too; the unrelated network never does.
+    let config = Config {
+        pod_network: vec![net("10.244.0.0/16")],
+        ..config
+    };
+    let d = diff(&want(Mode::Native, &config), &observed);
+    let deleted: Vec<&str> = d
+        .steps
+        .iter()
+        .filter_map(|s| match &s.op {
+            Op::DelRoute { route } => Some(route.key.dst.to_string()),
+            _ => None,
+        })
+        .map(|s| &*Box::leak(s.into_boxed_str()))
+        .collect();
+    assert_eq!(
+        deleted,
+        ["10.244.1.64/26", "10.244.40.0/26", "10.244.50.0/26"]
+    );
+    // Cleanup without a cluster: only what goes through our devices.
+    let d = diff(
+        &nothing(&Config {
+            pod_network: Vec::new(),
+            ..config
+        }),
+        &observed,
+    );
+    assert!(
+        d.steps
+            .iter()
+            .all(|s| !matches!(&s.op, Op::DelRoute { route } if route.protocol == BIRD && route.dev == "eth0")),
+        "{:#?}",
+        d.steps
+    );
+}
+
+#[test]
+fn the_local_pod_cidr_is_unreachable_and_kept_like_our_routes() {
+    let w = want(Mode::Vxlan, &Config::default());
+    let own = &w.routes[&RouteKey {
+        table: 254,
+        dst: net("10.244.1.0/24"),
+        metric: LOCAL_UNREACHABLE_METRIC,
+    }];
+    assert_eq!(own.kind, RouteKind::Unreachable);
+    assert_eq!((own.dev.as_str(), own.via), ("", None));
+    // A bridge CNI's connected route for the same CIDR (metric 0) is a
+    // different key: no conflict, nothing of theirs in the diff.
+    let mut observed = realistic(&w);
+    observed.foreign_routes.insert(key("10.244.1.0/24"));
+    let d = diff(&w, &observed);
+    assert!(d.is_empty() && d.conflicts.is_empty(), "{d:#?}");
+    // Cleanup takes it away.
+    let d = diff(&nothing(&Config::default()), &observed);
+    assert!(d
+        .steps
+        .iter()
+        .any(|s| s.op == Op::DelRoute { route: own.clone() }));
+}
+
+#[test]
+fn a_peer_inside_the_underlay_subnet_is_left_out() {
+    let mut nodes = three_nodes();
+    nodes.push(node("intruder", "10.250.0.9", "10.250.0.128/25"));
+    let up = uplink("eth0", 1500, "10.250.0.1/24");
+    let w = desired(Inputs {
+        local: &nodes[0],
+        nodes: &nodes,
+        plan: &Plan::steady(Mode::Native, 1),
+        config: &Config::default(),
+        uplink: &up,
+    })
+    .unwrap();
+    assert_eq!(w.excluded.len(), 1);
+    assert_eq!(w.excluded[0].node, "intruder");
+    assert!(w.routes.keys().all(|k| k.dst != net("10.250.0.128/25")));
+    // The node's own pod CIDR there: nothing can be planned.
+    let e = desired(Inputs {
+        local: &nodes[3],
+        nodes: &nodes,
+        plan: &Plan::steady(Mode::Native, 1),
+        config: &Config::default(),
+        uplink: &uplink("eth0", 1500, "10.250.0.9/24"),
+    })
+    .unwrap_err();
+    assert!(
+        e.to_string().contains("underlay subnet 10.250.0.0/24"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -983,27 +1211,123 @@ fn vxlan_recreate_deletes_before_it_creates() {
     assert!(diff(&w, &after).is_empty());
 }
 
+fn foreign(addresses: &[&str], routes: &[&str]) -> ForeignState {
+    ForeignState {
+        addresses: addresses.iter().map(|a| net(a)).collect(),
+        routes: routes.iter().map(|r| net(r)).collect(),
+    }
+}
+
 #[test]
 fn retiring_a_shared_ipip_device_keeps_it_up() {
     let ipip = want(Mode::Ipip, &Config::default());
     let native = want(Mode::Native, &Config::default());
     let mut observed = realistic(&ipip);
-    observed
-        .foreign_addresses
-        .insert("tunl0".into(), BTreeSet::from([net("192.168.99.1/32")]));
-    let d = diff(&native, &observed);
-    assert!(d.steps.iter().all(|s| !matches!(s.op, Op::SetDown { .. })));
-    assert!(d.steps.iter().any(|s| matches!(
-        &s.op,
-        Op::DelAddress { dev, stage: Stage::Retire, .. } if dev == "tunl0"
-    )));
+    for shared in [
+        foreign(&["192.168.99.1/32"], &[]),
+        foreign(&[], &["192.168.98.0/24"]),
+    ] {
+        observed.foreign_state.insert("tunl0".into(), shared);
+        let d = diff(&native, &observed);
+        assert!(d.steps.iter().all(|s| !matches!(s.op, Op::SetDown { .. })));
+        assert!(d.steps.iter().any(|s| matches!(
+            &s.op,
+            Op::DelAddress { dev, stage: Stage::Retire, .. } if dev == "tunl0"
+        )));
+        assert_eq!(d.kept.len(), 1, "{:?}", d.kept);
+    }
     // Unshared, it goes down.
-    observed.foreign_addresses.clear();
+    observed.foreign_state.clear();
     let d = diff(&native, &observed);
     assert!(d.steps.iter().any(|s| s.op
         == Op::SetDown {
             dev: "tunl0".into()
         }));
+}
+
+#[test]
+fn a_vxlan_device_with_foreign_state_is_never_deleted_or_recreated() {
+    let vxlan = want(Mode::Vxlan, &Config::default());
+    let native = want(Mode::Native, &Config::default());
+    let mut observed = realistic(&vxlan);
+    observed.foreign_state.insert(
+        "vxlan.calico".into(),
+        foreign(&["192.168.77.1/24"], &["192.168.78.0/24"]),
+    );
+    // Retired (a switch to native, cleanup): ours goes, the device stays.
+    for next in [&native, &nothing(&Config::default())] {
+        let d = diff(next, &observed);
+        assert!(d.blocked.is_empty());
+        assert!(
+            d.steps
+                .iter()
+                .all(|s| !matches!(s.op, Op::DeleteLink { .. })),
+            "{:#?}",
+            d.steps
+        );
+        let mut after = observed.clone();
+        apply(&mut after, &d);
+        let kept = after.vxlan.as_ref().expect("the device stays");
+        assert!(kept.addresses.is_empty());
+        assert!(after.neighs.is_empty() && after.fdb.is_empty());
+        assert!(after.routes.values().all(|r| r.dev != "vxlan.calico"));
+        assert_eq!(after.foreign_state, observed.foreign_state);
+        assert!(d.kept[0].contains("192.168.77.1/24"), "{:?}", d.kept);
+    }
+    // A new VNI would need a recreate: refused whole, naming what is in the way.
+    let other_vni = want(
+        Mode::Vxlan,
+        &Config {
+            vxlan_vni: 5000,
+            ..Config::default()
+        },
+    );
+    let d = diff(&other_vni, &observed);
+    assert_eq!(d.blocked.len(), 1);
+    assert!(
+        d.blocked[0].contains("vni 4096 -> 5000"),
+        "{}",
+        d.blocked[0]
+    );
+    assert!(
+        d.blocked[0].contains("route 192.168.78.0/24"),
+        "{}",
+        d.blocked[0]
+    );
+}
+
+/// The tunnel address already on the device without our protocol (put there
+/// by someone else, or by a kernel before 5.18, which keeps no protocol):
+/// it serves, so it is not added again, and a second pass writes nothing.
+#[test]
+fn a_tunnel_address_held_without_our_protocol_serves() {
+    let w = want(Mode::Vxlan, &Config::default());
+    let mut observed = realistic(&w);
+    observed.vxlan.as_mut().unwrap().addresses.clear();
+    observed
+        .foreign_state
+        .insert("vxlan.calico".into(), foreign(&["10.244.1.0/32"], &[]));
+    let d = diff(&w, &observed);
+    assert!(d.is_empty(), "{:#?}", d.steps);
+}
+
+#[test]
+fn a_device_of_another_kind_under_our_name_blocks_the_plan() {
+    let vxlan = want(Mode::Vxlan, &Config::default());
+    let observed = Observed {
+        foreign_devices: BTreeMap::from([("vxlan.calico".to_string(), "bridge".to_string())]),
+        ..Observed::default()
+    };
+    let d = diff(&vxlan, &observed);
+    assert_eq!(d.blocked.len(), 1);
+    assert!(
+        d.blocked[0].contains("exists but is not vxlan (kind bridge)"),
+        "{}",
+        d.blocked[0]
+    );
+    // Not wanted: it is simply not ours, nothing to say.
+    let d = diff(&want(Mode::Native, &Config::default()), &observed);
+    assert!(d.blocked.is_empty());
 }
 
 #[test]

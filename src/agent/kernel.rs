@@ -3,7 +3,7 @@
 
 use futures::future::BoxFuture;
 
-use crate::dataplane::Dataplane;
+use crate::dataplane::{Dataplane, Held};
 use crate::engine::{self, Outcome};
 use crate::model::{Cluster, Node};
 use crate::Result;
@@ -19,6 +19,11 @@ pub trait Kernel: Send {
     /// The uplink the last converge used (the monitor watches it: IPv4
     /// drops routes through a device that goes down without a word).
     fn uplink(&self) -> Option<String> {
+        None
+    }
+
+    /// What the kernel held of ours at the last read (the gauges).
+    fn held(&self) -> Option<Held> {
         None
     }
 }
@@ -38,5 +43,9 @@ impl Kernel for Dataplane {
 
     fn uplink(&self) -> Option<String> {
         self.last_uplink.clone()
+    }
+
+    fn held(&self) -> Option<Held> {
+        Dataplane::held(self)
     }
 }

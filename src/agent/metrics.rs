@@ -1,6 +1,6 @@
 //! Prometheus metrics and readiness of one agent.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -13,14 +13,25 @@ use crate::http::{encode_registry, Endpoints};
 
 pub struct Metrics {
     registry: Registry,
+    /// Our routes in the kernel as of the latest pass's read.
     pub owned_routes: Gauge,
-    pub applied_generation: Gauge,
+    pub owned_neighbours: Gauge,
+    pub owned_fdb_entries: Gauge,
+    /// Generations are u64: 2^63 must not print as a negative number.
+    pub applied_generation: Gauge<u64, AtomicU64>,
+    pub ready_gauge: Gauge,
     pub reconcile_seconds: Histogram,
     pub reconciles: Counter,
     pub drift_repairs: Counter,
     pub netlink_errors: Counter,
-    /// True once a plan was applied and verified.
-    pub ready: AtomicBool,
+    pub update_refused: Gauge,
+    pub refused_updates: Counter,
+    pub excluded_peers: Gauge,
+    pub condition_overwrites: Counter,
+    pub condition_contested: Gauge,
+    /// What `/readyz` answers: the latest pass verified a plan in the
+    /// kernel (with a note, e.g. an update it refused), or why not.
+    readiness: Mutex<Result<String, String>>,
     /// When the reconcile loop last finished a pass, and how long it may
     /// go without one before `/healthz` says it is stuck.
     heartbeat: Mutex<Instant>,
@@ -36,47 +47,87 @@ pub fn stall_limit(resync: Duration) -> Duration {
 impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("podroute");
-        let owned_routes = Gauge::default();
-        let applied_generation = Gauge::default();
-        let reconcile_seconds = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
-        let reconciles = Counter::default();
-        let drift_repairs = Counter::default();
-        let netlink_errors = Counter::default();
-        registry.register(
+        let mut gauge = |name: &str, help: &str| {
+            let g = Gauge::default();
+            registry.register(name, help, g.clone());
+            g
+        };
+        let owned_routes = gauge(
             "owned_routes",
-            "Routes podroute holds in the kernel",
-            owned_routes.clone(),
+            "Routes podroute holds in the kernel, as of the latest pass",
         );
+        let owned_neighbours = gauge(
+            "owned_neighbours",
+            "Permanent neighbours podroute holds on its VXLAN device, as of the latest pass",
+        );
+        let owned_fdb_entries = gauge(
+            "owned_fdb_entries",
+            "Permanent FDB entries podroute holds on its VXLAN device, as of the latest pass",
+        );
+        let ready_gauge = gauge(
+            "ready",
+            "1 when the latest pass verified a plan in the kernel",
+        );
+        let update_refused = gauge(
+            "update_refused",
+            "1 while the agent keeps the last good plan because the latest update cannot be used",
+        );
+        let excluded_peers = gauge(
+            "excluded_peers",
+            "Peers this node leaves out (their pod CIDR overlaps its underlay subnet)",
+        );
+        let condition_contested = gauge(
+            "condition_contested",
+            "1 while another writer keeps overwriting NetworkUnavailable and the agent backs off",
+        );
+        let applied_generation = Gauge::<u64, AtomicU64>::default();
         registry.register(
             "applied_generation",
             "Generation of the plan the kernel holds, verified",
             applied_generation.clone(),
         );
+        let reconcile_seconds = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
         registry.register(
             "reconcile_duration_seconds",
             "Time of one reconcile: read, plan, write, read back",
             reconcile_seconds.clone(),
         );
-        registry.register("reconciles", "Reconcile passes", reconciles.clone());
-        registry.register(
+        let mut counter = |name: &str, help: &str| {
+            let c = Counter::default();
+            registry.register(name, help, c.clone());
+            c
+        };
+        let reconciles = counter("reconciles", "Reconcile passes");
+        let drift_repairs = counter(
             "drift_repairs",
             "Passes that rewrote state someone else had changed",
-            drift_repairs.clone(),
         );
-        registry.register(
-            "netlink_errors",
-            "Reconciles that failed",
-            netlink_errors.clone(),
+        let netlink_errors = counter("netlink_errors", "Reconciles that failed");
+        let refused_updates = counter(
+            "refused_updates",
+            "Updates the agent refused to apply (it kept the last good plan)",
+        );
+        let condition_overwrites = counter(
+            "condition_overwrites",
+            "Times another writer changed the NetworkUnavailable condition the agent had written",
         );
         Metrics {
             registry,
             owned_routes,
+            owned_neighbours,
+            owned_fdb_entries,
             applied_generation,
+            ready_gauge,
             reconcile_seconds,
             reconciles,
             drift_repairs,
             netlink_errors,
-            ready: AtomicBool::new(false),
+            update_refused,
+            refused_updates,
+            excluded_peers,
+            condition_overwrites,
+            condition_contested,
+            readiness: Mutex::new(Err("no plan applied yet".into())),
             heartbeat: Mutex::new(Instant::now()),
             stall_limit: stall_limit(Duration::from_secs(60)),
         }
@@ -92,7 +143,21 @@ impl Metrics {
     }
 
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::SeqCst)
+        self.readiness().is_ok()
+    }
+
+    /// What `/readyz` says: `Ok(note)` or `Err(why not)`.
+    pub fn readiness(&self) -> Result<String, String> {
+        self.readiness
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The latest pass's verdict.
+    pub fn set_readiness(&self, readiness: Result<String, String>) {
+        self.ready_gauge.set(i64::from(readiness.is_ok()));
+        *self.readiness.lock().unwrap_or_else(|e| e.into_inner()) = readiness;
     }
 
     /// The reconcile loop finished a pass (applied, waiting or failed).
@@ -120,11 +185,8 @@ impl Endpoints for Metrics {
         self.liveness_at(Instant::now())
     }
 
-    fn readiness(&self) -> Result<(), String> {
-        match self.is_ready() {
-            true => Ok(()),
-            false => Err("no plan applied yet".into()),
-        }
+    fn readiness(&self) -> Result<String, String> {
+        Metrics::readiness(self)
     }
 
     fn render(&self) -> String {

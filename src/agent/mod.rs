@@ -9,6 +9,7 @@
 //! A report the store refuses (API server away) is retried on its own,
 //! without touching the kernel, with a delay that doubles per refusal.
 
+mod contest;
 mod events;
 mod kernel;
 pub mod metrics;
@@ -23,11 +24,18 @@ use tokio::time::Instant as Deadline;
 pub use events::pump;
 pub use kernel::Kernel;
 pub use metrics::Metrics;
+pub use readiness::Refusal;
 
+use self::contest::Contest;
 use crate::dataplane::monitor::KernelEvent;
 use crate::engine::Outcome;
+use crate::model::{Cluster, Node};
+use crate::plan::Excluded;
 use crate::store::{ClusterStore, NodeReport, Snapshot};
 use crate::{Error, Result};
+
+/// The Event reason when another writer keeps overwriting the condition.
+pub const REASON_CONDITION_CONTESTED: &str = "PodrouteConditionContested";
 
 #[derive(Debug, Clone)]
 pub struct AgentOptions {
@@ -39,6 +47,9 @@ pub struct AgentOptions {
     /// First retry delay after a failed reconcile or a refused report;
     /// doubles with each further failure, up to `resync`.
     pub backoff: Duration,
+    /// How long failures must last (besides their count) before the node
+    /// reports NetworkUnavailable=True.
+    pub unavailable_after: Duration,
 }
 
 impl AgentOptions {
@@ -48,6 +59,7 @@ impl AgentOptions {
             resync: Duration::from_secs(60),
             debounce: Duration::from_millis(5),
             backoff: Duration::from_millis(200),
+            unavailable_after: readiness::UNAVAILABLE_AFTER,
         }
     }
 }
@@ -60,6 +72,8 @@ pub enum Pass {
     Applied {
         outcome: Outcome,
         took: Duration,
+        /// The update the agent did not apply (it kept the last good plan).
+        refused: Option<Refusal>,
     },
     Failed {
         error: String,
@@ -94,18 +108,33 @@ fn retry_delay(first: Duration, cap: Duration, failures: u32) -> Duration {
     first.saturating_mul(factor).min(cap)
 }
 
+/// The plan inputs a pass used: the cluster and this node in it.
+type Inputs = (Cluster, Node);
+
 pub struct Agent<K: Kernel> {
     options: AgentOptions,
     store: Arc<dyn ClusterStore>,
     kernel: K,
-    /// What the store last accepted from us; `None` before the first report.
-    reported: Option<NodeReport>,
+    /// The inputs of the last pass the kernel verified: kept, and repaired
+    /// against, while an update cannot be used.
+    last_good: Option<Inputs>,
+    /// The update the agent refuses now, if any.
+    refused: Option<Refusal>,
+    /// The report the agent means the Node to show (the last one decided).
+    intended: Option<NodeReport>,
+    /// The report the store last accepted from us.
+    written: Option<NodeReport>,
     /// A report the store refused (API server away), retried with backoff.
     unreported: Option<NodeReport>,
     /// Refusals in a row of the report in `unreported`.
     report_failures: u32,
-    /// Failed reconciles in a row.
+    /// Failed reconciles in a row, and since when.
     failures: u32,
+    failing_since: Option<Instant>,
+    /// Peers left out and devices kept, as last logged.
+    excluded: Vec<Excluded>,
+    kept: Vec<String>,
+    contest: Contest,
     metrics: Arc<Metrics>,
     uplink: watch::Sender<Option<String>>,
     passes: Option<mpsc::UnboundedSender<Pass>>,
@@ -120,10 +149,17 @@ impl<K: Kernel> Agent<K> {
             options,
             store,
             kernel,
-            reported: None,
+            last_good: None,
+            refused: None,
+            intended: None,
+            written: None,
             unreported: None,
             report_failures: 0,
             failures: 0,
+            failing_since: None,
+            excluded: Vec::new(),
+            kept: Vec::new(),
+            contest: Contest::default(),
             metrics,
             uplink: watch::Sender::new(None),
             passes: None,
@@ -134,7 +170,9 @@ impl<K: Kernel> Agent<K> {
         self.metrics.clone()
     }
 
-    /// The uplink's name whenever a converge finds it (for [`pump`]).
+    /// The uplink the last pass used (for [`pump`], which has the netlink
+    /// monitor watch it: IPv4 drops routes through a device that goes down
+    /// without a notification).
     pub fn uplink_updates(&self) -> watch::Receiver<Option<String>> {
         self.uplink.subscribe()
     }
@@ -170,11 +208,11 @@ impl<K: Kernel> Agent<K> {
                     note_kernel_event(&event);
                     wake.kernel = true;
                 }
+                let snapshot = snapshots.borrow_and_update().clone();
                 if wake.retry_only() && self.failures == 0 && self.unreported.is_some() {
                     // The kernel was fine; only the store said no.
-                    self.retry_report().await;
+                    self.retry_report(snapshot.as_deref()).await;
                 } else {
-                    let snapshot = snapshots.borrow_and_update().clone();
                     let pass = self.reconcile(snapshot.as_deref()).await;
                     self.record(&pass, wake);
                     if wake.resync {
@@ -212,15 +250,28 @@ impl<K: Kernel> Agent<K> {
         }
     }
 
+    /// Metrics and readiness from the pass just finished: never from an
+    /// earlier one.
     fn record(&self, pass: &Pass, wake: Wake) {
         let m = &self.metrics;
         m.beat();
+        if let Some(held) = self.kernel.held() {
+            m.owned_routes.set(held.routes as i64);
+            m.owned_neighbours.set(held.neighbours as i64);
+            m.owned_fdb_entries.set(held.fdb_entries as i64);
+        }
         match pass {
-            Pass::Waiting(why) => tracing::debug!("waiting: {why}"),
-            Pass::Applied { outcome, took } => {
+            Pass::Waiting(why) => {
+                tracing::debug!("waiting: {why}");
+                m.set_readiness(Err(why.clone()));
+            }
+            Pass::Applied {
+                outcome,
+                took,
+                refused,
+            } => {
                 m.reconciles.inc();
                 m.reconcile_seconds.observe(took.as_secs_f64());
-                m.owned_routes.set(outcome.routes as i64);
                 // Only the kernel side woke us and something had to be put back.
                 if wake.kernel && !wake.store && outcome.changes > 0 {
                     m.drift_repairs.inc();
@@ -230,11 +281,14 @@ impl<K: Kernel> Agent<K> {
                         "drift repaired"
                     );
                 }
-                m.ready.store(true, std::sync::atomic::Ordering::SeqCst);
+                m.set_readiness(Ok(refused.as_ref().map_or(String::new(), |r| {
+                    format!("keeping the last good plan, {r}")
+                })));
             }
-            Pass::Failed { .. } => {
+            Pass::Failed { error, .. } => {
                 m.reconciles.inc();
                 m.netlink_errors.inc();
+                m.set_readiness(Err(format!("the last reconcile failed: {error}")));
             }
         }
     }
@@ -254,56 +308,100 @@ impl<K: Kernel> Agent<K> {
         ))
     }
 
+    /// What to plan with: the snapshot's cluster, or, while no plan is
+    /// published (the ClusterRouting object is gone), its nodes with the
+    /// last good plan and settings.
+    fn inputs(&self, snapshot: &Snapshot, local: &Node) -> Option<(Inputs, Option<Refusal>)> {
+        if let Some(cluster) = snapshot.cluster() {
+            return Some(((cluster, local.clone()), None));
+        }
+        let (good, _) = self.last_good.as_ref()?;
+        let cluster = Cluster {
+            nodes: snapshot.nodes.iter().map(|n| n.node.clone()).collect(),
+            plan: good.plan.clone(),
+            settings: good.settings.clone(),
+        };
+        let refusal = Refusal {
+            generation: None,
+            reason: "no plan is published (is the ClusterRouting object gone?)".into(),
+        };
+        Some(((cluster, local.clone()), Some(refusal)))
+    }
+
     async fn reconcile(&mut self, snapshot: Option<&Snapshot>) -> Pass {
-        let node = &self.options.node;
+        let node = self.options.node.clone();
         let Some(snapshot) = snapshot else {
             return Pass::Waiting("the store has not synced yet".into());
         };
-        let Some(state) = snapshot.node(node) else {
+        let Some(state) = snapshot.node(&node) else {
+            // Deleted: a re-created Node starts from nothing we wrote.
+            self.written = None;
             return Pass::Waiting(format!("node {node} is not in the cluster"));
         };
-        if self.reported.is_none() {
-            // After a restart the store remembers what we said last time;
-            // saying the same again is no write.
-            self.reported = Some(state.report.clone());
-        }
-        let Some(cluster) = snapshot.cluster() else {
+        let shown = state.report.clone();
+        let Some((mut used, mut refused)) = self.inputs(snapshot, &state.node) else {
             return Pass::Waiting("no plan published yet".into());
         };
-        let local = state.node.clone();
         let started = Instant::now();
-        let result = self.kernel.converge(&cluster, &local).await;
+        let mut result = self.kernel.converge(&used.0, &used.1).await;
+        if let Err(e @ Error::Invalid { .. }) = &result {
+            // An update this node cannot use: keep the last good plan, if
+            // the kernel can still hold it.
+            if let Some(good) = self.last_good.clone().filter(|good| *good != used) {
+                let generation = used.0.plan.generation;
+                let refusal = Refusal {
+                    generation: (generation != good.0.plan.generation).then_some(generation),
+                    reason: e.to_string(),
+                };
+                let fallback = self.kernel.converge(&good.0, &good.1).await;
+                if fallback.is_ok() {
+                    (used, refused, result) = (good, Some(refusal), fallback);
+                }
+            }
+        }
         let took = started.elapsed();
-        let previous = self.reported.clone().unwrap_or(NodeReport {
-            applied: None,
-            network: None,
-        });
+        self.follow_uplink();
         let (report, pass) = match result {
             Ok(outcome) => {
                 self.failures = 0;
+                self.failing_since = None;
                 if outcome.changes > 0 {
                     tracing::info!(
                         changes = outcome.changes,
-                        generation = cluster.plan.generation,
-                        mode = %cluster.plan.route_mode,
+                        generation = used.0.plan.generation,
+                        mode = %used.0.plan.route_mode,
                         took_ms = took.as_secs_f64() * 1000.0,
                         "kernel converged"
                     );
                 }
-                self.metrics
-                    .applied_generation
-                    .set(cluster.plan.generation as i64);
+                self.metrics.applied_generation.set(used.0.plan.generation);
+                self.note_refusal(refused.as_ref(), &used);
+                self.note_excluded_and_kept(&outcome);
+                let report = readiness::applied(&used.0.plan, &outcome, refused.as_ref());
+                self.last_good = Some(used);
                 (
-                    readiness::applied(&cluster.plan, &outcome),
-                    Pass::Applied { outcome, took },
+                    report,
+                    Pass::Applied {
+                        outcome,
+                        took,
+                        refused,
+                    },
                 )
             }
             Err(e) => {
                 self.failures += 1;
+                let since = *self.failing_since.get_or_insert_with(Instant::now);
                 let error = e.to_string();
                 tracing::error!(failures = self.failures, "reconcile failed: {error}");
+                let previous = self.intended.clone().unwrap_or_else(|| shown.clone());
                 (
-                    readiness::failed(&previous, self.failures, &error),
+                    readiness::failed(
+                        &previous,
+                        self.failures,
+                        since.elapsed(),
+                        self.options.unavailable_after,
+                        &error,
+                    ),
                     Pass::Failed {
                         error,
                         failures: self.failures,
@@ -311,21 +409,141 @@ impl<K: Kernel> Agent<K> {
                 )
             }
         };
-        self.publish(report).await;
+        self.publish(Some(&shown), report).await;
         pass
     }
 
-    /// Tell the store `report` unless it already holds it; a refusal
-    /// leaves it in `unreported` for a retry.
-    async fn publish(&mut self, report: NodeReport) {
-        if self.reported.as_ref() == Some(&report) {
+    /// Arm the monitor on the uplink the pass used.
+    fn follow_uplink(&self) {
+        let uplink = self.kernel.uplink();
+        self.uplink.send_if_modified(|current| {
+            if *current == uplink {
+                return false;
+            }
+            tracing::debug!(?uplink, "watching the uplink");
+            *current = uplink;
+            true
+        });
+    }
+
+    /// One log line when the agent starts or stops refusing an update.
+    fn note_refusal(&mut self, refused: Option<&Refusal>, used: &Inputs) {
+        if self.refused.as_ref() == refused {
+            return;
+        }
+        match refused {
+            Some(r) => {
+                self.metrics.refused_updates.inc();
+                tracing::warn!(
+                    kept_generation = used.0.plan.generation,
+                    "refusing the update, keeping the last good plan: {r}"
+                );
+            }
+            None => tracing::info!(
+                generation = used.0.plan.generation,
+                "the update is applied; no longer keeping an older plan"
+            ),
+        }
+        self.metrics
+            .update_refused
+            .set(i64::from(refused.is_some()));
+        self.refused = refused.cloned();
+    }
+
+    /// Peers left out and devices kept: logged when they change.
+    fn note_excluded_and_kept(&mut self, outcome: &Outcome) {
+        if outcome.excluded != self.excluded {
+            for peer in outcome
+                .excluded
+                .iter()
+                .filter(|p| !self.excluded.contains(p))
+            {
+                tracing::warn!(peer = %peer.node, "not routing this peer: {}", peer.reason);
+            }
+            self.metrics
+                .excluded_peers
+                .set(outcome.excluded.len() as i64);
+            self.excluded = outcome.excluded.clone();
+        }
+        if outcome.kept != self.kept {
+            for note in outcome.kept.iter().filter(|k| !self.kept.contains(k)) {
+                tracing::warn!("{note}");
+            }
+            self.kept = outcome.kept.clone();
+        }
+    }
+
+    /// Make the Node show `report`, compared with what it shows now
+    /// (`shown`), not with what we once wrote: an overwritten or lost
+    /// condition or annotation is restored. If another writer keeps
+    /// overwriting the condition, back off and leave it to them.
+    async fn publish(&mut self, shown: Option<&NodeReport>, report: NodeReport) {
+        self.intended = Some(report.clone());
+        let now = Instant::now();
+        let overwritten = !self.contest.holding_off(now)
+            && shown.is_some_and(|shown| {
+                shown.network != report.network
+                    && self
+                        .written
+                        .as_ref()
+                        .is_some_and(|w| w.network.is_some() && w.network == report.network)
+            });
+        if overwritten {
+            self.metrics.condition_overwrites.inc();
+            let now_shows = shown.and_then(|s| s.network.as_ref());
+            match self.contest.overwritten(now) {
+                Some(backoff) => {
+                    let message = format!(
+                        "NetworkUnavailable on node {} keeps being overwritten (now {now_shows:?}); \
+                         podroute leaves it to the other writer for {}s",
+                        self.options.node,
+                        backoff.as_secs()
+                    );
+                    tracing::warn!("{message}");
+                    if let Err(e) = self
+                        .store
+                        .warn_event(&self.options.node, REASON_CONDITION_CONTESTED, &message)
+                        .await
+                    {
+                        tracing::warn!("recording an Event: {e}");
+                    }
+                }
+                None => tracing::info!(
+                    "NetworkUnavailable on node {} was overwritten (now {now_shows:?}); restoring it",
+                    self.options.node
+                ),
+            }
+        }
+        let holding_off = self.contest.holding_off(now);
+        self.metrics.condition_contested.set(i64::from(holding_off));
+        let report = match holding_off {
+            // The annotation is ours alone; the condition is left as it is.
+            true => NodeReport {
+                applied: report.applied,
+                network: None,
+            },
+            false => report,
+        };
+        let differs = match shown {
+            Some(shown) => {
+                shown.applied != report.applied
+                    || (report.network.is_some() && shown.network != report.network)
+            }
+            None => true,
+        };
+        if !differs {
             self.unreported = None;
             self.report_failures = 0;
+            if !holding_off {
+                self.written = Some(report);
+            }
             return;
         }
         match self.store.report(&self.options.node, &report).await {
             Ok(()) => {
-                self.reported = Some(report);
+                if report.network.is_some() {
+                    self.written = Some(report);
+                }
                 self.unreported = None;
                 self.report_failures = 0;
             }
@@ -340,9 +558,12 @@ impl<K: Kernel> Agent<K> {
         }
     }
 
-    async fn retry_report(&mut self) {
+    async fn retry_report(&mut self, snapshot: Option<&Snapshot>) {
         if let Some(report) = self.unreported.take() {
-            self.publish(report).await;
+            let shown = snapshot
+                .and_then(|s| s.node(&self.options.node))
+                .map(|n| n.report.clone());
+            self.publish(shown.as_ref(), report).await;
         }
     }
 }

@@ -10,7 +10,7 @@ use ipnetwork::Ipv4Network;
 use tokio::sync::{mpsc, watch};
 
 use super::*;
-use crate::model::{Cluster, Config, Mode, Node, Plan};
+use crate::model::{Cluster, Config, Mode, Node, Plan, Settings};
 use crate::plan::{self, simulate, Inputs, Observed, Uplink};
 use crate::store::{MemoryStore, Network};
 
@@ -90,6 +90,8 @@ impl Kernel for FakeKernel {
                 steps: diff.steps,
                 routes: desired.routes.len() - diff.conflicts.len(),
                 conflicts: diff.conflicts,
+                kept: diff.kept,
+                excluded: desired.excluded.clone(),
                 pod_mtu: desired.pod_mtu,
             })
         })
@@ -105,10 +107,7 @@ fn cluster(mode: Mode, generation: u64) -> Cluster {
     Cluster {
         nodes: vec![node(1), node(2), node(3)],
         plan: Plan::steady(mode, generation),
-        off_subnet: None,
-        mtu: None,
-        vxlan_vni: None,
-        vxlan_port: None,
+        settings: Settings::default(),
     }
 }
 
@@ -150,6 +149,7 @@ impl Running {
 fn options() -> AgentOptions {
     let mut options = AgentOptions::new("node-1");
     options.backoff = Duration::from_millis(10);
+    options.unavailable_after = Duration::ZERO;
     options
 }
 
@@ -243,7 +243,11 @@ async fn plan_and_peer_changes_are_applied_and_reported() {
     store.remove_node("node-3");
     let outcome = agent.next_applied().await;
     assert_eq!(outcome.changes, 1, "one route less: {:?}", outcome.steps);
-    assert_eq!(kernel.observed.lock().expect("lock").routes.len(), 1);
+    assert_eq!(
+        kernel.observed.lock().expect("lock").routes.len(),
+        2,
+        "node-2's route and node-1's own pod CIDR, unreachable"
+    );
     agent.stop().await;
 }
 
@@ -470,7 +474,7 @@ async fn refused_reports_back_off_without_touching_the_kernel_and_reset_on_succe
     ));
     let mut schedule = vec![agent.next_retry()];
     for _ in 0..4 {
-        agent.retry_report().await;
+        agent.retry_report(Some(&memory.snapshot())).await;
         schedule.push(agent.next_retry());
     }
     assert_eq!(
@@ -497,7 +501,7 @@ async fn refused_reports_back_off_without_touching_the_kernel_and_reset_on_succe
     memory.set_plan(Plan::steady(Mode::Native, 2));
     agent.reconcile(Some(&memory.snapshot())).await;
     assert_eq!(agent.next_retry(), Some(delay(1)));
-    agent.retry_report().await;
+    agent.retry_report(Some(&memory.snapshot())).await;
     assert_eq!(agent.next_retry(), None);
     assert_eq!(memory.report_writes(), 2);
 }

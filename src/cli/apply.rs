@@ -33,6 +33,8 @@ pub struct ApplyReport {
     pub changes: usize,
     pub steps: Vec<Step>,
     pub conflicts: Vec<RouteKey>,
+    /// Devices left in place because they carry state that is not ours.
+    pub kept: Vec<String>,
     pub pod_mtu: Option<u32>,
 }
 
@@ -52,17 +54,21 @@ pub async fn run(args: ApplyArgs) -> Result<()> {
         changes: 0,
         steps: Vec::new(),
         conflicts: Vec::new(),
+        kept: Vec::new(),
         pod_mtu: desired.pod_mtu,
     };
     if args.dry_run {
         let diff = engine::dry_run(&mut dp, &desired).await?;
+        engine::refuse_blocked(&diff)?;
         report.steps = diff.steps;
         report.conflicts = diff.conflicts;
+        report.kept = diff.kept;
     } else {
         let outcome = engine::converge(&mut dp, &desired).await?;
         report.changes = outcome.changes;
         report.steps = outcome.steps;
         report.conflicts = outcome.conflicts;
+        report.kept = outcome.kept;
     }
     args.output.print(&report, render)
 }
@@ -84,7 +90,12 @@ fn render(r: &ApplyReport) -> String {
         out.push_str(&format!("{n} {verb}\n"));
     }
     out.push_str(&conflicts_text(&r.conflicts));
+    out.push_str(&warnings_text(&r.kept));
     out
+}
+
+pub(super) fn warnings_text(warnings: &[String]) -> String {
+    warnings.iter().map(|w| format!("warning: {w}\n")).collect()
 }
 
 pub(super) fn steps_table(steps: &[Step]) -> String {

@@ -619,10 +619,7 @@ fn cluster(peers: usize, mode: Mode) -> Cluster {
     Cluster {
         nodes,
         plan: Plan::steady(mode, 1),
-        off_subnet: None,
-        mtu: None,
-        vxlan_vni: None,
-        vxlan_port: None,
+        settings: crate::model::Settings::default(),
     }
 }
 

@@ -3,11 +3,11 @@
 
 use serde::Serialize;
 
-use super::apply::steps_table;
+use super::apply::{steps_table, warnings_text};
 use super::{ConfigArgs, Output};
 use crate::dataplane::Dataplane;
 use crate::engine;
-use crate::plan::{Desired, Step};
+use crate::plan::{self, Step};
 use crate::Result;
 
 #[derive(Debug, clap::Args)]
@@ -27,18 +27,22 @@ pub struct CleanupReport {
     pub dry_run: bool,
     pub changes: usize,
     pub steps: Vec<Step>,
+    /// Devices left in place because they carry state that is not ours.
+    pub kept: Vec<String>,
 }
 
 pub async fn run(args: CleanupArgs) -> Result<()> {
     let config = args.config.config(None)?;
+    let nothing = plan::nothing(&config);
     let mut dp = Dataplane::connect(config)?;
-    let nothing = Desired::default();
     let report = if args.dry_run {
         let diff = engine::dry_run(&mut dp, &nothing).await?;
+        engine::refuse_blocked(&diff)?;
         CleanupReport {
             dry_run: true,
             changes: 0,
             steps: diff.steps,
+            kept: diff.kept,
         }
     } else {
         let outcome = engine::converge(&mut dp, &nothing).await?;
@@ -46,13 +50,17 @@ pub async fn run(args: CleanupArgs) -> Result<()> {
             dry_run: false,
             changes: outcome.changes,
             steps: outcome.steps,
+            kept: outcome.kept,
         }
     };
     args.output.print(&report, |r| {
-        if r.steps.is_empty() {
-            return "nothing of podroute's on this host\n".into();
-        }
-        let verb = if r.dry_run { "would remove" } else { "removed" };
-        format!("{}{} {verb}\n", steps_table(&r.steps), r.steps.len())
+        let mut out = if r.steps.is_empty() {
+            "nothing of podroute's on this host\n".to_string()
+        } else {
+            let verb = if r.dry_run { "would remove" } else { "removed" };
+            format!("{}{} {verb}\n", steps_table(&r.steps), r.steps.len())
+        };
+        out.push_str(&warnings_text(&r.kept));
+        out
     })
 }

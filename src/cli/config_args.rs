@@ -3,7 +3,8 @@
 use std::path::PathBuf;
 
 use crate::model::{
-    parse_adopted_protocols, parse_route_protocol, Cluster, Config, Mode, OffSubnet, RpFilter,
+    parse_adopted_protocols, parse_pod_network, parse_route_protocol, Cluster, Config, Mode,
+    OffSubnet, RpFilter,
 };
 use crate::Result;
 
@@ -16,6 +17,11 @@ pub struct ConfigArgs {
     /// what Calico/BIRD left behind. Never kernel, boot or static.
     #[arg(long, env = "PODROUTE_ADOPT_ROUTE_PROTOCOLS")]
     pub adopt_route_protocols: Option<String>,
+    /// The cluster's pod network, e.g. Calico's IP pool `10.244.0.0/16`: routes of
+    /// an adopted protocol are taken over only inside it, inside a node's pod CIDR,
+    /// or through tunl0/vxlan.calico.
+    #[arg(long, env = "PODROUTE_POD_NETWORK", value_name = "CIDR,...")]
+    pub pod_network: Option<String>,
     /// Routing table for pod routes.
     #[arg(long)]
     pub route_table: Option<u32>,
@@ -66,6 +72,9 @@ impl ConfigArgs {
         }
         if let Some(p) = &self.adopt_route_protocols {
             c.adopt_route_protocols = parse_adopted_protocols(p)?;
+        }
+        if let Some(p) = &self.pod_network {
+            c.pod_network = parse_pod_network(p)?;
         }
         set(&mut c.route_table, self.route_table);
         set(&mut c.route_metric, self.route_metric);

@@ -8,7 +8,7 @@ use crate::dataplane::Dataplane;
 use crate::engine;
 use crate::model::{Cluster, Node};
 use crate::plan::{Desired, Uplink};
-use crate::Result;
+use crate::{Error, Result};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct NodeArgs {
@@ -27,15 +27,35 @@ pub struct Host {
 }
 
 impl Host {
-    /// Everything is validated here, before any write.
-    pub async fn load(cluster: &Path, node: &NodeArgs, config: &ConfigArgs) -> Result<Host> {
-        let cluster = Cluster::load(cluster)?;
+    /// Everything is validated here, before any write: a peer this node
+    /// would have to leave out is bad input too.
+    pub async fn load(path: &Path, node: &NodeArgs, config: &ConfigArgs) -> Result<Host> {
+        let cluster = Cluster::load(path)?;
         let config = config.config(Some(&cluster))?;
         let mut dp = Dataplane::connect(config)?;
         let local = engine::local_node(&dp, &cluster, node.node.as_deref())
             .await?
             .clone();
-        let (desired, uplink) = engine::desired_for(&mut dp, &cluster, &local).await?;
+        // Errors about a node's fields name it as the file does.
+        let in_file = |name: &str, field: &str, reason: String| {
+            let i = cluster
+                .nodes
+                .iter()
+                .position(|n| n.name == name)
+                .unwrap_or(0);
+            Error::invalid(format!("{}: nodes[{i}].{field}", path.display()), reason)
+        };
+        let (desired, uplink) = engine::desired_for(&mut dp, &cluster, &local)
+            .await
+            .map_err(|e| match e {
+                Error::Invalid { field, reason } if field.starts_with("podCIDRs") => {
+                    in_file(&local.name, &field, reason)
+                }
+                other => other,
+            })?;
+        if let Some(peer) = desired.excluded.first() {
+            return Err(in_file(&peer.node, "podCIDRs[0]", peer.reason.clone()));
+        }
         Ok(Host {
             dp,
             cluster,

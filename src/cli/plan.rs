@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use super::apply::{conflicts_text, steps_table};
+use super::apply::{conflicts_text, steps_table, warnings_text};
 use super::host::{ClusterArgs, Host};
 use super::{ConfigArgs, Output};
 use crate::engine;
@@ -26,6 +26,8 @@ pub struct PlanReport {
     pub mode: String,
     pub ops: Vec<Step>,
     pub conflicts: Vec<RouteKey>,
+    /// Devices left in place because they carry state that is not ours.
+    pub kept: Vec<String>,
     pub pod_mtu: Option<u32>,
 }
 
@@ -38,11 +40,13 @@ pub async fn run(args: PlanArgs) -> Result<()> {
         ..
     } = Host::load(&args.target.cluster, &args.target.node, &args.config).await?;
     let diff = engine::dry_run(&mut dp, &desired).await?;
+    engine::refuse_blocked(&diff)?;
     let report = PlanReport {
         node: local.name.clone(),
         mode: cluster.plan.route_mode.to_string(),
         ops: diff.steps,
         conflicts: diff.conflicts,
+        kept: diff.kept,
         pod_mtu: desired.pod_mtu,
     };
     args.output.print(&report, |r| {
@@ -58,6 +62,7 @@ pub async fn run(args: PlanArgs) -> Result<()> {
             )
         };
         out.push_str(&conflicts_text(&r.conflicts));
+        out.push_str(&warnings_text(&r.kept));
         out
     })
 }

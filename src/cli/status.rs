@@ -12,7 +12,7 @@ use super::{ConfigArgs, Output};
 use crate::dataplane::{read_sysctl, Dataplane};
 use crate::engine;
 use crate::plan::health::{self, rp_filter_key};
-use crate::plan::{self, Observed, Step, Uplink};
+use crate::plan::{self, ForeignState, Observed, Step, Uplink};
 use crate::Result;
 
 #[derive(Debug, clap::Args)]
@@ -46,7 +46,12 @@ pub struct StatusReport {
     pub uplink: Option<Uplink>,
     pub devices: Vec<Device>,
     pub owned_routes: usize,
+    /// Routes of an adopted protocol that podroute would take over.
     pub adopted_routes: usize,
+    /// What is not podroute's on its devices, by device.
+    pub foreign_state: BTreeMap<String, ForeignState>,
+    /// Devices with podroute's names but another kind: name -> kind.
+    pub foreign_devices: BTreeMap<String, String>,
     pub neighbours: usize,
     pub fdb_entries: usize,
     pub pod_mtu: Option<u32>,
@@ -57,13 +62,17 @@ pub struct StatusReport {
 }
 
 pub async fn run(args: StatusArgs) -> Result<()> {
-    let (mut dp, drift, mut uplink) = match &args.cluster {
+    let (mut dp, drift, mut uplink, adopt) = match &args.cluster {
         Some(path) => {
             let mut host = Host::load(path, &args.node, &args.config).await?;
             let drift = engine::dry_run(&mut host.dp, &host.desired).await?.steps;
-            (host.dp, Some(drift), Some(host.uplink))
+            (host.dp, Some(drift), Some(host.uplink), host.desired.adopt)
         }
-        None => (Dataplane::connect(args.config.config(None)?)?, None, None),
+        None => {
+            let config = args.config.config(None)?;
+            let adopt = plan::nothing(&config).adopt;
+            (Dataplane::connect(config)?, None, None, adopt)
+        }
     };
     let config = dp.config().clone();
     let observed = dp.observe(std::iter::empty()).await?;
@@ -84,19 +93,21 @@ pub async fn run(args: StatusArgs) -> Result<()> {
         sysctls.insert(key, value);
     }
     let warnings = health::warnings(&observed, uplink.as_ref(), &sysctls, &config);
-    let owned = observed
-        .routes
+    let adopted = observed
+        .adoptable
         .values()
-        .filter(|r| r.protocol == config.route_protocol)
+        .filter(|r| adopt.covers(r))
         .count();
     let report = StatusReport {
         mode: health::kernel_mode(&observed, &config),
         devices: devices(&observed),
-        owned_routes: owned,
-        adopted_routes: observed.routes.len() - owned,
+        owned_routes: observed.routes.len(),
+        adopted_routes: adopted,
         neighbours: observed.neighs.len(),
         fdb_entries: observed.fdb.len(),
         pod_mtu: observed.pod_mtu,
+        foreign_state: observed.foreign_state.clone(),
+        foreign_devices: observed.foreign_devices.clone(),
         uplink,
         sysctls,
         drift,

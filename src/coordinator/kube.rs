@@ -38,7 +38,7 @@ use super::machine::{
 use super::metrics::CoordinatorMetrics;
 use super::signals::{self, add_signals, SignalsByNode};
 use crate::store::crd::{ClusterRouting, ClusterRoutingStatus, Condition, CLUSTER_ROUTING_NAME};
-use crate::store::{ClusterStore, KubeStore, Snapshot};
+use crate::store::{events as node_events, ClusterStore, KubeStore, Snapshot};
 use crate::{Error, Result};
 
 /// The Lease's name, in `Options::lease_namespace`.
@@ -102,6 +102,12 @@ pub async fn run(
     let mut next_attempt = Instant::now();
     // The status last written (or read back on becoming leader).
     let mut written: Option<ClusterRoutingStatus> = None;
+    // Nodes left out for bad values, as already told in an Event.
+    let mut announced = std::collections::BTreeMap::new();
+    let reporter = node_events::Reporter {
+        component: COMPONENT.into(),
+        instance: options.identity.clone(),
+    };
     loop {
         if *shutdown.borrow() {
             break;
@@ -159,6 +165,7 @@ pub async fn run(
                     }
                 }
             }
+            announce_invalid_nodes(&store, &reporter, &metrics, &mut announced).await;
         } else {
             // Not the leader: whoever leads writes the status; read it back
             // when (if) we lead again.
@@ -241,6 +248,34 @@ async fn coordinate(
         note_emitted(metrics, event.reason, emitted);
     }
     Ok(())
+}
+
+/// One Warning Event per Node the store leaves out for a value podroute
+/// refuses, naming the field, each time the reason changes. Only the leader
+/// says it, so a cluster hears it once, not once per agent.
+async fn announce_invalid_nodes(
+    store: &KubeStore,
+    reporter: &node_events::Reporter,
+    metrics: &CoordinatorMetrics,
+    announced: &mut std::collections::BTreeMap<String, String>,
+) {
+    let invalid = store.invalid_nodes();
+    for (node, why) in &invalid {
+        if announced.get(node) == Some(why) {
+            continue;
+        }
+        let message = format!("podroute leaves this node out of the cluster: {why}");
+        let emitted = node_events::warn_node(
+            store.events_api(),
+            reporter,
+            node,
+            node_events::REASON_INVALID_NODE,
+            &message,
+        )
+        .await;
+        note_emitted(metrics, node_events::REASON_INVALID_NODE, emitted);
+    }
+    *announced = invalid;
 }
 
 /// A failed Event write does not fail the step: the status already holds
@@ -588,7 +623,7 @@ mod tests {
                 node: Node::parse(
                     "node",
                     name,
-                    Some(&format!("192.0.2.{}", i + 1)),
+                    Some(&format!("10.251.0.{}", i + 1)),
                     &[format!("10.244.{}.0/24", i + 1)],
                 )
                 .expect("a node"),

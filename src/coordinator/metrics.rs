@@ -107,9 +107,9 @@ impl CoordinatorMetrics {
 impl Endpoints for CoordinatorMetrics {
     /// Ready while the API server answers: the PodDisruptionBudget then
     /// keeps a replica that can take over, not one that cannot reach it.
-    fn readiness(&self) -> Result<(), String> {
+    fn readiness(&self) -> Result<String, String> {
         match self.reachable.load(Ordering::SeqCst) {
-            true => Ok(()),
+            true => Ok(String::new()),
             false => Err("the API server did not answer the last Lease call".into()),
         }
     }

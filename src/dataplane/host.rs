@@ -5,14 +5,29 @@ use std::path::Path;
 
 use crate::{Error, Result};
 
+/// Sysctl values and the MTU file are a line of text; anything longer is
+/// not what we are looking for.
+const SMALL_FILE: u64 = 4096;
+
+/// The text of a small regular file; `None` when it does not exist. A
+/// FIFO or device in its place is refused instead of read (`--proc-sys`
+/// and `--mtu-file` are the operator's paths).
+fn read_small(path: &Path, what: &str) -> Result<Option<String>> {
+    match crate::input::read_text(path, what, SMALL_FILE) {
+        Ok(text) => Ok(Some(text)),
+        Err(Error::ReadFile { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            Ok(None)
+        }
+        Err(Error::ReadFile { path, source }) => {
+            Err(Error::io(format!("reading {}", path.display()), source))
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// `None` when the key does not exist (a device not created yet).
 pub fn read_sysctl(proc_sys: &Path, key: &str) -> Result<Option<String>> {
-    let path = proc_sys.join(key);
-    match std::fs::read_to_string(&path) {
-        Ok(text) => Ok(Some(text.trim().to_string())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Error::io(format!("reading {}", path.display()), e)),
-    }
+    Ok(read_small(&proc_sys.join(key), "sysctl")?.map(|text| text.trim().to_string()))
 }
 
 pub fn write_sysctl(proc_sys: &Path, key: &str, value: &str) -> Result<()> {
@@ -47,11 +62,7 @@ pub fn check_proc_sys(proc_sys: &Path) -> Result<()> {
 }
 
 pub fn read_pod_mtu(path: &Path) -> Result<Option<u32>> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => Ok(text.trim().parse().ok()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Error::io(format!("reading {}", path.display()), e)),
-    }
+    Ok(read_small(path, "pod MTU file")?.and_then(|text| text.trim().parse().ok()))
 }
 
 /// Written to a temporary file and renamed, so a CNI plugin never reads half a number.

@@ -33,10 +33,30 @@ pub use links::Link;
 /// busy, few enough that acks never overrun the socket buffer.
 const CONCURRENCY: usize = 64;
 
+/// What the kernel held of ours at the last observe: the source of the
+/// agent's gauges, whatever the pass that read it did next.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Held {
+    pub routes: usize,
+    pub neighbours: usize,
+    pub fdb_entries: usize,
+}
+
+impl Held {
+    fn of(observed: &Observed) -> Held {
+        Held {
+            routes: observed.routes.len(),
+            neighbours: observed.neighs.len(),
+            fdb_entries: observed.fdb.len(),
+        }
+    }
+}
+
 pub struct Dataplane {
     handle: Handle,
     config: Config,
     links: Vec<Link>,
+    held: Option<Held>,
     /// The uplink found by the last `uplink()` lookup.
     pub last_uplink: Option<String>,
     requests: AtomicU64,
@@ -54,6 +74,7 @@ impl Dataplane {
             handle,
             config,
             links: Vec::new(),
+            held: None,
             last_uplink: None,
             requests: AtomicU64::new(0),
         })
@@ -87,13 +108,18 @@ impl Dataplane {
         self.links.iter().find(|l| l.name == name)
     }
 
+    /// What the kernel held of ours at the last observe.
+    pub fn held(&self) -> Option<Held> {
+        self.held
+    }
+
     fn index(&self, name: &str) -> Result<u32> {
-        self.link(name)
-            .map(|l| l.index)
-            .ok_or_else(|| Error::Netns {
-                name: "current".into(),
-                reason: format!("device {name} does not exist"),
-            })
+        self.link(name).map(|l| l.index).ok_or_else(|| {
+            Error::io(
+                format!("writing to device {name}"),
+                std::io::Error::other("it does not exist (gone since the last read)"),
+            )
+        })
     }
 
     /// IPv4 addresses on this host's interfaces.
@@ -166,8 +192,19 @@ impl Dataplane {
         .await?;
 
         let protocol = self.config.route_protocol;
-        for dev in [&self.config.ipip_device, &self.config.vxlan_device] {
+        for (dev, want) in [
+            (&self.config.ipip_device, InfoKind::IpIp),
+            (&self.config.vxlan_device, InfoKind::Vxlan),
+        ] {
             let Some(link) = self.link(dev) else { continue };
+            if link.kind.as_ref() != Some(&want) {
+                let kind = link
+                    .kind
+                    .as_ref()
+                    .map_or("unknown".into(), |k| format!("{k:?}").to_lowercase());
+                observed.foreign_devices.insert(dev.clone(), kind);
+                continue;
+            }
             let (ours, theirs): (Vec<&addresses::Address>, Vec<_>) = addrs
                 .get(&link.index)
                 .into_iter()
@@ -176,17 +213,29 @@ impl Dataplane {
             let ours: BTreeSet<Ipv4Addr> = ours.iter().map(|a| a.network.ip()).collect();
             if !theirs.is_empty() {
                 observed
-                    .foreign_addresses
-                    .insert(dev.clone(), theirs.iter().map(|a| a.network).collect());
+                    .foreign_state
+                    .entry(dev.clone())
+                    .or_default()
+                    .addresses = theirs.iter().map(|a| a.network).collect();
             }
-            if dev == &self.config.ipip_device {
-                observed.ipip = Some(self.ipip_device(link, ours)?);
+            if want == InfoKind::IpIp {
+                observed.ipip = Some(IpipDevice {
+                    name: link.name.clone(),
+                    mtu: link.mtu,
+                    up: link.up,
+                    addresses: ours,
+                });
             } else {
-                observed.vxlan = Some(self.vxlan_device(link, ours, &names)?);
+                observed.vxlan = Some(vxlan_device(link, ours, &names));
             }
         }
 
-        if let Some(vxlan) = self.link(&self.config.vxlan_device).cloned() {
+        if let Some(vxlan) = observed
+            .vxlan
+            .as_ref()
+            .and_then(|v| self.link(&v.name))
+            .cloned()
+        {
             self.count(2);
             let dev = &vxlan.name;
             neighbours::dump_arp(&self.handle, vxlan.index, |ip, mac| {
@@ -207,59 +256,29 @@ impl Dataplane {
                 .insert(key.clone(), host::read_sysctl(&self.config.proc_sys, key)?);
         }
         observed.pod_mtu = host::read_pod_mtu(&self.config.mtu_file)?;
+        self.held = Some(Held::of(&observed));
         Ok(observed)
     }
 
-    /// Ours (our protocol, or an adoptable one) or the key of someone else's.
+    /// Ours (our protocol), adoptable (an adopted protocol; the plan decides),
+    /// or the key of someone else's, noted on our device when it goes through one.
     fn record_route(&self, observed: &mut Observed, route: Route) {
-        let adoptable = route.key.dst.prefix() > 0;
-        if route.protocol == self.config.route_protocol
-            || (adoptable && self.config.is_owned_protocol(route.protocol))
-        {
+        let config = &self.config;
+        if route.protocol == config.route_protocol {
             observed.routes.entry(route.key).or_insert(route);
+        } else if route.key.dst.prefix() > 0 && config.is_owned_protocol(route.protocol) {
+            observed.adoptable.entry(route.key).or_insert(route);
         } else {
+            if route.dev == config.ipip_device || route.dev == config.vxlan_device {
+                observed
+                    .foreign_state
+                    .entry(route.dev.clone())
+                    .or_default()
+                    .routes
+                    .insert(route.key.dst);
+            }
             observed.foreign_routes.insert(route.key);
         }
-    }
-
-    fn ipip_device(&self, link: &Link, addresses: BTreeSet<Ipv4Addr>) -> Result<IpipDevice> {
-        if link.kind != Some(InfoKind::IpIp) {
-            return Err(foreign_device(link, "ipip"));
-        }
-        Ok(IpipDevice {
-            name: link.name.clone(),
-            mtu: link.mtu,
-            up: link.up,
-            addresses,
-        })
-    }
-
-    fn vxlan_device(
-        &self,
-        link: &Link,
-        addresses: BTreeSet<Ipv4Addr>,
-        names: &BTreeMap<u32, String>,
-    ) -> Result<VxlanDevice> {
-        let (Some(InfoKind::Vxlan), Some(attrs)) = (&link.kind, &link.vxlan) else {
-            return Err(foreign_device(link, "vxlan"));
-        };
-        Ok(VxlanDevice {
-            name: link.name.clone(),
-            identity: VxlanIdentity {
-                vni: attrs.vni,
-                port: attrs.port,
-                local: attrs.local.unwrap_or(Ipv4Addr::UNSPECIFIED),
-                link: attrs
-                    .link
-                    .and_then(|i| names.get(&i).cloned())
-                    .unwrap_or_default(),
-                mac: link.mac.unwrap_or(crate::model::Mac([0; 6])),
-                learning: attrs.learning,
-            },
-            mtu: link.mtu,
-            up: link.up,
-            addresses,
-        })
     }
 
     /// Run the steps stage by stage. Within a stage the writes are
@@ -343,7 +362,11 @@ impl Dataplane {
             }
             Op::DelFdb { fdb } => neighbours::del_fdb(h, self.index(&fdb.dev)?, fdb).await?,
             Op::ReplaceRoute { route } => {
-                routes::replace(h, route, self.index(&route.dev)?).await?
+                let oif = match route.dev.as_str() {
+                    "" => None, // unreachable, blackhole: no device
+                    dev => Some(self.index(dev)?),
+                };
+                routes::replace(h, route, oif).await?
             }
             Op::DelRoute { route } => routes::del(h, route).await?,
         }
@@ -357,9 +380,27 @@ fn stages(steps: &[Step]) -> impl Iterator<Item = &[Step]> {
     steps.chunk_by(|a, b| a.op.stage() == b.op.stage())
 }
 
-fn foreign_device(link: &Link, want: &str) -> Error {
-    Error::Foreign(format!(
-        "device {} exists but is not {want} (kind {:?}); it is not ours, so it is left alone",
-        link.name, link.kind
-    ))
+fn vxlan_device(
+    link: &Link,
+    addresses: BTreeSet<Ipv4Addr>,
+    names: &BTreeMap<u32, String>,
+) -> VxlanDevice {
+    let attrs = link.vxlan.clone().unwrap_or_default();
+    VxlanDevice {
+        name: link.name.clone(),
+        identity: VxlanIdentity {
+            vni: attrs.vni,
+            port: attrs.port,
+            local: attrs.local.unwrap_or(Ipv4Addr::UNSPECIFIED),
+            link: attrs
+                .link
+                .and_then(|i| names.get(&i).cloned())
+                .unwrap_or_default(),
+            mac: link.mac.unwrap_or(crate::model::Mac([0; 6])),
+            learning: attrs.learning,
+        },
+        mtu: link.mtu,
+        up: link.up,
+        addresses,
+    }
 }

@@ -113,10 +113,18 @@ fn message(route: &Route, oif: Option<u32>) -> RouteMessage {
     message
 }
 
-pub async fn replace(handle: &Handle, route: &Route, oif: u32) -> Result<()> {
+pub async fn replace(handle: &Handle, route: &Route, oif: Option<u32>) -> Result<()> {
+    let mut message = message(route, oif);
+    message.header.kind = match route.kind {
+        RouteKind::Unicast => RouteType::Unicast,
+        RouteKind::Blackhole => RouteType::BlackHole,
+        RouteKind::Unreachable => RouteType::Unreachable,
+        RouteKind::Prohibit => RouteType::Prohibit,
+        RouteKind::Other(n) => RouteType::from(n),
+    };
     handle
         .route()
-        .add(message(route, Some(oif)))
+        .add(message)
         .replace()
         .execute()
         .await

@@ -6,8 +6,14 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use super::{validate_nodes, Config, Mode, Node, OffSubnet, Plan};
+use super::{validate_nodes, Config, Mode, Node, OffSubnet, Plan, Settings};
+use crate::input::{read_text, MAX_INPUT_BYTES};
 use crate::{Error, Result};
+
+/// Flow collections (`[`, `{`) nested deeper than this are refused before
+/// the YAML parser sees them: its cost grows with the square of the depth
+/// (100 000 nested `[` took 42 s), and a cluster file needs two levels.
+pub const MAX_FLOW_DEPTH: usize = 64;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -51,18 +57,13 @@ struct RawNode {
 pub struct Cluster {
     pub nodes: Vec<Node>,
     pub plan: Plan,
-    pub off_subnet: Option<OffSubnet>,
-    pub mtu: Option<u32>,
-    pub vxlan_vni: Option<u32>,
-    pub vxlan_port: Option<u16>,
+    pub settings: Settings,
 }
 
 impl Cluster {
+    /// Read and validate a cluster file: a regular file of at most 32 MiB.
     pub fn load(path: &Path) -> Result<Cluster> {
-        let text = std::fs::read_to_string(path).map_err(|source| Error::ReadFile {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text = read_text(path, "cluster file", MAX_INPUT_BYTES)?;
         Cluster::parse(&text).map_err(|e| match e {
             Error::Invalid { field, reason } => {
                 Error::invalid(format!("{}: {field}", path.display()), reason)
@@ -72,6 +73,7 @@ impl Cluster {
     }
 
     pub fn parse(text: &str) -> Result<Cluster> {
+        check_flow_depth(text)?;
         let raw: RawCluster = serde_yaml::from_str(text).map_err(|e| {
             let field = e
                 .location()
@@ -92,40 +94,79 @@ impl Cluster {
             nodes.push(Node::parse(&field, &n.name, n.ip.as_deref(), &cidrs)?);
         }
         validate_nodes(&nodes)?;
+        let generation = raw.generation.unwrap_or(1);
+        if generation == 0 {
+            return Err(Error::invalid("generation", "must be 1 or more"));
+        }
         let mut decap = raw.decap.unwrap_or_default();
         decap.insert(raw.mode);
-        let plan = Plan {
-            generation: raw.generation.unwrap_or(1),
-            route_mode: raw.mode,
-            decap,
-        };
-        Ok(Cluster {
-            nodes,
-            plan,
+        let settings = Settings {
             off_subnet: raw.off_subnet,
             mtu: raw.mtu,
             vxlan_vni: raw.vxlan.as_ref().and_then(|v| v.vni),
             vxlan_port: raw.vxlan.as_ref().and_then(|v| v.port),
+        };
+        settings.validate()?;
+        Ok(Cluster {
+            nodes,
+            plan: Plan {
+                generation,
+                route_mode: raw.mode,
+                decap,
+            },
+            settings,
         })
     }
 
     /// Cluster-wide settings win over node-local defaults.
     pub fn apply_to(&self, config: &mut Config) {
-        if let Some(v) = self.off_subnet {
-            config.off_subnet = v;
-        }
-        if let Some(v) = self.mtu {
-            config.mtu = Some(v);
-        }
-        if let Some(v) = self.vxlan_vni {
-            config.vxlan_vni = v;
-        }
-        if let Some(v) = self.vxlan_port {
-            config.vxlan_port = v;
-        }
+        self.settings.apply_to(config);
     }
 
     pub fn node(&self, name: &str) -> Option<&Node> {
         self.nodes.iter().find(|n| n.name == name)
     }
+}
+
+/// Refuses flow collections nested deeper than [`MAX_FLOW_DEPTH`], reading
+/// the text once. Quoted scalars and comments are skipped; a bracket inside a
+/// plain scalar may be over-counted, which only matters past the limit.
+fn check_flow_depth(text: &str) -> Result<()> {
+    let (mut depth, mut line) = (0usize, 1usize);
+    let mut quote: Option<char> = None;
+    let mut previous = '\n';
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (quote, c) {
+            (_, '\n') => line += 1,
+            (Some('\''), '\'') if chars.peek() == Some(&'\'') => {
+                chars.next();
+            }
+            (Some('"'), '\\') => {
+                chars.next_if(|&c| c != '\n');
+            }
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), _) => {}
+            // A quote opens a scalar only at its start (`it's` is plain).
+            (None, '\'' | '"') if previous.is_whitespace() || "[{,".contains(previous) => {
+                quote = Some(c)
+            }
+            (None, '#') if previous.is_whitespace() => {
+                while chars.next_if(|&c| c != '\n').is_some() {}
+            }
+            (None, '[' | '{') => {
+                depth += 1;
+                if depth > MAX_FLOW_DEPTH {
+                    return Err(Error::invalid(
+                        format!("cluster file line {line}"),
+                        format!("collections nested deeper than {MAX_FLOW_DEPTH} levels"),
+                    ));
+                }
+            }
+            (None, ']' | '}') => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        previous = c;
+    }
+    Ok(())
 }

@@ -1,5 +1,6 @@
 use std::path::PathBuf;
 
+use ipnetwork::Ipv4Network;
 use serde::Serialize;
 
 use super::{Mode, OffSubnet, RpFilter};
@@ -17,6 +18,10 @@ pub struct Config {
     pub route_protocol: u8,
     /// Route protocols whose routes are treated as ours (legacy cleanup).
     pub adopt_route_protocols: Vec<u8>,
+    /// The cluster's pod network (Calico's IP pool, the controller manager's
+    /// cluster CIDR): adopted routes are taken over only inside it, inside a
+    /// node's pod CIDR, or on our devices.
+    pub pod_network: Vec<Ipv4Network>,
     pub route_table: u32,
     pub route_metric: u32,
     pub ipip_device: String,
@@ -42,6 +47,7 @@ impl Default for Config {
         Config {
             route_protocol: DEFAULT_ROUTE_PROTOCOL,
             adopt_route_protocols: Vec::new(),
+            pod_network: Vec::new(),
             route_table: MAIN_TABLE,
             route_metric: 0,
             ipip_device: "tunl0".into(),
@@ -103,12 +109,7 @@ impl Config {
                 ),
             ));
         }
-        if self.vxlan_vni == 0 || self.vxlan_vni >= 1 << 24 {
-            return Err(Error::invalid(
-                "vxlan-vni",
-                format!("{} is not in 1..16777215", self.vxlan_vni),
-            ));
-        }
+        super::settings::check_vni("vxlan-vni", self.vxlan_vni)?;
         if self.vxlan_port == 0 {
             return Err(Error::invalid("vxlan-port", "must not be 0"));
         }
@@ -125,12 +126,7 @@ impl Config {
             validate_ifname(field, name)?;
         }
         if let Some(mtu) = self.mtu {
-            if mtu < MIN_MTU {
-                return Err(Error::invalid(
-                    "mtu",
-                    format!("{mtu} is under the IPv4 minimum of {MIN_MTU}"),
-                ));
-            }
+            super::settings::check_mtu("mtu", mtu)?;
         }
         Ok(())
     }
@@ -204,6 +200,36 @@ pub fn parse_adopted_protocols(text: &str) -> Result<Vec<u8>> {
         if !out.contains(&number) {
             out.push(number);
         }
+    }
+    Ok(out)
+}
+
+/// Parse `--pod-network 10.244.0.0/16,10.245.0.0/16`: IPv4 networks without
+/// host bits.
+pub fn parse_pod_network(text: &str) -> Result<Vec<Ipv4Network>> {
+    let field = "pod-network";
+    let mut out = Vec::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let net: Ipv4Network = part
+            .parse()
+            .map_err(|_| Error::invalid(field, format!("{part:?} is not an IPv4 CIDR")))?;
+        if net.ip() != net.network() {
+            return Err(Error::invalid(
+                field,
+                format!(
+                    "{part} has host bits set (network is {}/{})",
+                    net.network(),
+                    net.prefix()
+                ),
+            ));
+        }
+        if net.prefix() == 0 {
+            return Err(Error::invalid(
+                field,
+                "0.0.0.0/0 is everything, not a pod network",
+            ));
+        }
+        out.push(net);
     }
     Ok(out)
 }

@@ -4,11 +4,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
-use crate::model::{Config, Mac, Mode, Node, OffSubnet, Plan, RpFilter, MIN_MTU};
+use crate::model::{address, Config, Mac, Mode, Node, OffSubnet, Plan, RpFilter, MIN_MTU};
 use crate::{Error, Result};
 
 use super::state::{
-    Desired, Fdb, IpipDevice, Neigh, Route, RouteKey, RouteKind, Uplink, VxlanDevice, VxlanIdentity,
+    AdoptScope, Desired, Excluded, Fdb, IpipDevice, Neigh, Route, RouteKey, RouteKind, Uplink,
+    VxlanDevice, VxlanIdentity, LOCAL_UNREACHABLE_METRIC,
 };
 
 /// Everything the planner needs about the node it runs on.
@@ -90,7 +91,26 @@ pub fn desired(inputs: Inputs<'_>) -> Result<Desired> {
         ));
     }
     let mtus = Mtus::new(config, uplink)?;
-    let peers: Vec<&Node> = nodes.iter().filter(|n| n.name != local.name).collect();
+    if let Some(problem) = address::underlay_problem(local.pod_cidr(), uplink.address) {
+        return Err(Error::invalid("podCIDRs[0]", problem));
+    }
+    let mut excluded = Vec::new();
+    let peers: Vec<&Node> = nodes
+        .iter()
+        .filter(|n| n.name != local.name)
+        .filter(
+            |peer| match address::underlay_problem(peer.pod_cidr(), uplink.address) {
+                None => true,
+                Some(reason) => {
+                    excluded.push(Excluded {
+                        node: peer.name.clone(),
+                        reason,
+                    });
+                    false
+                }
+            },
+        )
+        .collect();
     let on_link = |peer: &Node| uplink.address.contains(peer.node_ip);
 
     // Native with `encap` sends to off-subnet peers through a tunnel. Any
@@ -107,6 +127,8 @@ pub fn desired(inputs: Inputs<'_>) -> Result<Desired> {
 
     let mut out = Desired {
         pod_mtu: Some(mtus.pod(&tunnels)),
+        adopt: adopt_scope(config, nodes),
+        excluded,
         ..Desired::default()
     };
     let tunnel_addresses = BTreeSet::from([local.tunnel_ip()]);
@@ -154,10 +176,51 @@ pub fn desired(inputs: Inputs<'_>) -> Result<Desired> {
             let route = peer_route(config, uplink, mtus, mode, peer);
             Some((route.key, route))
         })
+        .chain([local_unreachable(config, local)].map(|r| (r.key, r)))
         .collect();
 
     add_sysctls(&mut out, config, uplink);
     Ok(out)
+}
+
+/// What [`desired`] wants when no plan is in force: nothing of ours, and
+/// adopted routes taken over only within `--pod-network` and our devices.
+pub fn nothing(config: &Config) -> Desired {
+    Desired {
+        adopt: adopt_scope(config, &[]),
+        ..Desired::default()
+    }
+}
+
+fn adopt_scope(config: &Config, nodes: &[Node]) -> AdoptScope {
+    AdoptScope {
+        within: nodes
+            .iter()
+            .map(Node::pod_cidr)
+            .chain(config.pod_network.iter().copied())
+            .collect(),
+        devices: BTreeSet::from([config.ipip_device.clone(), config.vxlan_device.clone()]),
+    }
+}
+
+/// The node's own pod CIDR, unreachable: a packet for an address no pod
+/// holds gets an ICMP error here instead of following the default route
+/// back to an underlay router that routes the CIDR to this node (a loop
+/// until the TTL runs out).
+fn local_unreachable(config: &Config, local: &Node) -> Route {
+    Route {
+        key: RouteKey {
+            table: config.route_table,
+            dst: local.pod_cidr(),
+            metric: LOCAL_UNREACHABLE_METRIC,
+        },
+        kind: RouteKind::Unreachable,
+        via: None,
+        dev: String::new(),
+        onlink: false,
+        mtu: None,
+        protocol: config.route_protocol,
+    }
 }
 
 fn vxlan_neigh(config: &Config, peer: &Node) -> (Ipv4Addr, Neigh) {

@@ -4,14 +4,21 @@
 use std::collections::BTreeSet;
 
 use super::ops::{Op, Stage, Step};
-use super::state::{Desired, IpipDevice, Observed, RouteKey, VxlanDevice};
+use super::state::{Desired, ForeignState, IpipDevice, Observed, RouteKey, VxlanDevice};
 
-/// The result of a diff: the steps, in stage order, and the desired routes
-/// left out because a route that is not ours holds their key.
+/// The result of a diff: the steps, in stage order, the desired routes left
+/// out because a route that is not ours holds their key, and what keeps the
+/// plan from being applied at all.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Diff {
     pub steps: Vec<Step>,
     pub conflicts: Vec<RouteKey>,
+    /// Why the plan cannot be reached without touching what is not ours (a
+    /// device of another kind under our name, a device to recreate that
+    /// carries foreign state). When any, nothing may be written.
+    pub blocked: Vec<String>,
+    /// Devices no longer in play that stay because they carry foreign state.
+    pub kept: Vec<String>,
 }
 
 impl Diff {
@@ -20,20 +27,47 @@ impl Diff {
     }
 }
 
+/// The one rule for our devices: one that carries state that is not ours is
+/// never deleted or recreated. `Some(what)` names that state.
+pub fn foreign_on<'a>(observed: &'a Observed, dev: &str) -> Option<&'a ForeignState> {
+    observed.foreign_state.get(dev).filter(|f| !f.is_empty())
+}
+
 pub fn diff(desired: &Desired, observed: &Observed) -> Diff {
+    let mut out = Diff::default();
     let mut steps = Vec::new();
     let mut push = |op: Op, why: String| steps.push(Step { op, why });
+
+    for (name, want) in [
+        desired.ipip.as_ref().map(|d| (d.name.as_str(), "ipip")),
+        desired.vxlan.as_ref().map(|d| (d.name.as_str(), "vxlan")),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        if let Some(kind) = observed.foreign_devices.get(name) {
+            out.blocked.push(format!(
+                "device {name} exists but is not {want} (kind {kind}); it is not ours, so it is left alone"
+            ));
+        }
+    }
 
     // Devices deleted here take their routes, neighbours and FDB entries
     // with them: those are neither deleted one by one nor trusted as present.
     let mut doomed: BTreeSet<&str> = BTreeSet::new();
 
-    ipip_device(desired.ipip.as_ref(), observed.ipip.as_ref(), &mut push);
-    if let Some(name) = vxlan_device(desired.vxlan.as_ref(), observed.vxlan.as_ref(), &mut push) {
-        doomed.insert(name);
+    ipip_device(desired.ipip.as_ref(), observed, &mut push);
+    match vxlan_device(desired.vxlan.as_ref(), observed, &mut push) {
+        Ok(Some(name)) => {
+            doomed.insert(name);
+        }
+        Ok(None) => {}
+        Err(blocked) => out.blocked.push(blocked),
     }
     if let (None, Some(retired)) = (&desired.vxlan, &observed.vxlan) {
-        doomed.insert(retired.name.as_str());
+        if foreign_on(observed, &retired.name).is_none() {
+            doomed.insert(retired.name.as_str());
+        }
     }
     let alive = |dev: &str| !doomed.contains(dev);
 
@@ -86,11 +120,23 @@ pub fn diff(desired: &Desired, observed: &Observed) -> Diff {
         }
     }
 
-    let mut conflicts = Vec::new();
+    // Routes of an adopted protocol are ours only where the plan's scope
+    // covers them; elsewhere they are someone else's.
+    let adopted = |key: &RouteKey| {
+        observed
+            .adoptable
+            .get(key)
+            .filter(|r| desired.adopt.covers(r))
+    };
+    let owned = |key: &RouteKey| observed.routes.get(key).or_else(|| adopted(key));
+    let foreign = |key: &RouteKey| {
+        observed.foreign_routes.contains(key)
+            || (observed.adoptable.contains_key(key) && adopted(key).is_none())
+    };
     for (key, route) in &desired.routes {
-        match observed.routes.get(key).filter(|r| alive(&r.dev)) {
+        match owned(key).filter(|r| alive(&r.dev)) {
             Some(have) if have == route => {}
-            _ if observed.foreign_routes.contains(key) => conflicts.push(*key),
+            _ if foreign(key) => out.conflicts.push(*key),
             Some(have) if have.protocol != route.protocol => push(
                 Op::ReplaceRoute {
                     route: route.clone(),
@@ -106,8 +152,14 @@ pub fn diff(desired: &Desired, observed: &Observed) -> Diff {
         }
     }
 
-    for (key, route) in &observed.routes {
-        if !desired.routes.contains_key(key) && alive(&route.dev) {
+    let stale = observed.routes.values().chain(
+        observed
+            .adoptable
+            .values()
+            .filter(|r| desired.adopt.covers(r)),
+    );
+    for route in stale {
+        if !desired.routes.contains_key(&route.key) && alive(&route.dev) {
             push(
                 Op::DelRoute {
                     route: route.clone(),
@@ -132,14 +184,15 @@ pub fn diff(desired: &Desired, observed: &Observed) -> Diff {
         }
     }
 
-    retire(desired, observed, &mut push);
+    retire(desired, observed, &mut push, &mut out.kept);
 
     // Steps are pushed nearly in stage order; a stable sort of a large
     // diff would allocate a scratch copy of it, so sort only when needed.
     if !steps.is_sorted_by_key(|s| s.op.stage()) {
         steps.sort_by_key(|s| s.op.stage());
     }
-    Diff { steps, conflicts }
+    out.steps = steps;
+    out
 }
 
 /// The device a per-device sysctl (`net/ipv4/conf/<dev>/...`) belongs to.
@@ -151,13 +204,9 @@ fn missing_or_differs(present: bool) -> String {
     if present { "differs" } else { "missing" }.into()
 }
 
-fn ipip_device(
-    want: Option<&IpipDevice>,
-    have: Option<&IpipDevice>,
-    push: &mut impl FnMut(Op, String),
-) {
+fn ipip_device(want: Option<&IpipDevice>, observed: &Observed, push: &mut impl FnMut(Op, String)) {
     let Some(want) = want else { return };
-    let have = match have {
+    let have = match &observed.ipip {
         Some(have) => have.clone(),
         None => {
             push(
@@ -175,26 +224,36 @@ fn ipip_device(
         }
     };
     link_attrs(&want.name, want.mtu, want.up, have.mtu, have.up, push);
-    addresses(&want.name, &want.addresses, &have.addresses, push);
+    let foreign = foreign_on(observed, &want.name);
+    addresses(&want.name, &want.addresses, &have.addresses, foreign, push);
 }
 
-/// Returns the name of the device when it is deleted to be created again.
+/// The name of the device when it is deleted to be created again, or why it
+/// cannot be (it carries state that is not ours).
 fn vxlan_device<'a>(
     want: Option<&'a VxlanDevice>,
-    have: Option<&VxlanDevice>,
+    observed: &Observed,
     push: &mut impl FnMut(Op, String),
-) -> Option<&'a str> {
-    let want = want?;
+) -> Result<Option<&'a str>, String> {
+    let Some(want) = want else { return Ok(None) };
     let mut doomed = None;
-    let have = match have {
+    let have = match &observed.vxlan {
         Some(have) if have.identity == want.identity => Some(have),
         Some(have) => {
+            let change = identity_change(have, want);
+            if let Some(foreign) = foreign_on(observed, &want.name) {
+                return Err(format!(
+                    "{} would have to be recreated ({change}) but carries state that is not ours \
+                     ({foreign}); remove that state or the device by hand",
+                    want.name
+                ));
+            }
             push(
                 Op::DeleteLink {
                     name: want.name.clone(),
                     stage: Stage::Links,
                 },
-                format!("recreate: {}", identity_change(have, want)),
+                format!("recreate: {change}"),
             );
             doomed = Some(want.name.as_str());
             None
@@ -204,7 +263,8 @@ fn vxlan_device<'a>(
     match have {
         Some(have) => {
             link_attrs(&want.name, want.mtu, want.up, have.mtu, have.up, push);
-            addresses(&want.name, &want.addresses, &have.addresses, push);
+            let foreign = foreign_on(observed, &want.name);
+            addresses(&want.name, &want.addresses, &have.addresses, foreign, push);
         }
         None => {
             push(
@@ -213,10 +273,10 @@ fn vxlan_device<'a>(
                 },
                 "vxlan in play".into(),
             );
-            addresses(&want.name, &want.addresses, &BTreeSet::new(), push);
+            addresses(&want.name, &want.addresses, &BTreeSet::new(), None, push);
         }
     }
-    doomed
+    Ok(doomed)
 }
 
 fn identity_change(have: &VxlanDevice, want: &VxlanDevice) -> String {
@@ -265,13 +325,20 @@ fn link_attrs(
     }
 }
 
+/// Our tunnel addresses on `dev`. One someone else already put there (an
+/// address without our protocol, as every address is on kernels before
+/// 5.18) serves: it is neither added again nor removed.
 fn addresses(
     dev: &str,
     want: &BTreeSet<std::net::Ipv4Addr>,
     have: &BTreeSet<std::net::Ipv4Addr>,
+    foreign: Option<&ForeignState>,
     push: &mut impl FnMut(Op, String),
 ) {
-    for ip in want.difference(have) {
+    let served = |ip: &std::net::Ipv4Addr| {
+        foreign.is_some_and(|f| f.addresses.iter().any(|a| a.ip() == *ip))
+    };
+    for ip in want.difference(have).filter(|ip| !served(ip)) {
         push(
             Op::AddAddress {
                 dev: dev.into(),
@@ -292,43 +359,69 @@ fn addresses(
     }
 }
 
-/// Tunnel devices of modes no longer in play: the VXLAN device is deleted;
-/// the ipip fallback device cannot be, so it loses our addresses and goes
-/// down (unless someone else still has an address on it).
-fn retire(desired: &Desired, observed: &Observed, push: &mut impl FnMut(Op, String)) {
+/// Tunnel devices of modes no longer in play. One rule for both: a device
+/// that carries state that is not ours keeps that state and stays up; only
+/// our addresses (and, through the stale steps, our routes, neighbours and
+/// FDB entries) go. Otherwise the VXLAN device is deleted; the ipip fallback
+/// device cannot be, so it loses our addresses and goes down.
+fn retire(
+    desired: &Desired,
+    observed: &Observed,
+    push: &mut impl FnMut(Op, String),
+    kept: &mut Vec<String>,
+) {
     if let (None, Some(have)) = (&desired.vxlan, &observed.vxlan) {
-        push(
-            Op::DeleteLink {
-                name: have.name.clone(),
-                stage: Stage::Retire,
-            },
-            "vxlan no longer in play".into(),
-        );
-    }
-    if let (None, Some(have)) = (&desired.ipip, &observed.ipip) {
-        for ip in &have.addresses {
-            push(
-                Op::DelAddress {
-                    dev: have.name.clone(),
-                    ip: *ip,
+        match foreign_on(observed, &have.name) {
+            None => push(
+                Op::DeleteLink {
+                    name: have.name.clone(),
                     stage: Stage::Retire,
                 },
-                "ipip no longer in play".into(),
-            );
+                "vxlan no longer in play".into(),
+            ),
+            Some(foreign) => {
+                retire_addresses(&have.name, &have.addresses, "vxlan no longer in play", push);
+                kept.push(kept_note(&have.name, foreign));
+            }
         }
-        let shared = observed
-            .foreign_addresses
-            .get(&have.name)
-            .is_some_and(|a| !a.is_empty());
-        if have.up && !shared {
-            push(
+    }
+    if let (None, Some(have)) = (&desired.ipip, &observed.ipip) {
+        retire_addresses(&have.name, &have.addresses, "ipip no longer in play", push);
+        match foreign_on(observed, &have.name) {
+            _ if !have.up => {}
+            None => push(
                 Op::SetDown {
                     dev: have.name.clone(),
                 },
                 "ipip no longer in play".into(),
-            );
+            ),
+            Some(foreign) => kept.push(kept_note(&have.name, foreign)),
         }
     }
+}
+
+fn retire_addresses(
+    dev: &str,
+    addresses: &BTreeSet<std::net::Ipv4Addr>,
+    why: &str,
+    push: &mut impl FnMut(Op, String),
+) {
+    for ip in addresses {
+        push(
+            Op::DelAddress {
+                dev: dev.into(),
+                ip: *ip,
+                stage: Stage::Retire,
+            },
+            why.into(),
+        );
+    }
+}
+
+fn kept_note(dev: &str, foreign: &ForeignState) -> String {
+    format!(
+        "{dev} is no longer in play but stays up: it carries state that is not ours ({foreign})"
+    )
 }
 
 #[cfg(test)]

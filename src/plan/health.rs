@@ -4,14 +4,15 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::model::{Config, Mode};
 
-use super::state::{IpipDevice, Observed, Uplink};
+use super::diff::foreign_on;
+use super::state::{IpipDevice, Observed, RouteKind, Uplink};
 
 /// The mode(s) our routes use now: `vxlan`, `native`, `ipip+native`, or `none`.
 pub fn kernel_mode(observed: &Observed, config: &Config) -> String {
     let modes: BTreeSet<Mode> = observed
         .routes
         .values()
-        .filter(|r| r.protocol == config.route_protocol)
+        .filter(|r| r.protocol == config.route_protocol && r.kind == RouteKind::Unicast)
         .map(|r| route_mode(&r.dev, config))
         .collect();
     if modes.is_empty() {
@@ -73,6 +74,19 @@ pub fn warnings(
             .flatten()
             .and_then(|v| v.parse().ok())
     };
+    for (dev, kind) in &observed.foreign_devices {
+        out.push(format!(
+            "{dev} is a {kind} device, not podroute's: it is left alone, and the mode it is named for cannot run here"
+        ));
+    }
+    for dev in observed.foreign_state.keys() {
+        if let Some(foreign) = foreign_on(observed, dev) {
+            out.push(format!(
+                "{dev} carries state that is not podroute's ({foreign}): podroute never deletes or \
+                 recreates it, and removes only its own addresses, routes, neighbours and FDB entries from it"
+            ));
+        }
+    }
     let has_routes = !observed.routes.is_empty();
     if has_routes && value("net/ipv4/ip_forward") != Some(1) {
         out.push("net.ipv4.ip_forward is not 1: this node does not forward pod traffic".into());

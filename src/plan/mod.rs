@@ -7,10 +7,10 @@ mod ops;
 pub mod simulate;
 mod state;
 
-pub use desired::{desired, Inputs, Mtus};
+pub use desired::{desired, nothing, Inputs, Mtus};
 pub use diff::{diff, Diff};
 pub use ops::{sysctl_name, Op, Stage, Step};
 pub use state::{
-    Desired, Fdb, IpipDevice, Neigh, Observed, Route, RouteKey, RouteKind, Uplink, VxlanDevice,
-    VxlanIdentity,
+    AdoptScope, Desired, Excluded, Fdb, ForeignState, IpipDevice, Neigh, Observed, Route, RouteKey,
+    RouteKind, Uplink, VxlanDevice, VxlanIdentity, LOCAL_UNREACHABLE_METRIC,
 };

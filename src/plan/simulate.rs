@@ -42,6 +42,7 @@ pub fn apply(observed: &mut Observed, op: &Op) {
             with_link(observed, dev, |_, up, _| *up = false);
             // The kernel flushes routes through a device that goes down.
             observed.routes.retain(|_, r| &r.dev != dev);
+            observed.adoptable.retain(|_, r| &r.dev != dev);
         }
         Op::AddAddress { dev, ip } => with_link(observed, dev, |_, _, a| {
             a.insert(*ip);
@@ -69,10 +70,19 @@ pub fn apply(observed: &mut Observed, op: &Op) {
         Op::ReplaceRoute { route } => {
             // A replace would also overwrite a foreign route with this key.
             observed.foreign_routes.remove(&route.key);
+            observed.adoptable.remove(&route.key);
             observed.routes.insert(route.key, route.clone());
         }
         Op::DelRoute { route } => {
-            observed.routes.remove(&route.key);
+            // The kernel matches the protocol: only that route goes.
+            for routes in [&mut observed.routes, &mut observed.adoptable] {
+                if routes
+                    .get(&route.key)
+                    .is_some_and(|r| r.protocol == route.protocol)
+                {
+                    routes.remove(&route.key);
+                }
+            }
         }
     }
 }
@@ -91,9 +101,10 @@ fn with_link(
 
 fn forget_device(observed: &mut Observed, dev: &str) {
     observed.routes.retain(|_, r| r.dev != dev);
+    observed.adoptable.retain(|_, r| r.dev != dev);
     observed.neighs.retain(|_, n| n.dev != dev);
     observed.fdb.retain(|_, f| f.dev != dev);
-    observed.foreign_addresses.remove(dev);
+    observed.foreign_state.remove(dev);
     observed
         .sysctls
         .retain(|k, _| sysctl_device(k) != Some(dev));

@@ -50,6 +50,12 @@ pub struct VxlanDevice {
     pub addresses: BTreeSet<Ipv4Addr>,
 }
 
+/// The metric of the route that makes the node's own pod CIDR unreachable:
+/// the lowest priority there is, so any other route for the same CIDR (a
+/// bridge CNI's connected route, metric 0) wins, and more specific pod routes
+/// win by prefix length.
+pub const LOCAL_UNREACHABLE_METRIC: u32 = u32::MAX;
+
 /// A route is identified in the kernel by table, destination and metric.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub struct RouteKey {
@@ -98,6 +104,59 @@ pub struct Fdb {
     pub dst: Ipv4Addr,
 }
 
+/// Which routes of an adopted protocol (`--adopt-route-protocols`) become
+/// ours: those inside the cluster's pod network (every node's pod CIDR and
+/// `--pod-network`) or through one of our devices. Everything else of that
+/// protocol (a BIRD route to an unrelated network) stays someone else's.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct AdoptScope {
+    pub within: Vec<Ipv4Network>,
+    pub devices: BTreeSet<String>,
+}
+
+impl AdoptScope {
+    pub fn covers(&self, route: &Route) -> bool {
+        self.devices.contains(&route.dev)
+            || self.within.iter().any(|net| {
+                net.prefix() <= route.key.dst.prefix() && net.contains(route.key.dst.network())
+            })
+    }
+}
+
+/// A peer this node does not route, and why (its pod CIDR would take
+/// addresses from this node's underlay subnet).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Excluded {
+    pub node: String,
+    pub reason: String,
+}
+
+/// State that is not ours on one of our devices. While a device carries
+/// any, it is never deleted or recreated (that would take this state with
+/// it): retiring it removes only what is ours.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ForeignState {
+    /// Addresses without our IFA_PROTO.
+    pub addresses: BTreeSet<Ipv4Network>,
+    /// Destinations of routes in our table through the device that are not ours.
+    pub routes: BTreeSet<Ipv4Network>,
+}
+
+impl ForeignState {
+    pub fn is_empty(&self) -> bool {
+        self.addresses.is_empty() && self.routes.is_empty()
+    }
+}
+
+impl std::fmt::Display for ForeignState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let addresses = self.addresses.iter().map(|a| format!("address {a}"));
+        let routes = self.routes.iter().map(|r| format!("route {r}"));
+        let all: Vec<String> = addresses.chain(routes).collect();
+        f.write_str(&all.join(", "))
+    }
+}
+
 /// What the kernel must hold. Devices that are `None` are retired.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Desired {
@@ -110,6 +169,10 @@ pub struct Desired {
     pub sysctls: BTreeMap<String, String>,
     /// `None`: the MTU file is not ours to keep (cleanup removes it).
     pub pod_mtu: Option<u32>,
+    /// Routes of an adopted protocol that become ours.
+    pub adopt: AdoptScope,
+    /// Peers left out by this node (not routed), with why.
+    pub excluded: Vec<Excluded>,
 }
 
 /// Only what is ours, plus what we must know to never touch what is not.
@@ -118,12 +181,18 @@ pub struct Observed {
     /// The ipip device, when it exists. `None` also when the kernel has no ipip.
     pub ipip: Option<IpipDevice>,
     pub vxlan: Option<VxlanDevice>,
-    /// Routes with our protocol or an adopted one.
+    /// Routes with our protocol.
     pub routes: BTreeMap<RouteKey, Route>,
+    /// Routes of an adopted protocol: ours where the plan's [`AdoptScope`]
+    /// covers them, else someone else's.
+    pub adoptable: BTreeMap<RouteKey, Route>,
     /// Keys of routes that belong to someone else: never replaced.
     pub foreign_routes: BTreeSet<RouteKey>,
-    /// Addresses on our devices that are not ours (never touched), by device.
-    pub foreign_addresses: BTreeMap<String, BTreeSet<Ipv4Network>>,
+    /// What is not ours on our devices (never touched), by device.
+    pub foreign_state: BTreeMap<String, ForeignState>,
+    /// Devices with one of our names but another kind: not ours, never
+    /// touched. Name -> kind.
+    pub foreign_devices: BTreeMap<String, String>,
     pub neighs: BTreeMap<Ipv4Addr, Neigh>,
     pub fdb: BTreeMap<Mac, Fdb>,
     /// Current values of the sysctls the plan cares about (`None`: absent).

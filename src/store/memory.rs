@@ -13,6 +13,15 @@ use crate::{Error, Result};
 pub struct MemoryStore {
     tx: watch::Sender<Option<Arc<Snapshot>>>,
     report_writes: AtomicU64,
+    events: std::sync::Mutex<Vec<NodeEvent>>,
+}
+
+/// An event a store was asked to record about a node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeEvent {
+    pub node: String,
+    pub reason: String,
+    pub message: String,
 }
 
 impl Default for MemoryStore {
@@ -26,6 +35,7 @@ impl MemoryStore {
         MemoryStore {
             tx: watch::Sender::new(Some(Arc::new(initial))),
             report_writes: AtomicU64::new(0),
+            events: std::sync::Mutex::new(Vec::new()),
         }
     }
 
@@ -37,6 +47,25 @@ impl MemoryStore {
     /// store would have made).
     pub fn report_writes(&self) -> u64 {
         self.report_writes.load(Ordering::SeqCst)
+    }
+
+    /// Events recorded so far (what a real store would have sent).
+    pub fn events(&self) -> Vec<NodeEvent> {
+        self.events
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Overwrite a node's report as another writer would (tests).
+    pub fn overwrite_report(&self, node: &str, report: NodeReport) {
+        self.update(|s| match s.nodes.iter_mut().find(|n| n.node.name == node) {
+            Some(n) if n.report != report => {
+                n.report = report;
+                true
+            }
+            _ => false,
+        });
     }
 
     fn update(&self, f: impl FnOnce(&mut Snapshot) -> bool) {
@@ -140,8 +169,13 @@ impl ClusterStore for MemoryStore {
                     return false;
                 };
                 known = true;
-                wrote = n.report != *report;
-                n.report = report.clone();
+                // As on a Node: no network report leaves the condition alone.
+                let next = NodeReport {
+                    applied: report.applied,
+                    network: report.network.clone().or_else(|| n.report.network.clone()),
+                };
+                wrote = n.report != next;
+                n.report = next;
                 wrote
             });
             if !known {
@@ -155,5 +189,22 @@ impl ClusterStore for MemoryStore {
             }
             Ok(())
         })
+    }
+
+    fn warn_event<'a>(
+        &'a self,
+        node: &'a str,
+        reason: &'a str,
+        message: &'a str,
+    ) -> BoxFuture<'a, Result<()>> {
+        self.events
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(NodeEvent {
+                node: node.into(),
+                reason: reason.into(),
+                message: message.into(),
+            });
+        Box::pin(async { Ok(()) })
     }
 }

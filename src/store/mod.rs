@@ -17,12 +17,11 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use tokio::sync::watch;
 
-pub use self::kube::{KubeStore, APPLIED_ANNOTATION, NODE_PAGE_SIZE};
+pub use self::kube::{events, KubeStore, APPLIED_ANNOTATION, NODE_PAGE_SIZE};
+pub use crate::model::Settings;
 pub use file::FileStore;
-pub use memory::MemoryStore;
-pub use types::{
-    Applied, Network, NodeReport, NodeState, Settings, Snapshot, REASON_ROUTE_CREATED,
-};
+pub use memory::{MemoryStore, NodeEvent};
+pub use types::{Applied, Network, NodeReport, NodeState, Snapshot, REASON_ROUTE_CREATED};
 
 use crate::Result;
 
@@ -33,6 +32,19 @@ pub trait ClusterStore: Send + Sync + 'static {
     fn subscribe(&self) -> watch::Receiver<Option<Arc<Snapshot>>>;
 
     /// Record what `node` holds. Writing the same report again changes
-    /// nothing and costs no write.
+    /// nothing and costs no write. `network: None` leaves the node's
+    /// condition as it is.
     fn report<'a>(&'a self, node: &'a str, report: &'a NodeReport) -> BoxFuture<'a, Result<()>>;
+
+    /// Tell operators something is wrong with `node` (a Warning Event on the
+    /// Node in Kubernetes). Stores without such a channel only log it.
+    fn warn_event<'a>(
+        &'a self,
+        node: &'a str,
+        reason: &'a str,
+        message: &'a str,
+    ) -> BoxFuture<'a, Result<()>> {
+        tracing::warn!(%node, %reason, "{message}");
+        Box::pin(async { Ok(()) })
+    }
 }

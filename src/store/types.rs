@@ -5,7 +5,7 @@ use std::str::FromStr;
 
 use serde::Serialize;
 
-use crate::model::{Cluster, Mode, Node, OffSubnet, Plan};
+use crate::model::{Cluster, Mode, Node, Plan, Settings};
 use crate::Error;
 
 /// A plan that a node holds in its kernel, verified by reading it back.
@@ -67,13 +67,10 @@ pub struct NodeState {
     pub report: NodeReport,
 }
 
-/// Cluster-wide settings (ClusterRouting spec, or the cluster file).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct Settings {
-    pub off_subnet: Option<OffSubnet>,
-    pub mtu: Option<u32>,
-    pub vxlan_vni: Option<u32>,
-    pub vxlan_port: Option<u16>,
+impl AsRef<Node> for NodeState {
+    fn as_ref(&self) -> &Node {
+        &self.node
+    }
 }
 
 /// Everything a store knows at one moment.
@@ -101,12 +98,7 @@ impl Snapshot {
                 })
                 .collect(),
             plan: Some(cluster.plan.clone()),
-            settings: Settings {
-                off_subnet: cluster.off_subnet,
-                mtu: cluster.mtu,
-                vxlan_vni: cluster.vxlan_vni,
-                vxlan_port: cluster.vxlan_port,
-            },
+            settings: cluster.settings.clone(),
         }
     }
 
@@ -115,10 +107,7 @@ impl Snapshot {
         Some(Cluster {
             nodes: self.nodes.iter().map(|n| n.node.clone()).collect(),
             plan: self.plan.clone()?,
-            off_subnet: self.settings.off_subnet,
-            mtu: self.settings.mtu,
-            vxlan_vni: self.settings.vxlan_vni,
-            vxlan_port: self.settings.vxlan_port,
+            settings: self.settings.clone(),
         })
     }
 

@@ -13,6 +13,7 @@
 //! the Node shows, and applies the API server's answer to the store at once,
 //! so the same report again is no write, even before the watch catches up.
 
+pub mod events;
 mod patch;
 mod state;
 mod view;
@@ -22,6 +23,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use futures::future::BoxFuture;
 use futures::StreamExt;
+use k8s_openapi::api::core::v1::Event as CoreEvent;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
@@ -49,6 +51,7 @@ pub const NODE_PAGE_SIZE: u32 = 100;
 pub struct KubeStore {
     shared: Arc<Shared>,
     nodes: Api<NodeView>,
+    events: Api<CoreEvent>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -92,6 +95,7 @@ impl KubeStore {
             tx: watch::Sender::new(None),
         });
         let nodes: Api<NodeView> = Api::all(client.clone());
+        let events = Api::namespaced(client.clone(), events::EVENTS_NAMESPACE);
         let routings: Api<RoutingView> = Api::all(client);
         let tasks = vec![
             runtime.spawn(follow_nodes(nodes.clone(), shared.clone())),
@@ -100,6 +104,7 @@ impl KubeStore {
         Ok(KubeStore {
             shared,
             nodes,
+            events,
             tasks,
         })
     }
@@ -115,6 +120,17 @@ impl KubeStore {
     /// account): for the coordinator and the CLI, which need more than Nodes.
     pub async fn client(kubeconfig: Option<&Path>) -> Result<Client> {
         client(kubeconfig).await
+    }
+
+    /// Nodes left out for values podroute refuses (not those merely not
+    /// routable yet): name -> `field: reason`.
+    pub fn invalid_nodes(&self) -> std::collections::BTreeMap<String, String> {
+        self.shared.lock().invalid_nodes()
+    }
+
+    /// The API for the Events this store's user records (namespace `default`).
+    pub fn events_api(&self) -> &Api<CoreEvent> {
+        &self.events
     }
 
     async fn patch_node(
@@ -178,11 +194,40 @@ impl ClusterStore for KubeStore {
             Ok(())
         })
     }
+
+    fn warn_event<'a>(
+        &'a self,
+        node: &'a str,
+        reason: &'a str,
+        message: &'a str,
+    ) -> BoxFuture<'a, Result<()>> {
+        let reporter = events::Reporter {
+            component: "podroute-agent".into(),
+            instance: node.into(),
+        };
+        Box::pin(
+            async move { events::warn_node(&self.events, &reporter, node, reason, message).await },
+        )
+    }
+}
+
+/// A kubeconfig is read only when it is a regular file of sane size (a FIFO
+/// would block, /dev/zero fill memory): checked here, then read by kube,
+/// which also resolves the paths inside it.
+fn check_kubeconfig(path: &Path) -> Result<()> {
+    crate::input::read_text(path, "kubeconfig", crate::input::MAX_INPUT_BYTES).map(drop)
 }
 
 async fn client(kubeconfig: Option<&Path>) -> Result<Client> {
+    if kubeconfig.is_none() {
+        let listed = std::env::var_os("KUBECONFIG").unwrap_or_default();
+        for path in std::env::split_paths(&listed).filter(|p| p.exists()) {
+            check_kubeconfig(&path)?;
+        }
+    }
     let config = match kubeconfig {
         Some(path) => {
+            check_kubeconfig(path)?;
             let file = Kubeconfig::read_from(path).map_err(|e| {
                 Error::invalid(format!("kubeconfig {}", path.display()), e.to_string())
             })?;

@@ -65,7 +65,7 @@ mod tests {
 
     fn facts(report: NodeReport, network_status: CondStatus) -> NodeFacts {
         NodeFacts {
-            node: Err("-".into()),
+            node: Err(super::super::view::LeftOut::Pending("-".into())),
             ready: true,
             report,
             network_status,

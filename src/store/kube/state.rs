@@ -1,12 +1,10 @@
 //! The store's memory: one small record per Node, the ClusterRouting view,
 //! and the snapshot built from them. Pure: no I/O, no clock.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::net::Ipv4Addr;
-use std::ops::Bound;
+use std::collections::{BTreeMap, HashMap};
 
-use super::view::{NodeFacts, NodeView, RoutingView};
-use crate::model::{Node, Plan};
+use super::view::{node_field, LeftOut, NodeFacts, NodeView, RoutingView};
+use crate::model::{cross_node_conflicts, Plan};
 use crate::store::{NodeState, Settings, Snapshot};
 
 /// Where a node version comes from.
@@ -34,7 +32,7 @@ pub struct State {
     settings: Settings,
     routing_synced: bool,
     /// Nodes left out by the cross-node checks, with why (logged once).
-    conflicts: HashMap<String, String>,
+    conflicts: HashMap<String, LeftOut>,
 }
 
 impl State {
@@ -136,32 +134,58 @@ impl State {
         self.nodes.get(name).map(|r| &r.facts)
     }
 
+    /// Nodes left out for values podroute refuses (not the ones that are
+    /// merely not routable yet): name -> `field: reason`, as of the last
+    /// snapshot.
+    pub fn invalid_nodes(&self) -> BTreeMap<String, String> {
+        let per_node = self
+            .nodes
+            .iter()
+            .filter_map(|(name, r)| match &r.facts.node {
+                Err(why @ LeftOut::Invalid { .. }) => Some((name.clone(), why.to_string())),
+                _ => None,
+            });
+        let cross = self
+            .conflicts
+            .iter()
+            .map(|(name, why)| (name.clone(), why.to_string()));
+        per_node.chain(cross).collect()
+    }
+
     /// `None` until both watches have listed once.
     pub fn snapshot(&mut self) -> Option<Snapshot> {
         if !(self.nodes_synced && self.routing_synced) {
             return None;
         }
-        let candidates: Vec<(&Node, &NodeFacts)> = self
+        let mut nodes: Vec<NodeState> = self
             .nodes
             .values()
-            .filter_map(|r| r.facts.node.as_ref().ok().map(|n| (n, &r.facts)))
+            .filter_map(|r| {
+                let node = r.facts.node.as_ref().ok()?;
+                Some(NodeState {
+                    node: node.clone(),
+                    ready: r.facts.ready,
+                    report: r.facts.report.clone(),
+                })
+            })
             .collect();
-        let (keep, conflicts) = cross_node_checks(candidates.iter().map(|(n, _)| *n));
+        let mut conflicts = HashMap::new();
+        let mut keep = vec![true; nodes.len()];
+        for c in cross_node_conflicts(&nodes) {
+            keep[c.index] = false;
+            let why = LeftOut::Invalid {
+                field: node_field(c.field),
+                reason: c.reason,
+            };
+            conflicts.insert(nodes[c.index].node.name.clone(), why);
+        }
         for (name, why) in &conflicts {
             if self.conflicts.get(name) != Some(why) {
                 tracing::warn!(node = %name, "left out of the cluster: {why}");
             }
         }
-        let nodes = candidates
-            .iter()
-            .zip(keep)
-            .filter(|(_, keep)| *keep)
-            .map(|((node, facts), _)| NodeState {
-                node: (*node).clone(),
-                ready: facts.ready,
-                report: facts.report.clone(),
-            })
-            .collect();
+        let mut keep = keep.into_iter();
+        nodes.retain(|_| keep.next().unwrap_or(true));
         self.conflicts = conflicts;
         Some(Snapshot {
             nodes,
@@ -172,65 +196,17 @@ impl State {
 }
 
 fn note_excluded(name: &str, new: &NodeFacts, old: Option<&NodeFacts>) {
-    if let Err(why) = &new.node {
-        if old.map(|o| &o.node) != Some(&new.node) {
-            // A new node has no pod CIDR for a few seconds: not worth more than debug.
-            tracing::debug!(node = %name, "not in the cluster (yet): {why}");
-        }
+    if old.map(|o| &o.node) == Some(&new.node) {
+        return;
     }
-}
-
-/// The cross-node rules of the cluster file (`validate_nodes`), applied by
-/// leaving nodes out instead of failing: in name order, a node is left out
-/// when its IP is taken, its pod CIDR overlaps one already kept, or its pod
-/// CIDR contains any node's IP (routing it would cut that node off).
-/// O(n log n). Returns a keep flag per node and the reasons.
-fn cross_node_checks<'a>(
-    nodes: impl Iterator<Item = &'a Node> + Clone,
-) -> (Vec<bool>, HashMap<String, String>) {
-    let ips: BTreeSet<u32> = nodes.clone().map(|n| u32::from(n.node_ip)).collect();
-    let mut taken_ips: HashMap<Ipv4Addr, &str> = HashMap::new();
-    // start -> (end, name); kept CIDRs are disjoint
-    let mut cidrs: BTreeMap<u32, (u32, &str)> = BTreeMap::new();
-    let mut keep = Vec::new();
-    let mut conflicts = HashMap::new();
-    for node in nodes {
-        let cidr = node.pod_cidr();
-        let (start, end) = (u32::from(cidr.network()), u32::from(cidr.broadcast()));
-        let overlapping = cidrs
-            .range(..=end)
-            .next_back()
-            .filter(|(_, (other_end, _))| *other_end >= start);
-        let swallowed = ips
-            .range((Bound::Included(start), Bound::Included(end)))
-            .next();
-        let why = match (taken_ips.get(&node.node_ip), overlapping, swallowed) {
-            (Some(other), _, _) => Some(format!(
-                "node IP {} is also the IP of {other}",
-                node.node_ip
-            )),
-            (_, Some((_, (_, other))), _) => {
-                Some(format!("pod CIDR {cidr} overlaps the pod CIDR of {other}"))
-            }
-            (_, _, Some(ip)) => Some(format!(
-                "pod CIDR {cidr} contains the node IP {}",
-                Ipv4Addr::from(*ip)
-            )),
-            (None, None, None) => None,
-        };
-        match why {
-            Some(why) => {
-                conflicts.insert(node.name.clone(), why);
-                keep.push(false);
-            }
-            None => {
-                taken_ips.insert(node.node_ip, &node.name);
-                cidrs.insert(start, (end, &node.name));
-                keep.push(true);
-            }
+    match &new.node {
+        Ok(_) => {}
+        // A new node has no pod CIDR for a few seconds: not worth more than debug.
+        Err(why @ LeftOut::Pending(_)) => {
+            tracing::debug!(node = %name, "not in the cluster (yet): {why}")
         }
+        Err(why) => tracing::warn!(node = %name, "left out of the cluster: {why}"),
     }
-    (keep, conflicts)
 }
 
 #[cfg(test)]
@@ -270,7 +246,7 @@ mod tests {
     fn no_snapshot_until_both_lists_are_in() {
         let mut state = State::default();
         assert!(state.snapshot().is_none());
-        assert!(state.replace_nodes(vec![view("a", 1, "192.0.2.1", "10.244.1.0/24", None)]));
+        assert!(state.replace_nodes(vec![view("a", 1, "10.251.0.1", "10.244.1.0/24", None)]));
         assert!(state.snapshot().is_none());
         assert!(state.set_routing(None));
         let s = state.snapshot().unwrap();
@@ -287,43 +263,43 @@ mod tests {
     #[test]
     fn only_content_counts_and_responses_never_go_back() {
         let mut state = State::default();
-        state.replace_nodes(vec![view("a", 5, "192.0.2.1", "10.244.1.0/24", None)]);
+        state.replace_nodes(vec![view("a", 5, "10.251.0.1", "10.244.1.0/24", None)]);
         assert!(!state.apply_node(
-            view("a", 6, "192.0.2.1", "10.244.1.0/24", None),
+            view("a", 6, "10.251.0.1", "10.244.1.0/24", None),
             Source::Watch
         ));
         assert!(state.apply_node(
-            view("a", 8, "192.0.2.1", "10.244.1.0/24", Some("1/vxlan")),
+            view("a", 8, "10.251.0.1", "10.244.1.0/24", Some("1/vxlan")),
             Source::Response
         ));
         // the watch catches up: same content
         assert!(!state.apply_node(
-            view("a", 8, "192.0.2.1", "10.244.1.0/24", Some("1/vxlan")),
+            view("a", 8, "10.251.0.1", "10.244.1.0/24", Some("1/vxlan")),
             Source::Watch
         ));
         // an older version (a late response, a late event) is ignored
         assert!(!state.apply_node(
-            view("a", 7, "192.0.2.1", "10.244.1.0/24", None),
+            view("a", 7, "10.251.0.1", "10.244.1.0/24", None),
             Source::Response
         ));
         assert!(!state.apply_node(
-            view("a", 7, "192.0.2.1", "10.244.1.0/24", None),
+            view("a", 7, "10.251.0.1", "10.244.1.0/24", None),
             Source::Watch
         ));
         assert!(state.facts("a").unwrap().report.applied.is_some());
         // a response never brings back a node the watch deleted
         assert!(state.delete_node("a"));
         assert!(!state.apply_node(
-            view("a", 9, "192.0.2.1", "10.244.1.0/24", None),
+            view("a", 9, "10.251.0.1", "10.244.1.0/24", None),
             Source::Response
         ));
         assert!(state.facts("a").is_none());
         // a relist keeps a version we know to be newer
         state.apply_node(
-            view("b", 20, "192.0.2.2", "10.244.2.0/24", Some("2/ipip")),
+            view("b", 20, "10.251.0.2", "10.244.2.0/24", Some("2/ipip")),
             Source::Watch,
         );
-        state.replace_nodes(vec![view("b", 19, "192.0.2.2", "10.244.2.0/24", None)]);
+        state.replace_nodes(vec![view("b", 19, "10.251.0.2", "10.244.2.0/24", None)]);
         assert!(state.facts("b").unwrap().report.applied.is_some());
     }
 
@@ -332,13 +308,13 @@ mod tests {
         let mut state = State::default();
         state.set_routing(None);
         state.replace_nodes(vec![
-            view("a", 1, "192.0.2.1", "10.244.1.0/24", None),
-            view("b-dup-ip", 1, "192.0.2.1", "10.244.2.0/24", None),
-            view("c-overlap", 1, "192.0.2.3", "10.244.0.0/16", None),
-            view("d-swallow", 1, "192.0.2.4", "192.0.2.0/24", None),
-            view("e", 1, "192.0.2.5", "10.244.5.0/24", None),
-            view("f-inside", 1, "192.0.2.6", "10.244.5.128/25", None),
-            view("g-no-cidr-yet", 1, "192.0.2.7", "bad", None),
+            view("a", 1, "10.251.0.1", "10.244.1.0/24", None),
+            view("b-dup-ip", 1, "10.251.0.1", "10.244.2.0/24", None),
+            view("c-overlap", 1, "10.251.0.3", "10.244.0.0/16", None),
+            view("d-swallow", 1, "10.251.0.4", "10.251.0.0/24", None),
+            view("e", 1, "10.251.0.5", "10.244.5.0/24", None),
+            view("f-inside", 1, "10.251.0.6", "10.244.5.128/25", None),
+            view("g-no-cidr-yet", 1, "10.251.0.7", "bad", None),
         ]);
         let s = state.snapshot().unwrap();
         assert_eq!(names(&s), ["a", "e"]);

@@ -71,11 +71,30 @@ impl CondStatus {
     }
 }
 
+/// Why a Node is not in snapshots.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeftOut {
+    /// Not routable yet (no InternalIP or pod CIDR): normal for a node that
+    /// just joined, for a few seconds.
+    Pending(String),
+    /// A value podroute refuses; `field` is its path on the Node object.
+    Invalid { field: String, reason: String },
+}
+
+impl fmt::Display for LeftOut {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LeftOut::Pending(why) => f.write_str(why),
+            LeftOut::Invalid { field, reason } => write!(f, "{field}: {reason}"),
+        }
+    }
+}
+
 /// What podroute needs of one Node.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeFacts {
     /// The validated node, or why it is left out of snapshots.
-    pub node: Result<Node, String>,
+    pub node: Result<Node, LeftOut>,
     /// The kubelet's Ready condition is True.
     pub ready: bool,
     /// The `podroute.io/applied` annotation and our NetworkUnavailable condition.
@@ -253,12 +272,13 @@ fn parse_network(c: &RawCondition) -> Option<Network> {
     }
 }
 
-/// A node with its first IPv4 InternalIP and its pod CIDRs (IPv4 first).
+/// A node with its first IPv4 InternalIP and its pod CIDRs (IPv4 first),
+/// validated as a cluster file's nodes are; errors name the Node's field.
 fn project_node(
     name: &str,
     addresses: &[RawAddress],
     mut pod_cidrs: Vec<String>,
-) -> Result<Node, String> {
+) -> Result<Node, LeftOut> {
     let internal: Vec<&str> = addresses
         .iter()
         .filter(|a| a.type_ == "InternalIP")
@@ -266,15 +286,47 @@ fn project_node(
         .collect();
     let ip = match internal.iter().find(|a| a.parse::<Ipv4Addr>().is_ok()) {
         Some(v4) => *v4,
-        None if internal.is_empty() => return Err("no InternalIP address".into()),
-        None => return Err(format!("no IPv4 InternalIP (has {})", internal.join(", "))),
+        None if internal.is_empty() => {
+            return Err(LeftOut::Pending("no InternalIP address".into()))
+        }
+        None => {
+            return Err(LeftOut::Invalid {
+                field: ADDRESSES_FIELD.into(),
+                reason: format!(
+                    "no IPv4 InternalIP (has {}); podroute routes IPv4",
+                    internal.join(", ")
+                ),
+            })
+        }
     };
     if pod_cidrs.is_empty() {
-        return Err("no pod CIDR yet".into());
+        return Err(LeftOut::Pending("no pod CIDR yet".into()));
     }
     // IPv6-first dual-stack: route the IPv4 CIDR (IPv6 is a later step).
     pod_cidrs.sort_by_key(|c| c.parse::<IpNetwork>().map_or(1, |n| u8::from(n.is_ipv6())));
-    Node::parse("node", name, Some(ip), &pod_cidrs).map_err(|e| e.to_string())
+    Node::parse("", name, Some(ip), &pod_cidrs).map_err(|e| match e {
+        crate::Error::Invalid { field, reason } => LeftOut::Invalid {
+            field: node_field(&field),
+            reason,
+        },
+        other => LeftOut::Invalid {
+            field: "metadata.name".into(),
+            reason: other.to_string(),
+        },
+    })
+}
+
+/// Where the InternalIP comes from on a Node object.
+const ADDRESSES_FIELD: &str = "status.addresses";
+
+/// A field of [`Node::parse`] (`ip`, `podCIDRs[0]`, `name`) as the path on
+/// the Node object, so an Event names what the operator must fix.
+pub fn node_field(field: &str) -> String {
+    match field {
+        "ip" => format!("{ADDRESSES_FIELD} (InternalIP)"),
+        "name" => "metadata.name".into(),
+        other => format!("spec.{other}"),
+    }
 }
 
 /// The ClusterRouting object, as far as agents read it. Parts that do not
@@ -308,8 +360,12 @@ impl From<RawRouting> for RoutingView {
         let settings = match raw.spec {
             None => Ok(Settings::default()),
             Some(spec) => serde_json::from_value::<ClusterRoutingSpec>(spec)
-                .map(|s| s.settings())
-                .map_err(|e| format!("spec: {e}")),
+                .map_err(|e| format!("spec: {e}"))
+                .and_then(|s| {
+                    let settings = s.settings();
+                    settings.validate().map_err(|e| format!("spec: {e}"))?;
+                    Ok(settings)
+                }),
         };
         let plan = match raw.status.and_then(|s| s.plan) {
             None | Some(serde_json::Value::Null) => Ok(None),
@@ -353,7 +409,7 @@ mod tests {
             "status": {
                 "addresses": [
                     {"type": "InternalIP", "address": "fd00::1"},
-                    {"type": "InternalIP", "address": "192.0.2.1"},
+                    {"type": "InternalIP", "address": "10.251.0.1"},
                     {"type": "Hostname", "address": "n1"},
                 ],
                 "conditions": [
@@ -378,7 +434,7 @@ mod tests {
         assert_eq!(view.resource_version(), Some("42"));
         assert!(view.meta().annotations.is_none() && view.meta().managed_fields.is_none());
         let node = view.facts.node.as_ref().unwrap();
-        assert_eq!(node.node_ip, Ipv4Addr::new(192, 0, 2, 1));
+        assert_eq!(node.node_ip, Ipv4Addr::new(10, 251, 0, 1));
         assert_eq!(node.pod_cidr().to_string(), "10.244.1.0/24");
         assert_eq!(node.pod_cidrs.len(), 2);
         assert!(view.facts.ready);
@@ -402,16 +458,27 @@ mod tests {
         let mut no_cidr = node_json(json!({}));
         no_cidr["spec"] = json!({});
         let view: NodeView = serde_json::from_value(no_cidr).unwrap();
-        assert_eq!(view.facts.node, Err("no pod CIDR yet".into()));
+        assert_eq!(
+            view.facts.node,
+            Err(LeftOut::Pending("no pod CIDR yet".into()))
+        );
 
         let v6 = node_json(json!({"addresses": [{"type": "InternalIP", "address": "fd00::1"}]}));
         let view: NodeView = serde_json::from_value(v6).unwrap();
-        assert!(view.facts.node.unwrap_err().contains("no IPv4 InternalIP"));
+        assert!(view
+            .facts
+            .node
+            .unwrap_err()
+            .to_string()
+            .contains("status.addresses: no IPv4 InternalIP"));
 
         let none =
             node_json(json!({"addresses": [{"type": "ExternalIP", "address": "198.51.100.1"}]}));
         let view: NodeView = serde_json::from_value(none).unwrap();
-        assert_eq!(view.facts.node, Err("no InternalIP address".into()));
+        assert_eq!(
+            view.facts.node,
+            Err(LeftOut::Pending("no InternalIP address".into()))
+        );
 
         let mut v6_only = node_json(json!({}));
         v6_only["spec"] = json!({"podCIDRs": ["fd00:1::/64"]});

@@ -1,0 +1,162 @@
+//! The one validator for node addresses and pod CIDRs. The IANA IPv4
+//! special-purpose registry (RFC 6890 and its successors) and the multicast
+//! and reserved blocks say which addresses can never be a node's or a pod's:
+//! routing a pod CIDR there hijacks loopback, link-local, multicast or
+//! broadcast traffic on every node, and such an address cannot be reached
+//! across a network at all.
+
+use std::net::Ipv4Addr;
+
+use ipnetwork::Ipv4Network;
+
+/// Blocks that are never a node or pod address, with why.
+const SPECIAL: [([u8; 4], u8, &str); 9] = [
+    ([0, 0, 0, 0], 8, "\"this network\" (RFC 791)"),
+    ([127, 0, 0, 0], 8, "loopback (RFC 1122)"),
+    ([169, 254, 0, 0], 16, "link-local (RFC 3927)"),
+    ([192, 0, 0, 0], 24, "IETF protocol assignments (RFC 6890)"),
+    ([192, 0, 2, 0], 24, "documentation, TEST-NET-1 (RFC 5737)"),
+    (
+        [198, 51, 100, 0],
+        24,
+        "documentation, TEST-NET-2 (RFC 5737)",
+    ),
+    ([203, 0, 113, 0], 24, "documentation, TEST-NET-3 (RFC 5737)"),
+    ([224, 0, 0, 0], 4, "multicast (RFC 5771)"),
+    (
+        [240, 0, 0, 0],
+        4,
+        "reserved (RFC 1112), with the limited broadcast 255.255.255.255",
+    ),
+];
+
+/// IPv4 pod CIDRs need room for the tunnel address and pods.
+pub const MAX_IPV4_POD_PREFIX: u8 = 30;
+
+fn special() -> impl Iterator<Item = (Ipv4Network, &'static str)> {
+    SPECIAL.iter().map(|(octets, prefix, why)| {
+        let block = Ipv4Network::new(Ipv4Addr::from(*octets), *prefix)
+            .expect("the special-purpose table holds valid prefixes");
+        (block, *why)
+    })
+}
+
+/// Why `ip` cannot be a node's address, if it cannot.
+pub fn node_ip_problem(ip: Ipv4Addr) -> Option<String> {
+    special()
+        .find(|(block, _)| block.contains(ip))
+        .map(|(block, why)| format!("{ip} is in {block}, {why}; it cannot be a node address"))
+}
+
+/// Why `cidr` cannot be a pod CIDR, if it cannot: host bits set, too small,
+/// or overlapping a special-purpose block.
+pub fn pod_cidr_problem(cidr: Ipv4Network) -> Option<String> {
+    if cidr.ip() != cidr.network() {
+        return Some(format!(
+            "{cidr} has host bits set (network is {}/{})",
+            cidr.network(),
+            cidr.prefix()
+        ));
+    }
+    if cidr.prefix() > MAX_IPV4_POD_PREFIX {
+        return Some(format!(
+            "{cidr} leaves no room for pods (/{MAX_IPV4_POD_PREFIX} at most)"
+        ));
+    }
+    special()
+        .find(|(block, _)| block.overlaps(cidr))
+        .map(|(block, why)| format!("{cidr} overlaps {block}, {why}; pods cannot live there"))
+}
+
+/// Why `cidr` cannot be routed by a node whose underlay subnet is `underlay`
+/// (the uplink's address and prefix): its hosts would be taken from the
+/// underlay, or the underlay from its pods.
+pub fn underlay_problem(cidr: Ipv4Network, underlay: Ipv4Network) -> Option<String> {
+    let subnet = Ipv4Network::new(underlay.network(), underlay.prefix()).ok()?;
+    subnet.overlaps(cidr).then(|| {
+        format!("{cidr} overlaps the underlay subnet {subnet} of this node; routing it would cut off underlay hosts")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cidr(text: &str) -> Ipv4Network {
+        text.parse().expect("cidr")
+    }
+
+    #[test]
+    fn special_purpose_node_addresses_are_refused() {
+        for ip in [
+            "0.0.0.0",
+            "0.1.2.3",
+            "127.0.0.1",
+            "169.254.1.1",
+            "192.0.0.8",
+            "192.0.2.1",
+            "198.51.100.7",
+            "203.0.113.200",
+            "224.0.0.1",
+            "239.255.255.250",
+            "240.0.0.1",
+            "255.255.255.255",
+        ] {
+            let ip: Ipv4Addr = ip.parse().expect("ip");
+            assert!(node_ip_problem(ip).is_some(), "{ip} accepted");
+        }
+        for ip in [
+            "10.250.0.1",
+            "172.16.0.1",
+            "192.168.1.1",
+            "100.64.0.1",
+            "198.18.0.1",
+            "8.8.8.8",
+            "192.0.3.1",
+            "223.255.255.254",
+        ] {
+            let ip: Ipv4Addr = ip.parse().expect("ip");
+            assert_eq!(node_ip_problem(ip), None, "{ip} refused");
+        }
+    }
+
+    #[test]
+    fn pod_cidrs_must_not_touch_special_blocks() {
+        for bad in [
+            "127.0.0.0/8",
+            "0.0.0.0/8",
+            "0.0.0.0/0",
+            "96.0.0.0/3",
+            "224.0.0.0/4",
+            "239.1.2.0/24",
+            "169.254.0.0/16",
+            "240.0.0.0/24",
+            "255.255.255.0/24",
+            "192.0.0.0/16",
+            "10.244.1.1/24",
+            "10.244.1.0/31",
+        ] {
+            assert!(pod_cidr_problem(cidr(bad)).is_some(), "{bad} accepted");
+        }
+        for good in [
+            "10.244.0.0/16",
+            "10.0.0.0/8",
+            "172.16.0.0/12",
+            "192.168.0.0/16",
+            "100.64.0.0/10",
+            "198.18.0.0/15",
+            "10.244.1.0/30",
+        ] {
+            assert_eq!(pod_cidr_problem(cidr(good)), None, "{good} refused");
+        }
+    }
+
+    #[test]
+    fn a_pod_cidr_in_the_underlay_subnet_is_refused() {
+        let uplink = cidr("10.250.0.1/24");
+        let problem = underlay_problem(cidr("10.250.0.128/25"), uplink).expect("overlap");
+        assert!(problem.contains("10.250.0.0/24"), "{problem}");
+        assert!(underlay_problem(cidr("10.250.0.0/16"), uplink).is_some());
+        assert_eq!(underlay_problem(cidr("10.244.1.0/24"), uplink), None);
+    }
+}
