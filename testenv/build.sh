@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# Builds the control plane that the kube tests (tests/kube_*.rs, tests/manifests.rs)
-# run against: kube-apiserver and etcd, plus the kubectl of the same Kubernetes
-# release, from the Go module proxy, at the versions pinned in testenv/go.mod
-# (+ go.sum). The binaries go to
+# Builds the control plane that the kube tests (tests/kube_*.rs, tests/manifests.rs,
+# the netns kube tests) run against: kube-apiserver and etcd, plus the kubectl and
+# kube-controller-manager of the same Kubernetes release, from the Go module
+# proxy, at the versions pinned in testenv/go.mod (+ go.sum). The binaries go to
 #
-#   ${PODROUTE_TESTENV_CACHE:-/var/cache/podroute-testenv}/k8s-<v>_etcd-<v>/bin/{kube-apiserver,etcd,kubectl}
+#   ${PODROUTE_TESTENV_CACHE:-/var/cache/podroute-testenv}/k8s-<v>_etcd-<v>/bin/{kube-apiserver,etcd,kubectl,kube-controller-manager}
 #
 # and are reused when present (a second run exits at once; a missing one, e.g.
-# kubectl in a directory built before it was added, is built alone). The bin
+# kube-controller-manager in a directory built before it was added, is built alone). The bin
 # directory is printed on stdout; everything else goes to stderr. The Rust
 # helper (tests/kube_env) looks in $PODROUTE_TESTENV_BIN first, then in this path.
 #
@@ -33,11 +33,11 @@ cache="${PODROUTE_TESTENV_CACHE:-/var/cache/podroute-testenv}"
 dest="$cache/k8s-${k8s_version}_etcd-${etcd_version}"
 bin="$dest/bin"
 
-tools=(kube-apiserver etcd kubectl)
+tools=(kube-apiserver etcd kubectl kube-controller-manager)
 missing() { for t in "${tools[@]}"; do [[ -x $bin/$t ]] || echo "$t"; done; }
 
 if [[ -z $(missing) ]]; then
-    log "kube-apiserver $k8s_version, etcd $etcd_version and kubectl already built in $bin"
+    log "kube-apiserver, kubectl, kube-controller-manager $k8s_version and etcd $etcd_version already built in $bin"
     echo "$bin"
     exit 0
 fi
@@ -65,7 +65,7 @@ trap 'rm -rf "$tmp"' EXIT
 export CGO_ENABLED=0
 export GOFLAGS="-trimpath -mod=readonly -buildvcs=false"
 
-# kube-apiserver and kubectl report their version from these variables (upstream
+# kube-apiserver, kube-controller-manager and kubectl report their version from these variables (upstream
 # sets them from git); the compatibility-version logic checks them against the
 # binary's own minor version, so they must match the module version.
 minor="${k8s_version#v1.}"
@@ -84,8 +84,8 @@ for t in "${todo[@]}"; do
         go build -ldflags="-s -w" -o "$tmp/etcd" go.etcd.io/etcd/server/v3
         "$tmp/etcd" --version >&2
         ;;
-    kube-apiserver)
-        log "building kube-apiserver $k8s_version (a cold build takes minutes)"
+    kube-apiserver | kube-controller-manager)
+        log "building $t $k8s_version (a cold build takes minutes)"
         go build -ldflags="$k8s_ldflags" -o "$tmp/$t" "k8s.io/kubernetes/cmd/$t"
         "$tmp/$t" --version >&2
         ;;

@@ -17,7 +17,11 @@
 //! long-lived thread with `PR_SET_PDEATHSIG=SIGKILL`, so they die with the test
 //! process even when it is killed and no hook runs.
 //!
-//! Binaries: `$PODROUTE_TESTENV_BIN/{kube-apiserver,etcd,kubectl}`, else the
+//! [`ControlPlane::controller_manager_or_skip`] adds the real
+//! kube-controller-manager of the same release (node IPAM and node lifecycle
+//! controllers, no cloud provider), killed when its value is dropped.
+//!
+//! Binaries: `$PODROUTE_TESTENV_BIN/{kube-apiserver,etcd,kubectl,kube-controller-manager}`, else the
 //! cache path that `testenv/build.sh` fills, running the script once first
 //! when they are not there yet (Go and the module proxy needed;
 //! `PODROUTE_TESTENV_NO_BUILD=1` skips it). When they are missing, [`shared`],
@@ -85,6 +89,17 @@ pub fn find_kubectl() -> Result<PathBuf, String> {
     }
 }
 
+/// The `kube-controller-manager` that `testenv/build.sh` builds next to
+/// kube-apiserver (same Kubernetes release), or why it is not there.
+pub fn find_controller_manager() -> Result<PathBuf, String> {
+    let kcm = bin_dir()?.join("kube-controller-manager");
+    if kcm.is_file() {
+        Ok(kcm)
+    } else {
+        Err(format!("{} not found", kcm.display()))
+    }
+}
+
 /// `$PODROUTE_TESTENV_BIN`, else [`default_bin_dir`], built there by
 /// `testenv/build.sh` first when a binary is missing (see [`build_once`]).
 fn bin_dir() -> Result<PathBuf, String> {
@@ -92,9 +107,14 @@ fn bin_dir() -> Result<PathBuf, String> {
         Some(dir) if !dir.is_empty() => Ok(PathBuf::from(dir)),
         _ => {
             let dir = default_bin_dir()?;
-            let complete = ["kube-apiserver", "etcd", "kubectl"]
-                .iter()
-                .all(|tool| dir.join(tool).is_file());
+            let complete = [
+                "kube-apiserver",
+                "etcd",
+                "kubectl",
+                "kube-controller-manager",
+            ]
+            .iter()
+            .all(|tool| dir.join(tool).is_file());
             if complete {
                 Ok(dir)
             } else {
@@ -118,7 +138,7 @@ fn build_once() -> Result<PathBuf, String> {
             let script = Path::new(MANIFEST_DIR).join("testenv/build.sh");
             let _ = writeln!(
                 std::io::stderr(),
-                "kube tests: building kube-apiserver, etcd and kubectl with {} (once; minutes when cold)",
+                "kube tests: building kube-apiserver, etcd, kubectl and kube-controller-manager with {} (once; minutes when cold)",
                 script.display()
             );
             // The script's progress goes straight to our stderr; stdout is the bin dir.
@@ -833,6 +853,178 @@ impl ControlPlane {
 }
 
 impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+// ---------------------------------------------------------------------------
+// kube-controller-manager
+
+/// The real kube-controller-manager of the testenv release, running only the
+/// node IPAM and node lifecycle controllers (no cloud provider: the
+/// kube-controller-manager has none since v1.31). It acts as kubeadm's does:
+/// identity `system:kube-controller-manager`, each controller under its own
+/// service account (`--use-service-account-credentials`; both use
+/// `kube-system/node-controller`). No serving port, no leader election; its
+/// log is `kube-controller-manager.log` in the control plane's directory.
+/// Dropping the value kills the process.
+pub struct ControllerManager {
+    child: Mutex<Option<Child>>,
+    log: PathBuf,
+}
+
+/// Lines kube-controller-manager logs when each controller we run starts.
+const KCM_STARTED: [&str; 2] = ["Starting range CIDR allocator", "Starting node controller"];
+
+impl ControlPlane {
+    /// A kubeconfig for `system:kube-controller-manager` (client cert, as
+    /// kubeadm writes it): the RBAC bootstrap policy binds that user to the
+    /// ClusterRole of the same name (read everything, mint tokens for the
+    /// controllers' service accounts).
+    pub fn controller_manager_identity(&self) -> Identity {
+        let user = "system:kube-controller-manager";
+        let key = KeyPair::generate().expect("key");
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.distinguished_name.push(DnType::CommonName, user);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let cert = params.signed_by(&key, &self.ca).expect("sign kcm cert");
+        let base = unique_name("kube-controller-manager");
+        let crt = self.path.join("pki").join(format!("{base}.crt"));
+        let k = self.path.join("pki").join(format!("{base}.key"));
+        write_private(&crt, cert.pem().as_bytes()).expect("write cert");
+        write_private(&k, key.serialize_pem().as_bytes()).expect("write key");
+        let kubeconfig = self.path.join(format!("{base}.kubeconfig"));
+        let user_yaml = format!(
+            "    client-certificate: {}\n    client-key: {}\n",
+            crt.display(),
+            k.display()
+        );
+        self.write_kubeconfig(&kubeconfig, user, &user_yaml)
+            .expect("write kubeconfig");
+        Identity {
+            username: user.into(),
+            kubeconfig,
+            token: None,
+        }
+    }
+
+    /// [`ControlPlane::start_controller_manager`] when the binary is built;
+    /// otherwise `None` after printing why (a panic with
+    /// `PODROUTE_REQUIRE_KUBE_TESTS=1`).
+    pub fn controller_manager_or_skip(
+        &self,
+        cluster_cidr: &str,
+        extra_args: &[&str],
+    ) -> Option<ControllerManager> {
+        let kcm = self.bin.join("kube-controller-manager");
+        let found = if kcm.is_file() {
+            Ok(kcm)
+        } else {
+            Err(format!("{} not found", kcm.display()))
+        };
+        found_or_skip(found, "kube-controller-manager")?;
+        match self.start_controller_manager(cluster_cidr, extra_args) {
+            Ok(kcm) => Some(kcm),
+            Err(e) => panic!("kube-controller-manager failed to start: {e}"),
+        }
+    }
+
+    /// Starts kube-controller-manager with the node IPAM controller (pod
+    /// CIDRs of `--node-cidr-mask-size=24` from `cluster_cidr`, the
+    /// apiserver's service range left out) and the node lifecycle controller
+    /// (condition taints; Nodes without a kubelet heartbeat, a renewed Lease
+    /// in `kube-node-lease`, go Unknown after `--node-monitor-grace-period`).
+    /// `extra_args` come last, so they can override. Waits until both
+    /// controllers log that they started. Blocking.
+    pub fn start_controller_manager(
+        &self,
+        cluster_cidr: &str,
+        extra_args: &[&str],
+    ) -> Result<ControllerManager, Error> {
+        let identity = self.controller_manager_identity();
+        let log_path = self.path.join("kube-controller-manager.log");
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)?;
+        let mut cmd = Command::new(self.bin.join("kube-controller-manager"));
+        cmd.arg(format!("--kubeconfig={}", identity.kubeconfig.display()))
+            .arg("--controllers=nodeipam,nodelifecycle")
+            .arg("--use-service-account-credentials=true")
+            .arg("--allocate-node-cidrs=true")
+            .arg(format!("--cluster-cidr={cluster_cidr}"))
+            .arg("--node-cidr-mask-size=24")
+            .arg(format!("--service-cluster-ip-range={SERVICE_CIDR}"))
+            .arg("--secure-port=0")
+            .arg("--leader-elect=false")
+            .arg("--profiling=false")
+            .args(extra_args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        let kcm = ControllerManager {
+            child: Mutex::new(Some(spawn_supervised(cmd)?)),
+            log: log_path,
+        };
+        kcm.wait_started()?;
+        Ok(kcm)
+    }
+}
+
+impl ControllerManager {
+    pub fn log(&self) -> &Path {
+        &self.log
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|c| c.id())
+    }
+
+    /// Kills the process. Idempotent.
+    pub fn stop(&self) {
+        if let Some(mut child) = self.child.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            kill_and_reap(&mut child);
+        }
+    }
+
+    fn wait_started(&self) -> Result<(), Error> {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            let exited = self
+                .child
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
+            if let Some(status) = exited {
+                return Err(format!(
+                    "kube-controller-manager exited ({status}):\n{}",
+                    tail(&self.log, 40)
+                )
+                .into());
+            }
+            let text = fs::read_to_string(&self.log).unwrap_or_default();
+            if KCM_STARTED.iter().all(|line| text.contains(line)) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "kube-controller-manager did not start its controllers within {START_TIMEOUT:?}:\n{}",
+                    tail(&self.log, 40)
+                )
+                .into());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for ControllerManager {
     fn drop(&mut self) {
         self.stop();
     }
