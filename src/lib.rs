@@ -1,5 +1,5 @@
 //! podroute: pod routes over ipip, VXLAN or native routing, programmed over
-//! netlink, and a seamless switch between them. See DESIGN.md.
+//! netlink, and a seamless switch between them. See docs/design.md.
 
 pub mod agent;
 pub mod cli;

@@ -462,7 +462,7 @@ async fn nodes_keep_pod_cidrs_and_internal_ips() {
     }
 }
 
-/// DESIGN.md: the agent reports NetworkUnavailable with a strategic merge patch
+/// docs/design.md: the agent reports NetworkUnavailable with a strategic merge patch
 /// on nodes/status. Conditions are a list merged by `type`, so the kubelet's
 /// conditions survive; a JSON merge patch replaces the whole list and wipes them.
 #[tokio::test]
@@ -587,9 +587,9 @@ async fn a_kubelet_identity_cannot_touch_another_node() {
     }
 }
 
-// --- RBAC: the agent's ClusterRole as DESIGN.md lists it -------------------
+// --- RBAC: the agent's ClusterRole as docs/design.md lists it --------------
 
-/// The agent's ClusterRole from DESIGN.md "Kubernetes contract": nodes
+/// The agent's ClusterRole from docs/design.md "Kubernetes contract": nodes
 /// get/list/watch/patch, nodes/status patch, clusterroutings get/list/watch.
 fn agent_cluster_role(name: &str) -> ClusterRole {
     let rule = |groups: &[&str], resources: &[&str], verbs: &[&str]| PolicyRule {
@@ -755,7 +755,7 @@ async fn rbac_agent_role_allows_what_design_lists_and_refuses_everything_else() 
 
     wait_until_allowed(&nodes, &node).await;
 
-    // Allowed: exactly the DESIGN.md list.
+    // Allowed: exactly the docs/design.md list.
     nodes
         .list(&ListParams::default())
         .await
@@ -1053,7 +1053,7 @@ async fn node_bound_service_account_token_names_its_node() {
 }
 
 /// RBAC cannot say "the agent's own Node": the agent ClusterRole lets it patch
-/// every Node. DESIGN.md closes that gap with a ValidatingAdmissionPolicy that
+/// every Node. docs/design.md closes that gap with a ValidatingAdmissionPolicy that
 /// compares the node name bound into the agent's token with the Node written.
 /// This pins down that the mechanism works on the real API server; the
 /// shipped policy lives with the manifests.

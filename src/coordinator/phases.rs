@@ -1,4 +1,4 @@
-//! The three-phase switch from mode A to mode B (DESIGN.md):
+//! The three-phase switch from mode A to mode B (docs/design.md):
 //!
 //!   Prepare   route A, decap {A, B}   every node can now receive B
 //!   Switch    route B, decap {A, B}   nodes move one by one; mixed traffic works

@@ -1081,7 +1081,7 @@ pub fn status_code<T>(result: &Result<T, kube::Error>) -> Option<u16> {
     }
 }
 
-/// The ValidatingAdmissionPolicy of DESIGN.md, keyed to one test identity:
+/// The ValidatingAdmissionPolicy of docs/design.md, keyed to one test identity:
 /// requests by `username` may update only the Node whose name is bound into
 /// their token. Creates the policy and its binding under one unique name and
 /// returns it; the caller deletes both.

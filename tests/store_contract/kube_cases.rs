@@ -250,7 +250,7 @@ async fn kube_nodes_join_the_snapshot_once_they_have_a_pod_cidr() {
     }
 }
 
-/// The agent's ClusterRole from DESIGN.md "Kubernetes contract", exactly.
+/// The agent's ClusterRole from docs/design.md "Kubernetes contract", exactly.
 async fn agent_role(admin: &Client, sa: &str) {
     let name = unique_name("podroute-agent");
     let role: ClusterRole = serde_json::from_value(json!({
