@@ -180,14 +180,20 @@ fn agents_beside_the_real_controller_manager() {
         failures.push(e);
     }
 
-    // The simulated kubelets kept every Node healthy for KCM throughout.
+    // The simulated kubelets kept every Node healthy for KCM throughout. (A
+    // re-created Node starts with the not-ready taint the API server's
+    // TaintNodesByCondition admission puts on every new Node; the lifecycle
+    // controller lifts it on its next pass.)
     for name in lab.names() {
-        let taints = k.taint_keys(&name);
-        assert!(
-            !taints
+        let healthy = || {
+            !k.taint_keys(&name)
                 .iter()
-                .any(|t| t.contains("unreachable") || t.contains("not-ready")),
-            "{name}: {taints:?}: the kubelet simulation did not keep the Node ready"
+                .any(|t| t.contains("unreachable") || t.contains("not-ready"))
+        };
+        assert!(
+            poll(Duration::from_secs(20), healthy).is_some(),
+            "{name}: {:?}: the kubelet simulation did not keep the Node ready",
+            k.taint_keys(&name)
         );
     }
     assert!(
