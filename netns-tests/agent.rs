@@ -14,18 +14,23 @@ use crate::support::{
 };
 
 /// An agent process; killed when dropped. Its stderr is collected.
-struct AgentProcess {
-    child: Child,
-    log: Log,
+pub(crate) struct AgentProcess {
+    pub(crate) child: Child,
+    pub(crate) log: Log,
 }
 
 impl AgentProcess {
-    fn start(lab: &Lab, node: &str, cluster: &Path) -> AgentProcess {
+    pub(crate) fn start(lab: &Lab, node: &str, cluster: &Path) -> AgentProcess {
         AgentProcess::start_logging(lab, node, cluster, "text")
     }
 
     /// With `--log-format <format>`.
-    fn start_logging(lab: &Lab, node: &str, cluster: &Path, format: &str) -> AgentProcess {
+    pub(crate) fn start_logging(
+        lab: &Lab,
+        node: &str,
+        cluster: &Path,
+        format: &str,
+    ) -> AgentProcess {
         let mtu_file = lab.config(node).mtu_file;
         let mut child = Command::new("ip")
             .args([
@@ -50,7 +55,7 @@ impl AgentProcess {
     }
 
     /// Kernel writes logged so far (one line per change, each with its why).
-    fn writes(&self) -> usize {
+    pub(crate) fn writes(&self) -> usize {
         self.log
             .count(|l| l.contains("podroute::dataplane") && l.contains("why="))
     }
@@ -86,11 +91,17 @@ impl AgentProcess {
         out
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         self.log.text()
     }
 
-    fn signal(&mut self, signal: nix::sys::signal::Signal) {
+    /// Send `signal` and go on (SIGSTOP, SIGCONT).
+    pub(crate) fn send(&self, signal: nix::sys::signal::Signal) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, signal);
+    }
+
+    pub(crate) fn signal(&mut self, signal: nix::sys::signal::Signal) {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
         // `ip netns exec` execs the agent, so this pid is the agent itself.
         let _ = nix::sys::signal::kill(pid, signal);
@@ -106,11 +117,11 @@ impl Drop for AgentProcess {
 }
 
 /// Polled every millisecond: the repair latency is measured with it.
-fn wait_for(what: &str, timeout: Duration, check: impl FnMut() -> bool) -> Duration {
+pub(crate) fn wait_for(what: &str, timeout: Duration, check: impl FnMut() -> bool) -> Duration {
     wait_until(what, timeout, Duration::from_millis(1), check)
 }
 
-fn bridge(lab: &Lab, node: &str, args: &[&str]) -> String {
+pub(crate) fn bridge(lab: &Lab, node: &str, args: &[&str]) -> String {
     let mut command = vec!["bridge"];
     command.extend_from_slice(args);
     lab.topo
@@ -128,7 +139,7 @@ fn json_line(agent: &AgentProcess, message: &str) -> serde_json::Value {
     serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
 }
 
-fn routes_via(lab: &Lab, node: &str, dev: &str) -> usize {
+pub(crate) fn routes_via(lab: &Lab, node: &str, dev: &str) -> usize {
     our_routes(lab, node)
         .iter()
         .filter(|r| r.contains(&format!("dev {dev}")))
@@ -304,7 +315,7 @@ fn agents_follow_the_file_repair_drift_and_restart_without_writes() {
     lab.assert_all_pods_talk(1450);
 }
 
-fn http_get(lab: &Lab, node: &str, path: &str) -> String {
+pub(crate) fn http_get(lab: &Lab, node: &str, path: &str) -> String {
     use std::io::{Read, Write};
     let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
     lab.topo

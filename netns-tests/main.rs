@@ -13,6 +13,7 @@ mod agent;
 mod agent_kcm;
 mod agent_kube;
 mod agent_memory;
+mod agent_promises;
 mod cli;
 mod coordinator_kube;
 mod faults;

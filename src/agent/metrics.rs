@@ -1,6 +1,5 @@
 //! Prometheus metrics and readiness of one agent.
 
-use std::sync::atomic::AtomicU64;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -17,8 +16,8 @@ pub struct Metrics {
     pub owned_routes: Gauge,
     pub owned_neighbours: Gauge,
     pub owned_fdb_entries: Gauge,
-    /// Generations are u64: 2^63 must not print as a negative number.
-    pub applied_generation: Gauge<u64, AtomicU64>,
+    /// Generations are at most i64::MAX (Kubernetes integers), so they fit.
+    pub applied_generation: Gauge,
     pub ready_gauge: Gauge,
     pub reconcile_seconds: Histogram,
     pub reconciles: Counter,
@@ -80,11 +79,9 @@ impl Default for Metrics {
             "condition_contested",
             "1 while another writer keeps overwriting NetworkUnavailable and the agent backs off",
         );
-        let applied_generation = Gauge::<u64, AtomicU64>::default();
-        registry.register(
+        let applied_generation = gauge(
             "applied_generation",
             "Generation of the plan the kernel holds, verified",
-            applied_generation.clone(),
         );
         let reconcile_seconds = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
         registry.register(

@@ -374,7 +374,10 @@ impl<K: Kernel> Agent<K> {
                         "kernel converged"
                     );
                 }
-                self.metrics.applied_generation.set(used.0.plan.generation);
+                let generation = used.0.plan.generation;
+                self.metrics
+                    .applied_generation
+                    .set(i64::try_from(generation).unwrap_or(i64::MAX));
                 self.note_refusal(refused.as_ref(), &used);
                 self.note_excluded_and_kept(&outcome);
                 let report = readiness::applied(&used.0.plan, &outcome, refused.as_ref());

@@ -15,6 +15,9 @@ use crate::{Error, Result};
 /// (100 000 nested `[` took 42 s), and a cluster file needs two levels.
 pub const MAX_FLOW_DEPTH: usize = 64;
 
+/// Plan generations live in Kubernetes objects, whose integers are int64.
+pub const MAX_GENERATION: u64 = i64::MAX as u64;
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct RawCluster {
@@ -95,8 +98,11 @@ impl Cluster {
         }
         validate_nodes(&nodes)?;
         let generation = raw.generation.unwrap_or(1);
-        if generation == 0 {
-            return Err(Error::invalid("generation", "must be 1 or more"));
+        if !(1..=MAX_GENERATION).contains(&generation) {
+            return Err(Error::invalid(
+                "generation",
+                format!("{generation} is not in 1..={MAX_GENERATION} (Kubernetes integers are 64-bit signed)"),
+            ));
         }
         let mut decap = raw.decap.unwrap_or_default();
         decap.insert(raw.mode);

@@ -10,7 +10,7 @@ mod node;
 mod plan;
 mod settings;
 
-pub use cluster_file::{Cluster, MAX_FLOW_DEPTH};
+pub use cluster_file::{Cluster, MAX_FLOW_DEPTH, MAX_GENERATION};
 pub use config::{
     parse_adopted_protocols, parse_pod_network, parse_route_protocol, validate_ifname, Config,
     DEFAULT_ROUTE_PROTOCOL, MAIN_TABLE, MIN_MTU,
