@@ -688,11 +688,12 @@ const SETTLE: Duration = Duration::from_millis(200);
 
 /// A flat 3-node lab with an agent on every node, all on one cluster file.
 struct LabAgents {
+    /// First, so they are dropped (killed) before the lab goes.
+    _agents: Vec<Agent>,
     lab: Lab,
     mode: &'static str,
     /// Holds the cluster file.
     _dir: tempfile::TempDir,
-    _agents: Vec<Agent>,
 }
 
 impl LabAgents {

@@ -22,7 +22,7 @@ use k8s_openapi::api::core::v1::{Namespace, Node};
 use kube::api::{Api, DeleteParams, ObjectMeta, PostParams};
 use kube::Client;
 use podroute::lab::probe::udp_roundtrip;
-use podroute::model::Mode;
+use podroute::model::{Mode, Plan};
 use podroute::store::crd::{ClusterRouting, ClusterRoutingStatus};
 
 use crate::kube_env::ControlPlane;
@@ -332,7 +332,7 @@ fn api_server_gone_for_30s_mid_switch_loses_nothing() {
     let Some(mut kl) = KubeLab::start() else {
         return;
     };
-    let coordinator = kl.coordinator();
+    let _coordinator = kl.coordinator();
     let agents = kl.agents();
     kl.wait_first_steady();
     let mut probes = Probes::start(&kl.lab, "steady vxlan");
@@ -408,7 +408,6 @@ fn api_server_gone_for_30s_mid_switch_loses_nothing() {
     assert!(kl.routes_follow(Mode::Vxlan));
     probes.assert_none_lost(Some(repairing));
     kl.lab.assert_all_pods_talk(POD_MTU);
-    drop(coordinator);
 }
 
 // ---------------------------------------------------------------------------
@@ -482,8 +481,8 @@ fn cluster_routing_deleted_mid_switch_loses_nothing() {
     });
     for node in kl.lab.names() {
         assert_eq!(
-            kl.report(&node).1,
-            Some(("False".into(), "RouteCreated".into())),
+            kl.report(&node),
+            route_created(&format!("{generation}/native")),
             "{node}"
         );
     }
@@ -504,46 +503,18 @@ fn node_recreated_with_a_new_pod_cidr_is_routed_and_reported() {
     if !have_root() {
         return;
     }
-    let Some(cp) = ControlPlane::start_or_skip() else {
+    let Some(kl) = KubeLab::start() else {
         return;
     };
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let client = rt.block_on(cp.client());
-    let lab = Lab::flat(3);
-    rt.block_on(async {
-        install_routing(&client, Mode::Vxlan).await;
-        create_lab_nodes(&client, &lab).await;
-        publish_plan(&client, &podroute::model::Plan::steady(Mode::Vxlan, 1)).await;
-    });
-    let kubeconfig = cp.admin_kubeconfig().to_path_buf();
-    let _agents: Vec<Process> = lab
-        .names()
-        .iter()
-        .map(|n| start_agent(&lab, n, &kubeconfig))
-        .collect();
-    let nodes: Api<Node> = Api::all(client.clone());
-    let report = |name: &str| {
-        let node = rt.block_on(nodes.get(name)).expect("node");
-        let applied = node
-            .metadata
-            .annotations
-            .and_then(|a| a.get("podroute.io/applied").cloned());
-        let condition = node
-            .status
-            .and_then(|s| s.conditions)
-            .and_then(|cs| cs.into_iter().find(|c| c.type_ == "NetworkUnavailable"))
-            .map(|c| (c.status, c.reason.unwrap_or_default()));
-        (applied, condition)
-    };
-    let reported = || {
-        (
-            Some("1/vxlan".to_string()),
-            Some(("False".to_string(), "RouteCreated".to_string())),
-        )
-    };
+    // No coordinator: the plan is published as it would publish it.
+    kl.rt
+        .block_on(publish_plan(&kl.client, &Plan::steady(Mode::Vxlan, 1)));
+    let _agents = kl.agents();
+    let (lab, rt) = (&kl.lab, &kl.rt);
+    let nodes: Api<Node> = Api::all(kl.client.clone());
     for node in lab.names() {
         wait_for("report", Duration::from_secs(20), || {
-            report(&node) == reported()
+            kl.report(&node) == route_created("1/vxlan")
         });
         lab.topo.set_pod_mtu(&node, POD_MTU).expect("pod mtu");
     }
@@ -553,7 +524,7 @@ fn node_recreated_with_a_new_pod_cidr_is_routed_and_reported() {
     let old = format!("{} ", node_3.pod_cidr);
     let new = format!("{NEW_CIDR} ");
     let routes_to = |node: &str, prefix: &str| {
-        our_routes(&lab, node)
+        our_routes(lab, node)
             .iter()
             .filter(|r| r.starts_with(prefix))
             .count()
@@ -566,31 +537,7 @@ fn node_recreated_with_a_new_pod_cidr_is_routed_and_reported() {
             routes_to(peer, &old) == 0
         });
     }
-    // The pod moves to the new CIDR (new address first: a device without
-    // an address loses its routes), as a CNI would hand it out.
-    let pod = &node_3.pods[0];
-    let pod_ns = lab.topo.netns(&pod.netns).expect("pod netns");
-    let new_ip = format!("{NEW_POD_IP}/32");
-    let old_ip = format!("{}/32", pod.ip);
-    pod_ns
-        .ip(&["addr", "add", &new_ip, "dev", "eth0"])
-        .expect("new pod address");
-    pod_ns
-        .ip(&["addr", "del", &old_ip, "dev", "eth0"])
-        .expect("old pod address");
-    lab.ip(
-        "node-3",
-        &[
-            "route",
-            "add",
-            &new_ip,
-            "dev",
-            &pod.host_veth,
-            "scope",
-            "link",
-        ],
-    );
-    lab.ip("node-3", &["route", "del", &old_ip, "dev", &pod.host_veth]);
+    readdress_pod(lab, "node-3", NEW_POD_IP);
 
     rt.block_on(nodes.create(
         &PostParams::default(),
@@ -604,7 +551,7 @@ fn node_recreated_with_a_new_pod_cidr_is_routed_and_reported() {
             Duration::from_secs(20),
             || routes_to(peer, &new) == 1 && routes_to(peer, &old) == 0,
         );
-        let route = our_routes(&lab, peer)
+        let route = our_routes(lab, peer)
             .into_iter()
             .find(|r| r.starts_with(&new))
             .expect("route");
@@ -632,17 +579,44 @@ fn node_recreated_with_a_new_pod_cidr_is_routed_and_reported() {
 
     // The contract: the re-created Node is reported again within seconds.
     let limit = Duration::from_secs(10);
-    while report("node-3") != reported() && created.elapsed() < limit {
+    while kl.report("node-3") != route_created("1/vxlan") && created.elapsed() < limit {
         std::thread::sleep(Duration::from_millis(100));
     }
-    let shown = report("node-3");
+    let shown = kl.report("node-3");
     println!(
         "node-3 {:?} after its re-creation shows {shown:?}",
         created.elapsed()
     );
     assert_eq!(
         shown,
-        reported(),
+        route_created("1/vxlan"),
         "the re-created node-3 is not reported again within {limit:?}"
     );
+}
+
+/// What [`KubeLab::report`] shows for a node that applied `applied`
+/// (`<generation>/<mode>`) and routes.
+fn route_created(applied: &str) -> (Option<String>, Option<(String, String)>) {
+    (
+        Some(applied.to_string()),
+        Some(("False".to_string(), "RouteCreated".to_string())),
+    )
+}
+
+/// Moves the first pod of `node` to `ip`, as a CNI would hand out an
+/// address of the node's new pod CIDR: the new address first (a device
+/// without an address loses its routes), then the node's route to it.
+fn readdress_pod(lab: &Lab, node: &str, ip: Ipv4Addr) {
+    let pod = &lab.node(node).pods[0];
+    let pod_ns = lab.topo.netns(&pod.netns).expect("pod netns");
+    let (new, old) = (format!("{ip}/32"), format!("{}/32", pod.ip));
+    pod_ns
+        .ip(&["addr", "add", &new, "dev", "eth0"])
+        .expect("new pod address");
+    pod_ns
+        .ip(&["addr", "del", &old, "dev", "eth0"])
+        .expect("old pod address");
+    let veth = pod.host_veth.as_str();
+    lab.ip(node, &["route", "add", &new, "dev", veth, "scope", "link"]);
+    lab.ip(node, &["route", "del", &old, "dev", veth]);
 }
