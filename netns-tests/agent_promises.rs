@@ -113,7 +113,7 @@ fn an_update_the_agent_cannot_use_keeps_the_last_good_plan() {
     let ready = readyz(&lab);
     assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
     assert!(
-        ready.contains("refusing generation 2") && ready.contains("9000"),
+        ready.contains("generation 2 cannot be used") && ready.contains("9000"),
         "{ready}"
     );
     for _ in 0..3 {

@@ -594,6 +594,8 @@ fn wait_first_pass(netns: &str) {
 // 2. A netlink overrun under a running agent
 
 const OVERRUN_PEERS: usize = 2000;
+/// Add-then-delete rounds of every route while the agent is stopped.
+const FLOOD_ROUNDS: usize = 20;
 
 #[test]
 fn netlink_flood_and_overrun_under_a_running_agent_are_repaired() {
@@ -633,14 +635,16 @@ fn netlink_flood_and_overrun_under_a_running_agent_are_repaired() {
     // of changes of its routes overruns its socket for sure.
     agent.signal(Signal::SIGSTOP);
     let mut flood = delete_all.clone();
-    for _ in 0..10 {
+    // 41 changes per route: well past what the monitor's 8 MiB buffer holds.
+    for _ in 0..FLOOD_ROUNDS {
         flood.push_str(&add_all);
         flood.push_str(&delete_all);
     }
     ip_batch(node.netns.name(), &flood);
     assert_eq!(node.peer_routes_now(), 0, "the flood left routes");
-    agent.signal(Signal::SIGCONT);
+    // Taken before SIGCONT: the agent may log the overrun at once.
     let resumed = Instant::now();
+    agent.signal(Signal::SIGCONT);
     let repaired = wait_ms(
         "all pod routes repaired after the overrun",
         Duration::from_secs(30),
@@ -652,12 +656,12 @@ fn netlink_flood_and_overrun_under_a_running_agent_are_repaired() {
     println!(
         "{} route changes while the agent was stopped: all back {repaired:?} after SIGCONT; \
          overrun logged {logged:?} after SIGCONT",
-        OVERRUN_PEERS * 21,
+        OVERRUN_PEERS * (2 * FLOOD_ROUNDS + 1),
     );
     assert!(
         logged.is_some(),
         "no overrun logged after {} changes:\n{}",
-        OVERRUN_PEERS * 21,
+        OVERRUN_PEERS * (2 * FLOOD_ROUNDS + 1),
         agent.progress.tail(20)
     );
     node.assert_exactly_the_plan("after the overrun");

@@ -29,8 +29,8 @@ pub struct Refusal {
 impl std::fmt::Display for Refusal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.generation {
-            Some(g) => write!(f, "refusing generation {g}: {}", self.reason),
-            None => write!(f, "refusing the update: {}", self.reason),
+            Some(g) => write!(f, "generation {g} cannot be used: {}", self.reason),
+            None => write!(f, "the update cannot be used: {}", self.reason),
         }
     }
 }
@@ -128,7 +128,7 @@ mod tests {
             Some(Network::Available { message }) => {
                 assert!(message.contains("generation 4"), "{message}");
                 assert!(
-                    message.contains("refusing generation 5: invalid mtu"),
+                    message.contains("generation 5 cannot be used: invalid mtu"),
                     "{message}"
                 );
             }
