@@ -18,8 +18,7 @@
 //! (an unreachable taint) within the test.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -35,7 +34,7 @@ use podroute::store::crd::{ClusterRouting, ClusterRoutingStatus};
 use serde_json::json;
 
 use crate::kube_env::{tail, ControlPlane, ControllerManager};
-use crate::kube_support::{install_routing, wait_for, Process, WatchedAgent};
+use crate::kube_support::{install_routing, start_coordinator, switch, wait_for, WatchedAgent};
 use crate::support::{have_root, our_routes, Lab};
 
 const CLUSTER_CIDR: &str = "10.244.0.0/16";
@@ -124,7 +123,12 @@ fn agents_beside_the_real_controller_manager() {
         install_routing(&client, Mode::Vxlan).await;
     });
     let kubeconfig = cp.admin_kubeconfig().to_path_buf();
-    let _coordinator = start_coordinator(&kubeconfig, &diagnostics.coordinator_log);
+    let _coordinator = start_coordinator(
+        "coordinator-kcm",
+        &kubeconfig,
+        &diagnostics.coordinator_log,
+        "127.0.0.1:0",
+    );
     let agents_started = Instant::now();
     for name in lab.names() {
         diagnostics
@@ -598,43 +602,6 @@ async fn ensure_namespace(client: &Client, name: &str) {
         Err(kube::Error::Api(s)) if s.code == 409 => {}
         Err(e) => panic!("create namespace {name}: {e}"),
     }
-}
-
-fn start_coordinator(kubeconfig: &Path, log: &Path) -> Process {
-    let log = std::fs::File::create(log).expect("coordinator log");
-    let child = Command::new(env!("CARGO_BIN_EXE_podroute"))
-        .args([
-            "coordinator",
-            "--identity",
-            "coordinator-kcm",
-            "--log",
-            "info",
-        ])
-        .args(["--listen", "127.0.0.1:0", "--kubeconfig"])
-        .arg(kubeconfig)
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("start coordinator");
-    Process(child)
-}
-
-/// `podroute switch ARGS --kubeconfig K`: (success, stdout and stderr).
-fn switch(kubeconfig: &Path, args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_podroute"))
-        .arg("switch")
-        .args(args)
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .args(["--log", "warn"])
-        .output()
-        .expect("podroute switch");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
 }
 
 /// On a failure, the tails of the KCM, coordinator and agent logs.

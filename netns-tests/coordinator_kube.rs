@@ -12,8 +12,8 @@
 //! - each replica's /readyz and /metrics say whether it leads and how far
 //!   the rollout is.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::PathBuf;
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -29,30 +29,12 @@ use tokio::runtime::Handle;
 
 use crate::kube_env::ControlPlane;
 use crate::kube_support::{
-    create_lab_nodes, install_routing, start_agent, wait_for, PairCount, PodProbes, Process,
+    create_lab_nodes, install_routing, start_agent, start_coordinator, switch, wait_for, PairCount,
+    PodProbes, Process,
 };
 use crate::support::{have_root, Lab};
 
 const POD_MTU: u32 = 1450;
-
-fn start_coordinator(identity: &str, kubeconfig: &Path, log: &Path, port: u16) -> Process {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .expect("coordinator log");
-    let child = Command::new(env!("CARGO_BIN_EXE_podroute"))
-        .args(["coordinator", "--identity", identity, "--log", "info"])
-        .arg("--listen")
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("start coordinator");
-    Process(child)
-}
 
 fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -93,24 +75,6 @@ fn wait_for_metrics(port: u16, lines: &[&str]) {
         ok,
         "port {port}: not ready or without {lines:?}; /metrics:\n{last}"
     );
-}
-
-/// `podroute switch ARGS --kubeconfig K`: (success, stdout).
-fn switch(kubeconfig: &Path, args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_podroute"))
-        .arg("switch")
-        .args(args)
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .args(["--log", "warn"])
-        .output()
-        .expect("podroute switch");
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    eprintln!(
-        "podroute switch {args:?}:\n{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), stdout)
 }
 
 async fn install(client: &Client, lab: &Lab) {
@@ -329,7 +293,12 @@ fn coordinator_on_a_real_api_server() {
     };
 
     let (port_a, port_b) = (free_port(), free_port());
-    let mut coordinator_a = start_coordinator("coordinator-a", &kubeconfig, &log_a, port_a);
+    let mut coordinator_a = start_coordinator(
+        "coordinator-a",
+        &kubeconfig,
+        &log_a,
+        &format!("127.0.0.1:{port_a}"),
+    );
     let agents: Vec<Process> = lab
         .names()
         .iter()
@@ -451,7 +420,12 @@ fn coordinator_on_a_real_api_server() {
         );
         let _ = coordinator_a.0.kill();
         let _ = coordinator_a.0.wait();
-        coordinator_a = start_coordinator("coordinator-a", &kubeconfig, &log_a, port_a);
+        coordinator_a = start_coordinator(
+            "coordinator-a",
+            &kubeconfig,
+            &log_a,
+            &format!("127.0.0.1:{port_a}"),
+        );
         // It resumes where it was: same plan, still waiting for node-3.
         std::thread::sleep(Duration::from_secs(3));
         let resumed = cluster.status();
@@ -471,7 +445,12 @@ fn coordinator_on_a_real_api_server() {
     lab.assert_all_pods_talk(POD_MTU);
 
     // 3. A second coordinator waits on the Lease, then takes over.
-    let coordinator_b = start_coordinator("coordinator-b", &kubeconfig, &log_b, port_b);
+    let coordinator_b = start_coordinator(
+        "coordinator-b",
+        &kubeconfig,
+        &log_b,
+        &format!("127.0.0.1:{port_b}"),
+    );
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(cluster.lease_holder().as_deref(), Some("coordinator-a"));
     // The standby is ready (it reaches the API server) but does not lead.

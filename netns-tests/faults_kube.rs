@@ -12,8 +12,7 @@
 //! PODROUTE_REQUIRE_KUBE_TESTS=1).
 
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,8 +26,8 @@ use podroute::store::crd::{ClusterRouting, ClusterRoutingStatus};
 
 use crate::kube_env::ControlPlane;
 use crate::kube_support::{
-    create_lab_nodes, install_routing, kube_node, publish_plan, start_agent, wait_for, PairCount,
-    PodProbes, Process,
+    create_lab_nodes, install_routing, kube_node, publish_plan, start_agent, start_coordinator,
+    switch, wait_for, PairCount, PodProbes, Process,
 };
 use crate::support::{have_root, our_routes, wait_until, Lab, PORT};
 
@@ -87,22 +86,12 @@ impl KubeLab {
     }
 
     fn coordinator(&self) -> Process {
-        let log = std::fs::File::create(self.coordinator_log()).expect("coordinator log");
-        let child = Command::new(env!("CARGO_BIN_EXE_podroute"))
-            .args([
-                "coordinator",
-                "--identity",
-                "coordinator-a",
-                "--log",
-                "info",
-            ])
-            .args(["--listen", "127.0.0.1:0", "--kubeconfig"])
-            .arg(&self.kubeconfig)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start coordinator");
-        Process(child)
+        start_coordinator(
+            "coordinator-a",
+            &self.kubeconfig,
+            &self.coordinator_log(),
+            "127.0.0.1:0",
+        )
     }
 
     fn coordinator_log(&self) -> PathBuf {
@@ -232,24 +221,6 @@ impl KubeLab {
             std::fs::read_to_string(self.coordinator_log()).unwrap_or_default()
         );
     }
-}
-
-/// `podroute switch ARGS --kubeconfig K`: (success, stdout).
-fn switch(kubeconfig: &Path, args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_podroute"))
-        .arg("switch")
-        .args(args)
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .args(["--log", "warn"])
-        .output()
-        .expect("podroute switch");
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    eprintln!(
-        "podroute switch {args:?}:\n{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), stdout)
 }
 
 fn signal(process: &Process, signal: libc::c_int) {

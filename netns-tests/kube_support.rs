@@ -112,6 +112,46 @@ fn free_port() -> SocketAddr {
         .expect("free port")
 }
 
+/// A coordinator process leading as `identity`, logging (info) to `log`
+/// (appended: a restarted one keeps its predecessor's lines), serving on
+/// `listen`.
+pub fn start_coordinator(identity: &str, kubeconfig: &Path, log: &Path, listen: &str) -> Process {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("coordinator log");
+    let child = Command::new(env!("CARGO_BIN_EXE_podroute"))
+        .args(["coordinator", "--identity", identity, "--log", "info"])
+        .args(["--listen", listen])
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start coordinator");
+    Process(child)
+}
+
+/// `podroute switch ARGS --kubeconfig K`: (success, stdout). Both outputs
+/// are echoed to the test's stderr.
+pub fn switch(kubeconfig: &Path, args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_podroute"))
+        .arg("switch")
+        .args(args)
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(["--log", "warn"])
+        .output()
+        .expect("podroute switch");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    eprintln!(
+        "podroute switch {args:?}:\n{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), stdout)
+}
+
 /// Polled every 20 ms: checks here are often API calls.
 pub fn wait_for(what: &str, timeout: Duration, check: impl FnMut() -> bool) {
     crate::support::wait_until(what, timeout, Duration::from_millis(20), check);
