@@ -15,6 +15,7 @@ mod agent_kube;
 mod agent_memory;
 mod agent_promises;
 mod cli;
+mod coexist_kube;
 mod coordinator_kube;
 mod faults;
 mod faults_kube;

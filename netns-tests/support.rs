@@ -413,6 +413,18 @@ impl Log {
     }
 }
 
+/// Whether `check` holds within `timeout` (polled every 20 ms).
+pub fn poll_until(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let start = std::time::Instant::now();
+    while !check() {
+        if start.elapsed() > timeout {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    true
+}
+
 /// Poll `check` every `poll` until it holds; fails the test after `timeout`.
 /// Returns how long it took (the tests that measure repair latency use it).
 pub fn wait_until(

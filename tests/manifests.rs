@@ -510,6 +510,8 @@ async fn shipped_rbac_and_policy_confine_the_agent_to_its_own_node() {
         ("ServiceAccount", AGENT_SA),
         ("ClusterRole", "podroute-agent"),
         ("ClusterRoleBinding", "podroute-agent"),
+        ("Role", "podroute-agent-events"),
+        ("RoleBinding", "podroute-agent-events"),
         ("ValidatingAdmissionPolicy", "podroute-agent-own-node"),
         (
             "ValidatingAdmissionPolicyBinding",
@@ -622,6 +624,31 @@ async fn shipped_rbac_and_policy_confine_the_agent_to_its_own_node() {
         .list(&ListParams::default())
         .await;
     assert_eq!(status_code(&err), Some(403), "list secrets: {err:?}");
+
+    // A Warning Event on its Node (a contested condition), in `default` only.
+    let reporter = podroute::store::events::Reporter {
+        component: "podroute-agent".into(),
+        instance: own.clone(),
+    };
+    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(client.clone(), "default");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let sent =
+            podroute::store::events::warn_node(&events, &reporter, &own, "Test", "rbac").await;
+        match sent {
+            Ok(()) => break,
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await
+            }
+            Err(e) => panic!("the agent cannot record an Event on its Node: {e}"),
+        }
+    }
+    let elsewhere: Api<k8s_openapi::api::core::v1::Event> =
+        Api::namespaced(client.clone(), "kube-system");
+    let err = podroute::store::events::warn_node(&elsewhere, &reporter, &own, "Test", "rbac").await;
+    assert!(err.is_err(), "an Event outside default was allowed");
+    let err = events.list(&ListParams::default()).await;
+    assert_eq!(status_code(&err), Some(403), "list events: {err:?}");
 
     // The same service account with a token bound to no Node writes no Node.
     let unbound = cp.service_account(AGENT_NS, AGENT_SA, None).await;

@@ -483,9 +483,12 @@ impl<K: Kernel> Agent<K> {
     async fn publish(&mut self, shown: Option<&NodeReport>, report: NodeReport) {
         self.intended = Some(report.clone());
         let now = Instant::now();
+        // A fight is over the status (True, False, absent), not the message:
+        // a cloud route controller's own False/RouteCreated is no contest.
+        let kind = |n: &Option<crate::store::Network>| n.as_ref().map(std::mem::discriminant);
         let overwritten = !self.contest.holding_off(now)
             && shown.is_some_and(|shown| {
-                shown.network != report.network
+                kind(&shown.network) != kind(&report.network)
                     && self
                         .written
                         .as_ref()

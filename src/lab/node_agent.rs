@@ -145,12 +145,37 @@ impl ClusterStore for WritesAtHome {
 
     fn report<'a>(&'a self, node: &'a str, report: &'a NodeReport) -> BoxFuture<'a, Result<()>> {
         let (inner, node, report) = (self.inner.clone(), node.to_string(), report.clone());
-        let task = self
-            .home
-            .spawn(async move { inner.report(&node, &report).await });
+        self.at_home(
+            "reporting",
+            async move { inner.report(&node, &report).await },
+        )
+    }
+
+    fn warn_event<'a>(
+        &'a self,
+        node: &'a str,
+        reason: &'a str,
+        message: &'a str,
+    ) -> BoxFuture<'a, Result<()>> {
+        let inner = self.inner.clone();
+        let (node, reason, message) = (node.to_string(), reason.to_string(), message.to_string());
+        self.at_home("recording an Event", async move {
+            inner.warn_event(&node, &reason, &message).await
+        })
+    }
+}
+
+impl WritesAtHome {
+    /// Run `write` on the home runtime and wait for it.
+    fn at_home(
+        &self,
+        what: &'static str,
+        write: impl std::future::Future<Output = Result<()>> + Send + 'static,
+    ) -> BoxFuture<'static, Result<()>> {
+        let task = self.home.spawn(write);
         Box::pin(async move {
             task.await
-                .map_err(|e| Error::io("reporting", std::io::Error::other(e.to_string())))?
+                .map_err(|e| Error::io(what, std::io::Error::other(e.to_string())))?
         })
     }
 }

@@ -65,7 +65,15 @@ pub fn pod_cidr_problem(cidr: Ipv4Network) -> Option<String> {
     }
     special()
         .find(|(block, _)| block.overlaps(cidr))
-        .map(|(block, why)| format!("{cidr} overlaps {block}, {why}; pods cannot live there"))
+        .map(|(block, why)| {
+            // Two prefixes that overlap nest: one holds the other.
+            let relation = if block.prefix() <= cidr.prefix() {
+                "is in"
+            } else {
+                "holds"
+            };
+            format!("{cidr} {relation} {block}, {why}; pods cannot live there")
+        })
 }
 
 /// Why `cidr` cannot be routed by a node whose underlay subnet is `underlay`
