@@ -8,6 +8,9 @@
 //! prints a summary and fails listing every failing case, not the first.
 //! Per case: snapshot the node, run the command with a deadline (a hang is a
 //! failure, not a stuck test), snapshot again, compare.
+//!
+//! The case tables keep one case per line (`#[rustfmt::skip]`): a table reads
+//! and diffs better that way than spread over eight lines a case.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -955,6 +958,7 @@ fn with_self(mode: &str, ip: &str, cidr: &str) -> String {
 // ---------------------------------------------------------------------------
 // Class: cluster file syntax and types.
 
+#[rustfmt::skip]
 fn syntax_cases() -> Vec<Case> {
     use Cmd::*;
     let f = "case.yaml";
@@ -966,595 +970,109 @@ fn syntax_cases() -> Vec<Case> {
         Case::text(Apply, "only whitespace", "  \n\n   \n", refused(&[f])),
         Case::text(Apply, "a bare scalar", "hello\n", refused(&[f])),
         Case::text(Apply, "a list at the top", "- mode: vxlan\n", refused(&[f])),
-        Case::text(
-            Apply,
-            "broken JSON",
-            "{\"mode\": \"vxlan\", \"nodes\": [}",
-            refused(&[f]),
-        ),
-        Case::text(
-            Apply,
-            "an INI file",
-            "[cluster]\nmode = vxlan\n",
-            refused(&[f]),
-        ),
-        Case::text(
-            Apply,
-            "tab indentation",
-            base.replace("  - ", "\t- "),
-            refused(&[f]),
-        ),
-        Case::new(
-            Apply,
-            "invalid UTF-8",
-            Input::Text(b"mode: vx\xff\xfelan\nnodes: []\n".to_vec()),
-            refused(&[f]),
-        ),
-        Case::text(
-            Apply,
-            "NUL bytes",
-            "mode: vxlan\0\nnodes: []\n",
-            refused(&[f]),
-        ),
-        Case::text(
-            Apply,
-            "unclosed quote",
-            "mode: \"vxlan\nnodes: []\n",
-            refused(&[f]),
-        ),
-        Case::text(
-            Apply,
-            "byte order mark",
-            format!("\u{feff}{base}"),
-            Expect::Either,
-        ),
-        Case::text(
-            Apply,
-            "CRLF line ends",
-            base.replace('\n', "\r\n"),
-            Expect::Either,
-        ),
+        Case::text(Apply, "broken JSON", "{\"mode\": \"vxlan\", \"nodes\": [}", refused(&[f])),
+        Case::text(Apply, "an INI file", "[cluster]\nmode = vxlan\n", refused(&[f])),
+        Case::text(Apply, "tab indentation", base.replace("  - ", "\t- "), refused(&[f])),
+        Case::new(Apply, "invalid UTF-8", Input::Text(b"mode: vx\xff\xfelan\nnodes: []\n".to_vec()), refused(&[f])),
+        Case::text(Apply, "NUL bytes", "mode: vxlan\0\nnodes: []\n", refused(&[f])),
+        Case::text(Apply, "unclosed quote", "mode: \"vxlan\nnodes: []\n", refused(&[f])),
+        Case::text(Apply, "byte order mark", format!("\u{feff}{base}"), Expect::Either),
+        Case::text(Apply, "CRLF line ends", base.replace('\n', "\r\n"), Expect::Either),
         // Required keys.
-        Case::text(
-            Apply,
-            "no mode",
-            base.replace("mode: vxlan\n", ""),
-            refused(&[f, "mode"]),
-        ),
+        Case::text(Apply, "no mode", base.replace("mode: vxlan\n", ""), refused(&[f, "mode"])),
         Case::text(Apply, "no nodes", "mode: vxlan\n", refused(&[f, "nodes"])),
-        Case::text(
-            Apply,
-            "nodes: []",
-            "mode: vxlan\nnodes: []\n",
-            refused(&["node-1"]),
-        ),
-        Case::text(
-            Apply,
-            "nodes: null",
-            "mode: vxlan\nnodes: null\n",
-            refused(&[f, "nodes"]),
-        ),
+        Case::text(Apply, "nodes: []", "mode: vxlan\nnodes: []\n", refused(&["node-1"])),
+        Case::text(Apply, "nodes: null", "mode: vxlan\nnodes: null\n", refused(&[f, "nodes"])),
         // Wrong types.
-        Case::text(
-            Apply,
-            "mode: 5",
-            base.replace("mode: vxlan", "mode: 5"),
-            refused(&[f, "mode"]),
-        ),
-        Case::text(
-            Apply,
-            "mode: [vxlan]",
-            base.replace("mode: vxlan", "mode: [vxlan]"),
-            refused(&[f, "mode"]),
-        ),
-        Case::text(
-            Apply,
-            "mode: {vxlan: 1}",
-            base.replace("mode: vxlan", "mode: {vxlan: 1}"),
-            refused(&[f, "mode"]),
-        ),
-        Case::text(
-            Apply,
-            "mode: null",
-            base.replace("mode: vxlan", "mode: null"),
-            refused(&[f, "mode"]),
-        ),
-        Case::text(
-            Apply,
-            "mode: VXLAN",
-            base.replace("mode: vxlan", "mode: VXLAN"),
-            Expect::Either,
-        ),
-        Case::text(
-            Apply,
-            "nodes: a string",
-            "mode: vxlan\nnodes: node-1\n",
-            refused(&[f, "nodes"]),
-        ),
-        Case::text(
-            Apply,
-            "nodes: a map",
-            "mode: vxlan\nnodes: {name: node-1}\n",
-            refused(&[f, "nodes"]),
-        ),
-        Case::text(
-            Apply,
-            "a node that is a string",
-            "mode: vxlan\nnodes:\n  - node-1\n",
-            refused(&[f, "nodes[0]"]),
-        ),
-        Case::text(
-            Apply,
-            "name: 5",
-            with_peer_raw("vxlan", "name: 5\nip: 10.250.0.2\npodCIDR: 10.244.2.0/24"),
-            Expect::Either,
-        ),
-        Case::text(
-            Apply,
-            "name: [node-2]",
-            with_peer_raw(
-                "vxlan",
-                "name: [node-2]\nip: 10.250.0.2\npodCIDR: 10.244.2.0/24",
-            ),
-            refused(&[f, "nodes[1].name"]),
-        ),
-        Case::text(
-            Apply,
-            "name: null",
-            with_peer_raw(
-                "vxlan",
-                "name: null\nip: 10.250.0.2\npodCIDR: 10.244.2.0/24",
-            ),
-            refused(&[f, "nodes[1].name"]),
-        ),
-        Case::text(
-            Apply,
-            "name: ~",
-            with_peer_raw("vxlan", "name: ~\nip: 10.250.0.2\npodCIDR: 10.244.2.0/24"),
-            refused(&[f, "nodes[1].name"]),
-        ),
-        Case::text(
-            Apply,
-            "name: (no value)",
-            with_peer_raw("vxlan", "name:\nip: 10.250.0.2\npodCIDR: 10.244.2.0/24"),
-            refused(&[f, "nodes[1].name"]),
-        ),
-        Case::text(
-            Apply,
-            "ip: 10 (a number)",
-            with_peer("vxlan", "10", "10.244.2.0/24"),
-            refused(&[f, "nodes[1].ip"]),
-        ),
-        Case::text(
-            Apply,
-            "ip: a list",
-            with_peer("vxlan", "[10.250.0.2]", "10.244.2.0/24"),
-            refused(&[f, "nodes[1].ip"]),
-        ),
-        Case::text(
-            Apply,
-            "ip: true",
-            with_peer("vxlan", "true", "10.244.2.0/24"),
-            refused(&[f, "nodes[1].ip"]),
-        ),
-        Case::text(
-            Apply,
-            "ip: five octets",
-            with_peer("vxlan", "10.250.0.2.5", "10.244.2.0/24"),
-            refused(&[f, "nodes[1].ip"]),
-        ),
-        Case::text(
-            Apply,
-            "ip: leading zeros",
-            with_peer("vxlan", "010.250.000.002", "10.244.2.0/24"),
-            refused(&[f, "nodes[1].ip"]),
-        ),
-        Case::text(
-            Apply,
-            "ip: three octets",
-            with_peer("vxlan", "10.250.2", "10.244.2.0/24"),
-            refused(&[f, "nodes[1].ip"]),
-        ),
-        Case::text(
-            Apply,
-            "ip: hex",
-            with_peer("vxlan", "0x0afa0002", "10.244.2.0/24"),
-            refused(&[f, "nodes[1].ip"]),
-        ),
-        Case::text(
-            Apply,
-            "ip: trailing space in quotes",
-            with_peer("vxlan", "\"10.250.0.2 \"", "10.244.2.0/24"),
-            refused(&[f, "nodes[1].ip"]),
-        ),
-        Case::text(
-            Apply,
-            "no ip",
-            with_peer_raw("vxlan", "name: node-2\npodCIDR: 10.244.2.0/24"),
-            refused(&[f, "nodes[1].ip"]),
-        ),
-        Case::text(
-            Apply,
-            "podCIDR: 24",
-            with_peer("vxlan", "10.250.0.2", "24"),
-            refused(&[f, "nodes[1].podcidr"]),
-        ),
-        Case::text(
-            Apply,
-            "podCIDR without prefix",
-            with_peer("vxlan", "10.250.0.2", "10.244.2.0"),
-            refused(&[f, "nodes[1].podcidr"]),
-        ),
-        Case::text(
-            Apply,
-            "podCIDR /33",
-            with_peer("vxlan", "10.250.0.2", "10.244.2.0/33"),
-            refused(&[f, "nodes[1].podcidr"]),
-        ),
-        Case::text(
-            Apply,
-            "podCIDR /-1",
-            with_peer("vxlan", "10.250.0.2", "10.244.2.0/-1"),
-            refused(&[f, "nodes[1].podcidr"]),
-        ),
-        Case::text(
-            Apply,
-            "podCIDR /24/24",
-            with_peer("vxlan", "10.250.0.2", "10.244.2.0/24/24"),
-            refused(&[f, "nodes[1].podcidr"]),
-        ),
-        Case::text(
-            Apply,
-            "podCIDRs: a string",
-            with_peer_raw(
-                "vxlan",
-                "name: node-2\nip: 10.250.0.2\npodCIDRs: 10.244.2.0/24",
-            ),
-            refused(&[f, "nodes[1].podcidrs"]),
-        ),
-        Case::text(
-            Apply,
-            "podCIDRs: nested list",
-            with_peer_raw(
-                "vxlan",
-                "name: node-2\nip: 10.250.0.2\npodCIDRs: [[10.244.2.0/24]]",
-            ),
-            refused(&[f, "nodes[1].podcidrs"]),
-        ),
-        Case::text(
-            Apply,
-            "podCIDRs: []",
-            with_peer_raw("vxlan", "name: node-2\nip: 10.250.0.2\npodCIDRs: []"),
-            refused(&[f, "nodes[1].podcidr"]),
-        ),
-        Case::text(
-            Apply,
-            "podCIDR and podCIDRs",
-            with_peer_raw(
-                "vxlan",
-                "name: node-2\nip: 10.250.0.2\npodCIDR: 10.244.2.0/24\npodCIDRs: [10.244.2.0/24]",
-            ),
-            refused(&[f, "nodes[1]"]),
-        ),
-        Case::text(
-            Apply,
-            "three podCIDRs",
-            with_peer_raw(
-                "vxlan",
-                "name: node-2\nip: 10.250.0.2\npodCIDRs: [10.244.2.0/24, fd00:2::/64, fd00:3::/64]",
-            ),
-            refused(&[f, "nodes[1].podcidrs"]),
-        ),
+        Case::text(Apply, "mode: 5", base.replace("mode: vxlan", "mode: 5"), refused(&[f, "mode"])),
+        Case::text(Apply, "mode: [vxlan]", base.replace("mode: vxlan", "mode: [vxlan]"), refused(&[f, "mode"])),
+        Case::text(Apply, "mode: {vxlan: 1}", base.replace("mode: vxlan", "mode: {vxlan: 1}"), refused(&[f, "mode"])),
+        Case::text(Apply, "mode: null", base.replace("mode: vxlan", "mode: null"), refused(&[f, "mode"])),
+        Case::text(Apply, "mode: VXLAN", base.replace("mode: vxlan", "mode: VXLAN"), Expect::Either),
+        Case::text(Apply, "nodes: a string", "mode: vxlan\nnodes: node-1\n", refused(&[f, "nodes"])),
+        Case::text(Apply, "nodes: a map", "mode: vxlan\nnodes: {name: node-1}\n", refused(&[f, "nodes"])),
+        Case::text(Apply, "a node that is a string", "mode: vxlan\nnodes:\n  - node-1\n", refused(&[f, "nodes[0]"])),
+        Case::text(Apply, "name: 5", with_peer_raw("vxlan", "name: 5\nip: 10.250.0.2\npodCIDR: 10.244.2.0/24"), Expect::Either),
+        Case::text(Apply, "name: [node-2]", with_peer_raw("vxlan", "name: [node-2]\nip: 10.250.0.2\npodCIDR: 10.244.2.0/24"), refused(&[f, "nodes[1].name"])),
+        Case::text(Apply, "name: null", with_peer_raw("vxlan", "name: null\nip: 10.250.0.2\npodCIDR: 10.244.2.0/24"), refused(&[f, "nodes[1].name"])),
+        Case::text(Apply, "name: ~", with_peer_raw("vxlan", "name: ~\nip: 10.250.0.2\npodCIDR: 10.244.2.0/24"), refused(&[f, "nodes[1].name"])),
+        Case::text(Apply, "name: (no value)", with_peer_raw("vxlan", "name:\nip: 10.250.0.2\npodCIDR: 10.244.2.0/24"), refused(&[f, "nodes[1].name"])),
+        Case::text(Apply, "ip: 10 (a number)", with_peer("vxlan", "10", "10.244.2.0/24"), refused(&[f, "nodes[1].ip"])),
+        Case::text(Apply, "ip: a list", with_peer("vxlan", "[10.250.0.2]", "10.244.2.0/24"), refused(&[f, "nodes[1].ip"])),
+        Case::text(Apply, "ip: true", with_peer("vxlan", "true", "10.244.2.0/24"), refused(&[f, "nodes[1].ip"])),
+        Case::text(Apply, "ip: five octets", with_peer("vxlan", "10.250.0.2.5", "10.244.2.0/24"), refused(&[f, "nodes[1].ip"])),
+        Case::text(Apply, "ip: leading zeros", with_peer("vxlan", "010.250.000.002", "10.244.2.0/24"), refused(&[f, "nodes[1].ip"])),
+        Case::text(Apply, "ip: three octets", with_peer("vxlan", "10.250.2", "10.244.2.0/24"), refused(&[f, "nodes[1].ip"])),
+        Case::text(Apply, "ip: hex", with_peer("vxlan", "0x0afa0002", "10.244.2.0/24"), refused(&[f, "nodes[1].ip"])),
+        Case::text(Apply, "ip: trailing space in quotes", with_peer("vxlan", "\"10.250.0.2 \"", "10.244.2.0/24"), refused(&[f, "nodes[1].ip"])),
+        Case::text(Apply, "no ip", with_peer_raw("vxlan", "name: node-2\npodCIDR: 10.244.2.0/24"), refused(&[f, "nodes[1].ip"])),
+        Case::text(Apply, "podCIDR: 24", with_peer("vxlan", "10.250.0.2", "24"), refused(&[f, "nodes[1].podcidr"])),
+        Case::text(Apply, "podCIDR without prefix", with_peer("vxlan", "10.250.0.2", "10.244.2.0"), refused(&[f, "nodes[1].podcidr"])),
+        Case::text(Apply, "podCIDR /33", with_peer("vxlan", "10.250.0.2", "10.244.2.0/33"), refused(&[f, "nodes[1].podcidr"])),
+        Case::text(Apply, "podCIDR /-1", with_peer("vxlan", "10.250.0.2", "10.244.2.0/-1"), refused(&[f, "nodes[1].podcidr"])),
+        Case::text(Apply, "podCIDR /24/24", with_peer("vxlan", "10.250.0.2", "10.244.2.0/24/24"), refused(&[f, "nodes[1].podcidr"])),
+        Case::text(Apply, "podCIDRs: a string", with_peer_raw("vxlan", "name: node-2\nip: 10.250.0.2\npodCIDRs: 10.244.2.0/24"), refused(&[f, "nodes[1].podcidrs"])),
+        Case::text(Apply, "podCIDRs: nested list", with_peer_raw("vxlan", "name: node-2\nip: 10.250.0.2\npodCIDRs: [[10.244.2.0/24]]"), refused(&[f, "nodes[1].podcidrs"])),
+        Case::text(Apply, "podCIDRs: []", with_peer_raw("vxlan", "name: node-2\nip: 10.250.0.2\npodCIDRs: []"), refused(&[f, "nodes[1].podcidr"])),
+        Case::text(Apply, "podCIDR and podCIDRs", with_peer_raw("vxlan", "name: node-2\nip: 10.250.0.2\npodCIDR: 10.244.2.0/24\npodCIDRs: [10.244.2.0/24]"), refused(&[f, "nodes[1]"])),
+        Case::text(Apply, "three podCIDRs", with_peer_raw("vxlan", "name: node-2\nip: 10.250.0.2\npodCIDRs: [10.244.2.0/24, fd00:2::/64, fd00:3::/64]"), refused(&[f, "nodes[1].podcidrs"])),
         // Numbers: strings, floats, negatives, huge.
-        Case::text(
-            Apply,
-            "generation: \"one\"",
-            with_top("generation: one"),
-            refused(&[f, "generation"]),
-        ),
-        Case::text(
-            Apply,
-            "generation: 1.5",
-            with_top("generation: 1.5"),
-            refused(&[f, "generation"]),
-        ),
-        Case::text(
-            Apply,
-            "generation: -1",
-            with_top("generation: -1"),
-            refused(&[f, "generation"]),
-        ),
-        Case::text(
-            Apply,
-            "generation: 2^64",
-            with_top("generation: 18446744073709551616"),
-            refused(&[f, "generation"]),
-        ),
-        Case::text(
-            Plan,
-            "generation: u64::MAX",
-            with_top("generation: 18446744073709551615"),
-            Expect::Accepted,
-        ),
-        Case::text(
-            Plan,
-            "generation: 2^63",
-            with_top("generation: 9223372036854775808"),
-            Expect::Accepted,
-        ),
-        Case::text(
-            Apply,
-            "mtu: \"1400\"",
-            with_top("mtu: \"1400\""),
-            refused(&[f, "mtu"]),
-        ),
-        Case::text(
-            Apply,
-            "mtu: 1400.5",
-            with_top("mtu: 1400.5"),
-            refused(&[f, "mtu"]),
-        ),
-        Case::text(
-            Apply,
-            "mtu: -1400",
-            with_top("mtu: -1400"),
-            refused(&[f, "mtu"]),
-        ),
-        Case::text(
-            Apply,
-            "mtu: 2^32",
-            with_top("mtu: 4294967296"),
-            refused(&[f, "mtu"]),
-        ),
-        Case::text(
-            Apply,
-            "mtu: 1e3",
-            with_top("mtu: 1e3"),
-            refused(&[f, "mtu"]),
-        ),
-        Case::text(
-            Apply,
-            "mtu: .inf",
-            with_top("mtu: .inf"),
-            refused(&[f, "mtu"]),
-        ),
-        Case::text(
-            Apply,
-            "mtu: .nan",
-            with_top("mtu: .nan"),
-            refused(&[f, "mtu"]),
-        ),
-        Case::text(
-            Apply,
-            "mtu: [1400]",
-            with_top("mtu: [1400]"),
-            refused(&[f, "mtu"]),
-        ),
-        Case::text(
-            Plan,
-            "mtu: 0x578 (hex 1400)",
-            with_top("mtu: 0x578"),
-            Expect::Either,
-        ),
-        Case::text(
-            Apply,
-            "vxlan: 5",
-            with_top("vxlan: 5"),
-            refused(&[f, "vxlan"]),
-        ),
-        Case::text(
-            Apply,
-            "vxlan.vni: \"x\"",
-            with_top("vxlan: {vni: x}"),
-            refused(&[f, "vni"]),
-        ),
-        Case::text(
-            Apply,
-            "vxlan.vni: 4096.0",
-            with_top("vxlan: {vni: 4096.0}"),
-            refused(&[f, "vni"]),
-        ),
-        Case::text(
-            Apply,
-            "vxlan.vni: 10^20",
-            with_top("vxlan: {vni: 100000000000000000000}"),
-            refused(&[f, "vni"]),
-        ),
-        Case::text(
-            Apply,
-            "vxlan.port: \"4789\"",
-            with_top("vxlan: {port: \"4789\"}"),
-            refused(&[f, "port"]),
-        ),
-        Case::text(
-            Apply,
-            "decap: a string",
-            with_top("decap: vxlan"),
-            refused(&[f, "decap"]),
-        ),
-        Case::text(
-            Apply,
-            "offSubnet: 3",
-            with_top("offSubnet: 3"),
-            refused(&[f, "offsubnet"]),
-        ),
+        Case::text(Apply, "generation: \"one\"", with_top("generation: one"), refused(&[f, "generation"])),
+        Case::text(Apply, "generation: 1.5", with_top("generation: 1.5"), refused(&[f, "generation"])),
+        Case::text(Apply, "generation: -1", with_top("generation: -1"), refused(&[f, "generation"])),
+        Case::text(Apply, "generation: 2^64", with_top("generation: 18446744073709551616"), refused(&[f, "generation"])),
+        Case::text(Plan, "generation: u64::MAX", with_top("generation: 18446744073709551615"), Expect::Accepted),
+        Case::text(Plan, "generation: 2^63", with_top("generation: 9223372036854775808"), Expect::Accepted),
+        Case::text(Apply, "mtu: \"1400\"", with_top("mtu: \"1400\""), refused(&[f, "mtu"])),
+        Case::text(Apply, "mtu: 1400.5", with_top("mtu: 1400.5"), refused(&[f, "mtu"])),
+        Case::text(Apply, "mtu: -1400", with_top("mtu: -1400"), refused(&[f, "mtu"])),
+        Case::text(Apply, "mtu: 2^32", with_top("mtu: 4294967296"), refused(&[f, "mtu"])),
+        Case::text(Apply, "mtu: 1e3", with_top("mtu: 1e3"), refused(&[f, "mtu"])),
+        Case::text(Apply, "mtu: .inf", with_top("mtu: .inf"), refused(&[f, "mtu"])),
+        Case::text(Apply, "mtu: .nan", with_top("mtu: .nan"), refused(&[f, "mtu"])),
+        Case::text(Apply, "mtu: [1400]", with_top("mtu: [1400]"), refused(&[f, "mtu"])),
+        Case::text(Plan, "mtu: 0x578 (hex 1400)", with_top("mtu: 0x578"), Expect::Either),
+        Case::text(Apply, "vxlan: 5", with_top("vxlan: 5"), refused(&[f, "vxlan"])),
+        Case::text(Apply, "vxlan.vni: \"x\"", with_top("vxlan: {vni: x}"), refused(&[f, "vni"])),
+        Case::text(Apply, "vxlan.vni: 4096.0", with_top("vxlan: {vni: 4096.0}"), refused(&[f, "vni"])),
+        Case::text(Apply, "vxlan.vni: 10^20", with_top("vxlan: {vni: 100000000000000000000}"), refused(&[f, "vni"])),
+        Case::text(Apply, "vxlan.port: \"4789\"", with_top("vxlan: {port: \"4789\"}"), refused(&[f, "port"])),
+        Case::text(Apply, "decap: a string", with_top("decap: vxlan"), refused(&[f, "decap"])),
+        Case::text(Apply, "offSubnet: 3", with_top("offSubnet: 3"), refused(&[f, "offsubnet"])),
         // Unknown and duplicate keys, several documents.
-        Case::text(
-            Apply,
-            "unknown key modes",
-            base.replace("mode:", "modes:"),
-            refused(&[f, "modes"]),
-        ),
-        Case::text(
-            Apply,
-            "unknown key extra",
-            with_top("extra: 1"),
-            refused(&[f, "extra"]),
-        ),
-        Case::text(
-            Apply,
-            "unknown node key podCidr",
-            base.replace("podCIDR: 10.244.2", "podCidr: 10.244.2"),
-            refused(&[f, "podcidr"]),
-        ),
-        Case::text(
-            Apply,
-            "unknown vxlan key id",
-            with_top("vxlan: {id: 5}"),
-            refused(&[f, "id"]),
-        ),
-        Case::text(
-            Apply,
-            "duplicate mode",
-            with_top("mode: native"),
-            refused(&[f, "mode"]),
-        ),
-        Case::text(
-            Apply,
-            "duplicate ip in a node",
-            with_peer_raw(
-                "vxlan",
-                "name: node-2\nip: 10.250.0.2\nip: 10.250.0.9\npodCIDR: 10.244.2.0/24",
-            ),
-            refused(&[f, "ip"]),
-        ),
-        Case::text(
-            Apply,
-            "two documents",
-            format!("{base}---\n{}", valid("native")),
-            refused(&[f]),
-        ),
-        Case::text(
-            Apply,
-            "document end then junk",
-            format!("{base}...\n}}}}: [\n"),
-            refused(&[f]),
-        ),
+        Case::text(Apply, "unknown key modes", base.replace("mode:", "modes:"), refused(&[f, "modes"])),
+        Case::text(Apply, "unknown key extra", with_top("extra: 1"), refused(&[f, "extra"])),
+        Case::text(Apply, "unknown node key podCidr", base.replace("podCIDR: 10.244.2", "podCidr: 10.244.2"), refused(&[f, "podcidr"])),
+        Case::text(Apply, "unknown vxlan key id", with_top("vxlan: {id: 5}"), refused(&[f, "id"])),
+        Case::text(Apply, "duplicate mode", with_top("mode: native"), refused(&[f, "mode"])),
+        Case::text(Apply, "duplicate ip in a node", with_peer_raw("vxlan", "name: node-2\nip: 10.250.0.2\nip: 10.250.0.9\npodCIDR: 10.244.2.0/24"), refused(&[f, "ip"])),
+        Case::text(Apply, "two documents", format!("{base}---\n{}", valid("native")), refused(&[f])),
+        Case::text(Apply, "document end then junk", format!("{base}...\n}}}}: [\n"), refused(&[f])),
         // Anchors, aliases and tags.
-        Case::text(
-            Apply,
-            "billion laughs at the top",
-            laughs("lol"),
-            refused(&[f]),
-        ),
-        Case::text(
-            Apply,
-            "billion laughs in nodes",
-            laughs_in_nodes(),
-            refused(&[f, "nodes[0]"]),
-        ),
-        Case::text(
-            Apply,
-            "alias of an undefined anchor",
-            base.replace("mode: vxlan", "mode: *nope"),
-            refused(&[f]),
-        ),
-        Case::text(
-            Apply,
-            "one node aliased 1000 times",
-            aliased_nodes(1000),
-            refused(&[f, "nodes[2].name"]),
-        ),
-        Case::text(
-            Apply,
-            "merge key",
-            with_peer_raw(
-                "vxlan",
-                "<<: {name: node-2}\nip: 10.250.0.2\npodCIDR: 10.244.2.0/24",
-            ),
-            Expect::Either,
-        ),
-        Case::text(
-            Apply,
-            "python object tag",
-            "!!python/object/apply:os.system [\"true\"]\n",
-            refused(&[f]),
-        ),
-        Case::text(
-            Apply,
-            "mode: !!binary",
-            base.replace("mode: vxlan", "mode: !!binary dnhsYW4="),
-            Expect::Either,
-        ),
-        Case::text(
-            Apply,
-            "mode: !vxlan tag",
-            base.replace("mode: vxlan", "mode: !vxlan"),
-            Expect::Either,
-        ),
+        Case::text(Apply, "billion laughs at the top", laughs("lol"), refused(&[f])),
+        Case::text(Apply, "billion laughs in nodes", laughs_in_nodes(), refused(&[f, "nodes[0]"])),
+        Case::text(Apply, "alias of an undefined anchor", base.replace("mode: vxlan", "mode: *nope"), refused(&[f])),
+        Case::text(Apply, "one node aliased 1000 times", aliased_nodes(1000), refused(&[f, "nodes[2].name"])),
+        Case::text(Apply, "merge key", with_peer_raw("vxlan", "<<: {name: node-2}\nip: 10.250.0.2\npodCIDR: 10.244.2.0/24"), Expect::Either),
+        Case::text(Apply, "python object tag", "!!python/object/apply:os.system [\"true\"]\n", refused(&[f])),
+        Case::text(Apply, "mode: !!binary", base.replace("mode: vxlan", "mode: !!binary dnhsYW4="), Expect::Either),
+        Case::text(Apply, "mode: !vxlan tag", base.replace("mode: vxlan", "mode: !vxlan"), Expect::Either),
         // Names.
-        Case::text(
-            Apply,
-            "unicode peer name",
-            base.replace("name: node-2", "name: \"nöde-2 ✓\""),
-            Expect::Either,
-        ),
-        Case::text(
-            Apply,
-            "unicode local name",
-            base.replace("name: node-1", "name: ノード1"),
-            Expect::Either,
-        )
-        .args(&["--node", "ノード1"]),
-        Case::text(
-            Apply,
-            "empty peer name",
-            base.replace("name: node-2", "name: \"\""),
-            refused(&[f, "nodes[1].name"]),
-        ),
-        Case::text(
-            Apply,
-            "10k-char peer name",
-            base.replace("name: node-2", &format!("name: {}", "n".repeat(10_000))),
-            Expect::Either,
-        ),
-        Case::text(
-            Apply,
-            "10k-char local name",
-            base.replace("name: node-1", &format!("name: {}", "l".repeat(10_000))),
-            Expect::Either,
-        )
-        .args(&["--node", &"l".repeat(10_000)]),
-        Case::text(
-            Apply,
-            "name with newline and escape",
-            base.replace("name: node-2", "name: \"node\\n2\\e[31m\""),
-            Expect::Either,
-        ),
-        Case::text(
-            Apply,
-            "name with NUL",
-            base.replace("name: node-2", "name: \"node\\0-2\""),
-            Expect::Either,
-        ),
+        Case::text(Apply, "unicode peer name", base.replace("name: node-2", "name: \"nöde-2 ✓\""), Expect::Either),
+        Case::text(Apply, "unicode local name", base.replace("name: node-1", "name: ノード1"), Expect::Either).args(&["--node", "ノード1"]),
+        Case::text(Apply, "empty peer name", base.replace("name: node-2", "name: \"\""), refused(&[f, "nodes[1].name"])),
+        Case::text(Apply, "10k-char peer name", base.replace("name: node-2", &format!("name: {}", "n".repeat(10_000))), Expect::Either),
+        Case::text(Apply, "10k-char local name", base.replace("name: node-1", &format!("name: {}", "l".repeat(10_000))), Expect::Either).args(&["--node", &"l".repeat(10_000)]),
+        Case::text(Apply, "name with newline and escape", base.replace("name: node-2", "name: \"node\\n2\\e[31m\""), Expect::Either),
+        Case::text(Apply, "name with NUL", base.replace("name: node-2", "name: \"node\\0-2\""), Expect::Either),
     ];
     // The other commands that read a cluster file, on a sample.
     for cmd in [Plan, Status, Agent] {
         cases.push(Case::text(cmd, "empty file", "", refused(&[f])));
-        cases.push(Case::text(
-            cmd,
-            "mode: 5",
-            base.replace("mode: vxlan", "mode: 5"),
-            refused(&[f, "mode"]),
-        ));
-        cases.push(Case::text(
-            cmd,
-            "ip: leading zeros",
-            with_peer("vxlan", "010.250.000.002", "10.244.2.0/24"),
-            refused(&[f, "nodes[1].ip"]),
-        ));
-        cases.push(Case::text(
-            cmd,
-            "billion laughs at the top",
-            laughs("lol"),
-            refused(&[f]),
-        ));
-        cases.push(Case::text(
-            cmd,
-            "two documents",
-            format!("{base}---\n{}", valid("native")),
-            refused(&[f]),
-        ));
+        cases.push(Case::text(cmd, "mode: 5", base.replace("mode: vxlan", "mode: 5"), refused(&[f, "mode"])));
+        cases.push(Case::text(cmd, "ip: leading zeros", with_peer("vxlan", "010.250.000.002", "10.244.2.0/24"), refused(&[f, "nodes[1].ip"])));
+        cases.push(Case::text(cmd, "billion laughs at the top", laughs("lol"), refused(&[f])));
+        cases.push(Case::text(cmd, "two documents", format!("{base}---\n{}", valid("native")), refused(&[f])));
     }
     cases
 }
@@ -1564,7 +1082,7 @@ fn laughs(key: &str) -> String {
     let mut s = String::from("a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]\n");
     for i in 1..10 {
         let prev = format!("*a{}", i - 1);
-        let _ = writeln!(s, "a{i}: &a{i} [{}]", vec![prev.as_str(); 10].join(", "));
+        let _ = writeln!(s, "a{i}: &a{i} [{}]", [prev.as_str(); 10].join(", "));
     }
     let _ = writeln!(s, "{key}: [*a9, *a9, *a9]");
     s.replacen("a0:", "mode: vxlan\na0:", 1)
@@ -1577,7 +1095,7 @@ fn laughs_in_nodes() -> String {
     );
     for i in 1..10 {
         let prev = format!("*a{}", i - 1);
-        let _ = writeln!(s, "  - &a{i} [{}]", vec![prev.as_str(); 10].join(", "));
+        let _ = writeln!(s, "  - &a{i} [{}]", [prev.as_str(); 10].join(", "));
     }
     s
 }
@@ -1631,40 +1149,21 @@ const SPECIAL_POD_CIDRS: &[&str] = &[
     "203.0.113.0/24",
 ];
 
+#[rustfmt::skip]
 fn address_cases() -> Vec<Case> {
     use Cmd::*;
     let mut cases = Vec::new();
     for ip in SPECIAL_NODE_IPS {
-        cases.push(Case::text(
-            Apply,
-            format!("vxlan peer ip {ip}"),
-            with_peer("vxlan", ip, "10.244.2.0/24"),
-            refused(&["nodes[1].ip"]),
-        ));
+        cases.push(Case::text(Apply, format!("vxlan peer ip {ip}"), with_peer("vxlan", ip, "10.244.2.0/24"), refused(&["nodes[1].ip"])));
     }
     for ip in ["127.0.0.2", "169.254.1.1", "255.255.255.255"] {
-        cases.push(Case::text(
-            Apply,
-            format!("native peer ip {ip}"),
-            with_peer("native", ip, "10.244.2.0/24"),
-            refused(&["nodes[1].ip"]),
-        ));
+        cases.push(Case::text(Apply, format!("native peer ip {ip}"), with_peer("native", ip, "10.244.2.0/24"), refused(&["nodes[1].ip"])));
     }
     for ip in ["127.0.0.1", "169.254.0.1", "224.0.0.1", "255.255.255.255"] {
-        cases.push(Case::text(
-            Apply,
-            format!("own ip {ip}"),
-            with_self("vxlan", ip, "10.244.1.0/24"),
-            refused(&["nodes[0].ip"]),
-        ));
+        cases.push(Case::text(Apply, format!("own ip {ip}"), with_self("vxlan", ip, "10.244.1.0/24"), refused(&["nodes[0].ip"])));
     }
     for cidr in SPECIAL_POD_CIDRS {
-        cases.push(Case::text(
-            Apply,
-            format!("vxlan peer podCIDR {cidr}"),
-            with_peer("vxlan", "10.250.0.2", cidr),
-            refused(&["nodes[1].podCIDRs[0]"]),
-        ));
+        cases.push(Case::text(Apply, format!("vxlan peer podCIDR {cidr}"), with_peer("vxlan", "10.250.0.2", cidr), refused(&["nodes[1].podCIDRs[0]"])));
     }
     for cidr in [
         "127.0.0.0/8",
@@ -1673,214 +1172,49 @@ fn address_cases() -> Vec<Case> {
         "169.254.0.0/16",
         "255.255.255.0/24",
     ] {
-        cases.push(Case::text(
-            Apply,
-            format!("native peer podCIDR {cidr}"),
-            with_peer("native", "10.250.0.2", cidr),
-            refused(&["nodes[1].podCIDRs[0]"]),
-        ));
+        cases.push(Case::text(Apply, format!("native peer podCIDR {cidr}"), with_peer("native", "10.250.0.2", cidr), refused(&["nodes[1].podCIDRs[0]"])));
     }
     for cidr in ["127.0.0.0/8", "224.0.0.0/24"] {
-        cases.push(Case::text(
-            Apply,
-            format!("own podCIDR {cidr}"),
-            with_self("vxlan", "10.250.0.1", cidr),
-            refused(&["nodes[0].podCIDRs[0]"]),
-        ));
+        cases.push(Case::text(Apply, format!("own podCIDR {cidr}"), with_self("vxlan", "10.250.0.1", cidr), refused(&["nodes[0].podCIDRs[0]"])));
     }
     let peer = |name: &str, cidr: &str, needle: &'static str| {
-        Case::text(
-            Apply,
-            name.to_string(),
-            with_peer("vxlan", "10.250.0.2", cidr),
-            refused(&[needle]),
-        )
+        Case::text(Apply, name.to_string(), with_peer("vxlan", "10.250.0.2", cidr), refused(&[needle]))
     };
     let two = |name: &str, cidrs: &str, needle: &'static str| {
-        Case::text(
-            Apply,
-            name.to_string(),
-            with_peer_raw(
-                "vxlan",
-                &format!("name: node-2\nip: 10.250.0.2\npodCIDRs: {cidrs}"),
-            ),
-            refused(&[needle]),
-        )
+        Case::text(Apply, name.to_string(), with_peer_raw("vxlan", &format!("name: node-2\nip: 10.250.0.2\npodCIDRs: {cidrs}")), refused(&[needle]))
     };
     cases.extend([
-        peer(
-            "host bits 10.244.2.1/24",
-            "10.244.2.1/24",
-            "nodes[1].podCIDRs[0]",
-        ),
-        peer(
-            "host bits 10.244.2.128/24",
-            "10.244.2.128/24",
-            "nodes[1].podCIDRs[0]",
-        ),
+        peer("host bits 10.244.2.1/24", "10.244.2.1/24", "nodes[1].podCIDRs[0]"),
+        peer("host bits 10.244.2.128/24", "10.244.2.128/24", "nodes[1].podCIDRs[0]"),
         peer("podCIDR /31", "10.244.2.0/31", "nodes[1].podCIDRs[0]"),
         peer("podCIDR /32", "10.244.2.0/32", "nodes[1].podCIDRs[0]"),
-        Case::text(
-            Apply,
-            "podCIDR /30 (control)",
-            with_peer("vxlan", "10.250.0.2", "10.244.2.0/30"),
-            Expect::Accepted,
-        ),
-        Case::text(
-            Apply,
-            "IPv6 peer ip",
-            with_peer("vxlan", "fd00::2", "10.244.2.0/24"),
-            refused(&["nodes[1].ip"]),
-        ),
-        Case::text(
-            Apply,
-            "IPv4-mapped IPv6 peer ip",
-            with_peer("vxlan", "\"::ffff:10.250.0.2\"", "10.244.2.0/24"),
-            refused(&["nodes[1].ip"]),
-        ),
-        two(
-            "IPv6-only podCIDRs",
-            "[\"fd00:2::/64\"]",
-            "nodes[1].podCIDRs[0]",
-        ),
-        two(
-            "IPv6 podCIDR with host bits",
-            "[10.244.2.0/24, \"fd00:2::1/64\"]",
-            "nodes[1].podCIDRs[1]",
-        ),
-        two(
-            "two IPv4 podCIDRs",
-            "[10.244.2.0/24, 10.244.9.0/24]",
-            "nodes[1].podCIDRs",
-        ),
-        Case::text(
-            Plan,
-            "dual-stack podCIDRs (control)",
-            with_peer_raw(
-                "vxlan",
-                "name: node-2\nip: 10.250.0.2\npodCIDRs: [10.244.2.0/24, \"fd00:2::/64\"]",
-            ),
-            Expect::Accepted,
-        ),
+        Case::text(Apply, "podCIDR /30 (control)", with_peer("vxlan", "10.250.0.2", "10.244.2.0/30"), Expect::Accepted),
+        Case::text(Apply, "IPv6 peer ip", with_peer("vxlan", "fd00::2", "10.244.2.0/24"), refused(&["nodes[1].ip"])),
+        Case::text(Apply, "IPv4-mapped IPv6 peer ip", with_peer("vxlan", "\"::ffff:10.250.0.2\"", "10.244.2.0/24"), refused(&["nodes[1].ip"])),
+        two("IPv6-only podCIDRs", "[\"fd00:2::/64\"]", "nodes[1].podCIDRs[0]"),
+        two("IPv6 podCIDR with host bits", "[10.244.2.0/24, \"fd00:2::1/64\"]", "nodes[1].podCIDRs[1]"),
+        two("two IPv4 podCIDRs", "[10.244.2.0/24, 10.244.9.0/24]", "nodes[1].podCIDRs"),
+        Case::text(Plan, "dual-stack podCIDRs (control)", with_peer_raw("vxlan", "name: node-2\nip: 10.250.0.2\npodCIDRs: [10.244.2.0/24, \"fd00:2::/64\"]"), Expect::Accepted),
         // The node's own underlay subnet (10.250.0.0/24 on eth0).
-        Case::text(
-            Apply,
-            "vxlan peer podCIDR in the underlay subnet",
-            with_peer("vxlan", "10.250.0.2", "10.250.0.128/25"),
-            refused(&["node-2|nodes[1]"]),
-        ),
-        Case::text(
-            Apply,
-            "native peer podCIDR in the underlay subnet",
-            with_peer("native", "10.250.0.2", "10.250.0.128/25"),
-            refused(&["node-2|nodes[1]"]),
-        ),
-        Case::text(
-            Plan,
-            "peer podCIDR in the underlay subnet",
-            with_peer("vxlan", "10.250.0.2", "10.250.0.128/25"),
-            refused(&["node-2|nodes[1]"]),
-        ),
-        Case::text(
-            Apply,
-            "peer podCIDR /29 in the underlay subnet",
-            with_peer("native", "10.250.0.2", "10.250.0.200/29"),
-            refused(&["node-2|nodes[1]"]),
-        ),
-        Case::text(
-            Apply,
-            "own podCIDR in the underlay subnet",
-            with_self("vxlan", "10.250.0.1", "10.250.0.128/25"),
-            refused(&["node-1|nodes[0]"]),
-        ),
-        Case::text(
-            Agent,
-            "peer podCIDR in the underlay subnet",
-            with_peer("native", "10.250.0.2", "10.250.0.128/25"),
-            Expect::LeftOut {
-                bad: "10.250.0.128/25",
-                good: "10.244.3.0/24",
-                host: "10.250.0.200",
-            },
-        ),
+        Case::text(Apply, "vxlan peer podCIDR in the underlay subnet", with_peer("vxlan", "10.250.0.2", "10.250.0.128/25"), refused(&["node-2|nodes[1]"])),
+        Case::text(Apply, "native peer podCIDR in the underlay subnet", with_peer("native", "10.250.0.2", "10.250.0.128/25"), refused(&["node-2|nodes[1]"])),
+        Case::text(Plan, "peer podCIDR in the underlay subnet", with_peer("vxlan", "10.250.0.2", "10.250.0.128/25"), refused(&["node-2|nodes[1]"])),
+        Case::text(Apply, "peer podCIDR /29 in the underlay subnet", with_peer("native", "10.250.0.2", "10.250.0.200/29"), refused(&["node-2|nodes[1]"])),
+        Case::text(Apply, "own podCIDR in the underlay subnet", with_self("vxlan", "10.250.0.1", "10.250.0.128/25"), refused(&["node-1|nodes[0]"])),
+        Case::text(Agent, "peer podCIDR in the underlay subnet", with_peer("native", "10.250.0.2", "10.250.0.128/25"), Expect::LeftOut { bad: "10.250.0.128/25", good: "10.244.3.0/24", host: "10.250.0.200", }),
         // Across nodes.
-        Case::text(
-            Apply,
-            "duplicate name",
-            yaml(
-                "mode: vxlan",
-                &[N1, ("node-1", "10.250.0.2", "10.244.2.0/24"), N3],
-            ),
-            refused(&["nodes[1].name"]),
-        ),
-        Case::text(
-            Apply,
-            "duplicate ip",
-            with_peer("vxlan", "10.250.0.3", "10.244.2.0/24"),
-            refused(&["nodes[2].ip|nodes[1].ip"]),
-        ),
-        peer(
-            "podCIDR overlaps node-1's",
-            "10.244.1.0/25",
-            "nodes[1].podCIDRs",
-        ),
-        peer(
-            "podCIDR is a supernet of all",
-            "10.244.0.0/16",
-            "nodes[1].podCIDRs",
-        ),
-        peer(
-            "podCIDR holds every node IP",
-            "10.0.0.0/8",
-            "nodes[1].podCIDRs",
-        ),
-        Case::text(
-            Apply,
-            "podCIDR holds another node's IP",
-            yaml(
-                "mode: vxlan",
-                &[
-                    N1,
-                    ("node-2", "10.250.0.2", "10.99.0.0/24"),
-                    ("node-3", "10.99.0.3", "10.244.3.0/24"),
-                ],
-            ),
-            refused(&["nodes[1].podCIDRs"]),
-        ),
-        Case::text(
-            Apply,
-            "two nodes share a podCIDR",
-            yaml(
-                "mode: vxlan",
-                &[N1, N2, ("node-3", "10.250.0.3", "10.244.2.0/24")],
-            ),
-            refused(&["nodes[2].podCIDRs"]),
-        ),
+        Case::text(Apply, "duplicate name", yaml("mode: vxlan", &[N1, ("node-1", "10.250.0.2", "10.244.2.0/24"), N3]), refused(&["nodes[1].name"])),
+        Case::text(Apply, "duplicate ip", with_peer("vxlan", "10.250.0.3", "10.244.2.0/24"), refused(&["nodes[2].ip|nodes[1].ip"])),
+        peer("podCIDR overlaps node-1's", "10.244.1.0/25", "nodes[1].podCIDRs"),
+        peer("podCIDR is a supernet of all", "10.244.0.0/16", "nodes[1].podCIDRs"),
+        peer("podCIDR holds every node IP", "10.0.0.0/8", "nodes[1].podCIDRs"),
+        Case::text(Apply, "podCIDR holds another node's IP", yaml("mode: vxlan", &[N1, ("node-2", "10.250.0.2", "10.99.0.0/24"), ("node-3", "10.99.0.3", "10.244.3.0/24")]), refused(&["nodes[1].podCIDRs"])),
+        Case::text(Apply, "two nodes share a podCIDR", yaml("mode: vxlan", &[N1, N2, ("node-3", "10.250.0.3", "10.244.2.0/24")]), refused(&["nodes[2].podCIDRs"])),
         // Other commands on special ranges.
-        Case::text(
-            Plan,
-            "peer podCIDR 224.0.0.0/4",
-            with_peer("vxlan", "10.250.0.2", "224.0.0.0/4"),
-            refused(&["nodes[1].podCIDRs[0]"]),
-        ),
-        Case::text(
-            Status,
-            "peer podCIDR 127.0.0.0/8",
-            with_peer("vxlan", "10.250.0.2", "127.0.0.0/8"),
-            refused(&["nodes[1].podCIDRs[0]"]),
-        ),
-        Case::text(
-            Agent,
-            "peer podCIDR 127.0.0.0/8",
-            with_peer("vxlan", "10.250.0.2", "127.0.0.0/8"),
-            refused(&["nodes[1].podCIDRs[0]"]),
-        ),
-        Case::text(
-            Agent,
-            "peer ip 255.255.255.255",
-            with_peer("native", "255.255.255.255", "10.244.2.0/24"),
-            refused(&["nodes[1].ip"]),
-        ),
+        Case::text(Plan, "peer podCIDR 224.0.0.0/4", with_peer("vxlan", "10.250.0.2", "224.0.0.0/4"), refused(&["nodes[1].podCIDRs[0]"])),
+        Case::text(Status, "peer podCIDR 127.0.0.0/8", with_peer("vxlan", "10.250.0.2", "127.0.0.0/8"), refused(&["nodes[1].podCIDRs[0]"])),
+        Case::text(Agent, "peer podCIDR 127.0.0.0/8", with_peer("vxlan", "10.250.0.2", "127.0.0.0/8"), refused(&["nodes[1].podCIDRs[0]"])),
+        Case::text(Agent, "peer ip 255.255.255.255", with_peer("native", "255.255.255.255", "10.244.2.0/24"), refused(&["nodes[1].ip"])),
     ]);
     // Allowed ranges: the controls.
     for cidr in [
@@ -1890,12 +1224,7 @@ fn address_cases() -> Vec<Case> {
         "198.18.2.0/24",
         "8.8.8.0/24",
     ] {
-        cases.push(Case::text(
-            Apply,
-            format!("peer podCIDR {cidr} (control)"),
-            with_peer("vxlan", "10.250.0.2", cidr),
-            Expect::Accepted,
-        ));
+        cases.push(Case::text(Apply, format!("peer podCIDR {cidr} (control)"), with_peer("vxlan", "10.250.0.2", cidr), Expect::Accepted));
     }
     cases
 }
@@ -1903,6 +1232,7 @@ fn address_cases() -> Vec<Case> {
 // ---------------------------------------------------------------------------
 // Class: cluster-wide settings.
 
+#[rustfmt::skip]
 fn setting_cases() -> Vec<Case> {
     use Cmd::*;
     let mut cases = Vec::new();
@@ -1918,30 +1248,17 @@ fn setting_cases() -> Vec<Case> {
     add(Apply, "mtu: 65535", refused(&["mtu"]));
     add(Apply, "mtu: 1400", Expect::Accepted);
     for vni in ["0", "16777216", "-1", "4294967296"] {
-        add(
-            Apply,
-            &format!("vxlan: {{vni: {vni}}}"),
-            refused(&["vxlan.vni"]),
-        );
+        add(Apply, &format!("vxlan: {{vni: {vni}}}"), refused(&["vxlan.vni"]));
     }
     add(Plan, "vxlan: {vni: 16777215}", Expect::Accepted);
     for port in ["0", "65536", "-1"] {
-        add(
-            Apply,
-            &format!("vxlan: {{port: {port}}}"),
-            refused(&["vxlan.port"]),
-        );
+        add(Apply, &format!("vxlan: {{port: {port}}}"), refused(&["vxlan.port"]));
     }
     add(Plan, "vxlan: {port: 1}", Expect::Accepted);
     add(Apply, "generation: 0", refused(&["generation"]));
     add(Plan, "vxlan: {}", Expect::Either);
     for mode in ["wireguard", "calico", "\"\"", "ipip,vxlan"] {
-        cases.push(Case::text(
-            Apply,
-            format!("mode: {mode}"),
-            valid("vxlan").replace("mode: vxlan", &format!("mode: {mode}")),
-            refused(&["mode"]),
-        ));
+        cases.push(Case::text(Apply, format!("mode: {mode}"), valid("vxlan").replace("mode: vxlan", &format!("mode: {mode}")), refused(&["mode"])));
     }
     let mut add = |cmd: Cmd, extra: &str, expect: Expect| {
         cases.push(Case::text(cmd, extra.to_string(), with_top(extra), expect));
@@ -1969,13 +1286,11 @@ struct Special {
     needles: Vec<&'static str>,
 }
 
+#[rustfmt::skip]
 fn special_files(bench: &Bench) -> (Vec<Special>, std::os::unix::net::UnixListener) {
     let p = |n: &str| bench.path(n);
     let run = |args: &[&str]| {
-        let ok = Command::new(args[0])
-            .args(&args[1..])
-            .status()
-            .expect("set-up command");
+        let ok = Command::new(args[0]).args(&args[1..]).status().expect("set-up command");
         assert!(ok.success(), "{args:?}");
     };
     run(&["mkfifo", &p("fifo.yaml").display().to_string()]);
@@ -1998,92 +1313,32 @@ fn special_files(bench: &Bench) -> (Vec<Special>, std::os::unix::net::UnixListen
     std::fs::write(p("deep.yaml"), deep).expect("deep file");
     let not_regular = "not a regular file";
     let specials = vec![
-        Special {
-            name: "/dev/zero",
-            path: "/dev/zero".into(),
-            needles: vec!["/dev/zero", not_regular],
-        },
-        Special {
-            name: "a FIFO",
-            path: p("fifo.yaml"),
-            needles: vec!["fifo.yaml", not_regular],
-        },
-        Special {
-            name: "a directory",
-            path: p("dir.yaml"),
-            needles: vec!["dir.yaml", not_regular],
-        },
-        Special {
-            name: "a 33 MiB file",
-            path: p("big.yaml"),
-            needles: vec!["big.yaml", "larger than 32 MiB"],
-        },
-        Special {
-            name: "200 kB of nested [",
-            path: p("nested.yaml"),
-            needles: vec!["nested.yaml"],
-        },
-        Special {
-            name: "a symlink to /dev/zero",
-            path: p("zero.yaml"),
-            needles: vec!["zero.yaml", not_regular],
-        },
-        Special {
-            name: "a missing file",
-            path: p("missing.yaml"),
-            needles: vec!["missing.yaml"],
-        },
-        Special {
-            name: "a dangling symlink",
-            path: p("dangling.yaml"),
-            needles: vec!["dangling.yaml"],
-        },
-        Special {
-            name: "a symlink to a directory",
-            path: p("dirlink.yaml"),
-            needles: vec!["dirlink.yaml", not_regular],
-        },
-        Special {
-            name: "a socket",
-            path: p("socket.yaml"),
-            needles: vec!["socket.yaml", not_regular],
-        },
-        Special {
-            name: "/dev/null",
-            path: "/dev/null".into(),
-            needles: vec!["/dev/null", not_regular],
-        },
-        Special {
-            name: "200 kB of nested {",
-            path: p("braces.yaml"),
-            needles: vec!["braces.yaml"],
-        },
-        Special {
-            name: "70 levels of [] (well-formed)",
-            path: p("deep.yaml"),
-            needles: vec!["deep.yaml"],
-        },
+        Special { name: "/dev/zero", path: "/dev/zero".into(), needles: vec!["/dev/zero", not_regular] },
+        Special { name: "a FIFO", path: p("fifo.yaml"), needles: vec!["fifo.yaml", not_regular] },
+        Special { name: "a directory", path: p("dir.yaml"), needles: vec!["dir.yaml", not_regular] },
+        Special { name: "a 33 MiB file", path: p("big.yaml"), needles: vec!["big.yaml", "larger than 32 MiB"] },
+        Special { name: "200 kB of nested [", path: p("nested.yaml"), needles: vec!["nested.yaml"] },
+        Special { name: "a symlink to /dev/zero", path: p("zero.yaml"), needles: vec!["zero.yaml", not_regular] },
+        Special { name: "a missing file", path: p("missing.yaml"), needles: vec!["missing.yaml"] },
+        Special { name: "a dangling symlink", path: p("dangling.yaml"), needles: vec!["dangling.yaml"] },
+        Special { name: "a symlink to a directory", path: p("dirlink.yaml"), needles: vec!["dirlink.yaml", not_regular] },
+        Special { name: "a socket", path: p("socket.yaml"), needles: vec!["socket.yaml", not_regular] },
+        Special { name: "/dev/null", path: "/dev/null".into(), needles: vec!["/dev/null", not_regular] },
+        Special { name: "200 kB of nested {", path: p("braces.yaml"), needles: vec!["braces.yaml"] },
+        Special { name: "70 levels of [] (well-formed)", path: p("deep.yaml"), needles: vec!["deep.yaml"] },
     ];
     (specials, socket)
 }
 
+#[rustfmt::skip]
 fn file_cases(bench: &Bench, specials: &[Special]) -> Vec<Case> {
     use Cmd::*;
     let mut cases = Vec::new();
     for (i, s) in specials.iter().enumerate() {
         // Every special with apply; the first six with the other readers too.
-        let cmds: &[Cmd] = if i < 6 {
-            &[Apply, Plan, Status, Agent]
-        } else {
-            &[Apply]
-        };
+        let cmds: &[Cmd] = if i < 6 { &[Apply, Plan, Status, Agent] } else { &[Apply] };
         for &cmd in cmds {
-            cases.push(Case::new(
-                cmd,
-                s.name,
-                Input::Path(s.path.clone()),
-                Expect::Refused(s.needles.clone()),
-            ));
+            cases.push(Case::new(cmd, s.name, Input::Path(s.path.clone()), Expect::Refused(s.needles.clone())));
         }
     }
     // Controls: a symlink to a regular file, and a ConfigMap volume's layout.
@@ -2091,48 +1346,22 @@ fn file_cases(bench: &Bench, specials: &[Special]) -> Vec<Case> {
     std::fs::write(&good, valid("vxlan")).expect("good file");
     let link = bench.path("goodlink.yaml");
     std::os::unix::fs::symlink(&good, &link).expect("symlink");
-    cases.push(Case::new(
-        Plan,
-        "a symlink to a regular file (control)",
-        Input::Path(link),
-        Expect::Accepted,
-    ));
+    cases.push(Case::new(Plan, "a symlink to a regular file (control)", Input::Path(link), Expect::Accepted));
     let data = bench.path("configmap/..2024_01_01");
     std::fs::create_dir_all(&data).expect("configmap dir");
     std::fs::write(data.join("cluster.yaml"), valid("vxlan")).expect("configmap file");
     std::os::unix::fs::symlink("..2024_01_01", bench.path("configmap/..data")).expect("symlink");
-    std::os::unix::fs::symlink("..data/cluster.yaml", bench.path("configmap/cluster.yaml"))
-        .expect("symlink");
-    cases.push(Case::new(
-        Plan,
-        "a ConfigMap volume's symlinks (control)",
-        Input::Path(bench.path("configmap/cluster.yaml")),
-        Expect::Accepted,
-    ));
+    std::os::unix::fs::symlink("..data/cluster.yaml", bench.path("configmap/cluster.yaml")).expect("symlink");
+    cases.push(Case::new(Plan, "a ConfigMap volume's symlinks (control)", Input::Path(bench.path("configmap/cluster.yaml")), Expect::Accepted));
     // The MTU file: status reads it, apply writes it, cleanup removes it.
     let fifo = bench.path("fifo.yaml").display().to_string();
     let valid_text = || Input::Text(valid("vxlan").into_bytes());
     cases.extend([
-        Case::new(
-            Status,
-            "--mtu-file /dev/zero",
-            Input::Nothing,
-            Expect::NoHang,
-        )
-        .args(&["--mtu-file", "/dev/zero"]),
-        Case::new(Status, "--mtu-file a FIFO", Input::Nothing, Expect::NoHang)
-            .args(&["--mtu-file", &fifo]),
-        Case::new(Apply, "--mtu-file a FIFO", valid_text(), Expect::NoHang)
-            .args(&["--mtu-file", &fifo]),
-        Case::new(
-            Apply,
-            "--mtu-file a directory",
-            valid_text(),
-            Expect::NoHang,
-        )
-        .args(&["--mtu-file", &bench.path("dir.yaml").display().to_string()]),
-        Case::new(Cleanup, "--mtu-file a FIFO", Input::Nothing, Expect::NoHang)
-            .args(&["--mtu-file", &fifo]),
+        Case::new(Status, "--mtu-file /dev/zero", Input::Nothing, Expect::NoHang).args(&["--mtu-file", "/dev/zero"]),
+        Case::new(Status, "--mtu-file a FIFO", Input::Nothing, Expect::NoHang).args(&["--mtu-file", &fifo]),
+        Case::new(Apply, "--mtu-file a FIFO", valid_text(), Expect::NoHang).args(&["--mtu-file", &fifo]),
+        Case::new(Apply, "--mtu-file a directory", valid_text(), Expect::NoHang).args(&["--mtu-file", &bench.path("dir.yaml").display().to_string()]),
+        Case::new(Cleanup, "--mtu-file a FIFO", Input::Nothing, Expect::NoHang).args(&["--mtu-file", &fifo]),
     ]);
     cases
 }
@@ -2140,6 +1369,7 @@ fn file_cases(bench: &Bench, specials: &[Special]) -> Vec<Case> {
 // ---------------------------------------------------------------------------
 // Class: node-local flags (on a node that already runs the valid vxlan file).
 
+#[rustfmt::skip]
 fn flag_cases() -> Vec<Case> {
     use Cmd::*;
     let good = || Input::Text(valid("vxlan").into_bytes());
@@ -2162,12 +1392,7 @@ fn flag_cases() -> Vec<Case> {
         cases.push(bad(Apply, "--route-protocol", v, "route-protocol"));
     }
     for v in ["static", "boot", "0", "kernel", "91", "bird,nope", "300"] {
-        cases.push(bad(
-            Apply,
-            "--adopt-route-protocols",
-            v,
-            "adopt-route-protocols",
-        ));
+        cases.push(bad(Apply, "--adopt-route-protocols", v, "adopt-route-protocols"));
     }
     for v in ["0", "253", "255", "-1", "4294967296"] {
         cases.push(bad(Apply, "--route-table", v, "route-table"));
@@ -2198,15 +1423,7 @@ fn flag_cases() -> Vec<Case> {
     }
     // Names of devices that exist and are not VXLAN.
     for v in ["eth0", "lo", "pod0"] {
-        cases.push(
-            Case::new(
-                Apply,
-                format!("--vxlan-device {v}"),
-                good(),
-                Expect::NoChange,
-            )
-            .args(&["--vxlan-device", v]),
-        );
+        cases.push(Case::new(Apply, format!("--vxlan-device {v}"), good(), Expect::NoChange).args(&["--vxlan-device", v]));
     }
     for v in ["/nonexistent", "/dev/zero", "/tmp", "", "/proc/sys/net"] {
         cases.push(bad(Apply, "--proc-sys", v, "proc-sys"));
@@ -2215,28 +1432,12 @@ fn flag_cases() -> Vec<Case> {
     cases.push(bad(Apply, "--mtu-file", "", "mtu-file"));
     cases.push(bad(Apply, "--rp-filter", "strict", "rp-filter"));
     cases.push(bad(Apply, "--off-subnet", "x", "off-subnet"));
-    cases.push(bad(
-        Apply,
-        "--cross-subnet-tunnel",
-        "native",
-        "cross-subnet-tunnel",
-    ));
+    cases.push(bad(Apply, "--cross-subnet-tunnel", "native", "cross-subnet-tunnel"));
     cases.push(bad(Apply, "--node", "nobody", "nobody"));
     cases.push(bad(Apply, "--node", "", "node"));
     cases.push(bad(Apply, "--output", "yaml", "output"));
-    cases.push(
-        Case::new(
-            Apply,
-            "PODROUTE_ROUTE_PROTOCOL=0",
-            good(),
-            refused(&["route-protocol"]),
-        )
-        .env("PODROUTE_ROUTE_PROTOCOL", "0"),
-    );
-    cases.push(
-        Case::new(Apply, "NODE_NAME=nobody", good(), refused(&["nobody"]))
-            .env("NODE_NAME", "nobody"),
-    );
+    cases.push(Case::new(Apply, "PODROUTE_ROUTE_PROTOCOL=0", good(), refused(&["route-protocol"])).env("PODROUTE_ROUTE_PROTOCOL", "0"));
+    cases.push(Case::new(Apply, "NODE_NAME=nobody", good(), refused(&["nobody"])).env("NODE_NAME", "nobody"));
     // cleanup must refuse bad flags before it removes anything.
     for (flag, value, needle) in [
         ("--route-protocol", "0", "route-protocol"),
@@ -2280,6 +1481,7 @@ fn flag_cases() -> Vec<Case> {
 // ---------------------------------------------------------------------------
 // Class: foreign state on our devices and in our table.
 
+#[rustfmt::skip]
 fn foreign_cases() -> Vec<Case> {
     use Cmd::*;
     let vxlan = valid("vxlan");
@@ -2287,378 +1489,49 @@ fn foreign_cases() -> Vec<Case> {
     let text = |t: &str| Input::Text(t.as_bytes().to_vec());
     let f = |x: Foreign| Expect::Foreign(x);
     const BRIDGE: &[&str] = &["link", "add", "vxlan.calico", "type", "bridge"];
-    const VETH: &[&str] = &[
-        "link",
-        "add",
-        "vxlan.calico",
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "vxpeer",
-    ];
+    const VETH: &[&str] = &["link", "add", "vxlan.calico", "type", "veth", "peer", "name", "vxpeer"];
     // After an apply: an admin's address and static route on our device.
     const ADDR: &[&str] = &["addr", "add", "192.168.77.1/24", "dev", "vxlan.calico"];
-    const ROUTE: &[&str] = &[
-        "route",
-        "add",
-        "192.168.78.0/24",
-        "via",
-        "192.168.77.2",
-        "dev",
-        "vxlan.calico",
-        "proto",
-        "static",
-    ];
+    const ROUTE: &[&str] = &["route", "add", "192.168.78.0/24", "via", "192.168.77.2", "dev", "vxlan.calico", "proto", "static"];
     const KEEP: &[&str] = &["192.168.77.1/24", "192.168.78.0/24"];
-    const PEER_KEY: &[&str] = &[
-        "route",
-        "add",
-        "10.244.2.0/24",
-        "via",
-        "10.250.0.2",
-        "dev",
-        "eth0",
-        "proto",
-        "static",
-    ];
+    const PEER_KEY: &[&str] = &["route", "add", "10.244.2.0/24", "via", "10.250.0.2", "dev", "eth0", "proto", "static"];
     const PEER_KEY_DEL: &[&str] = &["route", "del", "10.244.2.0/24", "proto", "static"];
-    const BIRD: &[&str] = &[
-        "route",
-        "add",
-        "10.99.0.0/16",
-        "via",
-        "10.250.0.2",
-        "dev",
-        "eth0",
-        "proto",
-        "bird",
-    ];
+    const BIRD: &[&str] = &["route", "add", "10.99.0.0/16", "via", "10.250.0.2", "dev", "eth0", "proto", "bird"];
     const BIRD_DEL: &[&str] = &["route", "del", "10.99.0.0/16"];
-    const NEIGH: &[&str] = &[
-        "neigh",
-        "add",
-        "10.250.0.77",
-        "lladdr",
-        "02:00:00:00:00:77",
-        "dev",
-        "eth0",
-        "nud",
-        "permanent",
-    ];
+    const NEIGH: &[&str] = &["neigh", "add", "10.250.0.77", "lladdr", "02:00:00:00:00:77", "dev", "eth0", "nud", "permanent"];
     const NEIGH_DEL: &[&str] = &["neigh", "del", "10.250.0.77", "dev", "eth0"];
     let exit1 = &[Got::Exit(1)][..];
     let exit0or1 = &[Got::Exit(0), Got::Exit(1)][..];
     let running = &[Got::Running, Got::Exit(1)][..];
     vec![
         // A device with our name but another kind.
-        Case::new(
-            Apply,
-            "bridge named vxlan.calico",
-            text(&vxlan),
-            f(Foreign {
-                ok: exit1,
-                unchanged: true,
-                says: &["vxlan.calico"],
-                ..Default::default()
-            }),
-        )
-        .plant(&[BRIDGE]),
-        Case::new(
-            Cleanup,
-            "bridge named vxlan.calico",
-            Input::Nothing,
-            f(Foreign {
-                ok: exit0or1,
-                unchanged: true,
-                ..Default::default()
-            }),
-        )
-        .plant(&[BRIDGE]),
-        Case::new(
-            Agent,
-            "bridge named vxlan.calico",
-            text(&vxlan),
-            f(Foreign {
-                ok: running,
-                keep: &["vxlan.calico: <", "bridge forward_delay"],
-                ..Default::default()
-            }),
-        )
-        .plant(&[BRIDGE]),
-        Case::new(
-            Apply,
-            "veth named vxlan.calico",
-            text(&vxlan),
-            f(Foreign {
-                ok: exit1,
-                unchanged: true,
-                says: &["vxlan.calico"],
-                ..Default::default()
-            }),
-        )
-        .plant(&[VETH]),
-        Case::new(
-            Cleanup,
-            "veth named vxlan.calico",
-            Input::Nothing,
-            f(Foreign {
-                ok: exit0or1,
-                unchanged: true,
-                ..Default::default()
-            }),
-        )
-        .plant(&[VETH]),
-        Case::new(
-            Apply,
-            "veth named vxlan.calico, native",
-            text(&native),
-            f(Foreign {
-                ok: exit0or1,
-                keep: &["vxlan.calico@vxpeer"],
-                ..Default::default()
-            }),
-        )
-        .plant(&[VETH]),
+        Case::new(Apply, "bridge named vxlan.calico", text(&vxlan), f(Foreign { ok: exit1, unchanged: true, says: &["vxlan.calico"], ..Default::default() })).plant(&[BRIDGE]),
+        Case::new(Cleanup, "bridge named vxlan.calico", Input::Nothing, f(Foreign { ok: exit0or1, unchanged: true, ..Default::default() })).plant(&[BRIDGE]),
+        Case::new(Agent, "bridge named vxlan.calico", text(&vxlan), f(Foreign { ok: running, keep: &["vxlan.calico: <", "bridge forward_delay"], ..Default::default() })).plant(&[BRIDGE]),
+        Case::new(Apply, "veth named vxlan.calico", text(&vxlan), f(Foreign { ok: exit1, unchanged: true, says: &["vxlan.calico"], ..Default::default() })).plant(&[VETH]),
+        Case::new(Cleanup, "veth named vxlan.calico", Input::Nothing, f(Foreign { ok: exit0or1, unchanged: true, ..Default::default() })).plant(&[VETH]),
+        Case::new(Apply, "veth named vxlan.calico, native", text(&native), f(Foreign { ok: exit0or1, keep: &["vxlan.calico@vxpeer"], ..Default::default() })).plant(&[VETH]),
         // Foreign address and route on our vxlan.calico.
-        Case::new(
-            Cleanup,
-            "foreign address+route on vxlan.calico",
-            Input::Nothing,
-            f(Foreign {
-                ok: exit0or1,
-                keep: KEEP,
-                device_up: true,
-                ours_gone: true,
-                ..Default::default()
-            }),
-        )
-        .prep_apply(&vxlan, &[])
-        .plant(&[ADDR, ROUTE]),
-        Case::new(
-            Apply,
-            "foreign address+route on vxlan.calico, native",
-            text(&native),
-            f(Foreign {
-                ok: exit0or1,
-                keep: KEEP,
-                device_up: true,
-                ..Default::default()
-            }),
-        )
-        .prep_apply(&vxlan, &[])
-        .plant(&[ADDR, ROUTE]),
-        Case::new(
-            Apply,
-            "foreign address+route on vxlan.calico, file vni 4097",
-            text(&with_top("vxlan: {vni: 4097}")),
-            f(Foreign {
-                ok: exit1,
-                unchanged: true,
-                says: &["192.168.77|192.168.78"],
-                ..Default::default()
-            }),
-        )
-        .prep_apply(&vxlan, &[])
-        .plant(&[ADDR, ROUTE]),
-        Case::new(
-            Apply,
-            "foreign address+route on vxlan.calico, --vxlan-vni 4097",
-            text(&vxlan),
-            f(Foreign {
-                ok: exit1,
-                unchanged: true,
-                says: &["192.168.77|192.168.78"],
-                ..Default::default()
-            }),
-        )
-        .args(&["--vxlan-vni", "4097"])
-        .prep_apply(&vxlan, &[])
-        .plant(&[ADDR, ROUTE]),
-        Case::new(
-            Apply,
-            "foreign address+route on vxlan.calico, port 4790",
-            text(&with_top("vxlan: {port: 4790}")),
-            f(Foreign {
-                ok: exit1,
-                unchanged: true,
-                says: &["192.168.77|192.168.78"],
-                ..Default::default()
-            }),
-        )
-        .prep_apply(&vxlan, &[])
-        .plant(&[ADDR, ROUTE]),
-        Case::new(
-            Agent,
-            "foreign address+route on vxlan.calico, native",
-            text(&native),
-            f(Foreign {
-                ok: running,
-                keep: KEEP,
-                device_up: true,
-                ..Default::default()
-            }),
-        )
-        .prep_apply(&vxlan, &[])
-        .plant(&[ADDR, ROUTE]),
-        Case::new(
-            Status,
-            "foreign address+route on vxlan.calico",
-            Input::Nothing,
-            f(Foreign {
-                ok: &[Got::Exit(0)],
-                unchanged: true,
-                says: &["192.168.77.1"],
-                ..Default::default()
-            }),
-        )
-        .prep_apply(&vxlan, &[])
-        .plant(&[ADDR, ROUTE]),
-        Case::new(
-            Cleanup,
-            "foreign route only (proto boot) via vxlan.calico",
-            Input::Nothing,
-            f(Foreign {
-                ok: exit0or1,
-                keep: &["192.168.79.0/24"],
-                device_up: true,
-                ours_gone: true,
-                ..Default::default()
-            }),
-        )
-        .prep_apply(&vxlan, &[])
-        .plant(&[&["route", "add", "192.168.79.0/24", "dev", "vxlan.calico"]]),
+        Case::new(Cleanup, "foreign address+route on vxlan.calico", Input::Nothing, f(Foreign { ok: exit0or1, keep: KEEP, device_up: true, ours_gone: true, ..Default::default() })).prep_apply(&vxlan, &[]).plant(&[ADDR, ROUTE]),
+        Case::new(Apply, "foreign address+route on vxlan.calico, native", text(&native), f(Foreign { ok: exit0or1, keep: KEEP, device_up: true, ..Default::default() })).prep_apply(&vxlan, &[]).plant(&[ADDR, ROUTE]),
+        Case::new(Apply, "foreign address+route on vxlan.calico, file vni 4097", text(&with_top("vxlan: {vni: 4097}")), f(Foreign { ok: exit1, unchanged: true, says: &["192.168.77|192.168.78"], ..Default::default() })).prep_apply(&vxlan, &[]).plant(&[ADDR, ROUTE]),
+        Case::new(Apply, "foreign address+route on vxlan.calico, --vxlan-vni 4097", text(&vxlan), f(Foreign { ok: exit1, unchanged: true, says: &["192.168.77|192.168.78"], ..Default::default() })).args(&["--vxlan-vni", "4097"]).prep_apply(&vxlan, &[]).plant(&[ADDR, ROUTE]),
+        Case::new(Apply, "foreign address+route on vxlan.calico, port 4790", text(&with_top("vxlan: {port: 4790}")), f(Foreign { ok: exit1, unchanged: true, says: &["192.168.77|192.168.78"], ..Default::default() })).prep_apply(&vxlan, &[]).plant(&[ADDR, ROUTE]),
+        Case::new(Agent, "foreign address+route on vxlan.calico, native", text(&native), f(Foreign { ok: running, keep: KEEP, device_up: true, ..Default::default() })).prep_apply(&vxlan, &[]).plant(&[ADDR, ROUTE]),
+        Case::new(Status, "foreign address+route on vxlan.calico", Input::Nothing, f(Foreign { ok: &[Got::Exit(0)], unchanged: true, says: &["192.168.77.1"], ..Default::default() })).prep_apply(&vxlan, &[]).plant(&[ADDR, ROUTE]),
+        Case::new(Cleanup, "foreign route only (proto boot) via vxlan.calico", Input::Nothing, f(Foreign { ok: exit0or1, keep: &["192.168.79.0/24"], device_up: true, ours_gone: true, ..Default::default() })).prep_apply(&vxlan, &[]).plant(&[&["route", "add", "192.168.79.0/24", "dev", "vxlan.calico"]]),
         // A foreign route holding a peer's key.
-        Case::new(
-            Apply,
-            "static route holding a peer's key",
-            text(&vxlan),
-            f(Foreign {
-                ok: exit0or1,
-                keep: &["10.244.2.0/24 via 10.250.0.2 dev eth0 proto static"],
-                says: &["10.244.2.0/24"],
-                ..Default::default()
-            }),
-        )
-        .plant(&[PEER_KEY])
-        .teardown(&[PEER_KEY_DEL]),
-        Case::new(
-            Cleanup,
-            "static route holding a peer's key",
-            Input::Nothing,
-            f(Foreign {
-                ok: exit0or1,
-                keep: &["10.244.2.0/24 via 10.250.0.2 dev eth0 proto static"],
-                ..Default::default()
-            }),
-        )
-        .prep_apply(&yaml("mode: native", &[N1, N3]), &[])
-        .plant(&[PEER_KEY])
-        .teardown(&[PEER_KEY_DEL]),
+        Case::new(Apply, "static route holding a peer's key", text(&vxlan), f(Foreign { ok: exit0or1, keep: &["10.244.2.0/24 via 10.250.0.2 dev eth0 proto static"], says: &["10.244.2.0/24"], ..Default::default() })).plant(&[PEER_KEY]).teardown(&[PEER_KEY_DEL]),
+        Case::new(Cleanup, "static route holding a peer's key", Input::Nothing, f(Foreign { ok: exit0or1, keep: &["10.244.2.0/24 via 10.250.0.2 dev eth0 proto static"], ..Default::default() })).prep_apply(&yaml("mode: native", &[N1, N3]), &[]).plant(&[PEER_KEY]).teardown(&[PEER_KEY_DEL]),
         // Adoption stays inside the pod network and our devices.
-        Case::new(
-            Apply,
-            "unrelated bird route, --adopt-route-protocols bird",
-            text(&vxlan),
-            f(Foreign {
-                ok: &[Got::Exit(0)],
-                keep: &["10.99.0.0/16"],
-                ..Default::default()
-            }),
-        )
-        .args(&["--adopt-route-protocols", "bird"])
-        .plant(&[BIRD])
-        .teardown(&[BIRD_DEL]),
-        Case::new(
-            Cleanup,
-            "unrelated bird route, --adopt-route-protocols bird",
-            Input::Nothing,
-            f(Foreign {
-                ok: &[Got::Exit(0)],
-                keep: &["10.99.0.0/16"],
-                ..Default::default()
-            }),
-        )
-        .args(&["--adopt-route-protocols", "bird"])
-        .prep_apply(&vxlan, &[])
-        .plant(&[BIRD])
-        .teardown(&[BIRD_DEL]),
-        Case::new(
-            Agent,
-            "unrelated bird route, --adopt-route-protocols bird",
-            text(&native),
-            f(Foreign {
-                ok: &[Got::Running],
-                keep: &["10.99.0.0/16"],
-                ..Default::default()
-            }),
-        )
-        .args(&["--adopt-route-protocols", "bird"])
-        .plant(&[BIRD])
-        .teardown(&[BIRD_DEL]),
-        Case::new(
-            Apply,
-            "bird route for a peer's podCIDR is adopted (control)",
-            text(&native),
-            f(Foreign {
-                ok: &[Got::Exit(0)],
-                after_has: &["10.244.2.0/24 via 10.250.0.2 dev eth0 proto 91"],
-                ..Default::default()
-            }),
-        )
-        .args(&["--adopt-route-protocols", "bird"])
-        .plant(&[&[
-            "route",
-            "add",
-            "10.244.2.0/24",
-            "via",
-            "10.250.0.2",
-            "dev",
-            "eth0",
-            "proto",
-            "bird",
-        ]]),
+        Case::new(Apply, "unrelated bird route, --adopt-route-protocols bird", text(&vxlan), f(Foreign { ok: &[Got::Exit(0)], keep: &["10.99.0.0/16"], ..Default::default() })).args(&["--adopt-route-protocols", "bird"]).plant(&[BIRD]).teardown(&[BIRD_DEL]),
+        Case::new(Cleanup, "unrelated bird route, --adopt-route-protocols bird", Input::Nothing, f(Foreign { ok: &[Got::Exit(0)], keep: &["10.99.0.0/16"], ..Default::default() })).args(&["--adopt-route-protocols", "bird"]).prep_apply(&vxlan, &[]).plant(&[BIRD]).teardown(&[BIRD_DEL]),
+        Case::new(Agent, "unrelated bird route, --adopt-route-protocols bird", text(&native), f(Foreign { ok: &[Got::Running], keep: &["10.99.0.0/16"], ..Default::default() })).args(&["--adopt-route-protocols", "bird"]).plant(&[BIRD]).teardown(&[BIRD_DEL]),
+        Case::new(Apply, "bird route for a peer's podCIDR is adopted (control)", text(&native), f(Foreign { ok: &[Got::Exit(0)], after_has: &["10.244.2.0/24 via 10.250.0.2 dev eth0 proto 91"], ..Default::default() })).args(&["--adopt-route-protocols", "bird"]).plant(&[&["route", "add", "10.244.2.0/24", "via", "10.250.0.2", "dev", "eth0", "proto", "bird"]]),
         // Neighbours and a bridge CNI's connected route.
-        Case::new(
-            Apply,
-            "permanent neighbour on eth0",
-            text(&vxlan),
-            f(Foreign {
-                ok: &[Got::Exit(0)],
-                keep: &["10.250.0.77"],
-                ..Default::default()
-            }),
-        )
-        .plant(&[NEIGH])
-        .teardown(&[NEIGH_DEL]),
-        Case::new(
-            Cleanup,
-            "permanent neighbour on eth0",
-            Input::Nothing,
-            f(Foreign {
-                ok: &[Got::Exit(0)],
-                keep: &["10.250.0.77"],
-                ..Default::default()
-            }),
-        )
-        .prep_apply(&vxlan, &[])
-        .plant(&[NEIGH])
-        .teardown(&[NEIGH_DEL]),
-        Case::new(
-            Apply,
-            "bridge CNI's connected route for our podCIDR",
-            text(&native),
-            f(Foreign {
-                ok: &[Got::Exit(0)],
-                keep: &["10.244.1.0/24 dev cni0"],
-                ..Default::default()
-            }),
-        )
-        .plant(&[
-            &["link", "add", "cni0", "type", "bridge"],
-            &["addr", "add", "10.244.1.1/24", "dev", "cni0"],
-            &["link", "set", "cni0", "up"],
-        ]),
+        Case::new(Apply, "permanent neighbour on eth0", text(&vxlan), f(Foreign { ok: &[Got::Exit(0)], keep: &["10.250.0.77"], ..Default::default() })).plant(&[NEIGH]).teardown(&[NEIGH_DEL]),
+        Case::new(Cleanup, "permanent neighbour on eth0", Input::Nothing, f(Foreign { ok: &[Got::Exit(0)], keep: &["10.250.0.77"], ..Default::default() })).prep_apply(&vxlan, &[]).plant(&[NEIGH]).teardown(&[NEIGH_DEL]),
+        Case::new(Apply, "bridge CNI's connected route for our podCIDR", text(&native), f(Foreign { ok: &[Got::Exit(0)], keep: &["10.244.1.0/24 dev cni0"], ..Default::default() })).plant(&[&["link", "add", "cni0", "type", "bridge"], &["addr", "add", "10.244.1.1/24", "dev", "cni0"], &["link", "set", "cni0", "up"]]),
     ]
 }
 
