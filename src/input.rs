@@ -23,6 +23,15 @@ pub fn read_text(path: &Path, what: &str, limit: u64) -> Result<String> {
         path: path.to_path_buf(),
         source,
     };
+    let invalid = |reason: String| Error::invalid(format!("{what} {}", path.display()), reason);
+    let not_regular = |kind: &str| invalid(format!("is not a regular file (it is {kind})"));
+    // Looked at before opening (a socket cannot be opened at all), and again
+    // after (the path may have changed in between).
+    if let Ok(metadata) = std::fs::metadata(path) {
+        if !metadata.is_file() {
+            return Err(not_regular(kind(&metadata.file_type())));
+        }
+    }
     // O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer.
     let file = OpenOptions::new()
         .read(true)
@@ -30,12 +39,8 @@ pub fn read_text(path: &Path, what: &str, limit: u64) -> Result<String> {
         .open(path)
         .map_err(read_error)?;
     let metadata = file.metadata().map_err(read_error)?;
-    let invalid = |reason: String| Error::invalid(format!("{what} {}", path.display()), reason);
     if !metadata.is_file() {
-        return Err(invalid(format!(
-            "is not a regular file (it is {})",
-            kind(&metadata.file_type())
-        )));
+        return Err(not_regular(kind(&metadata.file_type())));
     }
     let mut bytes = Vec::new();
     file.take(limit + 1)

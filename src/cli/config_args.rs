@@ -82,7 +82,10 @@ impl ConfigArgs {
         set(&mut c.vxlan_device, self.vxlan_device.clone());
         set(&mut c.vxlan_vni, self.vxlan_vni);
         set(&mut c.vxlan_port, self.vxlan_port);
-        set(&mut c.mtu_file, self.mtu_file.clone());
+        if let Some(path) = &self.mtu_file {
+            crate::dataplane::check_mtu_file(path)?;
+            c.mtu_file = path.clone();
+        }
         if let Some(dir) = &self.proc_sys {
             // Before anything else reads a file or the network: a wrong tree
             // is a typo the operator must hear about first.

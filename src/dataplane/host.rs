@@ -46,6 +46,12 @@ pub fn write_sysctl(proc_sys: &Path, key: &str, value: &str) -> Result<()> {
 /// A tree without `net/ipv4/ip_forward` is not a sysctl tree (a wrong
 /// `--proc-sys`, or a container without the node's /proc/sys/net mounted).
 pub fn check_proc_sys(proc_sys: &Path) -> Result<()> {
+    if !proc_sys.is_dir() {
+        return Err(Error::invalid(
+            "proc-sys",
+            format!("{} is not a directory", proc_sys.display()),
+        ));
+    }
     let probe = proc_sys.join("net/ipv4/ip_forward");
     match probe.try_exists() {
         Ok(true) => Ok(()),
@@ -63,6 +69,40 @@ pub fn check_proc_sys(proc_sys: &Path) -> Result<()> {
 
 pub fn read_pod_mtu(path: &Path) -> Result<Option<u32>> {
     Ok(read_small(path, "pod MTU file")?.and_then(|text| text.trim().parse().ok()))
+}
+
+/// Whether the pod MTU file can be written where `--mtu-file` says, checked
+/// before the first write: the file, if it exists, is a regular file, and
+/// its nearest existing directory is a writable one on a real file system
+/// (not /proc or /sys, where a write would fail half-way through an apply).
+pub fn check_mtu_file(path: &Path) -> Result<()> {
+    let bad = |reason: String| Error::invalid("mtu-file", format!("{}: {reason}", path.display()));
+    if path.file_name().is_none() {
+        return Err(bad("names no file".into()));
+    }
+    if let Ok(meta) = std::fs::metadata(path) {
+        if !meta.is_file() {
+            return Err(bad("exists and is not a regular file".into()));
+        }
+    }
+    let mut dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    while !dir.exists() {
+        dir = dir.parent().unwrap_or(Path::new("/"));
+    }
+    if !dir.is_dir() {
+        return Err(bad(format!("{} is not a directory", dir.display())));
+    }
+    let pseudo = nix::sys::statfs::statfs(dir).is_ok_and(|fs| {
+        matches!(
+            fs.filesystem_type(),
+            nix::sys::statfs::PROC_SUPER_MAGIC | nix::sys::statfs::SYSFS_MAGIC
+        )
+    });
+    if pseudo {
+        return Err(bad(format!("{} is in /proc or /sys", dir.display())));
+    }
+    nix::unistd::access(dir, nix::unistd::AccessFlags::W_OK)
+        .map_err(|e| bad(format!("{} is not writable: {e}", dir.display())))
 }
 
 /// Written to a temporary file and renamed, so a CNI plugin never reads half a number.

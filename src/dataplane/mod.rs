@@ -26,7 +26,7 @@ use crate::plan::{
 };
 use crate::{Error, Result};
 
-pub use host::{check_proc_sys, read_sysctl};
+pub use host::{check_mtu_file, check_proc_sys, read_sysctl};
 pub use links::Link;
 
 /// Writes in flight at once within one stage: enough to keep the kernel

@@ -46,7 +46,9 @@ struct RawVxlan {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct RawNode {
-    name: String,
+    /// `Option`: YAML's `null` and `~` are no name, not the text "null".
+    #[serde(default)]
+    name: Option<String>,
     ip: Option<String>,
     #[serde(default, rename = "podCIDR")]
     pod_cidr: Option<String>,
@@ -76,6 +78,8 @@ impl Cluster {
     }
 
     pub fn parse(text: &str) -> Result<Cluster> {
+        // A byte-order mark is not YAML content (editors on Windows add one).
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         check_flow_depth(text)?;
         let raw: RawCluster = serde_yaml::from_str(text).map_err(|e| {
             let field = e
@@ -94,7 +98,8 @@ impl Cluster {
                 (Some(one), true) => vec![one.clone()],
                 (None, _) => n.pod_cidrs.clone(),
             };
-            nodes.push(Node::parse(&field, &n.name, n.ip.as_deref(), &cidrs)?);
+            let name = n.name.as_deref().unwrap_or_default();
+            nodes.push(Node::parse(&field, name, n.ip.as_deref(), &cidrs)?);
         }
         validate_nodes(&nodes)?;
         let generation = raw.generation.unwrap_or(1);

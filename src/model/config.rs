@@ -133,9 +133,12 @@ impl Config {
 }
 
 pub fn validate_ifname(field: &str, name: &str) -> Result<()> {
+    // The kernel's dev_valid_name(): 1..=15 bytes, no '/', ':' or
+    // whitespace, not "." or "..".
     if name.is_empty()
         || name.len() > 15
-        || name.contains(['/', ' '])
+        || name.contains(['/', ':'])
+        || name.chars().any(|c| c.is_whitespace() || c.is_control())
         || name == "."
         || name == ".."
     {

@@ -22,8 +22,8 @@ impl Node {
     /// Build a node from untrusted strings; `field` names the node in errors
     /// (e.g. `nodes[2]`; empty: the fields are named alone, `ip`, `podCIDRs[0]`).
     pub fn parse(field: &str, name: &str, ip: Option<&str>, pod_cidrs: &[String]) -> Result<Node> {
-        if name.is_empty() {
-            return Err(Error::invalid(at(field, "name"), "must not be empty"));
+        if let Some(problem) = name_problem(name) {
+            return Err(Error::invalid(at(field, "name"), problem));
         }
         let ip_field = at(field, "ip");
         let ip = ip.ok_or_else(|| Error::invalid(&ip_field, "missing node IP"))?;
@@ -75,6 +75,31 @@ impl AsRef<Node> for Node {
     fn as_ref(&self) -> &Node {
         self
     }
+}
+
+/// Why `name` cannot be a node's name: Kubernetes names nodes with an
+/// RFC 1123 subdomain (lowercase letters, digits, `-` and `.`, starting and
+/// ending with a letter or digit, at most 253 characters), and podroute puts
+/// it in MACs, log lines and Events.
+fn name_problem(name: &str) -> Option<String> {
+    const MAX: usize = 253;
+    if name.is_empty() {
+        return Some("must not be empty".into());
+    }
+    if name.len() > MAX {
+        return Some(format!("is {} characters long, over {MAX}", name.len()));
+    }
+    let allowed = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.';
+    let ends_ok = |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    let labels_ok = name
+        .split('.')
+        .all(|l| !l.is_empty() && ends_ok(l.chars().next()) && ends_ok(l.chars().last()));
+    (!name.chars().all(allowed) || !labels_ok).then(|| {
+        format!(
+            "{:?} is not a node name (an RFC 1123 subdomain: lowercase letters, digits, '-' and '.')",
+            name.chars().take(64).collect::<String>()
+        )
+    })
 }
 
 /// `sub` of the node named by `field` (`nodes[2].ip`, or `ip` alone).

@@ -380,14 +380,19 @@ fn retire(
                 "vxlan no longer in play".into(),
             ),
             Some(foreign) => {
-                retire_addresses(&have.name, &have.addresses, "vxlan no longer in play", push);
+                if may_drop_addresses(foreign) {
+                    retire_addresses(&have.name, &have.addresses, "vxlan no longer in play", push);
+                }
                 kept.push(kept_note(&have.name, foreign));
             }
         }
     }
     if let (None, Some(have)) = (&desired.ipip, &observed.ipip) {
-        retire_addresses(&have.name, &have.addresses, "ipip no longer in play", push);
-        match foreign_on(observed, &have.name) {
+        let foreign = foreign_on(observed, &have.name);
+        if foreign.is_none_or(may_drop_addresses) {
+            retire_addresses(&have.name, &have.addresses, "ipip no longer in play", push);
+        }
+        match foreign {
             _ if !have.up => {}
             None => push(
                 Op::SetDown {
@@ -398,6 +403,14 @@ fn retire(
             Some(foreign) => kept.push(kept_note(&have.name, foreign)),
         }
     }
+}
+
+/// Whether our addresses may leave a device that carries foreign state:
+/// when the last IPv4 address leaves a device, the kernel flushes every
+/// route through it, someone else's too. So they stay unless another
+/// address (theirs) remains.
+fn may_drop_addresses(foreign: &ForeignState) -> bool {
+    foreign.routes.is_empty() || !foreign.addresses.is_empty()
 }
 
 fn retire_addresses(
