@@ -1,0 +1,144 @@
+//! What a parsed value must satisfy (/work/contract.md, issue 11): an
+//! independent statement of the rules, so that whatever a parser accepts can
+//! be checked against them.
+
+use std::net::Ipv4Addr;
+
+use ipnetwork::{IpNetwork, Ipv4Network};
+use podroute::model::{validate_nodes, Cluster, Node};
+use podroute::Error;
+
+/// The IANA special-purpose ranges the contract refuses for node IPs and pod
+/// CIDRs (0/8, loopback, link-local, IETF protocol assignments, the three
+/// documentation nets, multicast, reserved incl. broadcast).
+pub const SPECIAL_RANGES: [&str; 9] = [
+    "0.0.0.0/8",
+    "127.0.0.0/8",
+    "169.254.0.0/16",
+    "192.0.0.0/24",
+    "192.0.2.0/24",
+    "198.51.100.0/24",
+    "203.0.113.0/24",
+    "224.0.0.0/4",
+    "240.0.0.0/4",
+];
+
+fn special_ranges() -> impl Iterator<Item = Ipv4Network> {
+    SPECIAL_RANGES
+        .iter()
+        .map(|r| r.parse().expect("a valid range"))
+}
+
+/// Why `ip` cannot be a node IP, if it cannot.
+pub fn node_ip_problem(ip: Ipv4Addr) -> Option<String> {
+    special_ranges()
+        .find(|r| r.contains(ip))
+        .map(|r| format!("node IP {ip} lies in the special-purpose range {r}"))
+}
+
+/// Why `cidr` cannot be a pod CIDR, if it cannot.
+pub fn pod_cidr_problem(cidr: &IpNetwork) -> Option<String> {
+    if cidr.ip() != cidr.network() {
+        return Some(format!("pod CIDR {cidr} has host bits set"));
+    }
+    let IpNetwork::V4(v4) = cidr else {
+        return None;
+    };
+    if v4.prefix() > 30 {
+        return Some(format!("pod CIDR {cidr} is longer than /30"));
+    }
+    special_ranges()
+        .find(|r| r.overlaps(*v4))
+        .map(|r| format!("pod CIDR {cidr} overlaps the special-purpose range {r}"))
+}
+
+/// Every rule a set of nodes that a parser or store hands on must satisfy.
+pub fn check_nodes(nodes: &[Node]) -> Result<(), String> {
+    for (i, node) in nodes.iter().enumerate() {
+        if let Some(p) = node_ip_problem(node.node_ip) {
+            return Err(format!("nodes[{i}] ({:?}): {p}", node.name));
+        }
+        if let Some(p) = node.pod_cidrs.iter().find_map(pod_cidr_problem) {
+            return Err(format!("nodes[{i}] ({:?}): {p}", node.name));
+        }
+        if node.pod_cidrs.iter().filter(|c| c.is_ipv4()).count() != 1 {
+            return Err(format!("nodes[{i}] has not exactly one IPv4 pod CIDR"));
+        }
+        // What was accepted once is accepted again from its own text.
+        let cidrs: Vec<String> = node.pod_cidrs.iter().map(|c| c.to_string()).collect();
+        let again = Node::parse("again", &node.name, Some(&node.node_ip.to_string()), &cidrs)
+            .map_err(|e| format!("nodes[{i}] does not validate again: {e}"))?;
+        if &again != node {
+            return Err(format!("nodes[{i}] re-parses as {again:?}, not {node:?}"));
+        }
+    }
+    validate_nodes(nodes).map_err(|e| format!("cross-node checks fail on what was accepted: {e}"))
+}
+
+/// Every rule a parsed cluster file must satisfy.
+pub fn check_cluster(c: &Cluster) -> Result<(), String> {
+    check_nodes(&c.nodes)?;
+    if let Some(mtu) = c.mtu {
+        if !(576..=65535).contains(&mtu) {
+            return Err(format!("mtu {mtu} accepted (576..=65535)"));
+        }
+    }
+    if let Some(vni) = c.vxlan_vni {
+        if !(1..=16_777_215).contains(&vni) {
+            return Err(format!("vxlan.vni {vni} accepted (1..=16777215)"));
+        }
+    }
+    if c.vxlan_port == Some(0) {
+        return Err("vxlan.port 0 accepted (1..=65535)".into());
+    }
+    if c.plan.generation == 0 {
+        return Err("generation 0 accepted (>= 1)".into());
+    }
+    if !c.plan.decap.contains(&c.plan.route_mode) {
+        return Err(format!("decap {:?} lacks the route mode", c.plan.decap));
+    }
+    Ok(())
+}
+
+/// An error from reading a cluster file: exit code 2, and a message that says
+/// where (a field, or a line). `prefix` is what the field starts with for
+/// `Cluster::load` (the path), empty for `Cluster::parse`.
+pub fn check_cluster_error(e: &Error, prefix: &str) -> Result<(), String> {
+    if e.exit_code() != 2 {
+        return Err(format!("exit code {} for bad input: {e:?}", e.exit_code()));
+    }
+    let Error::Invalid { field, reason } = e else {
+        return Err(format!("not Error::Invalid: {e:?}"));
+    };
+    let Some(field) = field.strip_prefix(prefix) else {
+        return Err(format!("field {field:?} does not start with {prefix:?}"));
+    };
+    if names_a_place(field) || mentions_a_line(reason) {
+        Ok(())
+    } else {
+        Err(format!(
+            "the message names neither a field nor a line: {field:?}: {reason:?}"
+        ))
+    }
+}
+
+fn names_a_place(field: &str) -> bool {
+    const TOP: [&str; 9] = [
+        "mode",
+        "offSubnet",
+        "mtu",
+        "generation",
+        "decap",
+        "vxlan",
+        "vxlan.vni",
+        "vxlan.port",
+        "nodes",
+    ];
+    field.starts_with("nodes[") || TOP.contains(&field) || mentions_a_line(field)
+}
+
+fn mentions_a_line(text: &str) -> bool {
+    text.split("line ")
+        .skip(1)
+        .any(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
+}
