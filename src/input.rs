@@ -23,8 +23,9 @@ pub fn read_text(path: &Path, what: &str, limit: u64) -> Result<String> {
         path: path.to_path_buf(),
         source,
     };
-    let invalid = |reason: String| Error::invalid(format!("{what} {}", path.display()), reason);
-    let not_regular = |kind: &str| invalid(format!("is not a regular file (it is {kind})"));
+    let invalid = |reason: String| Error::invalid(path.display().to_string(), reason);
+    let not_regular =
+        |kind: &str| invalid(format!("the {what} is not a regular file (it is {kind})"));
     // Looked at before opening (a socket cannot be opened at all), and again
     // after (the path may have changed in between).
     if let Ok(metadata) = std::fs::metadata(path) {
@@ -47,11 +48,14 @@ pub fn read_text(path: &Path, what: &str, limit: u64) -> Result<String> {
         .read_to_end(&mut bytes)
         .map_err(read_error)?;
     if bytes.len() as u64 > limit {
-        return Err(invalid(format!("is larger than {}", human(limit))));
+        return Err(invalid(format!(
+            "the {what} is larger than {}",
+            human(limit)
+        )));
     }
     String::from_utf8(bytes).map_err(|e| {
         invalid(format!(
-            "is not UTF-8 text (invalid byte at offset {})",
+            "the {what} is not UTF-8 text (invalid byte at offset {})",
             e.utf8_error().valid_up_to()
         ))
     })

@@ -25,7 +25,10 @@ fn main() {
 }
 
 fn init_logging(filter: &str, format: LogFormat) {
-    let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = cli::env_filter(filter).unwrap_or_else(|why| {
+        eprintln!("warning: {why}; logging at info");
+        EnvFilter::new("info")
+    });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

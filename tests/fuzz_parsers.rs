@@ -279,10 +279,12 @@ fn expected_cluster(v: &ValidCluster) -> Cluster {
             route_mode: mode(v.mode),
             decap,
         },
-        off_subnet: v.off_subnet.map(|o| o.parse().expect("an offSubnet")),
-        mtu: v.mtu,
-        vxlan_vni: v.vni,
-        vxlan_port: v.port,
+        settings: Settings {
+            off_subnet: v.off_subnet.map(|o| o.parse().expect("an offSubnet")),
+            mtu: v.mtu,
+            vxlan_vni: v.vni,
+            vxlan_port: v.port,
+        },
     }
 }
 
@@ -290,14 +292,14 @@ fn expected_cluster(v: &ValidCluster) -> Cluster {
 /// goes through (the crate has none for the file format).
 fn write_cluster(c: &Cluster) -> String {
     let mut top = vec![(Y::key("mode"), Y::plain(c.plan.route_mode.as_str()))];
-    if let Some(o) = c.off_subnet {
+    if let Some(o) = c.settings.off_subnet {
         let o = match o {
             OffSubnet::Encap => "encap",
             OffSubnet::Underlay => "underlay",
         };
         top.push((Y::key("offSubnet"), Y::plain(o)));
     }
-    if let Some(m) = c.mtu {
+    if let Some(m) = c.settings.mtu {
         top.push((Y::key("mtu"), Y::plain(m.to_string())));
     }
     top.push((
@@ -309,10 +311,10 @@ fn write_cluster(c: &Cluster) -> String {
         Y::Seq(c.plan.decap.iter().map(|m| Y::plain(m.as_str())).collect()),
     ));
     let mut vxlan = Vec::new();
-    if let Some(v) = c.vxlan_vni {
+    if let Some(v) = c.settings.vxlan_vni {
         vxlan.push((Y::key("vni"), Y::plain(v.to_string())));
     }
-    if let Some(p) = c.vxlan_port {
+    if let Some(p) = c.settings.vxlan_port {
         vxlan.push((Y::key("port"), Y::plain(p.to_string())));
     }
     if !vxlan.is_empty() {
@@ -936,7 +938,7 @@ fn fuzz_cli_values() {
                 prop_assert_eq!(invalid_field(&r), Some("podroute.io/applied"))
             }
         }
-        let _ = tracing_subscriber::EnvFilter::try_new(&text);
+        let _ = podroute::cli::env_filter(&text);
         Ok(())
     });
 }
@@ -1117,7 +1119,7 @@ fn fuzz_command_line() {
                 let Ok(cli) = Cli::try_parse_from(&argv) else {
                     return None;
                 };
-                let _ = tracing_subscriber::EnvFilter::try_new(cli.log_filter());
+                let _ = podroute::cli::env_filter(cli.log_filter());
                 let config = match cli.command {
                     Command::Agent(a) => Some(a.config),
                     Command::Apply(a) => Some(a.config),
@@ -1270,6 +1272,8 @@ fn regression_out_of_range_settings_are_refused() {
         ("vxlan: {vni: 16777216}\n", "vxlan.vni"),
         ("vxlan: {port: 0}\n", "vxlan.port"),
         ("generation: 0\n", "generation"),
+        ("generation: 9223372036854775808\n", "generation"),
+        ("generation: 18446744073709551615\n", "generation"),
     ] {
         assert_refused(&format!("{extra}{base}"), field);
     }
@@ -1279,7 +1283,7 @@ fn regression_out_of_range_settings_are_refused() {
         "vxlan: {vni: 1, port: 1}\n",
         "vxlan: {vni: 16777215, port: 65535}\n",
         "generation: 1\n",
-        "generation: 18446744073709551615\n",
+        "generation: 9223372036854775807\n",
     ] {
         let text = format!("{extra}{base}");
         Cluster::parse(&text).unwrap_or_else(|e| panic!("{extra:?}: {e}"));

@@ -101,6 +101,28 @@ pub async fn run(cli: Cli) -> Result<()> {
     }
 }
 
+/// The log filter of `--log` / `PODROUTE_LOG`, or why it is not one. Each
+/// directive is trimmed first: tracing-subscriber 0.3 panics on a directive
+/// with leading whitespace and non-ASCII text. Should another input still
+/// make it panic, that is caught (quietly): a log filter is not worth a crash.
+pub fn env_filter(text: &str) -> std::result::Result<tracing_subscriber::EnvFilter, String> {
+    let directives: Vec<&str> = text
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .collect();
+    let filter = directives.join(",");
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let parsed = std::panic::catch_unwind(|| tracing_subscriber::EnvFilter::try_new(&filter));
+    std::panic::set_hook(hook);
+    match parsed {
+        Ok(Ok(f)) => Ok(f),
+        Ok(Err(e)) => Err(format!("log filter {text:?} is not valid: {e}")),
+        Err(_) => Err(format!("log filter {text:?} is not valid")),
+    }
+}
+
 /// SIGTERM (what Kubernetes and systemd send) or Ctrl-C.
 pub(crate) async fn wait_for_signal() {
     use tokio::signal::unix::{signal, SignalKind};

@@ -424,12 +424,18 @@ fn survey(
             .is_some_and(|a| a.generation == plan.generation && a.mode == plan.route_mode);
         let underlay = n.underlay_ready == Some(true);
         let converged = holds && n.available && (underlay || !plan_needs_underlay);
-        let deadline = published_at.max(n.since.unwrap_or(0)) + spec.node_timeout_secs;
+        // Saturating: times and timeouts come from the API server as parsed.
+        let deadline = published_at
+            .max(n.since.unwrap_or(0))
+            .saturating_add(spec.node_timeout_secs);
         let late = now >= deadline;
         // NotReady for nodeTimeout (counted from the plan when unknown);
         // once skipped, skipped until Ready again or converged.
         let down_too_long = skipped_before.contains(&n.name)
-            || now >= n.since.unwrap_or(published_at) + spec.node_timeout_secs;
+            || now
+                >= n.since
+                    .unwrap_or(published_at)
+                    .saturating_add(spec.node_timeout_secs);
         if !converged && !n.ready && spec.not_ready_policy == NotReadyPolicy::Skip && down_too_long
         {
             out.skipped.push(n.name.clone());

@@ -85,7 +85,10 @@ pub fn check_mtu_file(path: &Path) -> Result<()> {
             return Err(bad("exists and is not a regular file".into()));
         }
     }
-    let mut dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let mut dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     while !dir.exists() {
         dir = dir.parent().unwrap_or(Path::new("/"));
     }

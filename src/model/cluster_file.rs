@@ -15,6 +15,10 @@ use crate::{Error, Result};
 /// (100 000 nested `[` took 42 s), and a cluster file needs two levels.
 pub const MAX_FLOW_DEPTH: usize = 64;
 
+/// Block nesting shows as indentation (and `- ` markers): a line whose
+/// structure starts further in than this is refused for the same reason.
+pub const MAX_INDENT: usize = 256;
+
 /// Plan generations live in Kubernetes objects, whose integers are int64.
 pub const MAX_GENERATION: u64 = i64::MAX as u64;
 
@@ -80,12 +84,15 @@ impl Cluster {
     pub fn parse(text: &str) -> Result<Cluster> {
         // A byte-order mark is not YAML content (editors on Windows add one).
         let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-        check_flow_depth(text)?;
+        check_nesting(text)?;
         let raw: RawCluster = serde_yaml::from_str(text).map_err(|e| {
-            let field = e
+            // Several documents: from where the second starts, or the first.
+            let line = e
                 .location()
-                .map(|l| format!("cluster file line {}", l.line()))
-                .unwrap_or_else(|| "cluster file".into());
+                .map(|l| l.line())
+                .or_else(|| second_document(text))
+                .unwrap_or(1);
+            let field = format!("cluster file line {line}");
             Error::invalid(field, e.to_string())
         })?;
         let mut nodes = Vec::with_capacity(raw.nodes.len());
@@ -139,15 +146,36 @@ impl Cluster {
     }
 }
 
-/// Refuses flow collections nested deeper than [`MAX_FLOW_DEPTH`], reading
-/// the text once. Quoted scalars and comments are skipped; a bracket inside a
-/// plain scalar may be over-counted, which only matters past the limit.
-fn check_flow_depth(text: &str) -> Result<()> {
+/// Refuses YAML nested deeper than the parser can take in linear time,
+/// reading the text once: flow collections (`[`, `{`) deeper than
+/// [`MAX_FLOW_DEPTH`], or block structure (indentation plus `- ` markers)
+/// starting past column [`MAX_INDENT`]. Quoted scalars and comments are
+/// skipped; a bracket inside a plain scalar may be over-counted, which only
+/// matters past the limit.
+fn check_nesting(text: &str) -> Result<()> {
+    let refuse =
+        |line: usize, what: String| Error::invalid(format!("cluster file line {line}"), what);
     let (mut depth, mut line) = (0usize, 1usize);
     let mut quote: Option<char> = None;
     let mut previous = '\n';
     let mut chars = text.chars().peekable();
     while let Some(c) = chars.next() {
+        if previous == '\n' && quote.is_none() {
+            let mut column = usize::from(c == ' ' || c == '\t' || c == '-');
+            while let Some(&next) = chars.peek() {
+                if !matches!(next, ' ' | '\t' | '-') || column > MAX_INDENT {
+                    break;
+                }
+                column += 1;
+                chars.next();
+            }
+            if column > MAX_INDENT {
+                return Err(refuse(
+                    line,
+                    format!("block structure nested past column {MAX_INDENT}"),
+                ));
+            }
+        }
         match (quote, c) {
             (_, '\n') => line += 1,
             (Some('\''), '\'') if chars.peek() == Some(&'\'') => {
@@ -168,8 +196,8 @@ fn check_flow_depth(text: &str) -> Result<()> {
             (None, '[' | '{') => {
                 depth += 1;
                 if depth > MAX_FLOW_DEPTH {
-                    return Err(Error::invalid(
-                        format!("cluster file line {line}"),
+                    return Err(refuse(
+                        line,
                         format!("collections nested deeper than {MAX_FLOW_DEPTH} levels"),
                     ));
                 }
@@ -180,4 +208,22 @@ fn check_flow_depth(text: &str) -> Result<()> {
         previous = c;
     }
     Ok(())
+}
+
+/// The line where a second YAML document starts (serde_yaml's error for a
+/// stream of several has no location).
+fn second_document(text: &str) -> Option<usize> {
+    let mut starts = text.lines().enumerate().filter(|(_, l)| {
+        *l == "---" || l.starts_with("--- ") || *l == "..." || l.starts_with("... ")
+    });
+    let (first, line) = starts.next()?;
+    // A leading `---` opens the first document, not a second one.
+    let leading = text
+        .lines()
+        .take(first)
+        .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'));
+    match leading && line.starts_with("---") {
+        true => starts.next().map(|(i, _)| i + 1),
+        false => Some(first + 1),
+    }
 }

@@ -125,6 +125,15 @@ impl Config {
         ] {
             validate_ifname(field, name)?;
         }
+        if self.ipip_device == self.vxlan_device {
+            return Err(Error::invalid(
+                "vxlan-device",
+                format!(
+                    "{:?} is also the ipip device: each tunnel needs its own",
+                    self.vxlan_device
+                ),
+            ));
+        }
         if let Some(mtu) = self.mtu {
             super::settings::check_mtu("mtu", mtu)?;
         }

@@ -351,9 +351,12 @@ impl Serialize for Mtu {
 impl<'de> Deserialize<'de> for Mtu {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         match IntOrString::deserialize(d)? {
-            IntOrString::Int(n) => u32::try_from(n)
+            IntOrString::Unsigned(n) => u32::try_from(n)
                 .map(Mtu::Bytes)
                 .map_err(|_| serde::de::Error::custom(format!("mtu {n} out of range"))),
+            IntOrString::Signed(n) => {
+                Err(serde::de::Error::custom(format!("mtu {n} out of range")))
+            }
             IntOrString::String(s) if s == "auto" => Ok(Mtu::Auto),
             IntOrString::String(s) => s.parse().map(Mtu::Bytes).map_err(|_| {
                 serde::de::Error::custom(format!("mtu {s:?} is neither auto nor a number"))
@@ -387,10 +390,16 @@ pub struct NodeTimeout(pub Duration);
 
 impl Serialize for NodeTimeout {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        if self.0.subsec_nanos() == 0 {
+        // Whole seconds as a number, else the largest unit that is exact.
+        let nanos = self.0.subsec_nanos();
+        if nanos == 0 {
             s.serialize_u64(self.0.as_secs())
-        } else {
+        } else if nanos % 1_000_000 == 0 {
             s.serialize_str(&format!("{}ms", self.0.as_millis()))
+        } else if nanos % 1_000 == 0 {
+            s.serialize_str(&format!("{}us", self.0.as_micros()))
+        } else {
+            s.serialize_str(&format!("{}ns", self.0.as_nanos()))
         }
     }
 }
@@ -398,9 +407,10 @@ impl Serialize for NodeTimeout {
 impl<'de> Deserialize<'de> for NodeTimeout {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         match IntOrString::deserialize(d)? {
-            IntOrString::Int(n) => u64::try_from(n)
-                .map(|s| NodeTimeout(Duration::from_secs(s)))
-                .map_err(|_| serde::de::Error::custom("nodeTimeout must not be negative")),
+            IntOrString::Unsigned(n) => Ok(NodeTimeout(Duration::from_secs(n))),
+            IntOrString::Signed(_) => {
+                Err(serde::de::Error::custom("nodeTimeout must not be negative"))
+            }
             IntOrString::String(s) => parse_duration(&s).map(NodeTimeout).ok_or_else(|| {
                 serde::de::Error::custom(format!("nodeTimeout {s:?} is not a duration"))
             }),
@@ -469,7 +479,9 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
 #[derive(Deserialize)]
 #[serde(untagged)]
 enum IntOrString {
-    Int(i64),
+    /// Tried first: every integer from 0 to 2^64-1.
+    Unsigned(u64),
+    Signed(i64),
     String(String),
 }
 

@@ -78,21 +78,43 @@ pub fn check_nodes(nodes: &[Node]) -> Result<(), String> {
 /// Every rule a parsed cluster file must satisfy.
 pub fn check_cluster(c: &Cluster) -> Result<(), String> {
     check_nodes(&c.nodes)?;
-    if let Some(mtu) = c.mtu {
+    if let Some(mtu) = c.settings.mtu {
         if !(576..=65535).contains(&mtu) {
             return Err(format!("mtu {mtu} accepted (576..=65535)"));
         }
     }
-    if let Some(vni) = c.vxlan_vni {
+    if let Some(vni) = c.settings.vxlan_vni {
         if !(1..=16_777_215).contains(&vni) {
             return Err(format!("vxlan.vni {vni} accepted (1..=16777215)"));
         }
     }
-    if c.vxlan_port == Some(0) {
+    if c.settings.vxlan_port == Some(0) {
         return Err("vxlan.port 0 accepted (1..=65535)".into());
     }
-    if c.plan.generation == 0 {
-        return Err("generation 0 accepted (>= 1)".into());
+    if c.plan.generation == 0 || c.plan.generation > i64::MAX as u64 {
+        return Err(format!(
+            "generation {} accepted (1..=2^63-1)",
+            c.plan.generation
+        ));
+    }
+    for node in &c.nodes {
+        let rfc1123 = node.name.len() <= 253
+            && node.name.split('.').all(|label| {
+                let ok = |ch: Option<char>| {
+                    ch.is_some_and(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit())
+                };
+                ok(label.chars().next())
+                    && ok(label.chars().last())
+                    && label
+                        .chars()
+                        .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '-')
+            });
+        if !rfc1123 {
+            return Err(format!(
+                "node name {:?} accepted (an RFC 1123 subdomain)",
+                node.name
+            ));
+        }
     }
     if !c.plan.decap.contains(&c.plan.route_mode) {
         return Err(format!("decap {:?} lacks the route mode", c.plan.decap));
@@ -110,6 +132,11 @@ pub fn check_cluster_error(e: &Error, prefix: &str) -> Result<(), String> {
     let Error::Invalid { field, reason } = e else {
         return Err(format!("not Error::Invalid: {e:?}"));
     };
+    // The whole file is the problem (not a regular file, too big, not
+    // UTF-8): naming the file is naming the place.
+    if !prefix.is_empty() && field == prefix.trim_end_matches(": ") {
+        return Ok(());
+    }
     let Some(field) = field.strip_prefix(prefix) else {
         return Err(format!("field {field:?} does not start with {prefix:?}"));
     };

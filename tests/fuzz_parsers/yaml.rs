@@ -456,7 +456,8 @@ const MODES: [&str; 3] = ["ipip", "vxlan", "native"];
 pub fn arb_valid_cluster(max_nodes: usize) -> impl Strategy<Value = ValidCluster> {
     let nodes = vec(
         (
-            "[a-z][a-z0-9.-]{0,12}|.{1,8}",
+            // RFC 1123 subdomains, as Kubernetes names nodes.
+            "[a-z0-9]([a-z0-9-]{0,10}[a-z0-9])?(\\.[a-z0-9]([a-z0-9-]{0,4}[a-z0-9])?)?",
             0usize..6,
             any::<bool>(),
             any::<bool>(),
@@ -486,7 +487,8 @@ pub fn arb_valid_cluster(max_nodes: usize) -> impl Strategy<Value = ValidCluster
         select(&MODES[..]),
         proptest::option::of(select(&["encap", "underlay"][..])),
         proptest::option::of(576u32..=65535),
-        proptest::option::of(1u64..=u64::MAX),
+        // Kubernetes integers are int64.
+        proptest::option::of(1u64..=i64::MAX as u64),
         proptest::option::of(proptest::sample::subsequence(MODES.to_vec(), 0..=3)),
         proptest::option::of(1u32..=16_777_215),
         proptest::option::of(1u16..=65535),
