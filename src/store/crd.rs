@@ -394,9 +394,9 @@ impl Serialize for NodeTimeout {
         let nanos = self.0.subsec_nanos();
         if nanos == 0 {
             s.serialize_u64(self.0.as_secs())
-        } else if nanos % 1_000_000 == 0 {
+        } else if nanos.is_multiple_of(1_000_000) {
             s.serialize_str(&format!("{}ms", self.0.as_millis()))
-        } else if nanos % 1_000 == 0 {
+        } else if nanos.is_multiple_of(1_000) {
             s.serialize_str(&format!("{}us", self.0.as_micros()))
         } else {
             s.serialize_str(&format!("{}ns", self.0.as_nanos()))
