@@ -17,7 +17,9 @@ use ipnetwork::Ipv4Network;
 use nix::sys::signal::Signal;
 use podroute::lab::netns::{run_in_netns, Netns};
 
-use crate::support::{have_root, scale_peer, scratch_node, wait_until, write_cluster, Lab};
+use crate::support::{
+    have_root, host_only, scale_peer, scratch_node, wait_until, write_cluster, Lab,
+};
 
 // ---------------------------------------------------------------------------
 // Shared helpers
@@ -474,7 +476,7 @@ fn landed(progress: &Progress) -> KillPoint {
 
 #[test]
 fn sigkill_at_random_points_of_a_10k_route_apply_loses_nothing() {
-    if !have_root() {
+    if !have_root() || !host_only() {
         return;
     }
     let mut rng = Rng::seeded();
@@ -599,7 +601,7 @@ const FLOOD_ROUNDS: usize = 20;
 
 #[test]
 fn netlink_flood_and_overrun_under_a_running_agent_are_repaired() {
-    if !have_root() {
+    if !have_root() || !host_only() {
         return;
     }
     let node = ScaleNode::new("prflood", OVERRUN_PEERS, None);

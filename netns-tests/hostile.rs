@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::{have_root, spawn_retrying, Lab};
+use crate::support::{have_root, host_only, spawn_retrying, Lab};
 
 /// The node every case runs on: uplink eth0 10.250.0.1/24, pods 10.244.1.0/24.
 const NODE: &str = "node-1";
@@ -1563,7 +1563,7 @@ fn run_class(
 
 #[test]
 fn hostile_cluster_file_syntax() {
-    if !have_root() {
+    if !have_root() || !host_only() {
         return;
     }
     run_class("cluster file syntax", None, |_| syntax_cases());
@@ -1571,7 +1571,7 @@ fn hostile_cluster_file_syntax() {
 
 #[test]
 fn hostile_addresses() {
-    if !have_root() {
+    if !have_root() || !host_only() {
         return;
     }
     run_class("addresses", None, |_| address_cases());
@@ -1579,7 +1579,7 @@ fn hostile_addresses() {
 
 #[test]
 fn hostile_settings() {
-    if !have_root() {
+    if !have_root() || !host_only() {
         return;
     }
     run_class("settings", None, |_| setting_cases());
@@ -1587,7 +1587,7 @@ fn hostile_settings() {
 
 #[test]
 fn hostile_special_files() {
-    if !have_root() {
+    if !have_root() || !host_only() {
         return;
     }
     let mut bench = Bench::new("special files", None);
@@ -1600,7 +1600,7 @@ fn hostile_special_files() {
 
 #[test]
 fn hostile_flags() {
-    if !have_root() {
+    if !have_root() || !host_only() {
         return;
     }
     run_class("flags", Some(valid("vxlan")), |_| flag_cases());
@@ -1608,7 +1608,7 @@ fn hostile_flags() {
 
 #[test]
 fn hostile_foreign_state() {
-    if !have_root() {
+    if !have_root() || !host_only() {
         return;
     }
     run_class("foreign state", None, |_| foreign_cases());

@@ -4,7 +4,7 @@
 
 use podroute::model::{parse_adopted_protocols, parse_pod_network, Mode};
 
-use crate::support::{have_root, our_routes, own_unreachable, steady, Lab};
+use crate::support::{have_ipip, have_root, our_routes, own_unreachable, steady, Lab};
 
 #[test]
 fn foreign_state_survives_apply_and_cleanup() {
@@ -235,4 +235,63 @@ fn adoption_removes_stale_bird_routes_only_when_asked() {
     lab.assert_all_pods_talk(1500);
     lab.cleanup("node-1", config);
     assert_eq!(bird_routes(), [format!("10.99.0.0/16 via {via} dev eth0")]);
+}
+
+/// The one rule on the ipip device too (the kernel only has it in the VM):
+/// tunl0 carrying someone's route stays up with our address (removing the
+/// last address would flush their route); carrying someone's address too,
+/// it loses ours; what is theirs survives every step.
+#[test]
+fn foreign_state_on_tunl0_survives_its_retirement() {
+    if !have_root() || !have_ipip() {
+        return;
+    }
+    let lab = Lab::flat(2);
+    lab.converge_all(&steady(Mode::Ipip));
+    let tunl0 = || lab.ip("node-1", &["addr", "show", "dev", "tunl0"]);
+    let theirs = || lab.ip("node-1", &["route", "show", "192.168.79.0/24"]);
+    lab.ip(
+        "node-1",
+        &[
+            "route",
+            "add",
+            "192.168.79.0/24",
+            "dev",
+            "tunl0",
+            "proto",
+            "boot",
+        ],
+    );
+
+    let retired = lab.converge("node-1", &steady(Mode::Native));
+    assert_eq!(retired.kept.len(), 1, "{:?}", retired.kept);
+    assert!(
+        theirs().contains("dev tunl0"),
+        "their route went: {}",
+        theirs()
+    );
+    assert!(tunl0().contains("UP"), "{}", tunl0());
+    assert!(
+        tunl0().contains("10.244.1.0/32"),
+        "our last address went: {}",
+        tunl0()
+    );
+    assert!(our_routes(&lab, "node-1")
+        .iter()
+        .all(|r| !r.contains("tunl0")));
+
+    lab.ip(
+        "node-1",
+        &["addr", "add", "192.168.77.1/24", "dev", "tunl0"],
+    );
+    lab.converge("node-1", &steady(Mode::Native));
+    assert!(!tunl0().contains("10.244.1.0/32"), "{}", tunl0());
+    assert!(tunl0().contains("192.168.77.1/24"), "{}", tunl0());
+    assert!(theirs().contains("dev tunl0"), "{}", theirs());
+    assert!(tunl0().contains("UP"), "{}", tunl0());
+
+    let cleaned = lab.cleanup("node-1", lab.config("node-1"));
+    assert_eq!(cleaned.kept.len(), 1, "{:?}", cleaned.kept);
+    assert!(theirs().contains("dev tunl0"), "{}", theirs());
+    assert!(tunl0().contains("192.168.77.1/24"), "{}", tunl0());
 }

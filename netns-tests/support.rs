@@ -52,6 +52,23 @@ pub fn have_ipip() -> bool {
     false
 }
 
+/// Tests of input handling, scale or faults that prove nothing about ipip
+/// run on the host only: under the VM's emulated CPU they would take minutes,
+/// and the same CI run has them on the host. Says so on stderr (a skip must
+/// never read as a plain `ok`).
+pub fn host_only() -> bool {
+    if std::env::var("PODROUTE_IN_VM").is_err() {
+        return true;
+    }
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr(),
+        "skipping {} in the VM: it runs on the host in the same CI",
+        std::thread::current().name().unwrap_or("test")
+    );
+    false
+}
+
 pub struct Lab {
     pub topo: Topology,
     pub nodes: Vec<Node>,

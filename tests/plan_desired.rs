@@ -397,7 +397,7 @@ fn native_off_subnet_underlay_installs_nothing_for_that_peer() {
         &eth0(),
     )
     .unwrap();
-    let expected = Desired {
+    let expected = node1(Desired {
         routes: routes(vec![route(
             "10.244.2.0/24",
             "10.250.0.2",
@@ -408,7 +408,7 @@ fn native_off_subnet_underlay_installs_nothing_for_that_peer() {
         sysctls: sysctls(&["eth0"]),
         pod_mtu: Some(1500),
         ..Desired::default()
-    };
+    });
     assert_eq!(d, expected);
 }
 
