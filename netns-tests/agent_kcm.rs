@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
-use k8s_openapi::api::core::v1::{Namespace, Node, NodeAddress, NodeCondition, NodeStatus};
+use k8s_openapi::api::core::v1::{Node, NodeAddress, NodeCondition, NodeStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
@@ -119,7 +119,7 @@ fn agents_beside_the_real_controller_manager() {
 
     // 2. The coordinator and the agents. The taints go once they report.
     rt.block_on(async {
-        ensure_namespace(&client, "podroute-system").await;
+        crate::kube_env::ensure_namespace(&client, "podroute-system").await;
         install_routing(&client, Mode::Vxlan).await;
     });
     let kubeconfig = cp.admin_kubeconfig().to_path_buf();
@@ -583,24 +583,6 @@ impl TaintWatch {
         self.stop.store(true, Ordering::SeqCst);
         let _ = self.thread.join();
         self.seen.lock().expect("seen").clone()
-    }
-}
-
-async fn ensure_namespace(client: &Client, name: &str) {
-    let ns = Namespace {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    match Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &ns)
-        .await
-    {
-        Ok(_) => {}
-        Err(kube::Error::Api(s)) if s.code == 409 => {}
-        Err(e) => panic!("create namespace {name}: {e}"),
     }
 }
 

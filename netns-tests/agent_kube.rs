@@ -11,34 +11,14 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, DeleteParams, PostParams};
-use kube::Client;
 use podroute::model::{Mode, Plan};
 
 use crate::kube_env::ControlPlane;
 use crate::kube_support::{
-    create_lab_nodes, install_routing, kube_node, publish_plan, start_agent, wait_for, Process,
-    WatchedAgent,
+    create_lab_nodes, install_routing, kube_node, publish_plan, reported, start_agent, wait_for,
+    Process, WatchedAgent,
 };
 use crate::support::{cpu_ticks, have_root, our_routes, scale_peer, scratch_node, wait_until, Lab};
-
-/// `podroute.io/applied` and NetworkUnavailable of a Node.
-async fn reported(client: &Client, name: &str) -> (Option<String>, Option<(String, String)>) {
-    let node = Api::<Node>::all(client.clone())
-        .get(name)
-        .await
-        .expect("get node");
-    let applied = node
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get("podroute.io/applied").cloned());
-    let condition = node
-        .status
-        .and_then(|s| s.conditions)
-        .and_then(|cs| cs.into_iter().find(|c| c.type_ == "NetworkUnavailable"))
-        .map(|c| (c.status, c.reason.unwrap_or_default()));
-    (applied, condition)
-}
 
 #[test]
 fn agents_on_a_real_api_server() {

@@ -18,20 +18,13 @@ use podroute::lab::topology::Topology;
 use podroute::model::{Mode, OffSubnet};
 
 use crate::agent::{http_get, routes_via, wait_for, AgentProcess};
-use crate::support::{have_root, our_routes, own_unreachable, steady, Lab};
+use crate::support::{have_root, our_routes, own_unreachable, steady, write_cluster_with, Lab};
 
 /// A cluster file of every lab node, with `extra` settings lines.
 fn write_file(lab: &Lab, path: &Path, mode: &str, extra: &str) {
-    let mut yaml = format!("mode: {mode}\n{extra}nodes:\n");
-    for n in lab.topo.nodes() {
-        yaml.push_str(&format!(
-            "  - name: {}\n    ip: {}\n    podCIDR: {}\n",
-            n.name, n.ip, n.pod_cidr
-        ));
-    }
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, yaml).expect("write cluster file");
-    std::fs::rename(&tmp, path).expect("rename cluster file");
+    let names = lab.names();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    write_cluster_with(lab, path, mode, extra, &names);
 }
 
 fn cluster_path(lab: &Lab) -> PathBuf {

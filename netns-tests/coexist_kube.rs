@@ -19,25 +19,20 @@ use serde_json::json;
 
 use crate::kube_env::ControlPlane;
 use crate::kube_support::{
-    create_lab_nodes, install_routing, kube_node, publish_plan, start_coordinator, wait_for,
-    WatchedAgent,
+    create_lab_nodes, install_routing, kube_node, network_unavailable, publish_plan,
+    start_coordinator, wait_for, WatchedAgent,
 };
 use crate::support::{have_root, our_routes, Lab};
 
 /// NetworkUnavailable of a Node: (status, reason, message).
 async fn condition(client: &Client, name: &str) -> Option<(String, String, String)> {
-    let node = Api::<Node>::all(client.clone()).get(name).await.ok()?;
-    node.status?
-        .conditions?
-        .into_iter()
-        .find(|c| c.type_ == "NetworkUnavailable")
-        .map(|c| {
-            (
-                c.status,
-                c.reason.unwrap_or_default(),
-                c.message.unwrap_or_default(),
-            )
-        })
+    network_unavailable(client, name).await.map(|c| {
+        (
+            c.status,
+            c.reason.unwrap_or_default(),
+            c.message.unwrap_or_default(),
+        )
+    })
 }
 
 /// Writes NetworkUnavailable as a cloud route controller does.

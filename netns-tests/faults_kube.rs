@@ -26,8 +26,8 @@ use podroute::store::crd::{ClusterRouting, ClusterRoutingStatus};
 
 use crate::kube_env::ControlPlane;
 use crate::kube_support::{
-    create_lab_nodes, install_routing, kube_node, publish_plan, start_agent, start_coordinator,
-    switch, wait_for, PairCount, PodProbes, Process,
+    create_lab_nodes, install_routing, kube_node, publish_plan, reported, start_agent,
+    start_coordinator, switch, wait_for, PairCount, PodProbes, Process,
 };
 use crate::support::{have_root, our_routes, wait_until, Lab, PORT};
 
@@ -118,20 +118,7 @@ impl KubeLab {
 
     /// `podroute.io/applied` and NetworkUnavailable (status, reason) of a Node.
     fn report(&self, node: &str) -> (Option<String>, Option<(String, String)>) {
-        let node = self
-            .rt
-            .block_on(Api::<Node>::all(self.client.clone()).get(node))
-            .expect("get node");
-        let applied = node
-            .metadata
-            .annotations
-            .and_then(|a| a.get("podroute.io/applied").cloned());
-        let condition = node
-            .status
-            .and_then(|s| s.conditions)
-            .and_then(|cs| cs.into_iter().find(|c| c.type_ == "NetworkUnavailable"))
-            .map(|c| (c.status, c.reason.unwrap_or_default()));
-        (applied, condition)
+        self.rt.block_on(reported(&self.client, node))
     }
 
     /// The generation of the plan `node` reports applied (0 for none).

@@ -10,7 +10,7 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::core::v1::{Node, NodeCondition};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::{Client, CustomResourceExt};
@@ -150,6 +150,31 @@ pub fn switch(kubeconfig: &Path, args: &[&str]) -> (bool, String) {
         String::from_utf8_lossy(&out.stderr)
     );
     (out.status.success(), stdout)
+}
+
+/// A Node's NetworkUnavailable condition as the API server has it now.
+pub async fn network_unavailable(client: &Client, name: &str) -> Option<NodeCondition> {
+    let node = Api::<Node>::all(client.clone()).get(name).await.ok()?;
+    node.status?
+        .conditions?
+        .into_iter()
+        .find(|c| c.type_ == "NetworkUnavailable")
+}
+
+/// `podroute.io/applied` and NetworkUnavailable (status, reason) of a Node.
+pub async fn reported(client: &Client, name: &str) -> (Option<String>, Option<(String, String)>) {
+    let node = Api::<Node>::all(client.clone())
+        .get(name)
+        .await
+        .expect("get node");
+    let applied = node
+        .metadata
+        .annotations
+        .and_then(|a| a.get("podroute.io/applied").cloned());
+    let condition = network_unavailable(client, name)
+        .await
+        .map(|c| (c.status, c.reason.unwrap_or_default()));
+    (applied, condition)
 }
 
 /// Polled every 20 ms: checks here are often API calls.

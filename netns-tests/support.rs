@@ -314,7 +314,12 @@ pub fn status_field<'a>(status: &'a str, name: &str) -> Option<&'a str> {
 /// A cluster file holding `nodes` of the lab in `mode`, replaced atomically
 /// as an editor or a ConfigMap update does.
 pub fn write_cluster(lab: &Lab, path: &Path, mode: &str, nodes: &[&str]) {
-    let mut yaml = format!("mode: {mode}\nnodes:\n");
+    write_cluster_with(lab, path, mode, "", nodes);
+}
+
+/// [`write_cluster`] with `extra` top-level lines (`mtu: 9000\n`, ...).
+pub fn write_cluster_with(lab: &Lab, path: &Path, mode: &str, extra: &str, nodes: &[&str]) {
+    let mut yaml = format!("mode: {mode}\n{extra}nodes:\n");
     for n in lab
         .topo
         .nodes()

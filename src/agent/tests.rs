@@ -572,3 +572,71 @@ async fn a_planned_switch_never_reports_the_network_unavailable() {
     }
     agent.stop().await;
 }
+
+fn unavailable(reason: &str) -> Option<Network> {
+    Some(Network::Unavailable {
+        reason: reason.into(),
+        message: "another writer".into(),
+    })
+}
+
+#[tokio::test]
+async fn an_overwritten_condition_is_restored_until_a_writer_keeps_at_it() {
+    let store = Arc::new(MemoryStore::new(Snapshot::from_cluster(&cluster(
+        Mode::Vxlan,
+        1,
+    ))));
+    let mut agent = start(store.clone(), FakeKernel::default());
+    agent.next_applied().await;
+    let ours = report_of(&store);
+    let is_ours = || report_of(&store).network == ours.network;
+    eventually(is_ours).await;
+
+    // Someone else's False/RouteCreated: a different message, no fight.
+    for _ in 0..3 {
+        store.overwrite_report(
+            "node-1",
+            NodeReport {
+                applied: ours.applied,
+                network: Some(Network::Available {
+                    message: "RouteController created a route".into(),
+                }),
+            },
+        );
+        eventually(is_ours).await;
+    }
+    // Flipping the status is: restored twice, then left to the other writer.
+    for _ in 0..2 {
+        store.overwrite_report(
+            "node-1",
+            NodeReport {
+                applied: ours.applied,
+                network: unavailable("NoRouteCreated"),
+            },
+        );
+        eventually(is_ours).await;
+    }
+    store.overwrite_report(
+        "node-1",
+        NodeReport {
+            applied: ours.applied,
+            network: unavailable("NoRouteCreated"),
+        },
+    );
+    eventually(|| store.events().len() == 1).await;
+    let event = &store.events()[0];
+    assert_eq!(event.reason, REASON_CONDITION_CONTESTED);
+    assert_eq!(event.node, "node-1");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(report_of(&store).network, unavailable("NoRouteCreated"));
+    // The annotation is still ours to keep.
+    store.overwrite_report(
+        "node-1",
+        NodeReport {
+            applied: None,
+            network: unavailable("NoRouteCreated"),
+        },
+    );
+    eventually(|| report_of(&store).applied == ours.applied).await;
+    agent.stop().await;
+}
