@@ -1322,6 +1322,29 @@ fn regression_deep_yaml_nesting_is_refused_quickly() {
     }
 }
 
+/// Found (CI, crd_types): a status plan of generation 2^64-1 made the
+/// coordinator overflow counting the next plan's generation. Generations
+/// read back are at most 2^63-1, like every Kubernetes integer.
+#[test]
+fn regression_a_status_generation_past_int64_is_refused() {
+    for generation in [u64::MAX, 1 << 63] {
+        let status = json!({"phase": "Steady", "switchPhase": "Steady", "phaseStartedAt": 0,
+            "plan": {"generation": generation, "routeMode": "ipip", "decap": ["vxlan"]}});
+        let parsed = serde_json::from_value::<ClusterRoutingStatus>(status);
+        assert!(parsed.is_err(), "generation {generation} accepted");
+    }
+    let status = json!({"phase": "Steady", "switchPhase": "Steady", "phaseStartedAt": 0,
+        "plan": {"generation": i64::MAX, "routeMode": "ipip", "decap": ["vxlan"]}});
+    let parsed: ClusterRoutingStatus = serde_json::from_value(status).expect("2^63-1 is fine");
+    let spec: ClusterRoutingSpec = serde_json::from_value(json!({"mode": "vxlan"})).expect("spec");
+    step(&Inputs {
+        spec: &Spec::from_crd(&spec, false),
+        status: &parsed.to_coordinator(),
+        nodes: &[],
+        now: unix_now(),
+    });
+}
+
 /// Contract: the 200 kB file of 100k `[` is refused well under a
 /// second. Run through the binary so that today's minutes of parsing can be
 /// killed.

@@ -253,6 +253,7 @@ impl ClusterRoutingStatus {
 #[serde(rename_all = "camelCase")]
 pub struct PlanStatus {
     /// Counts up with every plan; agents report it back once applied.
+    #[serde(deserialize_with = "bounded_generation")]
     pub generation: u64,
     /// Which routes agents install.
     #[schemars(schema_with = "mode_schema")]
@@ -261,6 +262,19 @@ pub struct PlanStatus {
     #[serde(default)]
     #[schemars(schema_with = "decap_schema")]
     pub decap: Vec<Mode>,
+}
+
+/// A generation read back from the API server: at most 2^63-1, like every
+/// Kubernetes integer, so counting up from it never overflows.
+fn bounded_generation<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    let generation = u64::deserialize(d)?;
+    if generation > crate::model::MAX_GENERATION {
+        return Err(serde::de::Error::custom(format!(
+            "generation {generation} is over {}",
+            crate::model::MAX_GENERATION
+        )));
+    }
+    Ok(generation)
 }
 
 impl From<&Plan> for PlanStatus {
