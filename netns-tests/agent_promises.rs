@@ -51,6 +51,20 @@ fn readyz(lab: &Lab) -> String {
     http_get(lab, "node-1", "/readyz")
 }
 
+/// vxlan.calico's index, kind, flags, MTU and MAC (not its timers).
+fn link_identity(lab: &Lab) -> serde_json::Value {
+    let text = lab.ip("node-1", &["-j", "-d", "link", "show", "vxlan.calico"]);
+    let links: serde_json::Value = serde_json::from_str(&text).expect("ip -j");
+    let link = &links[0];
+    serde_json::json!({
+        "ifindex": link["ifindex"],
+        "kind": link["linkinfo"]["info_kind"],
+        "flags": link["flags"],
+        "mtu": link["mtu"],
+        "address": link["address"],
+    })
+}
+
 fn vxlan_mtu(lab: &Lab) -> String {
     lab.ip("node-1", &["link", "show", "vxlan.calico"])
 }
@@ -158,19 +172,25 @@ fn readiness_and_gauges_come_from_the_latest_pass() {
         Some("9223372036854775807")
     );
 
-    // Behind the agent's back: vxlan.calico replaced by a bridge.
+    // Behind the agent's back: vxlan.calico replaced by a bridge. (SIGSTOP
+    // must find it idle: the echo of its own writes triggers one more pass.)
+    std::thread::sleep(Duration::from_millis(500));
     agent.send(Signal::SIGSTOP);
     lab.ip("node-1", &["link", "del", "vxlan.calico"]);
     lab.ip("node-1", &["link", "add", "vxlan.calico", "type", "bridge"]);
-    let bridge = lab.ip("node-1", &["-d", "link", "show", "vxlan.calico"]);
+    let bridge = link_identity(&lab);
+    assert_eq!(bridge["kind"], "bridge", "{bridge}");
     agent.send(Signal::SIGCONT);
-    wait_for("not ready", Duration::from_secs(5), || {
-        readyz(&lab).starts_with("HTTP/1.1 503")
-    });
-    let ready = readyz(&lab);
-    assert!(
-        ready.contains("vxlan.calico exists but is not vxlan"),
-        "{ready}"
+    // A pass caught in flight may fail on the deleted device first; the
+    // retries then find the bridge.
+    wait_for(
+        "not ready, naming the bridge",
+        Duration::from_secs(10),
+        || {
+            let ready = readyz(&lab);
+            ready.starts_with("HTTP/1.1 503")
+                && ready.contains("vxlan.calico exists but is not vxlan")
+        },
     );
     let held = lab
         .ip("node-1", &["route", "show", "proto", "91"])
@@ -184,10 +204,7 @@ fn readiness_and_gauges_come_from_the_latest_pass() {
     assert_eq!(metric(&lab, "podroute_ready").as_deref(), Some("0"));
     // The bridge is someone else's: untouched.
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(
-        lab.ip("node-1", &["-d", "link", "show", "vxlan.calico"]),
-        bridge
-    );
+    assert_eq!(link_identity(&lab), bridge);
 
     // Its owner removes it: the agent takes the name back and is ready again.
     lab.ip("node-1", &["link", "del", "vxlan.calico"]);
