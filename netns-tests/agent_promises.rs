@@ -18,7 +18,9 @@ use podroute::lab::topology::Topology;
 use podroute::model::{Mode, OffSubnet};
 
 use crate::agent::{http_get, routes_via, wait_for, AgentProcess};
-use crate::support::{have_root, our_routes, own_unreachable, steady, write_cluster_with, Lab};
+use crate::support::{
+    have_root, our_routes, own_unreachable, steady, tx_packets_by_device, write_cluster_with, Lab,
+};
 
 /// A cluster file of every lab node, with `extra` settings lines.
 fn write_file(lab: &Lab, path: &Path, mode: &str, extra: &str) {
@@ -244,21 +246,14 @@ fn udp_outcome(netns: &str, to: Ipv4Addr) -> ErrorKind {
     .expect("netns")
 }
 
-/// Packets the router sent on all its legs (from /proc/thread-self/net/dev).
+/// Packets the router sent on all its legs.
 fn router_tx(lab: &Lab) -> u64 {
     let router = lab.topo.router().expect("router").netns.clone();
-    let table = lab
-        .topo
-        .netns(&router)
-        .expect("router netns")
-        .run(|| std::fs::read_to_string("/proc/thread-self/net/dev"))
-        .expect("netns")
-        .expect("net/dev");
-    table
-        .lines()
-        .filter_map(|l| l.trim().split_once(':'))
-        .filter(|(name, _)| *name != "lo")
-        .filter_map(|(_, counters)| counters.split_whitespace().nth(9)?.parse::<u64>().ok())
+    let netns = lab.topo.netns(&router).expect("router netns");
+    tx_packets_by_device(netns)
+        .into_iter()
+        .filter(|(name, _)| name != "lo")
+        .map(|(_, packets)| packets)
         .sum()
 }
 

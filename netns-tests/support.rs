@@ -228,16 +228,10 @@ impl Lab {
     /// /proc/thread-self/net/dev: /sys shows the mounter's namespace).
     pub fn tx_packets(&self, node: &str, dev: &str) -> u64 {
         let netns = self.topo.node_netns(node).expect("netns");
-        let table = netns
-            .run(|| std::fs::read_to_string("/proc/thread-self/net/dev"))
-            .expect("netns")
-            .expect("net/dev");
-        table
-            .lines()
-            .filter_map(|l| l.trim().split_once(':'))
-            .find(|(name, _)| *name == dev)
-            .and_then(|(_, counters)| counters.split_whitespace().nth(9)?.parse().ok())
-            .unwrap_or(0)
+        tx_packets_by_device(netns)
+            .into_iter()
+            .find(|(name, _)| name == dev)
+            .map_or(0, |(_, packets)| packets)
     }
 }
 
@@ -245,6 +239,23 @@ impl Drop for Lab {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Transmitted packets of every device of `netns`, from
+/// /proc/thread-self/net/dev (/sys shows the mounter's namespace).
+pub fn tx_packets_by_device(netns: &podroute::lab::netns::Netns) -> Vec<(String, u64)> {
+    let table = netns
+        .run(|| std::fs::read_to_string("/proc/thread-self/net/dev"))
+        .expect("netns")
+        .expect("net/dev");
+    table
+        .lines()
+        .filter_map(|l| l.trim().split_once(':'))
+        .filter_map(|(name, counters)| {
+            let packets = counters.split_whitespace().nth(9)?.parse().ok()?;
+            Some((name.to_string(), packets))
+        })
+        .collect()
 }
 
 pub fn steady(mode: Mode) -> Plan {
