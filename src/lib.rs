@@ -12,6 +12,7 @@ pub mod input;
 pub mod lab;
 pub mod model;
 pub mod plan;
+pub mod privilege;
 pub mod store;
 
 pub use error::{Error, Result};
