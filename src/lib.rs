@@ -2,6 +2,7 @@
 //! netlink, and a seamless switch between them. See docs/design.md.
 
 pub mod agent;
+pub mod bench;
 pub mod cli;
 pub mod coordinator;
 pub mod dataplane;
@@ -12,6 +13,7 @@ pub mod input;
 pub mod lab;
 pub mod model;
 pub mod plan;
+pub mod privilege;
 pub mod store;
 
 pub use error::{Error, Result};

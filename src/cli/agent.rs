@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use caps::{CapSet, Capability};
 use tokio::sync::watch;
 
 use super::ConfigArgs;
@@ -14,8 +13,9 @@ use crate::dataplane::monitor::Monitor;
 use crate::dataplane::Dataplane;
 use crate::http;
 use crate::lab::node_agent::NodeAgent;
+use crate::privilege;
 use crate::store::{ClusterStore, FileStore, KubeStore};
-use crate::{Error, Result};
+use crate::Result;
 
 #[derive(Debug, clap::Args)]
 pub struct AgentArgs {
@@ -49,18 +49,17 @@ pub struct AgentArgs {
 }
 
 pub async fn run(args: AgentArgs) -> Result<()> {
-    if !caps::has_cap(None, CapSet::Effective, Capability::CAP_NET_ADMIN).unwrap_or(false) {
-        return Err(Error::invalid(
-            "capabilities",
-            "podroute agent needs CAP_NET_ADMIN (run privileged, or add NET_ADMIN)",
-        ));
-    }
+    privilege::require(
+        privilege::NET_ADMIN,
+        "capabilities",
+        "podroute agent needs CAP_NET_ADMIN (run privileged, or add NET_ADMIN)",
+    )?;
     // Capabilities belong to threads, and new threads copy their creator's:
     // dropping them first, while this is the only thread, leaves no thread
     // (inotify watcher, blocking pool, ...) with more than CAP_NET_ADMIN.
     // `--netns` keeps them: its dataplane thread enters the namespace later.
     if !args.keep_capabilities && args.netns.is_none() {
-        drop_capabilities()?;
+        privilege::drop_all_but_net_admin()?;
     }
     let config = args.config.config(None)?;
     let store: Arc<dyn ClusterStore> = match &args.cluster {
@@ -94,30 +93,6 @@ pub async fn run(args: AgentArgs) -> Result<()> {
 
     let events = pump(monitor, agent.uplink_updates());
     agent.run(events, shutdown).await
-}
-
-/// Keep CAP_NET_ADMIN (routes, links, neighbours, net sysctls), drop the rest.
-fn drop_capabilities() -> Result<()> {
-    let keep = caps::CapsHashSet::from([Capability::CAP_NET_ADMIN]);
-    let fail = |what: &str, e: caps::errors::CapsError| {
-        Error::io(
-            format!("dropping capabilities ({what})"),
-            std::io::Error::other(e.to_string()),
-        )
-    };
-    // The bounding set needs CAP_SETPCAP, so it goes first.
-    if caps::has_cap(None, CapSet::Effective, Capability::CAP_SETPCAP).unwrap_or(false) {
-        for cap in caps::all().difference(&keep) {
-            caps::drop(None, CapSet::Bounding, *cap).map_err(|e| fail("bounding", e))?;
-        }
-    }
-    for set in [CapSet::Inheritable, CapSet::Effective, CapSet::Permitted] {
-        let now = caps::read(None, set).map_err(|e| fail("read", e))?;
-        caps::set(None, set, &now.intersection(&keep).copied().collect())
-            .map_err(|e| fail("set", e))?;
-    }
-    tracing::debug!("capabilities dropped to CAP_NET_ADMIN");
-    Ok(())
 }
 
 #[cfg(test)]

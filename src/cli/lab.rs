@@ -9,11 +9,12 @@ use std::time::Duration;
 
 use nix::fcntl::{Flock, FlockArg};
 
-use super::Output;
+use super::{table, Output};
 use crate::lab::netns::Netns;
-use crate::lab::report::{render_run, LabReport};
+use crate::lab::report::{LabReport, RunReport};
 use crate::lab::run::{Lab, LabOptions, Progress};
 use crate::model::Mode;
+use crate::privilege;
 use crate::{Error, Result};
 
 const LOCK_FILE: &str = "/run/podroute-lab.lock";
@@ -64,12 +65,11 @@ pub struct LabArgs {
 }
 
 pub async fn run(args: LabArgs) -> Result<()> {
-    if !nix::unistd::Uid::effective().is_root() {
-        return Err(Error::invalid(
-            "lab",
-            "needs root to create network namespaces (run with sudo)",
-        ));
-    }
+    privilege::require(
+        privilege::NETNS,
+        "lab",
+        "needs root to create network namespaces (run with sudo)",
+    )?;
     // Before anything exists to clean up: a Ctrl-C from here on cancels the
     // run, whose values then remove what they built.
     let cancel = cancel_on_signals()?;
@@ -106,7 +106,7 @@ pub async fn run(args: LabArgs) -> Result<()> {
     let compare = args.compare;
     let live = output == Output::Table;
     let worker = tokio::task::spawn_blocking(move || {
-        let run = |opts: &LabOptions| -> Result<(crate::lab::report::RunReport, Vec<String>)> {
+        let run = |opts: &LabOptions| -> Result<(RunReport, Vec<String>)> {
             let lab = Lab::build(opts)?;
             let progress = Arc::new(Mutex::new(Progress::default()));
             let ticker = live.then(|| spawn_ticker(progress.clone()));
@@ -180,6 +180,38 @@ fn render(r: &LabReport) -> String {
         out.push_str(&how_to_enter(&r.kept_namespaces));
     }
     out
+}
+
+fn render_run(run: &RunReport) -> String {
+    let rows: Vec<Vec<String>> = run
+        .phases
+        .iter()
+        .map(|p| {
+            vec![
+                p.name.clone(),
+                p.generation.to_string(),
+                format!("{:.1}s", p.duration_ms as f64 / 1000.0),
+                p.sent.to_string(),
+                p.lost.to_string(),
+                p.mtu_check
+                    .as_ref()
+                    .map_or("-".into(), |m| format!("{} {}/{}", m.mtu, m.ok, m.total)),
+            ]
+        })
+        .collect();
+    let header = ["PHASE", "GEN", "TIME", "SENT", "LOST", "DF AT POD MTU"];
+    format!(
+        "{} rollout {} -> {} on {} nodes ({} subnet{}):\n{}total: {} probes sent, {} lost\n",
+        run.rollout,
+        run.from,
+        run.to,
+        run.nodes,
+        run.subnets,
+        if run.subnets == 1 { "" } else { "s" },
+        table(&header, &rows),
+        run.sent,
+        run.lost
+    )
 }
 
 fn how_to_enter(kept: &[String]) -> String {

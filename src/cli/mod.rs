@@ -19,7 +19,7 @@ mod switch;
 use clap::{Parser, Subcommand};
 
 pub use config_args::ConfigArgs;
-pub use output::{table, Output};
+use output::{table, Output};
 
 use crate::Result;
 

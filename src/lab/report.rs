@@ -1,5 +1,4 @@
-//! What a lab run measured: the JSON report scripts read and the table
-//! people read.
+//! What a lab run measured (the CLI renders it as JSON or a table).
 
 use serde::Serialize;
 
@@ -51,41 +50,4 @@ pub struct LabReport {
     /// Namespaces left in place with `--keep`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub kept_namespaces: Vec<String>,
-}
-
-pub fn render_run(run: &RunReport) -> String {
-    let rows: Vec<Vec<String>> = run
-        .phases
-        .iter()
-        .map(|p| {
-            vec![
-                p.name.clone(),
-                p.generation.to_string(),
-                format!("{:.1}s", p.duration_ms as f64 / 1000.0),
-                p.sent.to_string(),
-                p.lost.to_string(),
-                p.mtu_check
-                    .as_ref()
-                    .map_or("-".into(), |m| format!("{} {}/{}", m.mtu, m.ok, m.total)),
-            ]
-        })
-        .collect();
-    let mut out = format!(
-        "{} rollout {} -> {} on {} nodes ({} subnet{}):\n",
-        run.rollout,
-        run.from,
-        run.to,
-        run.nodes,
-        run.subnets,
-        if run.subnets == 1 { "" } else { "s" }
-    );
-    out.push_str(&crate::cli::table(
-        &["PHASE", "GEN", "TIME", "SENT", "LOST", "DF AT POD MTU"],
-        &rows,
-    ));
-    out.push_str(&format!(
-        "total: {} probes sent, {} lost\n",
-        run.sent, run.lost
-    ));
-    out
 }
