@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::watch;
 
@@ -53,10 +54,13 @@ fn hostname() -> String {
 pub async fn run(args: CoordinatorArgs) -> Result<()> {
     let identity = args.identity.clone().unwrap_or_else(hostname);
     let client = KubeStore::client(args.kubeconfig.as_deref()).await?;
-    let mut options = Options::new(identity.clone(), args.lease_namespace.clone());
-    options.lease_duration = std::time::Duration::from_secs(args.lease_seconds.max(1));
-    options.renew_every = std::time::Duration::from_secs(args.renew_seconds.max(1));
-    options.underlay_signal_condition = args.underlay_signal_condition;
+    let options = Options {
+        identity: identity.clone(),
+        lease_namespace: args.lease_namespace.clone(),
+        lease_duration: Duration::from_secs(args.lease_seconds.max(1)),
+        renew_every: Duration::from_secs(args.renew_seconds.max(1)),
+        underlay_signal_condition: args.underlay_signal_condition,
+    };
     let (stop, shutdown) = watch::channel(false);
     tokio::spawn(async move {
         super::wait_for_signal().await;

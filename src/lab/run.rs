@@ -15,7 +15,7 @@ use super::topology::{Topology, UPLINK};
 use super::traffic::{Live, Pod, Traffic};
 use crate::agent::readiness::is_available;
 use crate::agent::AgentOptions;
-use crate::coordinator::local::LocalCoordinator;
+use crate::coordinator::memory::LocalCoordinator;
 use crate::coordinator::{Phase, StatusPhase};
 use crate::model::{Config, Mode, Plan};
 use crate::store::{ClusterStore, MemoryStore, Settings, Snapshot};
