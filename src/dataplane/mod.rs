@@ -114,12 +114,12 @@ impl Dataplane {
     }
 
     fn index(&self, name: &str) -> Result<u32> {
-        self.link(name).map(|l| l.index).ok_or_else(|| {
-            Error::io(
-                format!("writing to device {name}"),
-                std::io::Error::other("it does not exist (gone since the last read)"),
-            )
-        })
+        self.link(name)
+            .map(|l| l.index)
+            .ok_or_else(|| Error::Device {
+                name: name.into(),
+                reason: "it does not exist (gone since the last read)".into(),
+            })
     }
 
     /// IPv4 addresses on this host's interfaces.
@@ -157,14 +157,11 @@ impl Dataplane {
                 format!("{node_ip} is not an address of any interface here"),
             )
         })?;
-        let link = self
-            .links
-            .iter()
-            .find(|l| l.index == address.index)
-            .ok_or_else(|| Error::Netns {
-                name: "current".into(),
-                reason: format!("interface {} of {node_ip} vanished", address.index),
-            })?;
+        let link = self.links.iter().find(|l| l.index == address.index);
+        let link = link.ok_or_else(|| Error::Device {
+            name: format!("#{}", address.index),
+            reason: format!("it held {node_ip}, then vanished"),
+        })?;
         Ok(Uplink {
             name: link.name.clone(),
             mtu: link.mtu,
