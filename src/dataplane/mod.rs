@@ -21,8 +21,8 @@ use rtnetlink::Handle;
 
 use crate::model::Config;
 use crate::plan::{
-    Diff, Fdb, IpipDevice, Neigh, Observed, Op, Route, Stage, Step, Uplink, VxlanDevice,
-    VxlanIdentity,
+    is_our_device, route_owner, Diff, Fdb, IpipDevice, Neigh, Observed, Op, Route, RouteOwner,
+    Stage, Step, Uplink, VxlanDevice, VxlanIdentity,
 };
 use crate::{Error, Result};
 
@@ -260,21 +260,17 @@ impl Dataplane {
     /// Ours (our protocol), adoptable (an adopted protocol; the plan decides),
     /// or the key of someone else's, noted on our device when it goes through one.
     fn record_route(&self, observed: &mut Observed, route: Route) {
-        let config = &self.config;
-        if route.protocol == config.route_protocol {
-            observed.routes.entry(route.key).or_insert(route);
-        } else if route.key.dst.prefix() > 0 && config.is_owned_protocol(route.protocol) {
-            observed.adoptable.entry(route.key).or_insert(route);
-        } else {
-            if route.dev == config.ipip_device || route.dev == config.vxlan_device {
-                observed
-                    .foreign_state
-                    .entry(route.dev.clone())
-                    .or_default()
-                    .routes
-                    .insert(route.key.dst);
+        let (protocol, key) = (route.protocol, route.key);
+        match route_owner(&self.config, protocol, key.table, key.dst.prefix()) {
+            RouteOwner::Ours => _ = observed.routes.entry(key).or_insert(route),
+            RouteOwner::Adoptable => _ = observed.adoptable.entry(key).or_insert(route),
+            RouteOwner::Foreign => {
+                if is_our_device(&self.config, &route.dev) {
+                    let state = observed.foreign_state.entry(route.dev).or_default();
+                    state.routes.insert(key.dst);
+                }
+                observed.foreign_routes.insert(key);
             }
-            observed.foreign_routes.insert(route.key);
         }
     }
 
