@@ -5,10 +5,10 @@
 //!
 //! Devices are known by name: an index -> link map is filled by a link dump
 //! at start (after subscribing, so no link is missing) and kept current by
-//! link notifications. After an overrun the monitor dumps again before it
-//! reports [`KernelEvent::Overrun`]. (netlink-proto 0.14 turns `ENOBUFS`
-//! into a synthetic `NLMSG_OVERRUN` with sequence number 0, which arrives on
-//! the unsolicited channel; the connection keeps reading.)
+//! link notifications. After an overrun the monitor dumps again, off the
+//! runtime, before it reports [`KernelEvent::Overrun`]. (netlink-proto 0.14
+//! turns `ENOBUFS` into a synthetic `NLMSG_OVERRUN` with sequence number 0,
+//! which arrives on the unsolicited channel; the connection keeps reading.)
 //!
 //! The kernel's caveat: IPv4 removes routes whose device went down (or lost
 //! its last address) without an RTM_DELROUTE. The link event covers our
@@ -23,9 +23,11 @@ use futures::channel::mpsc::UnboundedReceiver;
 use futures::StreamExt;
 use nix::sys::socket::{setsockopt, sockopt};
 use rtnetlink::packet_core::{NetlinkMessage, NetlinkPayload};
+use rtnetlink::packet_route::link::LinkMessage;
 use rtnetlink::packet_route::RouteNetlinkMessage;
 use rtnetlink::sys::{AsyncSocket, Socket, SocketAddr};
 use rtnetlink::MulticastGroup;
+use tokio::task::JoinHandle;
 
 use crate::model::Config;
 use crate::{Error, Result};
@@ -54,9 +56,11 @@ pub struct Monitor {
     messages: Messages,
     filter: Filter,
     /// A plain blocking socket for link dumps, opened in the monitor's
-    /// namespace (whichever thread later polls the monitor).
-    dumper: LinkDumper,
-    connection: tokio::task::JoinHandle<()>,
+    /// namespace; taken while `dumping` runs it off the runtime.
+    dumper: Option<LinkDumper>,
+    /// Kept across calls, so a dropped `next` loses no overrun.
+    dumping: Option<JoinHandle<(LinkDumper, Result<Vec<LinkMessage>>)>>,
+    connection: JoinHandle<()>,
 }
 
 impl Monitor {
@@ -97,7 +101,8 @@ impl Monitor {
         Ok(Monitor {
             messages,
             filter,
-            dumper,
+            dumper: Some(dumper),
+            dumping: None,
             connection,
         })
     }
@@ -114,6 +119,17 @@ impl Monitor {
     /// never lost when the future is dropped (fine in `tokio::select!`).
     pub async fn next(&mut self) -> Option<KernelEvent> {
         loop {
+            if let Some(dumping) = &mut self.dumping {
+                let done = dumping.await;
+                self.dumping = None;
+                let (dumper, links) = done.ok()?; // the dump panicked, or the runtime shuts down
+                self.dumper = Some(dumper);
+                match links {
+                    Ok(links) => self.filter.reset_links(&links),
+                    Err(e) => tracing::warn!(error = %e, "netlink monitor: link dump"),
+                }
+                return Some(KernelEvent::Overrun);
+            }
             let (message, _) = self.messages.next().await?;
             match message.payload {
                 NetlinkPayload::InnerMessage(inner) => {
@@ -126,12 +142,13 @@ impl Monitor {
                     tracing::warn!("netlink monitor: the kernel dropped notifications (ENOBUFS)");
                     // Link notifications were lost too: dump again before
                     // the agent's resync, so later events compare against
-                    // the current state.
-                    match self.dumper.dump() {
-                        Ok(links) => self.filter.reset_links(&links),
-                        Err(e) => tracing::warn!(error = %e, "netlink monitor: link dump"),
-                    }
-                    return Some(KernelEvent::Overrun);
+                    // the current state. The dump blocks (up to its timeout),
+                    // so it runs off the runtime; the loop awaits it.
+                    let mut dumper = self.dumper.take()?;
+                    self.dumping = Some(tokio::task::spawn_blocking(move || {
+                        let links = dumper.dump();
+                        (dumper, links)
+                    }));
                 }
                 other => tracing::debug!(?other, "netlink monitor: ignored message"),
             }
