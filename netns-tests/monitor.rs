@@ -5,6 +5,8 @@
 
 use std::io::Write;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use podroute::dataplane::monitor::{KernelEvent, Monitor};
@@ -12,7 +14,7 @@ use podroute::lab::netns::{unique_name, Netns};
 use podroute::model::Config;
 use tokio::time::{timeout, Instant};
 
-use crate::support::have_root;
+use crate::support::{have_root, host_only};
 
 /// How long an expected event may take (generous: CI machines are slow).
 const WAIT: Duration = Duration::from_secs(3);
@@ -408,6 +410,71 @@ fn overrun_is_reported_and_the_monitor_keeps_going() {
 
             ip(&ns, &["route", "del", "10.100.7.0/24", "proto", "91"]);
             expect(&mut monitor, &["route 10.100.7.0/24", "deleted"]).await;
+        })
+        .expect("run in netns");
+}
+
+/// After an overrun the monitor dumps every link again on a blocking socket
+/// (with a 5 s timeout); that dump runs off the runtime, so a 5 ms ticker on
+/// the same current-thread runtime keeps ticking while thousands of links
+/// are dumped. Host only, like the other timing tests: the VM emulates its
+/// CPU.
+#[test]
+fn the_link_dump_after_an_overrun_leaves_the_runtime_ticking() {
+    if !have_root() || !host_only() {
+        return;
+    }
+    const LINKS: usize = 6000;
+    const TICK: Duration = Duration::from_millis(5);
+    let netns = Netns::create(&unique_name("prmon")).expect("netns");
+    let ns = netns.name().to_string();
+    netns
+        .run_async(|| async {
+            let mut monitor =
+                Monitor::start_with_receive_buffer(&Config::default(), 1).expect("monitor");
+            // Adding them (the runtime blocked in `ip -batch`) overruns the
+            // tiny buffer, and dumping them takes a while.
+            let batch: String = (0..LINKS / 2)
+                .map(|i| format!("link add prv{i}a type veth peer name prv{i}b\n"))
+                .collect();
+            run("ip", &ns, &["-batch", "-"], Some(&batch));
+
+            let longest_gap_us = Arc::new(AtomicU64::new(0));
+            let ticker = tokio::spawn({
+                let longest = longest_gap_us.clone();
+                async move {
+                    let mut interval = tokio::time::interval(TICK);
+                    let mut last = Instant::now();
+                    loop {
+                        interval.tick().await;
+                        let gap = last.elapsed().as_micros() as u64;
+                        longest.fetch_max(gap, Ordering::Relaxed);
+                        last = Instant::now();
+                    }
+                }
+            });
+            tokio::task::yield_now().await;
+
+            let started = Instant::now();
+            // The links are not ours: the overrun is the first event.
+            let event = timeout(WAIT * 3, monitor.next()).await;
+            assert!(matches!(event, Ok(Some(KernelEvent::Overrun))), "{event:?}");
+            let took = started.elapsed();
+            // A ticker stalled until now sees its gap on its next tick.
+            tokio::time::sleep(2 * TICK).await;
+            ticker.abort();
+            let longest = Duration::from_micros(longest_gap_us.load(Ordering::Relaxed));
+            println!(
+                "overrun and a dump of {LINKS} links in {took:?}; longest tick gap {longest:?}"
+            );
+            assert!(
+                took >= 10 * TICK,
+                "the dump took {took:?}: too quick to show a stall"
+            );
+            assert!(
+                longest < took / 2,
+                "the runtime stalled {longest:?} during a {took:?} dump"
+            );
         })
         .expect("run in netns");
 }

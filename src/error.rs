@@ -62,6 +62,10 @@ pub enum Error {
 
     #[error("network namespace {name}: {reason}")]
     Netns { name: String, reason: String },
+
+    /// A network device (by name, or `#index`) that is not there.
+    #[error("device {name}: {reason}")]
+    Device { name: String, reason: String },
 }
 
 impl Error {

@@ -9,7 +9,7 @@ use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage, Address
 use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::Handle;
 
-use super::netlink::{collect, errno, nl_err, EADDRNOTAVAIL, EEXIST};
+use super::netlink::{collect, ignoring};
 use crate::Result;
 
 #[derive(Debug, Clone, Copy)]
@@ -62,20 +62,18 @@ pub async fn add(handle: &Handle, index: u32, dev: &str, ip: Ipv4Addr, protocol:
         .message_mut()
         .attributes
         .push(AddressAttribute::Protocol(AddressProtocol::from(protocol)));
-    match request.execute().await {
-        Ok(()) => Ok(()),
-        // Someone holds the same address already: it serves, and it is theirs.
-        Err(e) if errno(&e) == Some(EEXIST) => Ok(()),
-        Err(e) => Err(nl_err(format!("adding {ip}/32 to {dev}"))(e)),
-    }
+    let done = request.execute().await;
+    // Someone holds the same address already: it serves, and it is theirs.
+    ignoring(done, libc::EEXIST, format!("adding {ip}/32 to {dev}"))
 }
 
 pub async fn del(handle: &Handle, index: u32, dev: &str, ip: Ipv4Addr) -> Result<()> {
     let mut request = handle.address().add(index, IpAddr::V4(ip), 32);
     let message = std::mem::take(request.message_mut());
-    match handle.address().del(message).execute().await {
-        Ok(()) => Ok(()),
-        Err(e) if errno(&e) == Some(EADDRNOTAVAIL) => Ok(()),
-        Err(e) => Err(nl_err(format!("removing {ip}/32 from {dev}"))(e)),
-    }
+    let done = handle.address().del(message).execute().await;
+    ignoring(
+        done,
+        libc::EADDRNOTAVAIL,
+        format!("removing {ip}/32 from {dev}"),
+    )
 }

@@ -7,7 +7,7 @@ use rtnetlink::packet_route::link::{
 };
 use rtnetlink::{Handle, LinkIpIp, LinkUnspec, LinkVxlan};
 
-use super::netlink::{collect, errno, nl_err, EEXIST};
+use super::netlink::{collect, errno, nl_err};
 use crate::model::Mac;
 use crate::plan::VxlanDevice;
 use crate::{Error, Result};
@@ -88,14 +88,10 @@ fn parse_vxlan(attrs: &[InfoVxlan]) -> VxlanAttrs {
 /// Create the ipip device; when the kernel already made the fallback
 /// `tunl0`, that one is ours to use.
 pub async fn create_ipip(handle: &Handle, name: &str) -> Result<()> {
-    match handle
-        .link()
-        .add(LinkIpIp::new(name).build())
-        .execute()
-        .await
-    {
+    let msg = LinkIpIp::new(name).build();
+    match handle.link().add(msg).execute().await {
         Ok(()) => Ok(()),
-        Err(e) if errno(&e) == Some(EEXIST) => Ok(()),
+        Err(e) if errno(&e) == Some(libc::EEXIST) => Ok(()),
         Err(e) if errno(&e) == Some(libc::EOPNOTSUPP) => Err(Error::Netlink {
             context: format!(
                 "creating {name}: this kernel has no ipip support (module ipip not loaded?)"
@@ -117,44 +113,26 @@ pub async fn create_vxlan(handle: &Handle, device: &VxlanDevice, link_index: u32
         .mtu(device.mtu)
         .up()
         .build();
-    handle
-        .link()
-        .add(msg)
-        .execute()
-        .await
-        .map_err(nl_err(format!(
-            "creating {} (vxlan id {})",
-            device.name, id.vni
-        )))
+    let done = handle.link().add(msg).execute().await;
+    let (name, vni) = (&device.name, id.vni);
+    done.map_err(nl_err(format!("creating {name} (vxlan id {vni})")))
 }
 
 pub async fn set_mtu(handle: &Handle, index: u32, name: &str, mtu: u32) -> Result<()> {
     let msg = LinkUnspec::new_with_index(index).mtu(mtu).build();
-    handle
-        .link()
-        .set(msg)
-        .execute()
-        .await
-        .map_err(nl_err(format!("setting mtu {mtu} on {name}")))
+    let done = handle.link().set(msg).execute().await;
+    done.map_err(nl_err(format!("setting mtu {mtu} on {name}")))
 }
 
 pub async fn set_up(handle: &Handle, index: u32, name: &str, up: bool) -> Result<()> {
     let builder = LinkUnspec::new_with_index(index);
     let msg = if up { builder.up() } else { builder.down() }.build();
     let state = if up { "up" } else { "down" };
-    handle
-        .link()
-        .set(msg)
-        .execute()
-        .await
-        .map_err(nl_err(format!("setting {name} {state}")))
+    let done = handle.link().set(msg).execute().await;
+    done.map_err(nl_err(format!("setting {name} {state}")))
 }
 
 pub async fn delete(handle: &Handle, index: u32, name: &str) -> Result<()> {
-    handle
-        .link()
-        .del(index)
-        .execute()
-        .await
-        .map_err(nl_err(format!("deleting {name}")))
+    let done = handle.link().del(index).execute().await;
+    done.map_err(nl_err(format!("deleting {name}")))
 }

@@ -21,8 +21,8 @@ use rtnetlink::Handle;
 
 use crate::model::Config;
 use crate::plan::{
-    Diff, Fdb, IpipDevice, Neigh, Observed, Op, Route, Stage, Step, Uplink, VxlanDevice,
-    VxlanIdentity,
+    is_our_device, route_owner, Diff, Fdb, IpipDevice, Neigh, Observed, Op, Route, RouteOwner,
+    Stage, Step, Uplink, VxlanDevice, VxlanIdentity,
 };
 use crate::{Error, Result};
 
@@ -114,12 +114,12 @@ impl Dataplane {
     }
 
     fn index(&self, name: &str) -> Result<u32> {
-        self.link(name).map(|l| l.index).ok_or_else(|| {
-            Error::io(
-                format!("writing to device {name}"),
-                std::io::Error::other("it does not exist (gone since the last read)"),
-            )
-        })
+        self.link(name)
+            .map(|l| l.index)
+            .ok_or_else(|| Error::Device {
+                name: name.into(),
+                reason: "it does not exist (gone since the last read)".into(),
+            })
     }
 
     /// IPv4 addresses on this host's interfaces.
@@ -157,14 +157,11 @@ impl Dataplane {
                 format!("{node_ip} is not an address of any interface here"),
             )
         })?;
-        let link = self
-            .links
-            .iter()
-            .find(|l| l.index == address.index)
-            .ok_or_else(|| Error::Netns {
-                name: "current".into(),
-                reason: format!("interface {} of {node_ip} vanished", address.index),
-            })?;
+        let link = self.links.iter().find(|l| l.index == address.index);
+        let link = link.ok_or_else(|| Error::Device {
+            name: format!("#{}", address.index),
+            reason: format!("it held {node_ip}, then vanished"),
+        })?;
         Ok(Uplink {
             name: link.name.clone(),
             mtu: link.mtu,
@@ -263,21 +260,17 @@ impl Dataplane {
     /// Ours (our protocol), adoptable (an adopted protocol; the plan decides),
     /// or the key of someone else's, noted on our device when it goes through one.
     fn record_route(&self, observed: &mut Observed, route: Route) {
-        let config = &self.config;
-        if route.protocol == config.route_protocol {
-            observed.routes.entry(route.key).or_insert(route);
-        } else if route.key.dst.prefix() > 0 && config.is_owned_protocol(route.protocol) {
-            observed.adoptable.entry(route.key).or_insert(route);
-        } else {
-            if route.dev == config.ipip_device || route.dev == config.vxlan_device {
-                observed
-                    .foreign_state
-                    .entry(route.dev.clone())
-                    .or_default()
-                    .routes
-                    .insert(route.key.dst);
+        let (protocol, key) = (route.protocol, route.key);
+        match route_owner(&self.config, protocol, key.table, key.dst.prefix()) {
+            RouteOwner::Ours => _ = observed.routes.entry(key).or_insert(route),
+            RouteOwner::Adoptable => _ = observed.adoptable.entry(key).or_insert(route),
+            RouteOwner::Foreign => {
+                if is_our_device(&self.config, &route.dev) {
+                    let state = observed.foreign_state.entry(route.dev).or_default();
+                    state.routes.insert(key.dst);
+                }
+                observed.foreign_routes.insert(key);
             }
-            observed.foreign_routes.insert(route.key);
         }
     }
 

@@ -9,12 +9,12 @@ use rtnetlink::packet_route::neighbour::{
 use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::Handle;
 
-use super::netlink::{errno, for_each, nl_err, ENOENT};
+use super::netlink::{for_each, ignoring, nl_err};
 use crate::model::Mac;
 use crate::plan::{Fdb, Neigh};
 use crate::Result;
 
-const NUD_PERMANENT: u16 = 0x80;
+pub(super) const NUD_PERMANENT: u16 = 0x80;
 
 /// Permanent IPv4 neighbours on `index`, handed to `each` as (ip, mac).
 pub async fn dump_arp(
@@ -70,11 +70,11 @@ fn ours(m: &NeighbourMessage, index: u32) -> bool {
 }
 
 /// FDB entries of a VXLAN device are NUD_PERMANENT|NUD_NOARP.
-fn is_permanent(state: NeighbourState) -> bool {
+pub(super) fn is_permanent(state: NeighbourState) -> bool {
     u16::from(state) & NUD_PERMANENT != 0
 }
 
-fn destination(m: &NeighbourMessage) -> Option<Ipv4Addr> {
+pub(super) fn destination(m: &NeighbourMessage) -> Option<Ipv4Addr> {
     m.attributes.iter().find_map(|a| match a {
         NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => Some(*ip),
         // In AF_BRIDGE messages the parser cannot know the address family.
@@ -87,7 +87,7 @@ fn destination(m: &NeighbourMessage) -> Option<Ipv4Addr> {
     })
 }
 
-fn lladdr(m: &NeighbourMessage) -> Option<Mac> {
+pub(super) fn lladdr(m: &NeighbourMessage) -> Option<Mac> {
     m.attributes.iter().find_map(|a| match a {
         NeighbourAttribute::LinkLayerAddress(bytes) => Mac::from_slice(bytes),
         _ => None,
@@ -95,77 +95,56 @@ fn lladdr(m: &NeighbourMessage) -> Option<Mac> {
 }
 
 pub async fn replace_arp(handle: &Handle, index: u32, neigh: &Neigh) -> Result<()> {
+    let Neigh { ip, mac, dev } = neigh;
     handle
         .neighbours()
-        .add(index, IpAddr::V4(neigh.ip))
-        .link_layer_address(&neigh.mac.0)
+        .add(index, IpAddr::V4(*ip))
+        .link_layer_address(&mac.0)
         .state(NeighbourState::Permanent)
         .replace()
         .execute()
         .await
-        .map_err(nl_err(format!(
-            "neigh replace {} lladdr {} dev {}",
-            neigh.ip, neigh.mac, neigh.dev
-        )))
+        .map_err(nl_err(format!("neigh replace {ip} lladdr {mac} dev {dev}")))
 }
 
 pub async fn del_arp(handle: &Handle, index: u32, neigh: &Neigh) -> Result<()> {
+    let Neigh { ip, dev, .. } = neigh;
     let mut message = NeighbourMessage::default();
     message.header.family = AddressFamily::Inet;
     message.header.ifindex = index;
-    message
-        .attributes
-        .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(
-            neigh.ip,
-        )));
-    ignore_missing(
-        handle.neighbours().del(message).execute().await,
-        format!("neigh del {} dev {}", neigh.ip, neigh.dev),
-    )
+    let dst = NeighbourAttribute::Destination(NeighbourAddress::Inet(*ip));
+    message.attributes.push(dst);
+    let done = handle.neighbours().del(message).execute().await;
+    ignoring(done, libc::ENOENT, format!("neigh del {ip} dev {dev}"))
 }
 
 pub async fn replace_fdb(handle: &Handle, index: u32, fdb: &Fdb) -> Result<()> {
+    let Fdb { mac, dev, dst } = fdb;
     handle
         .neighbours()
-        .add_bridge(index, &fdb.mac.0)
-        .destination(IpAddr::V4(fdb.dst))
+        .add_bridge(index, &mac.0)
+        .destination(IpAddr::V4(*dst))
         .flags(NeighbourFlags::Own)
         .state(NeighbourState::Permanent)
         .replace()
         .execute()
         .await
-        .map_err(nl_err(format!(
-            "fdb replace {} dev {} dst {}",
-            fdb.mac, fdb.dev, fdb.dst
-        )))
+        .map_err(nl_err(format!("fdb replace {mac} dev {dev} dst {dst}")))
 }
 
 pub async fn del_fdb(handle: &Handle, index: u32, fdb: &Fdb) -> Result<()> {
+    let Fdb { mac, dev, dst } = fdb;
     let mut message = NeighbourMessage::default();
     message.header.family = AddressFamily::Bridge;
     message.header.ifindex = index;
     message.header.flags = NeighbourFlags::Own;
-    message
-        .attributes
-        .push(NeighbourAttribute::LinkLayerAddress(fdb.mac.0.to_vec()));
-    message
-        .attributes
-        .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(
-            fdb.dst,
-        )));
-    ignore_missing(
-        handle.neighbours().del(message).execute().await,
-        format!("fdb del {} dev {} dst {}", fdb.mac, fdb.dev, fdb.dst),
+    let lladdr = NeighbourAttribute::LinkLayerAddress(mac.0.to_vec());
+    let dst_attr = NeighbourAttribute::Destination(NeighbourAddress::Inet(*dst));
+    message.attributes.extend([lladdr, dst_attr]);
+    let done = handle.neighbours().del(message).execute().await;
+    ignoring(
+        done,
+        libc::ENOENT,
+        format!("fdb del {mac} dev {dev} dst {dst}"),
     )
-}
-
-fn ignore_missing(
-    result: std::result::Result<(), rtnetlink::Error>,
-    context: String,
-) -> Result<()> {
-    match result {
-        Ok(()) => Ok(()),
-        Err(e) if errno(&e) == Some(ENOENT) => Ok(()),
-        Err(e) => Err(nl_err(context)(e)),
-    }
 }

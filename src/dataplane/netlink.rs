@@ -45,7 +45,14 @@ pub async fn for_each<T>(
         .map_err(nl_err(format!("dumping {what}")))
 }
 
-pub const EEXIST: i32 = libc::EEXIST;
-pub const ENOENT: i32 = libc::ENOENT;
-pub const ESRCH: i32 = libc::ESRCH;
-pub const EADDRNOTAVAIL: i32 = libc::EADDRNOTAVAIL;
+/// A write that failed with `harmless` (nothing left to do) succeeded.
+pub fn ignoring(
+    done: Result<(), rtnetlink::Error>,
+    harmless: i32,
+    context: String,
+) -> Result<(), Error> {
+    match done {
+        Err(e) if errno(&e) != Some(harmless) => Err(nl_err(context)(e)),
+        _ => Ok(()),
+    }
+}

@@ -11,7 +11,7 @@ use rtnetlink::packet_route::route::{
 };
 use rtnetlink::{Handle, RouteMessageBuilder};
 
-use super::netlink::{errno, for_each, nl_err, ESRCH};
+use super::netlink::{for_each, ignoring, nl_err};
 use crate::plan::{Route, RouteKey, RouteKind};
 use crate::Result;
 
@@ -122,13 +122,8 @@ pub async fn replace(handle: &Handle, route: &Route, oif: Option<u32>) -> Result
         RouteKind::Prohibit => RouteType::Prohibit,
         RouteKind::Other(n) => RouteType::from(n),
     };
-    handle
-        .route()
-        .add(message)
-        .replace()
-        .execute()
-        .await
-        .map_err(nl_err(format!("route replace {route}")))
+    let done = handle.route().add(message).replace().execute().await;
+    done.map_err(nl_err(format!("route replace {route}")))
 }
 
 /// Delete exactly this route: the kernel matches table, destination,
@@ -139,11 +134,8 @@ pub async fn del(handle: &Handle, route: &Route) -> Result<()> {
     msg.header.scope = RouteScope::NoWhere;
     msg.attributes
         .retain(|a| !matches!(a, RouteAttribute::Gateway(_) | RouteAttribute::Metrics(_)));
-    match handle.route().del(msg).execute().await {
-        Ok(()) => Ok(()),
-        Err(e) if errno(&e) == Some(ESRCH) => Ok(()),
-        Err(e) => Err(nl_err(format!("route del {route}"))(e)),
-    }
+    let done = handle.route().del(msg).execute().await;
+    ignoring(done, libc::ESRCH, format!("route del {route}"))
 }
 
 impl Dumped {

@@ -4,12 +4,14 @@ mod desired;
 mod diff;
 pub mod health;
 mod ops;
+mod ownership;
 pub mod simulate;
 mod state;
 
 pub use desired::{desired, nothing, Inputs, Mtus};
 pub use diff::{diff, Diff};
 pub use ops::{sysctl_name, Op, Stage, Step};
+pub use ownership::{is_our_device, route_owner, RouteOwner};
 pub use state::{
     AdoptScope, Desired, Excluded, Fdb, ForeignState, IpipDevice, Neigh, Observed, Route, RouteKey,
     RouteKind, Uplink, VxlanDevice, VxlanIdentity, LOCAL_UNREACHABLE_METRIC,

@@ -1,0 +1,408 @@
+//! Which notifications are ours (pure): routes of our protocol (or an adopted
+//! one) in our table; our two devices; permanent neighbours and FDB entries
+//! on the VXLAN device, and any deletion there; addresses on our devices. A
+//! device counts when it differs from the map (MTU, up/down, MAC, kind data),
+//! so carrier and flag churn stays quiet. Our own writes come back too; the
+//! agent coalesces them.
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+
+use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
+use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
+use rtnetlink::packet_route::neighbour::NeighbourMessage;
+use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteMessage};
+use rtnetlink::packet_route::{AddressFamily, RouteNetlinkMessage};
+
+use crate::dataplane::neighbours::{destination, is_permanent, lladdr};
+use crate::model::Config;
+use crate::plan::{is_our_device, route_owner, RouteOwner};
+
+/// What the monitor remembers of a link.
+#[derive(Debug, Clone, PartialEq)]
+struct LinkState {
+    name: String,
+    mtu: u32,
+    up: bool,
+    /// Only for our devices: MAC, kind and kind data (VNI, port, ...).
+    identity: Option<(Option<Vec<u8>>, Vec<LinkInfo>)>,
+}
+
+pub(super) struct Filter {
+    config: Config,
+    pub(super) uplink: Option<String>,
+    links: HashMap<u32, LinkState>,
+}
+
+impl Filter {
+    pub(super) fn new(config: &Config) -> Filter {
+        Filter {
+            config: config.clone(),
+            uplink: None,
+            links: HashMap::new(),
+        }
+    }
+
+    fn watched(&self, name: &str) -> bool {
+        is_our_device(&self.config, name) || self.uplink.as_deref() == Some(name)
+    }
+
+    fn name_of(&self, index: u32) -> Option<&str> {
+        self.links.get(&index).map(|l| l.name.as_str())
+    }
+
+    pub(super) fn reset_links(&mut self, links: &[LinkMessage]) {
+        self.links.clear();
+        for link in links.iter().filter(|l| is_plain_link(l)) {
+            let state = self.link_state(link, None);
+            self.links.insert(link.header.index, state);
+        }
+    }
+
+    /// What to report of one notification, if it is about what we own.
+    pub(super) fn event(&mut self, message: &RouteNetlinkMessage) -> Option<String> {
+        match message {
+            RouteNetlinkMessage::NewRoute(m) => self.route(m, "added or changed"),
+            RouteNetlinkMessage::DelRoute(m) => self.route(m, "deleted"),
+            RouteNetlinkMessage::NewLink(m) => self.new_link(m),
+            RouteNetlinkMessage::DelLink(m) => self.del_link(m),
+            RouteNetlinkMessage::NewNeighbour(m) => self.neighbour(m, false),
+            RouteNetlinkMessage::DelNeighbour(m) => self.neighbour(m, true),
+            RouteNetlinkMessage::NewAddress(m) => self.address(m, "added"),
+            RouteNetlinkMessage::DelAddress(m) => self.address(m, "deleted"),
+            _ => None,
+        }
+    }
+
+    fn route(&self, m: &RouteMessage, verb: &str) -> Option<String> {
+        let h = &m.header;
+        if h.address_family != AddressFamily::Inet {
+            return None;
+        }
+        let mut table = u32::from(h.table);
+        let mut dst = Ipv4Addr::UNSPECIFIED;
+        for attr in &m.attributes {
+            match attr {
+                RouteAttribute::Table(t) => table = *t,
+                RouteAttribute::Destination(RouteAddress::Inet(ip)) => dst = *ip,
+                _ => {}
+            }
+        }
+        let (protocol, prefix_len) = (u8::from(h.protocol), h.destination_prefix_length);
+        if route_owner(&self.config, protocol, table, prefix_len) == RouteOwner::Foreign {
+            return None;
+        }
+        Some(format!(
+            "route {dst}/{prefix_len} (proto {protocol}) {verb}"
+        ))
+    }
+
+    fn link_state(&self, m: &LinkMessage, old: Option<&LinkState>) -> LinkState {
+        let mut name = None;
+        let mut mtu = old.map_or(0, |o| o.mtu);
+        for attr in &m.attributes {
+            match attr {
+                LinkAttribute::IfName(n) => name = Some(n),
+                LinkAttribute::Mtu(v) => mtu = *v,
+                _ => {}
+            }
+        }
+        let name = match (name, old) {
+            (Some(n), _) => n.clone(),
+            (None, Some(o)) => o.name.clone(),
+            (None, None) => String::new(),
+        };
+        let identity = is_our_device(&self.config, &name).then(|| {
+            let mut mac = None;
+            let mut info = Vec::new();
+            for attr in &m.attributes {
+                match attr {
+                    LinkAttribute::Address(bytes) => mac = Some(bytes.clone()),
+                    LinkAttribute::LinkInfo(infos) => info = infos.clone(),
+                    _ => {}
+                }
+            }
+            (mac, info)
+        });
+        LinkState {
+            name,
+            mtu,
+            up: m.header.flags.contains(LinkFlags::Up),
+            identity,
+        }
+    }
+
+    fn new_link(&mut self, m: &LinkMessage) -> Option<String> {
+        if !is_plain_link(m) {
+            return None;
+        }
+        let index = m.header.index;
+        let old = self.links.get(&index);
+        let new = self.link_state(m, old);
+        let what = self.link_change(old, &new);
+        self.links.insert(index, new);
+        what
+    }
+
+    fn link_change(&self, old: Option<&LinkState>, new: &LinkState) -> Option<String> {
+        let was_watched = old.is_some_and(|o| self.watched(&o.name));
+        if !was_watched && !self.watched(&new.name) {
+            return None;
+        }
+        let Some(old) = old else {
+            return Some(format!("link {} appeared", new.name));
+        };
+        if old.name != new.name {
+            return Some(format!("link {} renamed to {}", old.name, new.name));
+        }
+        let mut changes = Vec::new();
+        if old.mtu != new.mtu {
+            changes.push(format!("mtu {} -> {}", old.mtu, new.mtu));
+        }
+        if old.up != new.up {
+            changes.push(if new.up { "set up" } else { "set down" }.to_string());
+        }
+        if old.identity != new.identity {
+            changes.push("attributes changed".to_string());
+        }
+        if changes.is_empty() {
+            return None;
+        }
+        Some(format!("link {} {}", new.name, changes.join(", ")))
+    }
+
+    fn del_link(&mut self, m: &LinkMessage) -> Option<String> {
+        if !is_plain_link(m) {
+            return None;
+        }
+        let old = self.links.remove(&m.header.index)?;
+        self.watched(&old.name)
+            .then(|| format!("link {} deleted", old.name))
+    }
+
+    /// ARP (AF_INET) and FDB (AF_BRIDGE) entries on the VXLAN device: a
+    /// deletion always counts (a deleted permanent entry is reported in the
+    /// state it fell to), an addition or change only when permanent.
+    fn neighbour(&self, m: &NeighbourMessage, deleted: bool) -> Option<String> {
+        let vxlan = self.config.vxlan_device.as_str();
+        if self.name_of(m.header.ifindex) != Some(vxlan) {
+            return None;
+        }
+        if !deleted && !is_permanent(m.header.state) {
+            return None; // ARP churn: STALE, REACHABLE, ...
+        }
+        let mac = lladdr(m).map_or(String::new(), |mac| format!(" lladdr {mac}"));
+        let dst = |prefix| destination(m).map_or(String::new(), |ip| format!(" {prefix}{ip}"));
+        // In the kernel's attribute order: NDA_DST first in ARP, last in FDB.
+        let what = match m.header.family {
+            AddressFamily::Inet => format!("neigh{}{mac}", dst("")),
+            AddressFamily::Bridge => format!("fdb{mac}{}", dst("dst ")),
+            _ => return None,
+        };
+        let verb = if deleted {
+            "deleted"
+        } else {
+            "added or changed"
+        };
+        Some(format!("{what} on {vxlan} {verb}"))
+    }
+
+    fn address(&self, m: &AddressMessage, verb: &str) -> Option<String> {
+        let dev = self.name_of(m.header.index)?;
+        if !self.watched(dev) {
+            return None;
+        }
+        let ip = m.attributes.iter().fold(None, |found, attr| match attr {
+            AddressAttribute::Local(ip) => Some(*ip),
+            AddressAttribute::Address(ip) => found.or(Some(*ip)),
+            _ => found,
+        });
+        let ip = ip.unwrap_or(Ipv4Addr::UNSPECIFIED.into());
+        let len = m.header.prefix_len;
+        Some(format!("address {ip}/{len} on {dev} {verb}"))
+    }
+}
+
+/// Link messages of the device itself; AF_BRIDGE ones describe bridge
+/// ports (an RTM_DELLINK there means "left the bridge", not "deleted").
+fn is_plain_link(m: &LinkMessage) -> bool {
+    m.header.interface_family == AddressFamily::Unspec
+}
+
+#[cfg(test)]
+mod tests {
+    use rtnetlink::packet_route::link::{InfoData, InfoKind, InfoVxlan};
+    use rtnetlink::packet_route::neighbour::{
+        NeighbourAddress, NeighbourAttribute, NeighbourState,
+    };
+    use rtnetlink::packet_route::route::RouteProtocol;
+
+    use super::*;
+    use crate::dataplane::neighbours::NUD_PERMANENT;
+    use RouteNetlinkMessage as M;
+
+    const VXLAN: u32 = 7;
+    const ETH0: u32 = 2;
+
+    fn filter() -> Filter {
+        let config = Config {
+            adopt_route_protocols: vec![12],
+            ..Config::default()
+        };
+        let mut f = Filter::new(&config);
+        f.reset_links(&[
+            link(ETH0, "eth0", 1500, true, None),
+            link(VXLAN, "vxlan.calico", 1450, true, Some(4096)),
+        ]);
+        f
+    }
+
+    fn link(index: u32, name: &str, mtu: u32, up: bool, vni: Option<u32>) -> LinkMessage {
+        let mut m = LinkMessage::default();
+        m.header.index = index;
+        if up {
+            m.header.flags = LinkFlags::Up;
+        }
+        m.attributes.push(LinkAttribute::IfName(name.into()));
+        m.attributes.push(LinkAttribute::Mtu(mtu));
+        if let Some(vni) = vni {
+            m.attributes.push(LinkAttribute::LinkInfo(vec![
+                LinkInfo::Kind(InfoKind::Vxlan),
+                LinkInfo::Data(InfoData::Vxlan(vec![InfoVxlan::Id(vni)])),
+            ]));
+        }
+        m
+    }
+
+    fn route(dst: [u8; 4], len: u8, protocol: u8, table: u32) -> RouteMessage {
+        let mut m = RouteMessage::default();
+        m.header.address_family = AddressFamily::Inet;
+        m.header.destination_prefix_length = len;
+        m.header.protocol = RouteProtocol::from(protocol);
+        m.header.table = 254;
+        m.attributes.push(RouteAttribute::Table(table));
+        m.attributes
+            .push(RouteAttribute::Destination(RouteAddress::Inet(dst.into())));
+        m
+    }
+
+    fn neigh(family: AddressFamily, index: u32, state: u16) -> NeighbourMessage {
+        let mut m = NeighbourMessage::default();
+        m.header.family = family;
+        m.header.ifindex = index;
+        m.header.state = NeighbourState::from(state);
+        let ip = NeighbourAddress::Inet(Ipv4Addr::new(10, 244, 2, 0));
+        if family == AddressFamily::Inet {
+            m.attributes.push(NeighbourAttribute::Destination(ip));
+        }
+        m.attributes
+            .push(NeighbourAttribute::LinkLayerAddress(vec![2, 0, 0, 0, 0, 1]));
+        m
+    }
+
+    #[test]
+    fn routes_of_ours_in_our_table_only() {
+        let mut f = filter();
+        let del = M::DelRoute(route([10, 244, 2, 0], 24, 91, 254));
+        assert_eq!(
+            f.event(&del).as_deref(),
+            Some("route 10.244.2.0/24 (proto 91) deleted")
+        );
+        let new = M::NewRoute(route([10, 244, 2, 0], 24, 91, 254));
+        assert!(f.event(&new).unwrap().contains("added or changed"));
+        // Adopted protocol: yes, except a default route.
+        let bird = M::DelRoute(route([10, 244, 3, 0], 24, 12, 254));
+        assert!(f.event(&bird).is_some());
+        let bird_default = M::DelRoute(route([0, 0, 0, 0], 0, 12, 254));
+        assert_eq!(f.event(&bird_default), None);
+        // Static, kernel, another table.
+        for m in [
+            route([10, 244, 2, 0], 24, 4, 254),
+            route([10, 250, 0, 0], 24, 2, 254),
+            route([10, 244, 2, 0], 24, 91, 100),
+        ] {
+            assert_eq!(f.event(&M::DelRoute(m)), None);
+        }
+    }
+
+    #[test]
+    fn links_report_only_relevant_changes_of_our_devices() {
+        let mut f = filter();
+        let same = link(VXLAN, "vxlan.calico", 1450, true, Some(4096));
+        assert_eq!(f.event(&M::NewLink(same)), None);
+        let mtu = link(VXLAN, "vxlan.calico", 1400, true, Some(4096));
+        assert_eq!(
+            f.event(&M::NewLink(mtu)).as_deref(),
+            Some("link vxlan.calico mtu 1450 -> 1400")
+        );
+        let down = link(VXLAN, "vxlan.calico", 1400, false, Some(4096));
+        assert!(f.event(&M::NewLink(down)).unwrap().contains("set down"));
+        let vni = link(VXLAN, "vxlan.calico", 1400, false, Some(1));
+        assert!(f
+            .event(&M::NewLink(vni))
+            .unwrap()
+            .contains("attributes changed"));
+        // Other links: silent, until one of them is the watched uplink.
+        let eth0 = link(ETH0, "eth0", 9000, true, None);
+        assert_eq!(f.event(&M::NewLink(eth0)), None);
+        f.uplink = Some("eth0".into());
+        let eth0 = link(ETH0, "eth0", 9000, false, None);
+        assert_eq!(
+            f.event(&M::NewLink(eth0)).as_deref(),
+            Some("link eth0 set down")
+        );
+        // A bridge-port DELLINK is not a deletion.
+        let mut port = link(VXLAN, "vxlan.calico", 1400, false, Some(1));
+        port.header.interface_family = AddressFamily::Bridge;
+        assert_eq!(f.event(&M::DelLink(port)), None);
+        let del = link(VXLAN, "vxlan.calico", 1400, false, Some(1));
+        assert_eq!(
+            f.event(&M::DelLink(del)).as_deref(),
+            Some("link vxlan.calico deleted")
+        );
+        // Renamed in: appears under its new name.
+        let renamed = link(9, "tunl0", 1480, false, None);
+        assert_eq!(
+            f.event(&M::NewLink(renamed)).as_deref(),
+            Some("link tunl0 appeared")
+        );
+    }
+
+    #[test]
+    fn neighbours_on_vxlan_permanent_or_deleted() {
+        let mut f = filter();
+        let permanent = neigh(AddressFamily::Inet, VXLAN, NUD_PERMANENT);
+        assert_eq!(
+            f.event(&M::NewNeighbour(permanent)).as_deref(),
+            Some("neigh 10.244.2.0 lladdr 02:00:00:00:00:01 on vxlan.calico added or changed")
+        );
+        let stale = neigh(AddressFamily::Inet, VXLAN, 0x04);
+        assert_eq!(f.event(&M::NewNeighbour(stale)), None);
+        let failed = neigh(AddressFamily::Inet, VXLAN, 0x20);
+        assert!(f.event(&M::DelNeighbour(failed)).is_some());
+        let fdb = neigh(AddressFamily::Bridge, VXLAN, 0xc0);
+        assert!(f
+            .event(&M::NewNeighbour(fdb))
+            .unwrap()
+            .starts_with("fdb lladdr 02:00:00:00:00:01"));
+        let elsewhere = neigh(AddressFamily::Inet, ETH0, NUD_PERMANENT);
+        assert_eq!(f.event(&M::DelNeighbour(elsewhere)), None);
+    }
+
+    #[test]
+    fn addresses_on_our_devices() {
+        let mut f = filter();
+        let mut m = AddressMessage::default();
+        m.header.family = AddressFamily::Inet;
+        m.header.index = VXLAN;
+        m.header.prefix_len = 32;
+        let ip = Ipv4Addr::new(10, 244, 1, 0);
+        m.attributes.push(AddressAttribute::Local(ip.into()));
+        assert_eq!(
+            f.event(&M::DelAddress(m.clone())).as_deref(),
+            Some("address 10.244.1.0/32 on vxlan.calico deleted")
+        );
+        m.header.index = ETH0;
+        assert_eq!(f.event(&M::DelAddress(m)), None);
+    }
+}
