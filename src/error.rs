@@ -64,6 +64,15 @@ pub enum Error {
     Netns { name: String, reason: String },
 }
 
+impl From<crate::api::Invalid> for Error {
+    fn from(e: crate::api::Invalid) -> Self {
+        Error::Invalid {
+            field: e.field,
+            reason: e.reason,
+        }
+    }
+}
+
 impl Error {
     pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
         Error::Invalid {

@@ -43,10 +43,11 @@ use serde::Serialize;
 
 use super::output::table;
 use super::Output;
+use crate::api::{Mode, Plan};
 use crate::dataplane::Dataplane;
 use crate::engine;
 use crate::lab::netns::{unique_name, Netns};
-use crate::model::{Cluster, Config, Mac, Mode, Node, Plan};
+use crate::model::{Cluster, Config, Mac, Node};
 use crate::plan::{Desired, Op, Step};
 use crate::{Error, Result};
 

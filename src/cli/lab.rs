@@ -10,10 +10,10 @@ use std::time::Duration;
 use nix::fcntl::{Flock, FlockArg};
 
 use super::Output;
+use crate::api::Mode;
 use crate::lab::netns::Netns;
 use crate::lab::report::{render_run, LabReport};
 use crate::lab::run::{Lab, LabOptions, Progress};
-use crate::model::Mode;
 use crate::{Error, Result};
 
 const LOCK_FILE: &str = "/run/podroute-lab.lock";

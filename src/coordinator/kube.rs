@@ -31,13 +31,12 @@ use kube::Client;
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
-use super::machine::{
-    step, CoordinatorStatus, Event, Inputs, NodeFact, Spec, StatusPhase, REASON_BLOCKED,
-    REASON_SKIPPED,
-};
+use super::machine::{step, Event, Inputs, NodeFact, Spec, REASON_BLOCKED, REASON_SKIPPED};
 use super::metrics::CoordinatorMetrics;
 use super::signals::{self, add_signals, SignalsByNode};
-use crate::store::crd::{ClusterRouting, ClusterRoutingStatus, Condition, CLUSTER_ROUTING_NAME};
+use crate::api::{
+    rfc3339, ClusterRouting, ClusterRoutingStatus, Condition, Phase, CLUSTER_ROUTING_NAME,
+};
 use crate::store::{events as node_events, ClusterStore, KubeStore, Snapshot};
 use crate::{Error, Result};
 
@@ -223,13 +222,14 @@ async fn coordinate(
     let now = Timestamp::now();
     let decision = step(&Inputs {
         spec: &spec,
-        status: &last.to_coordinator(),
+        status: &last,
         nodes: facts,
         now: u64::try_from(now.as_second()).unwrap_or(0),
     });
     let generation = routing.metadata.generation;
-    let conditions = conditions(&decision.status, &last.conditions, generation, now);
-    let next = ClusterRoutingStatus::from_coordinator(&decision.status, conditions, generation);
+    let mut next = decision.status;
+    next.conditions = conditions(&next, &last.conditions, generation, now);
+    next.observed_generation = generation;
     if next != last {
         let patch = merge_patch(&to_json(&last)?, &to_json(&next)?);
         routings
@@ -325,19 +325,12 @@ pub fn merge_patch(old: &Value, new: &Value) -> Value {
     }
 }
 
-fn rfc3339(now: Timestamp) -> String {
-    serde_json::to_value(Time(now))
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default()
-}
-
 /// The `Ready` condition: True once Steady with every node in scope
 /// converged; False while switching (reason `Switching`), waiting
 /// (`Waiting`) or blocked (`Blocked`). lastTransitionTime moves only when
 /// the condition's status flips.
 pub fn conditions(
-    status: &CoordinatorStatus,
+    status: &ClusterRoutingStatus,
     previous: &[Condition],
     generation: Option<i64>,
     now: Timestamp,
@@ -345,7 +338,7 @@ pub fn conditions(
     let plan = status.plan.as_ref().map_or("no plan".to_string(), |p| {
         format!("generation {} ({})", p.generation, p.route_mode)
     });
-    let nodes = &status.nodes;
+    let nodes = status.nodes.clone().unwrap_or_default();
     let (ok, reason, message) = if !status.blocked.is_empty() {
         (
             false,
@@ -355,13 +348,13 @@ pub fn conditions(
                 status.blocked.join(", ")
             ),
         )
-    } else if status.phase != StatusPhase::Steady {
+    } else if status.current_phase() != Phase::Steady {
         (
             false,
             "Switching",
             format!(
                 "{}: {plan}, {}/{} nodes applied{}",
-                status.phase,
+                status.current_phase(),
                 nodes.applied,
                 nodes.total,
                 if nodes.waiting.is_empty() {
@@ -608,11 +601,10 @@ impl LeaseLock {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::coordinator::machine::InFlight;
+    use crate::api::{ClusterRoutingSpec, InFlight, Mode, NodesStatus, Plan};
     use crate::coordinator::signals::NodeSignals;
     use crate::http::Endpoints;
-    use crate::model::{Mode, Node, Plan};
-    use crate::store::crd::{ClusterRoutingSpec, NodesStatus};
+    use crate::model::Node;
     use crate::store::{Applied, Network, NodeReport, NodeState};
 
     fn converged_on(plan: &Plan, names: &[&str]) -> Snapshot {
@@ -662,12 +654,12 @@ mod tests {
         .expect("a spec");
         let spec = Spec::from_crd(&crd, true);
         let steady = Plan::steady(Mode::Vxlan, 1);
-        let status = CoordinatorStatus {
+        let status = ClusterRoutingStatus {
             plan: Some(steady.clone()),
             to: Some(Mode::Vxlan),
             phase_started_at: Some(0),
-            in_flight: InFlight::of(&steady),
-            ..CoordinatorStatus::default()
+            in_flight: Some(InFlight::of(&steady)),
+            ..ClusterRoutingStatus::default()
         };
         let snapshot = converged_on(&steady, &["a", "b", "c"]);
         // b says no; c has not been seen by the signals watch yet.
@@ -685,10 +677,10 @@ mod tests {
         let held = step_with(&signals);
         assert_eq!(held.plan, Some(steady.clone()), "no native route yet");
         assert_eq!(
-            (held.phase, held.to),
-            (StatusPhase::Steady, Some(Mode::Native))
+            (held.switch_phase, held.to),
+            (Some(Phase::Steady), Some(Mode::Native))
         );
-        assert_eq!(held.nodes.waiting, ["b", "c"]);
+        assert_eq!(held.nodes.clone().unwrap_or_default().waiting, ["b", "c"]);
         let message = conditions(&held, &[], None, Timestamp::now())[0]
             .message
             .clone();
@@ -697,7 +689,7 @@ mod tests {
         signals.insert("b".into(), underlay(true));
         signals.insert("c".into(), underlay(true));
         let moved = step_with(&signals);
-        assert_eq!(moved.phase, StatusPhase::Switch);
+        assert_eq!(moved.switch_phase, Some(Phase::Switch));
         assert_eq!(moved.plan.map(|p| p.route_mode), Some(Mode::Native));
     }
 
@@ -732,28 +724,30 @@ mod tests {
     fn ready_flips_with_its_transition_time() {
         let t0: Timestamp = "2030-01-01T00:00:00Z".parse().unwrap();
         let t1: Timestamp = "2030-01-01T00:01:00Z".parse().unwrap();
-        let mut status = CoordinatorStatus {
-            phase: StatusPhase::Switch,
+        let mut status = ClusterRoutingStatus {
+            switch_phase: Some(Phase::Switch),
             plan: Some(Plan::steady(Mode::Native, 3)),
-            nodes: NodesStatus {
+            nodes: Some(NodesStatus {
                 total: 3,
                 applied: 1,
                 waiting: vec!["b".into(), "c".into()],
-            },
-            ..CoordinatorStatus::default()
+            }),
+            ..ClusterRoutingStatus::default()
         };
         let first = conditions(&status, &[], Some(2), t0);
         assert_eq!(first[0].status, "False");
         assert_eq!(first[0].reason.as_deref(), Some("Switching"));
-        status.nodes.applied = 2;
+        let nodes = status.nodes.as_mut().unwrap();
+        nodes.applied = 2;
         let second = conditions(&status, &first, Some(2), t1);
         assert_eq!(
             second[0].last_transition_time,
             first[0].last_transition_time
         );
-        status.phase = StatusPhase::Steady;
-        status.nodes.applied = 3;
-        status.nodes.waiting.clear();
+        status.switch_phase = Some(Phase::Steady);
+        let nodes = status.nodes.as_mut().unwrap();
+        nodes.applied = 3;
+        nodes.waiting.clear();
         let done = conditions(&status, &second, Some(2), t1);
         assert_eq!(done[0].status, "True");
         assert_ne!(done[0].last_transition_time, first[0].last_transition_time);

@@ -8,8 +8,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::watch;
 
-use super::machine::{step, CoordinatorStatus, Inputs, NodeFact, Spec};
-use crate::model::Mode;
+use super::machine::{step, Inputs, NodeFact, Spec};
+use crate::api::ClusterRoutingStatus;
+use crate::api::Mode;
 use crate::store::{ClusterStore, MemoryStore};
 use crate::{Error, Result};
 
@@ -17,7 +18,7 @@ const TICK: Duration = Duration::from_millis(200);
 
 pub struct LocalCoordinator {
     spec: watch::Sender<Mode>,
-    status: watch::Receiver<CoordinatorStatus>,
+    status: watch::Receiver<ClusterRoutingStatus>,
     stop: watch::Sender<bool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -25,7 +26,7 @@ pub struct LocalCoordinator {
 impl LocalCoordinator {
     pub fn spawn(store: Arc<MemoryStore>, mode: Mode) -> Result<LocalCoordinator> {
         let (spec, spec_rx) = watch::channel(mode);
-        let (status_tx, status) = watch::channel(CoordinatorStatus::default());
+        let (status_tx, status) = watch::channel(ClusterRoutingStatus::default());
         let (stop, stop_rx) = watch::channel(false);
         let thread = std::thread::Builder::new()
             .name("coordinator".into())
@@ -52,7 +53,7 @@ impl LocalCoordinator {
         self.spec.send_replace(mode);
     }
 
-    pub fn status(&self) -> CoordinatorStatus {
+    pub fn status(&self) -> ClusterRoutingStatus {
         self.status.borrow().clone()
     }
 }
@@ -69,11 +70,11 @@ impl Drop for LocalCoordinator {
 async fn run(
     store: Arc<MemoryStore>,
     mut spec: watch::Receiver<Mode>,
-    status_tx: watch::Sender<CoordinatorStatus>,
+    status_tx: watch::Sender<ClusterRoutingStatus>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut snapshots = store.subscribe();
-    let mut status = CoordinatorStatus::default();
+    let mut status = ClusterRoutingStatus::default();
     loop {
         if *stop.borrow() {
             return;

@@ -1,6 +1,6 @@
-//! The cluster-wide switch between modes: the pure phase plan (`phases`,
-//! `naive`, used by the lab) and the coordinator's pure state machine
-//! (`machine::step`; see its module doc for the exact plan sequences).
+//! The cluster-wide switch between modes: the pure phase plan (`phases`)
+//! and the coordinator's pure state machine (`machine::step`; see its
+//! module doc for the exact plan sequences).
 
 pub mod kube;
 pub mod local;
@@ -12,5 +12,5 @@ pub mod signals;
 #[cfg(test)]
 mod machine_tests;
 
-pub use machine::{step, CoordinatorStatus, Decision, Event, Inputs, NodeFact, Spec, StatusPhase};
-pub use phases::{naive, phases, Phase, PhasePlan};
+pub use machine::{step, Decision, Event, Inputs, NodeFact, Spec};
+pub use phases::{phases, PhasePlan};

@@ -28,11 +28,9 @@ use serde::Deserialize;
 use tokio::sync::watch;
 
 use super::machine::NodeFact;
+use crate::api::NETWORK_UNAVAILABLE;
 use crate::store::NODE_PAGE_SIZE;
 use crate::{Error, Result};
-
-/// The condition podroute writes itself: never an underlay signal.
-const NETWORK_UNAVAILABLE: &str = "NetworkUnavailable";
 
 /// The watched condition type. A view is parsed by serde without context,
 /// so this is process-wide, set once by [`watch_underlay_signal`].

@@ -6,7 +6,8 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use super::{validate_nodes, Config, Mode, Node, OffSubnet, Plan, Settings};
+use super::{validate_nodes, Config, Node, Settings};
+use crate::api::{Mode, OffSubnet, Plan, MAX_GENERATION};
 use crate::input::{read_text, MAX_INPUT_BYTES};
 use crate::{Error, Result};
 
@@ -18,9 +19,6 @@ pub const MAX_FLOW_DEPTH: usize = 64;
 /// Block nesting shows as indentation (and `- ` markers): a line whose
 /// structure starts further in than this is refused for the same reason.
 pub const MAX_INDENT: usize = 256;
-
-/// Plan generations live in Kubernetes objects, whose integers are int64.
-pub const MAX_GENERATION: u64 = i64::MAX as u64;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]

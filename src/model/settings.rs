@@ -4,7 +4,8 @@
 
 use serde::Serialize;
 
-use super::{Config, OffSubnet, MIN_MTU};
+use super::{Config, MIN_MTU};
+use crate::api::{ClusterRoutingSpec, Mtu, OffSubnet};
 use crate::{Error, Result};
 
 /// The largest MTU an interface can have (IPv4's total length field).
@@ -23,6 +24,19 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// The settings agents take from the ClusterRouting spec.
+    pub fn of_spec(spec: &ClusterRoutingSpec) -> Settings {
+        Settings {
+            off_subnet: spec.native.as_ref().and_then(|n| n.off_subnet),
+            mtu: match spec.mtu {
+                Some(Mtu::Bytes(n)) => Some(n),
+                Some(Mtu::Auto) | None => None,
+            },
+            vxlan_vni: spec.vxlan.as_ref().and_then(|v| v.vni),
+            vxlan_port: spec.vxlan.as_ref().and_then(|v| v.port),
+        }
+    }
+
     /// Each value alone; whether the MTU fits the uplink is the node's call.
     pub fn validate(&self) -> Result<()> {
         if let Some(mtu) = self.mtu {
@@ -72,4 +86,33 @@ pub fn check_vni(field: &str, vni: u32) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spec_gives_settings() {
+        let spec: ClusterRoutingSpec = serde_json::from_value(serde_json::json!({
+            "mode": "native",
+            "native": {"offSubnet": "underlay"},
+            "mtu": 1400,
+            "vxlan": {"vni": 7, "port": 8472},
+            "rollout": {"nodeTimeout": "5m", "notReadyPolicy": "Skip"},
+        }))
+        .unwrap();
+        assert_eq!(
+            Settings::of_spec(&spec),
+            Settings {
+                off_subnet: Some(OffSubnet::Underlay),
+                mtu: Some(1400),
+                vxlan_vni: Some(7),
+                vxlan_port: Some(8472),
+            }
+        );
+        let auto: ClusterRoutingSpec =
+            serde_json::from_value(serde_json::json!({"mode": "vxlan", "mtu": "auto"})).unwrap();
+        assert_eq!(Settings::of_spec(&auto), Settings::default());
+    }
 }

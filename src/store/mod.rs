@@ -17,11 +17,10 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use tokio::sync::watch;
 
-pub use self::kube::{events, KubeStore, APPLIED_ANNOTATION, NODE_PAGE_SIZE};
-pub use crate::model::Settings;
+pub use self::kube::{events, KubeStore, NODE_PAGE_SIZE};
 pub use file::FileStore;
 pub use memory::{MemoryStore, NodeEvent};
-pub use types::{Applied, Network, NodeReport, NodeState, Snapshot, REASON_ROUTE_CREATED};
+pub use types::{Applied, Network, NodeReport, NodeState, Snapshot};
 
 use crate::Result;
 

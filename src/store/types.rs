@@ -5,7 +5,8 @@ use std::str::FromStr;
 
 use serde::Serialize;
 
-use crate::model::{Cluster, Mode, Node, Plan, Settings};
+use crate::api::{Mode, Plan, APPLIED_ANNOTATION};
+use crate::model::{Cluster, Node, Settings};
 use crate::Error;
 
 /// A plan that a node holds in its kernel, verified by reading it back.
@@ -28,7 +29,7 @@ impl FromStr for Applied {
     fn from_str(s: &str) -> Result<Self, Error> {
         let bad = || {
             Error::invalid(
-                "podroute.io/applied",
+                APPLIED_ANNOTATION,
                 format!("{s:?} is not <generation>/<mode>"),
             )
         };
@@ -50,13 +51,18 @@ pub enum Network {
     Unavailable { reason: String, message: String },
 }
 
-pub const REASON_ROUTE_CREATED: &str = "RouteCreated";
-
 /// What one node says about itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct NodeReport {
     pub applied: Option<Applied>,
     pub network: Option<Network>,
+}
+
+impl NodeReport {
+    /// Whether the node says it routes (what the coordinator waits for).
+    pub fn is_available(&self) -> bool {
+        matches!(self.network, Some(Network::Available { .. }))
+    }
 }
 
 /// A node, whether the kubelet calls it Ready, and its report.

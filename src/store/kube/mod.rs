@@ -24,7 +24,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use futures::future::BoxFuture;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Event as CoreEvent;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -36,11 +35,9 @@ use tokio::task::JoinHandle;
 
 use self::state::{Source, State};
 use self::view::{NodeView, RoutingView};
-use super::crd::CLUSTER_ROUTING_NAME;
 use super::{ClusterStore, NodeReport, Snapshot};
+use crate::api::{rfc3339, CLUSTER_ROUTING_NAME};
 use crate::{Error, Result};
-
-pub use self::view::APPLIED_ANNOTATION;
 
 /// Nodes per list request when (re)listing. Each page is one buffered JSON
 /// body: measured with 5000 Nodes of 11.5 kB JSON each, the store grows the
@@ -180,10 +177,7 @@ impl ClusterStore for KubeStore {
 
     fn report<'a>(&'a self, node: &'a str, report: &'a NodeReport) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
-            let now = serde_json::to_value(Time(Timestamp::now()))
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default();
+            let now = rfc3339(Timestamp::now());
             let writes = patch::writes(self.shared.lock().facts(node), report, &now);
             if let Some(body) = writes.annotation {
                 self.patch_node(node, &Patch::Merge(body), false).await?;

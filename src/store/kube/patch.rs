@@ -2,8 +2,9 @@
 
 use serde_json::{json, Value};
 
-use super::view::{CondStatus, NodeFacts, APPLIED_ANNOTATION, NETWORK_UNAVAILABLE};
-use crate::store::{Network, NodeReport, REASON_ROUTE_CREATED};
+use super::view::{CondStatus, NodeFacts};
+use crate::api::{APPLIED_ANNOTATION, NETWORK_UNAVAILABLE, REASON_ROUTE_CREATED};
+use crate::store::{Network, NodeReport};
 
 #[derive(Debug, PartialEq)]
 pub struct Writes {
@@ -58,7 +59,7 @@ pub fn writes(current: Option<&NodeFacts>, report: &NodeReport, now: &str) -> Wr
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Mode;
+    use crate::api::Mode;
     use crate::store::Applied;
 
     const NOW: &str = "2030-01-01T00:00:00Z";

@@ -4,8 +4,10 @@
 use std::collections::{BTreeMap, HashMap};
 
 use super::view::{node_field, LeftOut, NodeFacts, NodeView, RoutingView};
-use crate::model::{cross_node_conflicts, Plan};
-use crate::store::{NodeState, Settings, Snapshot};
+use crate::api::Plan;
+use crate::model::cross_node_conflicts;
+use crate::model::Settings;
+use crate::store::{NodeState, Snapshot};
 
 /// Where a node version comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

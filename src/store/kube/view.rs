@@ -15,12 +15,11 @@ use kube::Resource;
 use serde::de::{IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
-use crate::model::{Node, Plan};
-use crate::store::crd::{ClusterRoutingSpec, PlanStatus};
-use crate::store::{Applied, Network, NodeReport, Settings, REASON_ROUTE_CREATED};
-
-pub const APPLIED_ANNOTATION: &str = "podroute.io/applied";
-pub const NETWORK_UNAVAILABLE: &str = "NetworkUnavailable";
+use crate::api::{
+    ClusterRoutingSpec, Plan, APPLIED_ANNOTATION, NETWORK_UNAVAILABLE, REASON_ROUTE_CREATED,
+};
+use crate::model::{Node, Settings};
+use crate::store::{Applied, Network, NodeReport};
 
 /// `Resource` for a view of a full type: the kind, group, version and plural
 /// are the full type's, the metadata the view's own.
@@ -339,7 +338,7 @@ pub struct RoutingView {
     pub plan: Result<Option<Plan>, String>,
 }
 
-resource_view!(RoutingView, crate::store::crd::ClusterRouting);
+resource_view!(RoutingView, crate::api::ClusterRouting);
 
 #[derive(Deserialize, Default)]
 #[serde(default)]
@@ -362,15 +361,15 @@ impl From<RawRouting> for RoutingView {
             Some(spec) => serde_json::from_value::<ClusterRoutingSpec>(spec)
                 .map_err(|e| format!("spec: {e}"))
                 .and_then(|s| {
-                    let settings = s.settings();
+                    let settings = Settings::of_spec(&s);
                     settings.validate().map_err(|e| format!("spec: {e}"))?;
                     Ok(settings)
                 }),
         };
         let plan = match raw.status.and_then(|s| s.plan) {
             None | Some(serde_json::Value::Null) => Ok(None),
-            Some(plan) => serde_json::from_value::<PlanStatus>(plan)
-                .map(|p| Some(Plan::from(&p)))
+            Some(plan) => serde_json::from_value::<Plan>(plan)
+                .map(Some)
                 .map_err(|e| format!("status.plan: {e}")),
         };
         RoutingView {
@@ -390,7 +389,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::model::Mode;
+    use crate::api::Mode;
 
     fn node_json(extra_status: serde_json::Value) -> serde_json::Value {
         let mut node = json!({
@@ -560,7 +559,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             view.settings.as_ref().unwrap().off_subnet,
-            Some(crate::model::OffSubnet::Underlay)
+            Some(crate::api::OffSubnet::Underlay)
         );
         let plan = view.plan.unwrap().unwrap();
         assert_eq!((plan.generation, plan.route_mode), (4, Mode::Native));
