@@ -62,11 +62,11 @@ pub struct NativeSpec {
 pub struct VxlanSpec {
     /// VXLAN network identifier (default 4096).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1, max = 16777215))]
+    #[schemars(range(min = 1, max = 16777215), extend("format" = "int32"))]
     pub vni: Option<u32>,
     /// UDP destination port (default 4789).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1), extend("format" = "int32"))]
     pub port: Option<u16>,
 }
 

@@ -16,6 +16,7 @@ pub const MAX_GENERATION: u64 = i64::MAX as u64;
 pub struct Plan {
     /// Counts up with every plan; agents report it back once applied.
     #[serde(deserialize_with = "bounded_generation")]
+    #[schemars(extend("format" = "int64"))]
     pub generation: u64,
     /// Which routes agents install.
     #[schemars(schema_with = "mode_schema")]

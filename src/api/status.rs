@@ -43,6 +43,7 @@ pub struct ClusterRoutingStatus {
     pub to: Option<Mode>,
     /// Unix seconds when `plan` was published: node deadlines count from it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "int64"))]
     pub phase_started_at: Option<u64>,
     /// What the plans nodes may still hold amount to: a re-target (abort)
     /// is published at once only when it is safe against all of it.
@@ -115,8 +116,10 @@ pub struct InFlight {
 #[serde(rename_all = "camelCase")]
 pub struct NodesStatus {
     /// Nodes in scope of the plan.
+    #[schemars(extend("format" = "int32"))]
     pub total: u32,
     /// Nodes that report the current generation applied.
+    #[schemars(extend("format" = "int32"))]
     pub applied: u32,
     /// Nodes the coordinator waits for.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
