@@ -5,7 +5,7 @@
 //!   files, any YAML (tags, anchors, aliases, odd scalars), alias bombs, deep
 //!   nesting, multi-document streams, byte damage; and valid files round-trip;
 //! - Node and ClusterRouting JSON as the kube store parses them (through a
-//!   fake API server: `NodeView`/`RoutingView` are private to the crate), and
+//!   fake API server: `KubeNode`/`RoutingView` are private to the crate), and
 //!   Node JSON as the coordinator parses it (`SignalsView`);
 //! - the CRD types (spec, status, int-or-string mtu, Go durations), and what
 //!   the coordinator's state machine makes of a parsed object;
@@ -46,7 +46,7 @@ use podroute::api::{
 use podroute::api::{Mode, OffSubnet, Plan};
 use podroute::cli::{Cli, Command};
 use podroute::coordinator::signals::SignalsView;
-use podroute::coordinator::{step, Inputs, NodeFact, Spec};
+use podroute::coordinator::{step, Inputs, RolloutNode, Spec};
 use podroute::model::Settings;
 use podroute::model::{
     parse_adopted_protocols, parse_route_protocol, validate_ifname, Cluster, Node, RpFilter,
@@ -595,7 +595,7 @@ fn check_crd_object(text: &str) -> Result<(), TestCaseError> {
         let spec = Spec::from_crd(spec, false);
         let now = unix_now();
         let nodes = [
-            NodeFact {
+            RolloutNode {
                 name: "up".into(),
                 ready: true,
                 since: Some(now.saturating_sub(3600)),
@@ -604,7 +604,7 @@ fn check_crd_object(text: &str) -> Result<(), TestCaseError> {
                 underlay_ready: None,
             },
             // NotReady since now: not NotReady for any nodeTimeout > 0 yet.
-            NodeFact {
+            RolloutNode {
                 name: "down".into(),
                 ready: false,
                 since: Some(now),
@@ -1560,7 +1560,7 @@ fn regression_coordinator_survives_extreme_times_it_parses() {
             serde_json::from_value(status.clone()).expect("status");
         let spec_in = Spec::from_crd(&parsed, false);
         let status_in = parsed_status;
-        let nodes = [NodeFact {
+        let nodes = [RolloutNode {
             name: "down".into(),
             ready: false,
             since: Some(now),

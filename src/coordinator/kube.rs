@@ -31,7 +31,7 @@ use kube::Client;
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
-use super::machine::{step, Event, Inputs, NodeFact, Spec, REASON_BLOCKED, REASON_SKIPPED};
+use super::machine::{step, Event, Inputs, RolloutNode, Spec, REASON_BLOCKED, REASON_SKIPPED};
 use super::metrics::CoordinatorMetrics;
 use super::signals::{self, add_signals, SignalsByNode};
 use crate::api::{
@@ -141,7 +141,7 @@ pub async fn run(
             let routing = routing_rx.borrow_and_update().clone();
             let snapshot = snapshots.borrow_and_update().clone();
             if let (Some(routing), Some(snapshot)) = (routing, snapshot) {
-                let facts = node_facts(&snapshot, &signals_rx.borrow_and_update());
+                let facts = rollout_nodes(&snapshot, &signals_rx.borrow_and_update());
                 match coordinate(
                     &routings,
                     &events,
@@ -198,7 +198,7 @@ async fn coordinate(
     options: &Options,
     metrics: &CoordinatorMetrics,
     routing: &ClusterRouting,
-    facts: &[NodeFact],
+    facts: &[RolloutNode],
     written: &mut Option<ClusterRoutingStatus>,
 ) -> Result<()> {
     let last = match written {
@@ -288,8 +288,12 @@ fn note_emitted(metrics: &CoordinatorMetrics, reason: &str, emitted: Result<()>)
 }
 
 /// The machine's view of the nodes in `snapshot`.
-fn node_facts(snapshot: &Snapshot, signals: &SignalsByNode) -> Vec<NodeFact> {
-    let mut facts: Vec<NodeFact> = snapshot.nodes.iter().map(NodeFact::from_state).collect();
+fn rollout_nodes(snapshot: &Snapshot, signals: &SignalsByNode) -> Vec<RolloutNode> {
+    let mut facts: Vec<RolloutNode> = snapshot
+        .nodes
+        .iter()
+        .map(RolloutNode::from_reported)
+        .collect();
     add_signals(&mut facts, signals);
     facts
 }
@@ -602,16 +606,16 @@ impl LeaseLock {
 mod tests {
     use super::*;
     use crate::api::{ClusterRoutingSpec, InFlight, Mode, NodesStatus, Plan};
-    use crate::coordinator::signals::NodeSignals;
+    use crate::coordinator::signals::UnderlaySignal;
     use crate::http::Endpoints;
     use crate::model::Node;
-    use crate::store::{Applied, Network, NodeReport, NodeState};
+    use crate::store::{Applied, Network, NodeReport, ReportedNode};
 
     fn converged_on(plan: &Plan, names: &[&str]) -> Snapshot {
         let nodes = names
             .iter()
             .enumerate()
-            .map(|(i, name)| NodeState {
+            .map(|(i, name)| ReportedNode {
                 node: Node::parse(
                     "node",
                     name,
@@ -638,8 +642,8 @@ mod tests {
         }
     }
 
-    fn underlay(ready: bool) -> NodeSignals {
-        NodeSignals {
+    fn underlay(ready: bool) -> UnderlaySignal {
+        UnderlaySignal {
             ready_since: None,
             underlay: Some(ready),
         }
@@ -669,7 +673,7 @@ mod tests {
             step(&Inputs {
                 spec: &spec,
                 status: &status,
-                nodes: &node_facts(&snapshot, signals),
+                nodes: &rollout_nodes(&snapshot, signals),
                 now: 10,
             })
             .status

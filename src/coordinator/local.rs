@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::watch;
 
-use super::machine::{step, Inputs, NodeFact, Spec};
+use super::machine::{step, Inputs, RolloutNode, Spec};
 use crate::api::ClusterRoutingStatus;
 use crate::api::Mode;
 use crate::store::{ClusterStore, MemoryStore};
@@ -81,7 +81,11 @@ async fn run(
         }
         let snapshot = snapshots.borrow_and_update().clone();
         if let Some(snapshot) = snapshot {
-            let facts: Vec<NodeFact> = snapshot.nodes.iter().map(NodeFact::from_state).collect();
+            let facts: Vec<RolloutNode> = snapshot
+                .nodes
+                .iter()
+                .map(RolloutNode::from_reported)
+                .collect();
             let now = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs());

@@ -57,14 +57,14 @@
 //!
 //! In scope: every node the caller lists, except NotReady nodes under policy
 //! `Skip` that have not converged and have been NotReady for `nodeTimeout`
-//! (since `NodeFact::since`, or since the plan's publication when unknown).
+//! (since `RolloutNode::since`, or since the plan's publication when unknown).
 //! Skipped nodes are named in `status.skipped` and stay skipped through the
 //! next phases until they are Ready again; they get the current plan like
 //! everyone once they return (what they route meanwhile is the risk Skip
 //! accepts). New nodes are in scope at once; deleted nodes simply are not
 //! listed. A node in scope that has not converged by the same deadline is
 //! named in `status.blocked` once `nodeTimeout` has passed after the later
-//! of the plan's publication and `NodeFact::since` (Ready nodes, and
+//! of the plan's publication and `RolloutNode::since` (Ready nodes, and
 //! NotReady ones under `Wait`):
 //! the plan stays as it is and the block clears once the node converges;
 //! nothing is rolled back by itself.
@@ -83,7 +83,7 @@ use crate::api::{
     ClusterRoutingSpec, ClusterRoutingStatus, InFlight, Mode, NodesStatus, NotReadyPolicy,
     OffSubnet, Phase, Plan,
 };
-use crate::store::{Applied, NodeState};
+use crate::store::{Applied, ReportedNode};
 
 /// `rollout.nodeTimeout` when the spec leaves it out.
 pub const DEFAULT_NODE_TIMEOUT_SECS: u64 = 300;
@@ -96,7 +96,7 @@ pub struct Spec {
     pub node_timeout_secs: u64,
     pub not_ready_policy: NotReadyPolicy,
     /// Native with `offSubnet: underlay` only: also wait for the underlay
-    /// signal (`NodeFact::underlay_ready`) on every node before publishing a
+    /// signal (`RolloutNode::underlay_ready`) on every node before publishing a
     /// plan that routes native, and count a node as converged on such a plan
     /// only with it. Nodes lacking it are named in `status.nodes.waiting`.
     pub wait_for_underlay_signal: bool,
@@ -130,7 +130,7 @@ impl Spec {
 
 /// One node as the coordinator sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NodeFact {
+pub struct RolloutNode {
     pub name: String,
     /// The kubelet's Ready condition.
     pub ready: bool,
@@ -149,9 +149,9 @@ pub struct NodeFact {
     pub underlay_ready: Option<bool>,
 }
 
-impl NodeFact {
-    pub fn from_state(state: &NodeState) -> NodeFact {
-        NodeFact {
+impl RolloutNode {
+    pub fn from_reported(state: &ReportedNode) -> RolloutNode {
+        RolloutNode {
             name: state.node.name.clone(),
             ready: state.ready,
             since: None,
@@ -222,7 +222,7 @@ fn event(reason: &'static str, message: String) -> Event {
 pub struct Inputs<'a> {
     pub spec: &'a Spec,
     pub status: &'a ClusterRoutingStatus,
-    pub nodes: &'a [NodeFact],
+    pub nodes: &'a [RolloutNode],
     /// Unix seconds.
     pub now: u64,
 }
@@ -328,11 +328,11 @@ fn survey(
     plan: &Plan,
     next: Option<&Plan>,
     published_at: u64,
-    nodes: &[NodeFact],
+    nodes: &[RolloutNode],
     now: u64,
     skipped_before: &[String],
 ) -> Survey {
-    let mut sorted: Vec<&NodeFact> = nodes.iter().collect();
+    let mut sorted: Vec<&RolloutNode> = nodes.iter().collect();
     sorted.sort_by(|a, b| a.name.cmp(&b.name));
     let plan_needs_underlay = needs_underlay(spec, plan);
     let next_needs_underlay = next.is_some_and(|next| needs_underlay(spec, next));

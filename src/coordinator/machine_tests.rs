@@ -91,10 +91,10 @@ impl Cluster {
         self.status.plan.clone().expect("plan")
     }
 
-    fn facts(&self) -> Vec<NodeFact> {
+    fn facts(&self) -> Vec<RolloutNode> {
         self.nodes
             .iter()
-            .map(|n| NodeFact {
+            .map(|n| RolloutNode {
                 name: n.name.clone(),
                 ready: n.ready,
                 since: n.since,
@@ -296,7 +296,7 @@ fn fresh_cluster_publishes_steady_generation_one_once() {
 
 #[test]
 fn fresh_status_publishes_above_any_reported_generation() {
-    let facts = [NodeFact {
+    let facts = [RolloutNode {
         name: "n".into(),
         ready: true,
         since: None,

@@ -12,5 +12,5 @@ pub mod signals;
 #[cfg(test)]
 mod machine_tests;
 
-pub use machine::{step, Decision, Event, Inputs, NodeFact, Spec};
+pub use machine::{step, Decision, Event, Inputs, RolloutNode, Spec};
 pub use phases::{phases, PhasePlan};

@@ -8,7 +8,7 @@ use tokio::sync::watch;
 
 use crate::model::Settings;
 
-use super::{ClusterStore, NodeReport, NodeState, Snapshot};
+use super::{ClusterStore, NodeReport, ReportedNode, Snapshot};
 use crate::api::Plan;
 use crate::model::{Cluster, Node};
 use crate::{Error, Result};
@@ -92,7 +92,7 @@ impl MemoryStore {
                     true
                 }
                 None => {
-                    s.nodes.push(NodeState {
+                    s.nodes.push(ReportedNode {
                         node,
                         ready: true,
                         report: NodeReport {

@@ -20,7 +20,7 @@ use tokio::sync::watch;
 pub use self::kube::{events, KubeStore, NODE_PAGE_SIZE};
 pub use file::FileStore;
 pub use memory::{MemoryStore, NodeEvent};
-pub use types::{Applied, Network, NodeReport, NodeState, Snapshot};
+pub use types::{Applied, Network, NodeReport, ReportedNode, Snapshot};
 
 use crate::Result;
 

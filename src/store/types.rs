@@ -67,13 +67,13 @@ impl NodeReport {
 
 /// A node, whether the kubelet calls it Ready, and its report.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct NodeState {
+pub struct ReportedNode {
     pub node: Node,
     pub ready: bool,
     pub report: NodeReport,
 }
 
-impl AsRef<Node> for NodeState {
+impl AsRef<Node> for ReportedNode {
     fn as_ref(&self) -> &Node {
         &self.node
     }
@@ -82,7 +82,7 @@ impl AsRef<Node> for NodeState {
 /// Everything a store knows at one moment.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Snapshot {
-    pub nodes: Vec<NodeState>,
+    pub nodes: Vec<ReportedNode>,
     /// The plan in force; `None` before a coordinator published one.
     pub plan: Option<Plan>,
     pub settings: Settings,
@@ -94,7 +94,7 @@ impl Snapshot {
             nodes: cluster
                 .nodes
                 .iter()
-                .map(|node| NodeState {
+                .map(|node| ReportedNode {
                     node: node.clone(),
                     ready: true,
                     report: NodeReport {
@@ -117,7 +117,7 @@ impl Snapshot {
         })
     }
 
-    pub fn node(&self, name: &str) -> Option<&NodeState> {
+    pub fn node(&self, name: &str) -> Option<&ReportedNode> {
         self.nodes.iter().find(|n| n.node.name == name)
     }
 }

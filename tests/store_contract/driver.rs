@@ -16,7 +16,7 @@ use podroute::api::{ClusterRouting, ClusterRoutingSpec};
 use podroute::model::Node;
 use podroute::model::Settings;
 use podroute::store::{
-    ClusterStore, FileStore, KubeStore, MemoryStore, NodeReport, NodeState, Snapshot,
+    ClusterStore, FileStore, KubeStore, MemoryStore, NodeReport, ReportedNode, Snapshot,
 };
 use serde_json::json;
 
@@ -84,7 +84,7 @@ impl MemoryDriver {
             nodes: setup
                 .nodes
                 .iter()
-                .map(|n| NodeState {
+                .map(|n| ReportedNode {
                     node: n.model(),
                     ready: true,
                     report: NodeReport {
