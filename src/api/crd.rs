@@ -57,8 +57,10 @@ pub struct NativeSpec {
     pub off_subnet: Option<OffSubnet>,
 }
 
+/// `vxlan` of the spec and of the cluster file. An unknown field is refused
+/// (a typo in the file); the API server prunes them from the spec anyway.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct VxlanSpec {
     /// VXLAN network identifier (default 4096).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -7,7 +7,7 @@ use std::path::Path;
 use serde::Deserialize;
 
 use super::{validate_nodes, Config, Node, Settings};
-use crate::api::{Mode, OffSubnet, Plan, MAX_GENERATION};
+use crate::api::{Mode, OffSubnet, Plan, VxlanSpec, MAX_GENERATION};
 use crate::input::{read_text, MAX_INPUT_BYTES};
 use crate::{Error, Result};
 
@@ -34,15 +34,8 @@ struct RawCluster {
     #[serde(default)]
     decap: Option<BTreeSet<Mode>>,
     #[serde(default)]
-    vxlan: Option<RawVxlan>,
+    vxlan: Option<VxlanSpec>,
     nodes: Vec<RawNode>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawVxlan {
-    vni: Option<u32>,
-    port: Option<u16>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -116,13 +109,7 @@ impl Cluster {
         }
         let mut decap = raw.decap.unwrap_or_default();
         decap.insert(raw.mode);
-        let settings = Settings {
-            off_subnet: raw.off_subnet,
-            mtu: raw.mtu,
-            vxlan_vni: raw.vxlan.as_ref().and_then(|v| v.vni),
-            vxlan_port: raw.vxlan.as_ref().and_then(|v| v.port),
-        };
-        settings.validate()?;
+        let settings = Settings::from_wire(raw.off_subnet, raw.mtu, raw.vxlan.as_ref())?;
         Ok(Cluster {
             nodes,
             plan: Plan {

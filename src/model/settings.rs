@@ -5,7 +5,7 @@
 use serde::Serialize;
 
 use super::{Config, MIN_MTU};
-use crate::api::{ClusterRoutingSpec, Mtu, OffSubnet};
+use crate::api::{ClusterRoutingSpec, Mtu, OffSubnet, VxlanSpec};
 use crate::{Error, Result};
 
 /// The largest MTU an interface can have (IPv4's total length field).
@@ -24,21 +24,35 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// The settings agents take from the ClusterRouting spec.
-    pub fn of_spec(spec: &ClusterRoutingSpec) -> Settings {
-        Settings {
-            off_subnet: spec.native.as_ref().and_then(|n| n.off_subnet),
-            mtu: match spec.mtu {
-                Some(Mtu::Bytes(n)) => Some(n),
-                Some(Mtu::Auto) | None => None,
-            },
-            vxlan_vni: spec.vxlan.as_ref().and_then(|v| v.vni),
-            vxlan_port: spec.vxlan.as_ref().and_then(|v| v.port),
-        }
+    /// The settings of a cluster file or a ClusterRouting spec, validated.
+    pub fn from_wire(
+        off_subnet: Option<OffSubnet>,
+        mtu: Option<u32>,
+        vxlan: Option<&VxlanSpec>,
+    ) -> Result<Settings> {
+        let settings = Settings {
+            off_subnet,
+            mtu,
+            vxlan_vni: vxlan.and_then(|v| v.vni),
+            vxlan_port: vxlan.and_then(|v| v.port),
+        };
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// The settings agents take from the ClusterRouting spec (`mtu: auto`
+    /// is the uplink's, as when absent).
+    pub fn of_spec(spec: &ClusterRoutingSpec) -> Result<Settings> {
+        let mtu = match spec.mtu {
+            Some(Mtu::Bytes(n)) => Some(n),
+            Some(Mtu::Auto) | None => None,
+        };
+        let off_subnet = spec.native.as_ref().and_then(|n| n.off_subnet);
+        Settings::from_wire(off_subnet, mtu, spec.vxlan.as_ref())
     }
 
     /// Each value alone; whether the MTU fits the uplink is the node's call.
-    pub fn validate(&self) -> Result<()> {
+    fn validate(&self) -> Result<()> {
         if let Some(mtu) = self.mtu {
             check_mtu("mtu", mtu)?;
         }
@@ -103,7 +117,7 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(
-            Settings::of_spec(&spec),
+            Settings::of_spec(&spec).unwrap(),
             Settings {
                 off_subnet: Some(OffSubnet::Underlay),
                 mtu: Some(1400),
@@ -113,6 +127,6 @@ mod tests {
         );
         let auto: ClusterRoutingSpec =
             serde_json::from_value(serde_json::json!({"mode": "vxlan", "mtu": "auto"})).unwrap();
-        assert_eq!(Settings::of_spec(&auto), Settings::default());
+        assert_eq!(Settings::of_spec(&auto).unwrap(), Settings::default());
     }
 }

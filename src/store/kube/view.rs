@@ -360,11 +360,7 @@ impl From<RawRouting> for RoutingView {
             None => Ok(Settings::default()),
             Some(spec) => serde_json::from_value::<ClusterRoutingSpec>(spec)
                 .map_err(|e| format!("spec: {e}"))
-                .and_then(|s| {
-                    let settings = Settings::of_spec(&s);
-                    settings.validate().map_err(|e| format!("spec: {e}"))?;
-                    Ok(settings)
-                }),
+                .and_then(|s| Settings::of_spec(&s).map_err(|e| format!("spec: {e}"))),
         };
         let plan = match raw.status.and_then(|s| s.plan) {
             None | Some(serde_json::Value::Null) => Ok(None),
