@@ -13,7 +13,6 @@
 //! It has its own watch so that the store's snapshots, which every agent
 //! wakes on, do not change with these fields.
 
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
@@ -23,13 +22,12 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::Api;
 use kube::runtime::watcher::{self, watcher};
 use kube::runtime::WatchStreamExt;
-use kube::Resource;
 use serde::Deserialize;
 use tokio::sync::watch;
 
 use super::machine::RolloutNode;
 use crate::api::NETWORK_UNAVAILABLE;
-use crate::store::NODE_PAGE_SIZE;
+use crate::store::{resource_view, NODE_PAGE_SIZE};
 use crate::{Error, Result};
 
 /// The watched condition type. A view is parsed by serde without context,
@@ -82,29 +80,7 @@ impl SignalsView {
     }
 }
 
-impl Resource for SignalsView {
-    type DynamicType = ();
-    type Scope = <k8s_openapi::api::core::v1::Node as Resource>::Scope;
-
-    fn kind(_: &()) -> Cow<'_, str> {
-        <k8s_openapi::api::core::v1::Node as Resource>::kind(&())
-    }
-    fn group(_: &()) -> Cow<'_, str> {
-        <k8s_openapi::api::core::v1::Node as Resource>::group(&())
-    }
-    fn version(_: &()) -> Cow<'_, str> {
-        <k8s_openapi::api::core::v1::Node as Resource>::version(&())
-    }
-    fn plural(_: &()) -> Cow<'_, str> {
-        <k8s_openapi::api::core::v1::Node as Resource>::plural(&())
-    }
-    fn meta(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-    fn meta_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
-    }
-}
+resource_view!(SignalsView, k8s_openapi::api::core::v1::Node);
 
 #[derive(Deserialize, Default)]
 #[serde(default)]

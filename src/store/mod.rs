@@ -17,6 +17,7 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use tokio::sync::watch;
 
+pub(crate) use self::kube::resource_view;
 pub use self::kube::{events, KubeStore, NODE_PAGE_SIZE};
 pub use file::FileStore;
 pub use memory::{MemoryStore, NodeEvent};

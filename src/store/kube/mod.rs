@@ -17,6 +17,7 @@ pub mod events;
 mod patch;
 mod state;
 mod view;
+pub(crate) use self::view::resource_view;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};

@@ -11,7 +11,6 @@ use std::net::Ipv4Addr;
 
 use ipnetwork::IpNetwork;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::Resource;
 use serde::de::{IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
@@ -21,35 +20,39 @@ use crate::api::{
 use crate::model::{Node, Settings};
 use crate::store::{Applied, Network, NodeReport};
 
-/// `Resource` for a view of a full type: the kind, group, version and plural
-/// are the full type's, the metadata the view's own.
+/// `Resource` for a view of a full type (a struct with `metadata`): the
+/// kind, group, version and plural are the full type's, the metadata the
+/// view's own.
 macro_rules! resource_view {
     ($view:ty, $full:ty) => {
-        impl Resource for $view {
+        impl ::kube::Resource for $view {
             type DynamicType = ();
-            type Scope = <$full as Resource>::Scope;
+            type Scope = <$full as ::kube::Resource>::Scope;
 
-            fn kind(_: &()) -> Cow<'_, str> {
-                <$full as Resource>::kind(&())
+            fn kind(_: &()) -> ::std::borrow::Cow<'_, str> {
+                <$full as ::kube::Resource>::kind(&())
             }
-            fn group(_: &()) -> Cow<'_, str> {
-                <$full as Resource>::group(&())
+            fn group(_: &()) -> ::std::borrow::Cow<'_, str> {
+                <$full as ::kube::Resource>::group(&())
             }
-            fn version(_: &()) -> Cow<'_, str> {
-                <$full as Resource>::version(&())
+            fn version(_: &()) -> ::std::borrow::Cow<'_, str> {
+                <$full as ::kube::Resource>::version(&())
             }
-            fn plural(_: &()) -> Cow<'_, str> {
-                <$full as Resource>::plural(&())
+            fn plural(_: &()) -> ::std::borrow::Cow<'_, str> {
+                <$full as ::kube::Resource>::plural(&())
             }
-            fn meta(&self) -> &ObjectMeta {
+            fn meta(&self) -> &::k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
                 &self.metadata
             }
-            fn meta_mut(&mut self) -> &mut ObjectMeta {
+            fn meta_mut(
+                &mut self,
+            ) -> &mut ::k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
                 &mut self.metadata
             }
         }
     };
 }
+pub(crate) use resource_view;
 
 /// Status of a node condition, or its absence.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -382,6 +385,7 @@ impl From<RawRouting> for RoutingView {
 
 #[cfg(test)]
 mod tests {
+    use kube::Resource;
     use serde_json::json;
 
     use super::*;
