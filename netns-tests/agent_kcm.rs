@@ -29,8 +29,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::Client;
-use podroute::model::Mode;
-use podroute::store::crd::{ClusterRouting, ClusterRoutingStatus};
+use podroute::api::Mode;
+use podroute::api::{ClusterRouting, ClusterRoutingStatus};
 use serde_json::json;
 
 use crate::kube_env::{tail, ControlPlane, ControllerManager};

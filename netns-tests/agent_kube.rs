@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, DeleteParams, PostParams};
-use podroute::model::{Mode, Plan};
+use podroute::api::{Mode, Plan};
 
 use crate::kube_env::ControlPlane;
 use crate::kube_support::{

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use podroute::agent::{AgentOptions, Pass};
+use podroute::api::{Mode, Plan};
 use podroute::lab::node_agent::NodeAgent;
-use podroute::model::{Mode, Plan};
 use podroute::store::{ClusterStore, MemoryStore, Network, Snapshot};
 use tokio::sync::mpsc;
 

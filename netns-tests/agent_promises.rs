@@ -13,9 +13,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
+use podroute::api::{Mode, OffSubnet};
 use podroute::lab::probe::EchoServer;
 use podroute::lab::topology::Topology;
-use podroute::model::{Mode, OffSubnet};
 
 use crate::agent::{http_get, routes_via, wait_for, AgentProcess};
 use crate::support::{

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::{Event, Node};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::Client;
-use podroute::model::{Mode, Plan};
+use podroute::api::{Mode, Plan};
 use serde_json::json;
 
 use crate::kube_env::ControlPlane;

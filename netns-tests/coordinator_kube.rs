@@ -23,8 +23,8 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Event, Namespace, Node};
 use kube::api::{Api, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::Client;
-use podroute::model::Mode;
-use podroute::store::crd::{ClusterRouting, ClusterRoutingStatus};
+use podroute::api::Mode;
+use podroute::api::{ClusterRouting, ClusterRoutingStatus};
 use tokio::runtime::Handle;
 
 use crate::kube_env::ControlPlane;

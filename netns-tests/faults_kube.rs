@@ -20,9 +20,9 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::{Namespace, Node};
 use kube::api::{Api, DeleteParams, ObjectMeta, PostParams};
 use kube::Client;
+use podroute::api::{ClusterRouting, ClusterRoutingStatus};
+use podroute::api::{Mode, Plan};
 use podroute::lab::probe::udp_roundtrip;
-use podroute::model::{Mode, Plan};
-use podroute::store::crd::{ClusterRouting, ClusterRoutingStatus};
 
 use crate::kube_env::ControlPlane;
 use crate::kube_support::{

@@ -14,10 +14,10 @@ use k8s_openapi::api::core::v1::{Node, NodeCondition};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::{Client, CustomResourceExt};
+use podroute::api::{ClusterRouting, ClusterRoutingSpec};
+use podroute::api::{Mode, Plan};
 use podroute::lab::probe::EchoServer;
 use podroute::lab::traffic::{Pod, Tally, Traffic};
-use podroute::model::{Mode, Plan};
-use podroute::store::crd::{ClusterRouting, ClusterRoutingSpec, PlanStatus};
 use serde_json::json;
 
 pub use crate::kube_env::kube_node;
@@ -185,7 +185,7 @@ pub fn wait_for(what: &str, timeout: Duration, check: impl FnMut() -> bool) {
 /// Publish `plan` as the coordinator would (status.plan).
 pub async fn publish_plan(client: &Client, plan: &Plan) {
     let api: Api<ClusterRouting> = Api::all(client.clone());
-    let status = json!({ "status": { "plan": PlanStatus::from(plan) } });
+    let status = json!({ "status": { "plan": plan } });
     api.patch_status("default", &PatchParams::default(), &Patch::Merge(status))
         .await
         .expect("publish plan");

@@ -1,8 +1,9 @@
 //! Each dataplane, proven by kernel state and by packets.
 
+use podroute::api::Mode;
 use podroute::lab::probe::OVERHEAD;
 use podroute::lab::topology::Topology;
-use podroute::model::{Mac, Mode};
+use podroute::model::Mac;
 
 use crate::support::{have_ipip, have_root, our_routes, steady, Lab};
 

@@ -2,7 +2,9 @@
 //! apply and cleanup; conflicts are reported, not overwritten; adoption
 //! hands over stale BIRD/felix routes only when asked.
 
-use podroute::model::{parse_adopted_protocols, parse_pod_network, Mode};
+use podroute::api::Mode;
+
+use podroute::model::{parse_adopted_protocols, parse_pod_network};
 
 use crate::support::{have_ipip, have_root, our_routes, own_unreachable, steady, Lab};
 

@@ -1,8 +1,8 @@
 //! Off-subnet peers in native mode: through the tunnel (`encap`) or left to
 //! the underlay's routes (`underlay`).
 
+use podroute::api::{Mode, OffSubnet};
 use podroute::lab::topology::Topology;
-use podroute::model::{Mode, OffSubnet};
 
 use crate::support::{have_root, our_routes, steady, Lab};
 

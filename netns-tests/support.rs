@@ -6,12 +6,13 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use podroute::api::{Mode, Plan};
 use podroute::dataplane::Dataplane;
 use podroute::engine::{self, Outcome};
 use podroute::lab::netns::unique_name;
 use podroute::lab::probe::{udp_roundtrip, EchoServer, OVERHEAD};
 use podroute::lab::topology::{NodeInfo, Topology, TopologyBuilder};
-use podroute::model::{Cluster, Config, Mode, Node, Plan, Settings};
+use podroute::model::{Cluster, Config, Node, Settings};
 use podroute::plan::Observed;
 
 pub const PORT: u16 = 7777;

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeSet;
 
-use podroute::model::{Mode, Plan};
+use podroute::api::{Mode, Plan};
 use podroute::plan::simulate;
 
 use crate::support::{have_root, our_routes, steady, Lab};

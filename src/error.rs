@@ -68,6 +68,15 @@ pub enum Error {
     Device { name: String, reason: String },
 }
 
+impl From<crate::api::Invalid> for Error {
+    fn from(e: crate::api::Invalid) -> Self {
+        Error::Invalid {
+            field: e.field,
+            reason: e.reason,
+        }
+    }
+}
+
 impl Error {
     pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
         Error::Invalid {

@@ -2,6 +2,7 @@
 //! netlink, and a seamless switch between them. See docs/design.md.
 
 pub mod agent;
+pub mod api;
 pub mod bench;
 pub mod cli;
 pub mod coordinator;

@@ -5,7 +5,7 @@
 //!   files, any YAML (tags, anchors, aliases, odd scalars), alias bombs, deep
 //!   nesting, multi-document streams, byte damage; and valid files round-trip;
 //! - Node and ClusterRouting JSON as the kube store parses them (through a
-//!   fake API server: `NodeView`/`RoutingView` are private to the crate), and
+//!   fake API server: `KubeNode`/`RoutingView` are private to the crate), and
 //!   Node JSON as the coordinator parses it (`SignalsView`);
 //! - the CRD types (spec, status, int-or-string mtu, Go durations), and what
 //!   the coordinator's state machine makes of a parsed object;
@@ -40,18 +40,18 @@ use std::time::{Duration, Instant};
 
 use clap::{CommandFactory, Parser};
 use ipnetwork::IpNetwork;
+use podroute::api::{
+    parse_duration, ClusterRouting, ClusterRoutingSpec, ClusterRoutingStatus, Mtu, NodeTimeout,
+};
+use podroute::api::{Mode, OffSubnet, Plan};
 use podroute::cli::{Cli, Command};
 use podroute::coordinator::signals::SignalsView;
-use podroute::coordinator::{step, CoordinatorStatus, Inputs, NodeFact, Spec};
+use podroute::coordinator::{step, Inputs, RolloutNode, Spec};
+use podroute::model::Settings;
 use podroute::model::{
-    parse_adopted_protocols, parse_route_protocol, validate_ifname, Cluster, Mode, Node, OffSubnet,
-    Plan, RpFilter,
+    parse_adopted_protocols, parse_route_protocol, validate_ifname, Cluster, Node, RpFilter,
 };
-use podroute::store::crd::{
-    parse_duration, ClusterRouting, ClusterRoutingSpec, ClusterRoutingStatus, Mtu, NodeTimeout,
-    PlanStatus,
-};
-use podroute::store::{Applied, Settings, Snapshot};
+use podroute::store::{Applied, Snapshot};
 use podroute::Error;
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -593,10 +593,9 @@ fn check_crd_object(text: &str) -> Result<(), TestCaseError> {
     let _ = serde_json::from_str::<ClusterRouting>(text);
     if let (Some(spec), Some(status)) = (&spec, &status) {
         let spec = Spec::from_crd(spec, false);
-        let status = status.to_coordinator();
         let now = unix_now();
         let nodes = [
-            NodeFact {
+            RolloutNode {
                 name: "up".into(),
                 ready: true,
                 since: Some(now.saturating_sub(3600)),
@@ -605,7 +604,7 @@ fn check_crd_object(text: &str) -> Result<(), TestCaseError> {
                 underlay_ready: None,
             },
             // NotReady since now: not NotReady for any nodeTimeout > 0 yet.
-            NodeFact {
+            RolloutNode {
                 name: "down".into(),
                 ready: false,
                 since: Some(now),
@@ -617,7 +616,7 @@ fn check_crd_object(text: &str) -> Result<(), TestCaseError> {
         let decision = std::panic::catch_unwind(|| {
             step(&Inputs {
                 spec: &spec,
-                status: &status,
+                status,
                 nodes: &nodes,
                 now,
             })
@@ -659,9 +658,7 @@ fn fuzz_crd_types() {
                 let back = serde_json::to_value(mtu).map_err(|e| fail(e.to_string()))?;
                 prop_assert_eq!(serde_json::from_value::<Mtu>(back).ok(), Some(mtu));
             }
-            if let Ok(plan) = serde_json::from_value::<PlanStatus>(part.clone()) {
-                let _ = Plan::from(&plan);
-            }
+            let _ = serde_json::from_value::<Plan>(part.clone());
         }
         let _ =
             serde_json::from_value::<NodeTimeout>(value["spec"]["rollout"]["nodeTimeout"].clone());
@@ -905,10 +902,17 @@ fn fuzz_cli_values() {
             }
         }
         for (field, parsed) in [
-            ("mode", Mode::from_str(&text).map(|m| m.to_string())),
+            (
+                "mode",
+                Mode::from_str(&text)
+                    .map(|m| m.to_string())
+                    .map_err(Error::from),
+            ),
             (
                 "offSubnet",
-                OffSubnet::from_str(&text).map(|o| format!("{o:?}").to_lowercase()),
+                OffSubnet::from_str(&text)
+                    .map(|o| format!("{o:?}").to_lowercase())
+                    .map_err(Error::from),
             ),
             (
                 "rp-filter",
@@ -1339,7 +1343,7 @@ fn regression_a_status_generation_past_int64_is_refused() {
     let spec: ClusterRoutingSpec = serde_json::from_value(json!({"mode": "vxlan"})).expect("spec");
     step(&Inputs {
         spec: &Spec::from_crd(&spec, false),
-        status: &parsed.to_coordinator(),
+        status: &parsed,
         nodes: &[],
         now: unix_now(),
     });
@@ -1555,8 +1559,8 @@ fn regression_coordinator_survives_extreme_times_it_parses() {
         let parsed_status: ClusterRoutingStatus =
             serde_json::from_value(status.clone()).expect("status");
         let spec_in = Spec::from_crd(&parsed, false);
-        let status_in: CoordinatorStatus = parsed_status.to_coordinator();
-        let nodes = [NodeFact {
+        let status_in = parsed_status;
+        let nodes = [RolloutNode {
             name: "down".into(),
             ready: false,
             since: Some(now),

@@ -42,8 +42,8 @@ use kube::{Client, CustomResourceExt};
 use kube_env::{kube_node, status_code, unique_name, ControlPlane};
 use nix::mount::{mount, MsFlags};
 use nix::sched::{unshare, CloneFlags};
-use podroute::model::Mode;
-use podroute::store::crd::{ClusterRouting, ClusterRoutingSpec, ClusterRoutingStatus, PlanStatus};
+use podroute::api::Mode;
+use podroute::api::{ClusterRouting, ClusterRoutingSpec, ClusterRoutingStatus, Plan};
 use serde_json::json;
 
 const AGENT_NS: &str = "podroute-system";
@@ -1239,14 +1239,14 @@ struct PlayedAgents {
     nodes: Api<Node>,
     names: Vec<String>,
     /// The plan every node reports applied, once reported.
-    reported: Option<PlanStatus>,
+    reported: Option<Plan>,
 }
 
 impl PlayedAgents {
     /// Every node applies `plan` and reports it as src/store/kube/patch.rs
     /// does: NetworkUnavailable=False reason RouteCreated, then the
     /// `podroute.io/applied` annotation.
-    async fn apply(&mut self, plan: &PlanStatus) {
+    async fn apply(&mut self, plan: &Plan) {
         if self.reported.as_ref() == Some(plan) {
             return;
         }

@@ -444,6 +444,36 @@ async fn every_object_of_both_variants_passes_server_side_dry_run() {
     }
 }
 
+/// The API server takes the shipped CRD without a warning (kubectl prints
+/// each: `Warning: unrecognized format "uint16"` was one). Dry-run create,
+/// under a group of its own so that the real CRD may exist meanwhile.
+#[tokio::test]
+async fn the_crd_is_created_without_a_warning() {
+    let Some(cp) = kube_env::shared() else { return };
+    let admin = cp.client().await;
+    let mut crd = read_yaml_docs(&manifests().join("base/crd.yaml")).remove(0);
+    let group = format!("{}.podroute.io", unique_name("warnings"));
+    crd["metadata"]["name"] = json!(format!("clusterroutings.{group}"));
+    crd["spec"]["group"] = json!(group);
+    let request =
+        http::Request::post("/apis/apiextensions.k8s.io/v1/customresourcedefinitions?dryRun=All")
+            .header("content-type", "application/json")
+            .body(serde_json::to_vec(&crd).unwrap().into())
+            .unwrap();
+    let response = admin
+        .send(request)
+        .await
+        .expect("dry-run create of the CRD");
+    assert!(response.status().is_success(), "{}", response.status());
+    let warnings: Vec<&str> = response
+        .headers()
+        .get_all("warning")
+        .iter()
+        .map(|w| w.to_str().unwrap_or("(not text)"))
+        .collect();
+    assert!(warnings.is_empty(), "the API server warns: {warnings:#?}");
+}
+
 /// The done-criterion as written: `kubectl apply --dry-run=server -k
 /// manifests/<variant>`, with the kubectl of the API server's release.
 #[tokio::test]

@@ -8,9 +8,10 @@ use std::collections::{BTreeSet, HashSet};
 
 use common::{assert_invalid, invalid, ip, net, node, uplink};
 use ipnetwork::IpNetwork;
+use podroute::api::{Mode, OffSubnet, Plan};
 use podroute::model::{
     parse_adopted_protocols, parse_route_protocol, validate_ifname, validate_nodes, Cluster,
-    Config, Mac, Mode, Node, OffSubnet, Plan, RpFilter, MIN_MTU,
+    Config, Mac, Node, RpFilter, MIN_MTU,
 };
 use podroute::plan::Mtus;
 
@@ -638,7 +639,10 @@ fn mode_strings() {
         assert_eq!(m.as_str().parse::<Mode>().unwrap(), m);
         assert_eq!(m.to_string(), m.as_str());
     }
-    assert_invalid("IPIP".parse::<Mode>(), "mode");
+    assert_invalid(
+        "IPIP".parse::<Mode>().map_err(podroute::Error::from),
+        "mode",
+    );
     assert_eq!(
         (
             Mode::Ipip.overhead(),
@@ -652,7 +656,10 @@ fn mode_strings() {
         "underlay".parse::<OffSubnet>().unwrap(),
         OffSubnet::Underlay
     );
-    assert_invalid("x".parse::<OffSubnet>(), "offSubnet");
+    assert_invalid(
+        "x".parse::<OffSubnet>().map_err(podroute::Error::from),
+        "offSubnet",
+    );
     assert_eq!("keep".parse::<RpFilter>().unwrap(), RpFilter::Keep);
     assert_invalid("strict".parse::<RpFilter>(), "rp-filter");
 }

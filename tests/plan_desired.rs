@@ -6,7 +6,8 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 
 use common::{assert_invalid, ip, net, node, uplink};
-use podroute::model::{Config, Mac, Mode, Node, OffSubnet, Plan, RpFilter};
+use podroute::api::{Mode, OffSubnet, Plan};
+use podroute::model::{Config, Mac, Node, RpFilter};
 use podroute::plan::{
     desired, AdoptScope, Desired, Fdb, Inputs, IpipDevice, Neigh, Route, RouteKey, RouteKind,
     Uplink, VxlanDevice, VxlanIdentity, LOCAL_UNREACHABLE_METRIC,

@@ -10,7 +10,8 @@ use std::net::Ipv4Addr;
 
 use common::{ip, net, node, uplink};
 use ipnetwork::{IpNetwork, Ipv4Network};
-use podroute::model::{Config, Mac, Mode, Node, OffSubnet, Plan, RpFilter};
+use podroute::api::{Mode, OffSubnet, Plan};
+use podroute::model::{Config, Mac, Node, RpFilter};
 use podroute::plan::{
     desired, diff, nothing, simulate, Desired, Diff, ForeignState, Inputs, Observed, Op, Route,
     RouteKey, RouteKind, Stage, Step, Uplink, LOCAL_UNREACHABLE_METRIC,

@@ -14,8 +14,9 @@ mod kube_env;
 use std::sync::Arc;
 use std::time::Duration;
 
-use podroute::model::{Mode, OffSubnet, Plan};
-use podroute::store::{Applied, Network, NodeReport, Settings, Snapshot};
+use podroute::api::{Mode, OffSubnet, Plan};
+use podroute::model::Settings;
+use podroute::store::{Applied, Network, NodeReport, Snapshot};
 use tokio::sync::watch;
 
 use driver::{decap, test_node, Driver, FileDriver, KubeDriver, MemoryDriver, Setup, TestNode};

@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
+use crate::api::Plan;
 use crate::engine::Outcome;
-use crate::model::Plan;
 use crate::store::{Applied, Network, NodeReport};
 
 /// Consecutive failed reconciles before the node says it cannot route.
@@ -83,15 +83,10 @@ pub fn failed(
     }
 }
 
-/// Whether a report says the node routes (what the coordinator waits for).
-pub fn is_available(report: &NodeReport) -> bool {
-    matches!(report.network, Some(Network::Available { .. }))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Mode;
+    use crate::api::Mode;
 
     fn outcome() -> Outcome {
         Outcome {
@@ -112,8 +107,8 @@ mod tests {
             report.applied.map(|a| a.to_string()),
             Some("4/vxlan".into())
         );
-        assert!(is_available(&report));
-        assert_eq!(crate::store::REASON_ROUTE_CREATED, "RouteCreated");
+        assert!(report.is_available());
+        assert_eq!(crate::api::REASON_ROUTE_CREATED, "RouteCreated");
     }
 
     #[test]
@@ -160,6 +155,6 @@ mod tests {
             bad.applied, good.applied,
             "the kernel still holds the last plan"
         );
-        assert!(!is_available(&bad));
+        assert!(!bad.is_available());
     }
 }

@@ -10,7 +10,8 @@ use ipnetwork::Ipv4Network;
 use tokio::sync::{mpsc, watch};
 
 use super::*;
-use crate::model::{Cluster, Config, Mode, Node, Plan, Settings};
+use crate::api::{Mode, Plan};
+use crate::model::{Cluster, Config, Node, Settings};
 use crate::plan::{self, simulate, Inputs, Observed, Uplink};
 use crate::store::{MemoryStore, Network};
 

@@ -7,8 +7,9 @@ use std::time::Instant;
 
 use super::scratch::{UPLINK, UPLINK_MTU};
 use super::{Sample, Settings};
+use crate::api::Mode;
 use crate::lab::netns::{run_command, Netns};
-use crate::model::{Cluster, Config, Mac, Mode};
+use crate::model::{Cluster, Config, Mac};
 use crate::{Error, Result};
 
 /// `[program, delete]`, from an empty namespace back to empty. One netlink

@@ -46,7 +46,8 @@ use self::cycle::{engine_cycle, ENGINE_PHASES};
 use self::ip_batch::{ip_batch_cycle, BatchFiles};
 use self::rss::{peak_rss_kib, reset_peak_rss};
 use self::scratch::{cluster, scratch_netns, MAX_PEERS, POD_RANGE, POD_RANGE_PREFIX};
-use crate::model::{Config, Mode};
+use crate::api::Mode;
+use crate::model::Config;
 use crate::{privilege, Error, Result};
 
 /// Targets from the issue: reported next to the results, not enforced.

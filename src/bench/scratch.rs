@@ -5,8 +5,9 @@ use std::net::Ipv4Addr;
 
 use ipnetwork::{IpNetwork, Ipv4Network};
 
+use crate::api::{Mode, Plan};
 use crate::lab::netns::{unique_name, Netns};
-use crate::model::{Cluster, Mode, Node, Plan};
+use crate::model::{Cluster, Node};
 use crate::Result;
 
 /// The local node's IP; peers follow it on the same /16.

@@ -3,8 +3,8 @@
 
 use super::output::table;
 use super::Output;
+use crate::api::Mode;
 use crate::bench::{self, kib_to_mib, BenchReport, Settings};
-use crate::model::Mode;
 use crate::{Error, Result};
 
 #[derive(Debug, clap::Args)]

@@ -2,9 +2,10 @@
 
 use std::path::PathBuf;
 
+use crate::api::{Mode, OffSubnet};
+
 use crate::model::{
-    parse_adopted_protocols, parse_pod_network, parse_route_protocol, Cluster, Config, Mode,
-    OffSubnet, RpFilter,
+    parse_adopted_protocols, parse_pod_network, parse_route_protocol, Cluster, Config, RpFilter,
 };
 use crate::Result;
 

@@ -4,7 +4,7 @@
 
 use kube::CustomResourceExt;
 
-use crate::store::crd::ClusterRouting;
+use crate::api::ClusterRouting;
 use crate::{Error, Result};
 
 #[derive(Debug, clap::Args)]

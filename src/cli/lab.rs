@@ -10,10 +10,10 @@ use std::time::Duration;
 use nix::fcntl::{Flock, FlockArg};
 
 use super::{table, Output};
+use crate::api::Mode;
 use crate::lab::netns::Netns;
 use crate::lab::report::{LabReport, RunReport};
 use crate::lab::run::{Lab, LabOptions, Progress};
-use crate::model::Mode;
 use crate::privilege;
 use crate::{Error, Result};
 

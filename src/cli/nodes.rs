@@ -9,8 +9,10 @@ use k8s_openapi::api::core::v1::Node;
 
 use super::switch::CommonArgs;
 use super::table;
-use crate::store::crd::{crd_missing, ClusterRouting, CLUSTER_ROUTING_NAME};
-use crate::store::{KubeStore, APPLIED_ANNOTATION};
+use crate::api::APPLIED_ANNOTATION;
+use crate::api::{ClusterRouting, CLUSTER_ROUTING_NAME};
+use crate::store::crd::crd_missing;
+use crate::store::KubeStore;
 use crate::{Error, Result};
 
 #[derive(Debug, clap::Args)]

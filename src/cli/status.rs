@@ -129,7 +129,7 @@ async fn guess_uplink(dp: &mut Dataplane, observed: &Observed) -> Option<Uplink>
                 .routes
                 .values()
                 .find(|r| {
-                    health::route_mode(&r.dev, &config) == crate::model::Mode::Native
+                    health::route_mode(&r.dev, &config) == crate::api::Mode::Native
                         && !r.dev.is_empty()
                 })
                 .map(|r| r.dev.clone())

@@ -12,11 +12,9 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::{table, Output};
-use crate::coordinator::StatusPhase;
-use crate::model::Mode;
-use crate::store::crd::{
-    routing_read_error, ClusterRouting, ClusterRoutingStatus, CLUSTER_ROUTING_NAME,
-};
+use crate::api::{ClusterRouting, ClusterRoutingStatus, CLUSTER_ROUTING_NAME};
+use crate::api::{Mode, Phase};
+use crate::store::crd::routing_read_error;
 use crate::store::KubeStore;
 use crate::{Error, Result};
 
@@ -85,7 +83,7 @@ pub async fn run(args: SwitchArgs) -> Result<()> {
     let target = if args.abort {
         let status = object.status.clone().unwrap_or_default();
         match (status.switch_phase, status.from) {
-            (Some(phase), Some(from)) if phase != StatusPhase::Steady => from,
+            (Some(phase), Some(from)) if phase != Phase::Steady => from,
             _ => {
                 return Err(Error::invalid(
                     "--abort",
@@ -149,7 +147,7 @@ async fn wait(
             let elapsed = started.elapsed().as_secs_f64();
             if status.observed_generation >= generation {
                 progress.show(&status, elapsed);
-                let done = status.switch_phase == Some(StatusPhase::Steady)
+                let done = status.switch_phase == Some(Phase::Steady)
                     && status.to == Some(target)
                     && status.plan.as_ref().is_some_and(|p| p.route_mode == target)
                     && status.blocked.is_empty()
@@ -397,8 +395,8 @@ mod tests {
     use clap::Parser;
 
     use super::*;
+    use crate::api::NodesStatus;
     use crate::cli::{Cli, Command};
-    use crate::store::crd::NodesStatus;
 
     fn status(phase: &str, applied: u32, waiting: &[&str]) -> ClusterRoutingStatus {
         ClusterRoutingStatus {
@@ -467,7 +465,7 @@ mod tests {
         else {
             panic!("not switch");
         };
-        assert_eq!(args.to, Some(crate::model::Mode::Native));
+        assert_eq!(args.to, Some(crate::api::Mode::Native));
         assert!(args.wait && !args.abort);
         assert!(parse(&["switch", "--abort", "--wait", "-o", "json"]).is_ok());
         assert!(parse(&["switch", "status", "-o", "json"]).is_ok());

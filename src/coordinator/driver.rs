@@ -5,7 +5,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::watch;
 
-use super::machine::{step, CoordinatorStatus, Event, Inputs, NodeFact, Spec};
+use super::machine::{step, Event, Inputs, RolloutNode, Spec};
+use crate::api::ClusterRoutingStatus;
 use crate::Result;
 
 pub(crate) trait Port {
@@ -17,13 +18,13 @@ pub(crate) trait Port {
         true
     }
     /// The spec and the nodes, read together; `None` until both are known.
-    fn read(&mut self) -> Option<(Spec, Vec<NodeFact>)>;
+    fn read(&mut self) -> Option<(Spec, Vec<RolloutNode>)>;
     /// The status to resume from on becoming leader.
-    async fn resume(&mut self) -> Result<CoordinatorStatus> {
-        Ok(CoordinatorStatus::default())
+    async fn resume(&mut self) -> Result<ClusterRoutingStatus> {
+        Ok(ClusterRoutingStatus::default())
     }
     /// Store `status` when what the port holds differs from it.
-    async fn write(&mut self, status: &CoordinatorStatus) -> Result<()>;
+    async fn write(&mut self, status: &ClusterRoutingStatus) -> Result<()>;
     async fn emit(&mut self, _event: &Event) {}
     /// What the leader tells besides the machine's events, once a pass.
     async fn announce(&mut self) {}
@@ -57,7 +58,7 @@ pub(crate) async fn run<P: Port>(
     port
 }
 
-async fn pass(port: &mut impl Port, last: &mut Option<CoordinatorStatus>) -> Result<()> {
+async fn pass(port: &mut impl Port, last: &mut Option<ClusterRoutingStatus>) -> Result<()> {
     let Some((spec, nodes)) = port.read() else {
         return Ok(());
     };

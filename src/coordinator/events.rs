@@ -10,7 +10,7 @@ use kube::api::{Api, PostParams};
 
 use super::machine::{Event, REASON_BLOCKED, REASON_SKIPPED};
 use super::metrics::CoordinatorMetrics;
-use crate::store::crd::{ClusterRouting, CLUSTER_ROUTING_NAME};
+use crate::api::{ClusterRouting, CLUSTER_ROUTING_NAME};
 use crate::store::{events as node_events, KubeStore};
 use crate::{Error, Result};
 

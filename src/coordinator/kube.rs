@@ -16,11 +16,11 @@ use tokio::sync::watch;
 use super::driver::{self, Port};
 use super::events;
 use super::lease::LeaseLock;
-use super::machine::{CoordinatorStatus, Event, NodeFact, Spec};
+use super::machine::{Event, RolloutNode, Spec};
 use super::metrics::CoordinatorMetrics;
 use super::signals::{self, add_signals, SignalsByNode};
 use super::status::{self, conditions};
-use crate::store::crd::{ClusterRouting, ClusterRoutingStatus, CLUSTER_ROUTING_NAME};
+use crate::api::{ClusterRouting, ClusterRoutingStatus, CLUSTER_ROUTING_NAME};
 use crate::store::{ClusterStore, KubeStore, Snapshot};
 use crate::{Error, Result};
 
@@ -110,7 +110,7 @@ impl Port for KubePort {
         leading
     }
 
-    fn read(&mut self) -> Option<(Spec, Vec<NodeFact>)> {
+    fn read(&mut self) -> Option<(Spec, Vec<RolloutNode>)> {
         let routing = self.routing_rx.borrow_and_update().clone()?;
         let snapshot = self.snapshots.borrow_and_update().clone()?;
         let facts = node_facts(&snapshot, &self.signals.borrow_and_update());
@@ -120,7 +120,7 @@ impl Port for KubePort {
         Some((spec, facts))
     }
 
-    async fn resume(&mut self) -> Result<CoordinatorStatus> {
+    async fn resume(&mut self) -> Result<ClusterRoutingStatus> {
         let fresh = self.routings.get(CLUSTER_ROUTING_NAME).await.map_err(|e| {
             self.metrics.api_errors.inc();
             Error::kube("reading ClusterRouting default", e)
@@ -131,18 +131,18 @@ impl Port for KubePort {
             generation = status.plan.as_ref().map(|p| p.generation),
             "resuming from the ClusterRouting status"
         );
-        let resumed = status.to_coordinator();
-        self.written = Some(status);
-        Ok(resumed)
+        self.written = Some(status.clone());
+        Ok(status)
     }
 
     /// With the Ready condition and the spec's generation, which can change
     /// without the machine's status changing.
-    async fn write(&mut self, status: &CoordinatorStatus) -> Result<()> {
+    async fn write(&mut self, status: &ClusterRoutingStatus) -> Result<()> {
         let last = self.written.clone().unwrap_or_default();
         let generation = self.routing.as_ref().and_then(|r| r.metadata.generation);
-        let conditions = conditions(status, &last.conditions, generation, Timestamp::now());
-        let next = ClusterRoutingStatus::from_coordinator(status, conditions, generation);
+        let mut next = status.clone();
+        next.conditions = conditions(status, &last.conditions, generation, Timestamp::now());
+        next.observed_generation = generation;
         if next != last {
             if let Err(e) = status::patch(&self.routings, &last, &next).await {
                 self.metrics.api_errors.inc();
@@ -168,8 +168,12 @@ impl Port for KubePort {
 }
 
 /// The machine's view of the nodes in `snapshot`.
-fn node_facts(snapshot: &Snapshot, signals: &SignalsByNode) -> Vec<NodeFact> {
-    let mut facts: Vec<NodeFact> = snapshot.nodes.iter().map(NodeFact::from_state).collect();
+fn node_facts(snapshot: &Snapshot, signals: &SignalsByNode) -> Vec<RolloutNode> {
+    let mut facts: Vec<RolloutNode> = snapshot
+        .nodes
+        .iter()
+        .map(RolloutNode::from_reported)
+        .collect();
     add_signals(&mut facts, signals);
     facts
 }
@@ -219,11 +223,11 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    use crate::coordinator::machine::{step, InFlight, Inputs, StatusPhase};
-    use crate::coordinator::signals::NodeSignals;
-    use crate::model::{Mode, Node, Plan};
-    use crate::store::crd::ClusterRoutingSpec;
-    use crate::store::{Applied, Network, NodeReport, NodeState};
+    use crate::api::{ClusterRoutingSpec, InFlight, Mode, Phase, Plan};
+    use crate::coordinator::machine::{step, Inputs};
+    use crate::coordinator::signals::UnderlaySignal;
+    use crate::model::Node;
+    use crate::store::{Applied, Network, NodeReport, ReportedNode};
 
     fn converged_on(plan: &Plan, names: &[&str]) -> Snapshot {
         let (generation, mode) = (plan.generation, plan.route_mode);
@@ -232,7 +236,7 @@ mod tests {
             applied: Some(Applied { generation, mode }),
             network: Some(Network::Available { message }),
         };
-        let nodes = names.iter().enumerate().map(|(i, name)| NodeState {
+        let nodes = names.iter().enumerate().map(|(i, name)| ReportedNode {
             node: Node::parse(
                 "node",
                 name,
@@ -250,8 +254,8 @@ mod tests {
         }
     }
 
-    fn underlay(ready: bool) -> NodeSignals {
-        NodeSignals {
+    fn underlay(ready: bool) -> UnderlaySignal {
+        UnderlaySignal {
             ready_since: None,
             underlay: Some(ready),
         }
@@ -266,12 +270,12 @@ mod tests {
         .expect("a spec");
         let spec = Spec::from_crd(&crd, true);
         let steady = Plan::steady(Mode::Vxlan, 1);
-        let status = CoordinatorStatus {
+        let status = ClusterRoutingStatus {
             plan: Some(steady.clone()),
             to: Some(Mode::Vxlan),
             phase_started_at: Some(0),
-            in_flight: InFlight::of(&steady),
-            ..CoordinatorStatus::default()
+            in_flight: Some(InFlight::of(&steady)),
+            ..ClusterRoutingStatus::default()
         };
         let snapshot = converged_on(&steady, &["a", "b", "c"]);
         // b says no; c has not been seen by the signals watch yet.
@@ -289,10 +293,10 @@ mod tests {
         let held = step_with(&signals);
         assert_eq!(held.plan, Some(steady.clone()), "no native route yet");
         assert_eq!(
-            (held.phase, held.to),
-            (StatusPhase::Steady, Some(Mode::Native))
+            (held.switch_phase, held.to),
+            (Some(Phase::Steady), Some(Mode::Native))
         );
-        assert_eq!(held.nodes.waiting, ["b", "c"]);
+        assert_eq!(held.nodes.clone().unwrap_or_default().waiting, ["b", "c"]);
         let message = conditions(&held, &[], None, Timestamp::now())[0]
             .message
             .clone();
@@ -301,7 +305,7 @@ mod tests {
         signals.insert("b".into(), underlay(true));
         signals.insert("c".into(), underlay(true));
         let moved = step_with(&signals);
-        assert_eq!(moved.phase, StatusPhase::Switch);
+        assert_eq!(moved.switch_phase, Some(Phase::Switch));
         assert_eq!(moved.plan.map(|p| p.route_mode), Some(Mode::Native));
     }
 }

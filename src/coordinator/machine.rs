@@ -57,14 +57,14 @@
 //!
 //! In scope: every node the caller lists, except NotReady nodes under policy
 //! `Skip` that have not converged and have been NotReady for `nodeTimeout`
-//! (since `NodeFact::since`, or since the plan's publication when unknown).
+//! (since `RolloutNode::since`, or since the plan's publication when unknown).
 //! Skipped nodes are named in `status.skipped` and stay skipped through the
 //! next phases until they are Ready again; they get the current plan like
 //! everyone once they return (what they route meanwhile is the risk Skip
 //! accepts). New nodes are in scope at once; deleted nodes simply are not
 //! listed. A node in scope that has not converged by the same deadline is
 //! named in `status.blocked` once `nodeTimeout` has passed after the later
-//! of the plan's publication and `NodeFact::since` (Ready nodes, and
+//! of the plan's publication and `RolloutNode::since` (Ready nodes, and
 //! NotReady ones under `Wait`):
 //! the plan stays as it is and the block clears once the node converges;
 //! nothing is rolled back by itself.
@@ -75,15 +75,15 @@
 //! "anything may be in flight": re-targets then wait for every node.
 
 use std::collections::BTreeSet;
-use std::fmt;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-use super::phases::{effect, phases, Phase, PhasePlan};
-use crate::agent::readiness::is_available;
-use crate::model::{Mode, OffSubnet, Plan};
-use crate::store::crd::{ClusterRoutingSpec, NodesStatus, NotReadyPolicy};
-use crate::store::{Applied, NodeState};
+use super::phases::{effect, phases, PhasePlan};
+use crate::api::{
+    ClusterRoutingSpec, ClusterRoutingStatus, InFlight, Mode, NodesStatus, NotReadyPolicy,
+    OffSubnet, Phase, Plan,
+};
+use crate::store::{Applied, ReportedNode};
 
 /// `rollout.nodeTimeout` when the spec leaves it out.
 pub const DEFAULT_NODE_TIMEOUT_SECS: u64 = 300;
@@ -96,7 +96,7 @@ pub struct Spec {
     pub node_timeout_secs: u64,
     pub not_ready_policy: NotReadyPolicy,
     /// Native with `offSubnet: underlay` only: also wait for the underlay
-    /// signal (`NodeFact::underlay_ready`) on every node before publishing a
+    /// signal (`RolloutNode::underlay_ready`) on every node before publishing a
     /// plan that routes native, and count a node as converged on such a plan
     /// only with it. Nodes lacking it are named in `status.nodes.waiting`.
     pub wait_for_underlay_signal: bool,
@@ -116,7 +116,7 @@ impl Spec {
     /// coordinator's option and only holds with `native.offSubnet: underlay`.
     pub fn from_crd(spec: &ClusterRoutingSpec, wait_for_underlay_signal: bool) -> Spec {
         let rollout = spec.rollout.clone().unwrap_or_default();
-        let underlay = spec.settings().off_subnet == Some(OffSubnet::Underlay);
+        let underlay = spec.native.as_ref().and_then(|n| n.off_subnet) == Some(OffSubnet::Underlay);
         Spec {
             mode: spec.mode,
             node_timeout_secs: rollout
@@ -130,7 +130,7 @@ impl Spec {
 
 /// One node as the coordinator sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NodeFact {
+pub struct RolloutNode {
     pub name: String,
     /// The kubelet's Ready condition.
     pub ready: bool,
@@ -149,53 +149,17 @@ pub struct NodeFact {
     pub underlay_ready: Option<bool>,
 }
 
-impl NodeFact {
-    pub fn from_state(state: &NodeState) -> NodeFact {
-        NodeFact {
+impl RolloutNode {
+    pub fn from_reported(state: &ReportedNode) -> RolloutNode {
+        RolloutNode {
             name: state.node.name.clone(),
             ready: state.ready,
             since: None,
             applied: state.report.applied,
-            available: is_available(&state.report),
+            available: state.report.is_available(),
             underlay_ready: None,
         }
     }
-}
-
-/// The phase written to `status.phase`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub enum StatusPhase {
-    #[default]
-    Steady,
-    Prepare,
-    Switch,
-    Finalize,
-}
-
-impl From<Phase> for StatusPhase {
-    fn from(phase: Phase) -> Self {
-        match phase {
-            Phase::Prepare => StatusPhase::Prepare,
-            Phase::Switch | Phase::Naive => StatusPhase::Switch,
-            Phase::Finalize => StatusPhase::Finalize,
-        }
-    }
-}
-
-impl fmt::Display for StatusPhase {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self, f)
-    }
-}
-
-/// What the plans nodes may still hold amount to (see the module doc).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct InFlight {
-    /// Route modes some node may still use.
-    pub routes: BTreeSet<Mode>,
-    /// Modes every node can receive.
-    pub receive: BTreeSet<Mode>,
 }
 
 /// Modes a node holding `plan` can receive: its tunnels, and native (plain
@@ -206,6 +170,7 @@ pub fn receivable(plan: &Plan) -> BTreeSet<Mode> {
     out
 }
 
+/// The rules of `status.inFlight` (the field is wire data, in `api`).
 impl InFlight {
     pub fn of(plan: &Plan) -> InFlight {
         InFlight {
@@ -234,48 +199,6 @@ impl InFlight {
     }
 }
 
-/// What the coordinator writes (and reads back after a restart).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct CoordinatorStatus {
-    #[serde(default)]
-    pub phase: StatusPhase,
-    /// The plan every agent follows; `None` before the first step.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub plan: Option<Plan>,
-    /// The mode the switch in progress comes from; `None` when Steady.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub from: Option<Mode>,
-    /// The mode the cluster is heading to (the steady mode when Steady).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub to: Option<Mode>,
-    /// Unix seconds when `plan` was published: node deadlines count from it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub phase_started_at: Option<u64>,
-    #[serde(default)]
-    pub in_flight: InFlight,
-    #[serde(default)]
-    pub nodes: NodesStatus,
-    /// NotReady nodes left out of scope (policy Skip, past nodeTimeout).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub skipped: Vec<String>,
-    /// Nodes in scope past nodeTimeout without converging: the status is
-    /// Blocked on them.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub blocked: Vec<String>,
-}
-
-impl CoordinatorStatus {
-    /// What the printer column shows: the phase, or `Blocked`.
-    pub fn phase_name(&self) -> String {
-        if self.blocked.is_empty() {
-            self.phase.to_string()
-        } else {
-            "Blocked".into()
-        }
-    }
-}
-
 /// An event for the ClusterRouting object.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Event {
@@ -298,24 +221,24 @@ fn event(reason: &'static str, message: String) -> Event {
 #[derive(Debug, Clone, Copy)]
 pub struct Inputs<'a> {
     pub spec: &'a Spec,
-    pub status: &'a CoordinatorStatus,
-    pub nodes: &'a [NodeFact],
+    pub status: &'a ClusterRoutingStatus,
+    pub nodes: &'a [RolloutNode],
     /// Unix seconds.
     pub now: u64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Decision {
-    pub status: CoordinatorStatus,
+    pub status: ClusterRoutingStatus,
     pub events: Vec<Event>,
 }
 
 /// The way from the plan in force to the target.
-struct Route {
+struct Way {
     from: Option<Mode>,
     to: Mode,
     /// The current plan's phase on this way.
-    label: StatusPhase,
+    label: Phase,
     remaining: Vec<PhasePlan>,
 }
 
@@ -323,13 +246,13 @@ fn is_steady_like(plan: &Plan) -> bool {
     effect(plan) == effect(&Plan::steady(plan.route_mode, 0))
 }
 
-fn route(current: &Plan, target: Mode) -> Route {
+fn way_to(current: &Plan, target: Mode) -> Way {
     let r = current.route_mode;
     if is_steady_like(current) {
-        return Route {
+        return Way {
             from: (target != r).then_some(r),
             to: target,
-            label: StatusPhase::Steady,
+            label: Phase::Steady,
             remaining: phases(r, target, current.generation),
         };
     }
@@ -342,10 +265,10 @@ fn route(current: &Plan, target: Mode) -> Route {
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
-    let settle = |from| Route {
+    let settle = |from| Way {
         from,
         to: r,
-        label: StatusPhase::Switch,
+        label: Phase::Switch,
         remaining: vec![PhasePlan {
             phase: Phase::Finalize,
             plan: Plan::steady(r, current.generation + 1),
@@ -358,10 +281,10 @@ fn route(current: &Plan, target: Mode) -> Route {
     let (from, to) = if target == o { (r, o) } else { (o, r) };
     let all = phases(from, to, current.generation);
     match all.iter().position(|p| effect(&p.plan) == effect(current)) {
-        Some(i) => Route {
+        Some(i) => Way {
             from: Some(from),
             to,
-            label: all[i].phase.into(),
+            label: all[i].phase,
             remaining: all[i + 1..]
                 .iter()
                 .enumerate()
@@ -405,11 +328,11 @@ fn survey(
     plan: &Plan,
     next: Option<&Plan>,
     published_at: u64,
-    nodes: &[NodeFact],
+    nodes: &[RolloutNode],
     now: u64,
     skipped_before: &[String],
 ) -> Survey {
-    let mut sorted: Vec<&NodeFact> = nodes.iter().collect();
+    let mut sorted: Vec<&RolloutNode> = nodes.iter().collect();
     sorted.sort_by(|a, b| a.name.cmp(&b.name));
     let plan_needs_underlay = needs_underlay(spec, plan);
     let next_needs_underlay = next.is_some_and(|next| needs_underlay(spec, next));
@@ -488,6 +411,8 @@ pub fn step(inputs: &Inputs) -> Decision {
     } = *inputs;
     let mut events = Vec::new();
     let mut status = old.clone();
+    let mut phase = old.current_phase();
+    let mut in_flight = old.in_flight.clone().unwrap_or_default();
     let mut skipped_before = Vec::new();
 
     match old.plan.clone() {
@@ -503,19 +428,18 @@ pub fn step(inputs: &Inputs) -> Decision {
                 REASON_PUBLISHED,
                 format!("Steady {}: {}", spec.mode, describe(&plan)),
             ));
-            status = CoordinatorStatus {
-                phase: StatusPhase::Steady,
-                in_flight: InFlight::of(&plan),
+            phase = Phase::Steady;
+            in_flight = InFlight::of(&plan);
+            status = ClusterRoutingStatus {
                 plan: Some(plan),
-                from: None,
                 to: Some(spec.mode),
                 phase_started_at: Some(now),
-                ..CoordinatorStatus::default()
+                ..ClusterRoutingStatus::default()
             };
         }
         Some(current) => {
             let published_at = old.phase_started_at.unwrap_or(now);
-            let way = route(&current, spec.mode);
+            let way = way_to(&current, spec.mode);
             let next = way.remaining.first();
             let here = survey(
                 spec,
@@ -528,15 +452,15 @@ pub fn step(inputs: &Inputs) -> Decision {
             );
             skipped_before = here.skipped.clone();
             if here.all_applied {
-                status.in_flight = InFlight::of(&current);
-            } else if status.in_flight.routes.is_empty() {
-                status.in_flight = InFlight::unknown();
+                in_flight = InFlight::of(&current);
+            } else if in_flight.routes.is_empty() {
+                in_flight = InFlight::unknown();
             }
             let underlay_ok = |plan: &Plan| !needs_underlay(spec, plan) || here.all_underlay;
             let mut publish = None;
             if old.to != Some(way.to) {
-                let aborted = matches!(old.phase, StatusPhase::Prepare | StatusPhase::Switch)
-                    && old.from == Some(way.to);
+                let aborted =
+                    matches!(phase, Phase::Prepare | Phase::Switch) && old.from == Some(way.to);
                 events.push(event(
                     if aborted {
                         REASON_ABORTED
@@ -546,28 +470,26 @@ pub fn step(inputs: &Inputs) -> Decision {
                     format!(
                         "{} at {} ({}): now heading {}",
                         direction(old.from, old.to),
-                        old.phase,
+                        phase,
                         describe(&current),
                         direction(way.from, Some(way.to)),
                     ),
                 ));
-                status.phase = way.label;
+                phase = way.label;
                 status.from = way.from;
                 status.to = Some(way.to);
                 if let Some(next) = next {
-                    if status.in_flight.admits(&next.plan) && underlay_ok(&next.plan) {
+                    if in_flight.admits(&next.plan) && underlay_ok(&next.plan) {
                         publish = Some(next.clone());
                     }
                 }
             } else if here.waiting.is_empty() {
                 match next {
-                    Some(next)
-                        if status.in_flight.admits(&next.plan) && underlay_ok(&next.plan) =>
-                    {
+                    Some(next) if in_flight.admits(&next.plan) && underlay_ok(&next.plan) => {
                         publish = Some(next.clone());
                     }
                     Some(_) => {}
-                    None if status.phase != StatusPhase::Steady => {
+                    None if phase != Phase::Steady => {
                         events.push(event(
                             REASON_COMPLETED,
                             format!(
@@ -576,23 +498,23 @@ pub fn step(inputs: &Inputs) -> Decision {
                                 describe(&current)
                             ),
                         ));
-                        status.phase = StatusPhase::Steady;
+                        phase = Phase::Steady;
                         status.from = None;
                     }
                     None => {}
                 }
             }
             if let Some(next) = publish {
-                status.phase = next.phase.into();
+                phase = next.phase;
                 status.from = way.from;
                 status.to = Some(way.to);
                 status.phase_started_at = Some(now);
-                status.in_flight.add(&next.plan);
+                in_flight.add(&next.plan);
                 events.push(event(
                     REASON_PUBLISHED,
                     format!(
                         "{} {}: {}",
-                        status.phase,
+                        phase,
                         direction(way.from, Some(way.to)),
                         describe(&next.plan)
                     ),
@@ -603,7 +525,7 @@ pub fn step(inputs: &Inputs) -> Decision {
     }
 
     let plan = status.plan.clone().expect("a plan is in force");
-    let next = route(&plan, spec.mode).remaining.into_iter().next();
+    let next = way_to(&plan, spec.mode).remaining.into_iter().next();
     let there = survey(
         spec,
         &plan,
@@ -614,7 +536,7 @@ pub fn step(inputs: &Inputs) -> Decision {
         &skipped_before,
     );
     if there.all_applied {
-        status.in_flight = InFlight::of(&plan);
+        in_flight = InFlight::of(&plan);
     }
     for name in &there.skipped {
         if !old.skipped.contains(name) {
@@ -642,7 +564,7 @@ pub fn step(inputs: &Inputs) -> Decision {
                 format!(
                     "{} at {}: {} did not converge on generation {} within {}s",
                     direction(status.from, status.to),
-                    status.phase,
+                    phase,
                     there.blocked.join(", "),
                     plan.generation,
                     spec.node_timeout_secs
@@ -650,12 +572,15 @@ pub fn step(inputs: &Inputs) -> Decision {
             ));
         }
     }
-    status.nodes = NodesStatus {
+    status.nodes = Some(NodesStatus {
         total: there.total,
         applied: there.applied,
         waiting: there.waiting,
-    };
+    });
     status.skipped = there.skipped;
     status.blocked = there.blocked;
+    status.switch_phase = Some(phase);
+    status.in_flight = Some(in_flight);
+    status.phase = Some(status.phase_name());
     Decision { status, events }
 }

@@ -8,12 +8,11 @@ use std::collections::BTreeSet;
 use proptest::prelude::*;
 
 use super::machine::*;
-use crate::model::{Mode, Plan};
-use crate::store::crd::NotReadyPolicy;
+use crate::api::{ClusterRoutingStatus, InFlight, Mode, NodesStatus, NotReadyPolicy, Phase, Plan};
 use crate::store::Applied;
 
 use Mode::{Ipip, Native, Vxlan};
-use StatusPhase::{Finalize, Prepare, Steady, Switch};
+use Phase::{Finalize, Prepare, Steady, Switch};
 
 #[derive(Clone, Debug)]
 struct FakeNode {
@@ -27,11 +26,11 @@ struct FakeNode {
 
 struct Cluster {
     spec: Spec,
-    status: CoordinatorStatus,
+    status: ClusterRoutingStatus,
     nodes: Vec<FakeNode>,
     now: u64,
     /// Every plan published, in order, with its phase.
-    published: Vec<(StatusPhase, Plan)>,
+    published: Vec<(Phase, Plan)>,
     events: Vec<Event>,
     next_id: usize,
 }
@@ -41,7 +40,7 @@ impl Cluster {
     fn steady(mode: Mode, n: usize) -> Cluster {
         let mut c = Cluster {
             spec: Spec::new(mode),
-            status: CoordinatorStatus::default(),
+            status: ClusterRoutingStatus::default(),
             nodes: Vec::new(),
             now: 1_000,
             published: Vec::new(),
@@ -54,9 +53,9 @@ impl Cluster {
         c.step();
         c.apply_all();
         c.step();
-        assert_eq!(c.status.phase, Steady);
+        assert_eq!(c.phase(), Steady);
         assert_eq!(c.plan(), Plan::steady(mode, 1));
-        assert!(c.status.nodes.waiting.is_empty());
+        assert!(c.nodes().waiting.is_empty());
         c.published.clear();
         c.events.clear();
         c
@@ -80,14 +79,22 @@ impl Cluster {
         self.nodes.iter_mut().find(|n| n.name == name).unwrap()
     }
 
+    fn phase(&self) -> Phase {
+        self.status.switch_phase.expect("a phase")
+    }
+
+    fn nodes(&self) -> NodesStatus {
+        self.status.nodes.clone().unwrap_or_default()
+    }
+
     fn plan(&self) -> Plan {
         self.status.plan.clone().expect("plan")
     }
 
-    fn facts(&self) -> Vec<NodeFact> {
+    fn facts(&self) -> Vec<RolloutNode> {
         self.nodes
             .iter()
-            .map(|n| NodeFact {
+            .map(|n| RolloutNode {
                 name: n.name.clone(),
                 ready: n.ready,
                 since: n.since,
@@ -104,7 +111,7 @@ impl Cluster {
     fn step(&mut self) -> Vec<Event> {
         // A restart at every step: only what the status says survives.
         let json = serde_json::to_string(&self.status).unwrap();
-        let status: CoordinatorStatus = serde_json::from_str(&json).unwrap();
+        let status: ClusterRoutingStatus = serde_json::from_str(&json).unwrap();
         assert_eq!(status, self.status, "status survives a round trip");
         let facts = self.facts();
         let decision = step(&Inputs {
@@ -120,7 +127,7 @@ impl Cluster {
             if let Some(before) = before {
                 assert_eq!(plan.generation, before.generation + 1, "one generation up");
             }
-            self.published.push((self.status.phase, plan));
+            self.published.push((self.phase(), plan));
         }
         self.assert_safe();
         // Stepping again with nothing changed writes nothing.
@@ -192,7 +199,7 @@ impl Cluster {
     }
 
     fn converged(&self) -> bool {
-        self.status.phase == Steady
+        self.phase() == Steady
             && self.status.to == Some(self.spec.mode)
             && self.plan().route_mode == self.spec.mode
             && self
@@ -217,7 +224,7 @@ impl Cluster {
             // A re-target (a settle then the switch on) may publish at once.
             if lagging && self.status.to == to {
                 assert_eq!(self.plan().generation, generation, "advanced too early");
-                assert!(!self.status.nodes.waiting.is_empty());
+                assert!(!self.nodes().waiting.is_empty());
             }
             self.apply_all();
         }
@@ -225,7 +232,7 @@ impl Cluster {
     }
 
     /// The published plans as (phase, route, decap), generations checked.
-    fn published_since(&self, generation: u64) -> Vec<(StatusPhase, Mode, Vec<Mode>)> {
+    fn published_since(&self, generation: u64) -> Vec<(Phase, Mode, Vec<Mode>)> {
         self.published
             .iter()
             .filter(|(_, p)| p.generation > generation)
@@ -242,7 +249,7 @@ impl Cluster {
     }
 }
 
-type Seq = Vec<(StatusPhase, Mode, Vec<Mode>)>;
+type Seq = Vec<(Phase, Mode, Vec<Mode>)>;
 
 fn forward(a: Mode, b: Mode) -> Seq {
     match (a, b) {
@@ -280,16 +287,16 @@ fn fresh_cluster_publishes_steady_generation_one_once() {
     c.join();
     c.step();
     assert_eq!(c.plan(), Plan::steady(Vxlan, 1));
-    assert_eq!(c.status.nodes.waiting, ["node-1"]);
+    assert_eq!(c.nodes().waiting, ["node-1"]);
     c.apply_all();
     c.step();
     assert!(c.published.is_empty());
-    assert_eq!(c.status.nodes.applied, 1);
+    assert_eq!(c.nodes().applied, 1);
 }
 
 #[test]
 fn fresh_status_publishes_above_any_reported_generation() {
-    let facts = [NodeFact {
+    let facts = [RolloutNode {
         name: "n".into(),
         ready: true,
         since: None,
@@ -302,12 +309,12 @@ fn fresh_status_publishes_above_any_reported_generation() {
     }];
     let d = step(&Inputs {
         spec: &Spec::new(Native),
-        status: &CoordinatorStatus::default(),
+        status: &ClusterRoutingStatus::default(),
         nodes: &facts,
         now: 5,
     });
     assert_eq!(d.status.plan, Some(Plan::steady(Native, 8)));
-    assert_eq!(d.status.phase, Steady);
+    assert_eq!(d.status.switch_phase, Some(Steady));
     assert_eq!(d.status.phase_started_at, Some(5));
     assert_eq!(d.events.len(), 1);
 }
@@ -335,12 +342,12 @@ fn every_pair_switches_through_the_expected_plans() {
 
 /// Switch `a -> b` until `phase` is published, let half the nodes apply it,
 /// then set the spec back to `a`. Returns the generation aborted at.
-fn abort_at(c: &mut Cluster, b: Mode, phase: StatusPhase) -> u64 {
+fn abort_at(c: &mut Cluster, b: Mode, phase: Phase) -> u64 {
     let a = c.spec.mode;
     c.spec.mode = b;
     for _ in 0..5 {
         c.step();
-        if c.status.phase == phase {
+        if c.phase() == phase {
             c.apply_half();
             c.spec.mode = a;
             return c.plan().generation;
@@ -443,17 +450,17 @@ fn waiting_names_unapplied_and_unavailable_nodes() {
     let mut c = Cluster::steady(Ipip, 3);
     c.spec.mode = Vxlan;
     c.step();
-    assert_eq!(c.status.phase, Prepare);
-    assert_eq!(c.status.nodes.waiting, ["node-1", "node-2", "node-3"]);
+    assert_eq!(c.phase(), Prepare);
+    assert_eq!(c.nodes().waiting, ["node-1", "node-2", "node-3"]);
     c.apply_all();
     c.node("node-2").available = false;
     c.step();
-    assert_eq!(c.status.phase, Prepare, "node-2 is not available");
-    assert_eq!(c.status.nodes.waiting, ["node-2"]);
-    assert_eq!((c.status.nodes.total, c.status.nodes.applied), (3, 3));
+    assert_eq!(c.phase(), Prepare, "node-2 is not available");
+    assert_eq!(c.nodes().waiting, ["node-2"]);
+    assert_eq!((c.nodes().total, c.nodes().applied), (3, 3));
     c.node("node-2").available = true;
     c.step();
-    assert_eq!(c.status.phase, Switch);
+    assert_eq!(c.phase(), Switch);
 }
 
 #[test]
@@ -478,7 +485,7 @@ fn a_ready_node_that_does_not_converge_blocks_then_unblocks_by_itself() {
     c.step();
     assert!(c.status.blocked.is_empty());
     assert!(c.reasons().contains(&REASON_UNBLOCKED));
-    assert_eq!(c.status.phase, Switch);
+    assert_eq!(c.phase(), Switch);
 }
 
 #[test]
@@ -491,13 +498,13 @@ fn not_ready_nodes_wait_by_default() {
     c.apply("node-2");
     c.now += 10 * DEFAULT_NODE_TIMEOUT_SECS;
     c.step();
-    assert_eq!(c.status.phase, Prepare);
+    assert_eq!(c.phase(), Prepare);
     assert_eq!(c.status.blocked, ["node-3"]);
     assert!(c.status.skipped.is_empty());
     c.node("node-3").ready = true;
     c.apply("node-3");
     c.step();
-    assert_eq!(c.status.phase, Switch);
+    assert_eq!(c.phase(), Switch);
 }
 
 #[test]
@@ -512,18 +519,18 @@ fn not_ready_nodes_are_skipped_after_the_timeout_under_skip() {
     c.apply("node-2");
     c.now += 59;
     c.step();
-    assert_eq!(c.status.nodes.waiting, ["node-3"]);
-    assert_eq!(c.status.phase, Prepare);
+    assert_eq!(c.nodes().waiting, ["node-3"]);
+    assert_eq!(c.phase(), Prepare);
     // It just went NotReady: its own clock starts then.
     c.node("node-3").since = Some(c.now);
     c.now += 1;
     c.step();
-    assert_eq!(c.status.phase, Prepare);
+    assert_eq!(c.phase(), Prepare);
     c.now += 60;
     c.step();
-    assert_eq!(c.status.phase, Switch);
+    assert_eq!(c.phase(), Switch);
     assert_eq!(c.status.skipped, ["node-3"]);
-    assert_eq!(c.status.nodes.total, 2);
+    assert_eq!(c.nodes().total, 2);
     assert!(c.reasons().contains(&REASON_SKIPPED));
     // Back: its agent applies the current plan, it is in scope again.
     // (Until its agent runs it may still route ipip only: the risk Skip takes.)
@@ -531,7 +538,7 @@ fn not_ready_nodes_are_skipped_after_the_timeout_under_skip() {
     c.node("node-3").ready = true;
     c.step();
     assert!(c.status.skipped.is_empty());
-    assert_eq!(c.status.nodes.total, 3);
+    assert_eq!(c.nodes().total, 3);
     c.run();
     assert_eq!(c.plan().route_mode, Vxlan);
 }
@@ -544,20 +551,20 @@ fn new_nodes_join_the_current_plan_and_deleted_nodes_leave() {
     c.apply_all();
     let joined = c.join();
     c.step();
-    assert_eq!(c.status.phase, Prepare, "the new node is in scope");
-    assert_eq!(c.status.nodes.waiting, std::slice::from_ref(&joined));
+    assert_eq!(c.phase(), Prepare, "the new node is in scope");
+    assert_eq!(c.nodes().waiting, std::slice::from_ref(&joined));
     c.apply(&joined);
     c.step();
-    assert_eq!(c.status.phase, Switch);
+    assert_eq!(c.phase(), Switch);
     // node-1 never applies Switch; deleting it lets the rest go on.
     c.apply("node-2");
     c.apply(&joined);
     c.step();
-    assert_eq!(c.status.phase, Switch);
+    assert_eq!(c.phase(), Switch);
     c.nodes.retain(|n| n.name != "node-1");
     c.step();
-    assert_eq!(c.status.phase, Finalize);
-    assert_eq!(c.status.nodes.total, 2);
+    assert_eq!(c.phase(), Finalize);
+    assert_eq!(c.nodes().total, 2);
 }
 
 #[test]
@@ -566,23 +573,23 @@ fn underlay_signal_gates_plans_that_route_native() {
     c.spec.wait_for_underlay_signal = true;
     c.spec.mode = Native;
     c.step();
-    assert_eq!(c.status.phase, Steady, "no cloud signal yet");
+    assert_eq!(c.phase(), Steady, "no cloud signal yet");
     assert_eq!(c.status.to, Some(Native));
-    assert_eq!(c.status.nodes.waiting, ["node-1", "node-2"]);
+    assert_eq!(c.nodes().waiting, ["node-1", "node-2"]);
     c.node("node-1").underlay = Some(true);
     c.now += 10 * DEFAULT_NODE_TIMEOUT_SECS;
     c.step();
     assert_eq!(c.plan().route_mode, Vxlan);
-    assert_eq!(c.status.nodes.waiting, ["node-2"], "named while held back");
+    assert_eq!(c.nodes().waiting, ["node-2"], "named while held back");
     assert!(c.status.blocked.is_empty(), "not late on a plan it holds");
     c.node("node-2").underlay = Some(true);
     c.step();
-    assert_eq!(c.status.phase, Switch);
+    assert_eq!(c.phase(), Switch);
     c.apply_all();
     c.node("node-2").underlay = Some(false);
     c.step();
-    assert_eq!(c.status.phase, Switch);
-    assert_eq!(c.status.nodes.waiting, ["node-2"]);
+    assert_eq!(c.phase(), Switch);
+    assert_eq!(c.nodes().waiting, ["node-2"]);
     c.node("node-2").underlay = Some(true);
     c.run();
     assert_eq!(c.plan(), Plan::steady(Native, 3));
@@ -590,7 +597,7 @@ fn underlay_signal_gates_plans_that_route_native() {
 
 #[test]
 fn spec_from_crd_reads_rollout_and_underlay() {
-    let crd: crate::store::crd::ClusterRoutingSpec = serde_json::from_value(serde_json::json!({
+    let crd: crate::api::ClusterRoutingSpec = serde_json::from_value(serde_json::json!({
         "mode": "native",
         "native": {"offSubnet": "underlay"},
         "rollout": {"nodeTimeout": "2m", "notReadyPolicy": "Skip"},
@@ -600,7 +607,7 @@ fn spec_from_crd_reads_rollout_and_underlay() {
     assert_eq!(spec.node_timeout_secs, 120);
     assert_eq!(spec.not_ready_policy, NotReadyPolicy::Skip);
     assert!(spec.wait_for_underlay_signal);
-    let encap: crate::store::crd::ClusterRoutingSpec =
+    let encap: crate::api::ClusterRoutingSpec =
         serde_json::from_value(serde_json::json!({"mode": "native"})).unwrap();
     let spec = Spec::from_crd(&encap, true);
     assert!(!spec.wait_for_underlay_signal);
@@ -618,18 +625,18 @@ fn a_status_without_in_flight_waits_for_every_node_before_re_targeting() {
     c.apply_all();
     c.step();
     c.apply("node-1");
-    assert_eq!(c.status.phase, Switch);
+    assert_eq!(c.phase(), Switch);
     // An older coordinator wrote no inFlight.
-    c.status.in_flight = InFlight::default();
+    c.status.in_flight = Some(InFlight::default());
     c.spec.mode = Vxlan;
     c.step();
-    assert_eq!(c.status.phase, Prepare, "relabelled, nothing published");
-    assert_eq!(c.status.in_flight, InFlight::unknown());
+    assert_eq!(c.phase(), Prepare, "relabelled, nothing published");
+    assert_eq!(c.status.in_flight, Some(InFlight::unknown()));
     let generation = c.plan().generation;
     c.apply_all();
     c.step();
     assert_eq!(c.plan().generation, generation + 1);
-    assert_eq!(c.status.phase, Switch);
+    assert_eq!(c.phase(), Switch);
 }
 
 #[test]

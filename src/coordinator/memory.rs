@@ -8,8 +8,9 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::driver::{self, Port};
-use super::machine::{CoordinatorStatus, NodeFact, Spec};
-use crate::model::Mode;
+use super::machine::{RolloutNode, Spec};
+use crate::api::ClusterRoutingStatus;
+use crate::api::Mode;
 use crate::store::{ClusterStore, MemoryStore, Snapshot};
 use crate::{Error, Result};
 
@@ -17,7 +18,7 @@ const TICK: Duration = Duration::from_millis(200);
 
 pub struct LocalCoordinator {
     spec: watch::Sender<Mode>,
-    status: watch::Receiver<CoordinatorStatus>,
+    status: watch::Receiver<ClusterRoutingStatus>,
     stop: watch::Sender<bool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -25,7 +26,7 @@ pub struct LocalCoordinator {
 impl LocalCoordinator {
     pub fn spawn(store: Arc<MemoryStore>, mode: Mode) -> Result<LocalCoordinator> {
         let (spec, spec_rx) = watch::channel(mode);
-        let (status_tx, status) = watch::channel(CoordinatorStatus::default());
+        let (status_tx, status) = watch::channel(ClusterRoutingStatus::default());
         let (stop, stop_rx) = watch::channel(false);
         let port = MemoryPort {
             snapshots: store.subscribe(),
@@ -58,7 +59,7 @@ impl LocalCoordinator {
         self.spec.send_replace(mode);
     }
 
-    pub fn status(&self) -> CoordinatorStatus {
+    pub fn status(&self) -> ClusterRoutingStatus {
         self.status.borrow().clone()
     }
 }
@@ -76,7 +77,7 @@ struct MemoryPort {
     store: Arc<MemoryStore>,
     snapshots: watch::Receiver<Option<Arc<Snapshot>>>,
     spec: watch::Receiver<Mode>,
-    status: watch::Sender<CoordinatorStatus>,
+    status: watch::Sender<ClusterRoutingStatus>,
 }
 
 impl Port for MemoryPort {
@@ -87,14 +88,18 @@ impl Port for MemoryPort {
         }
     }
 
-    fn read(&mut self) -> Option<(Spec, Vec<NodeFact>)> {
+    fn read(&mut self) -> Option<(Spec, Vec<RolloutNode>)> {
         let snapshot = self.snapshots.borrow_and_update().clone()?;
-        let facts = snapshot.nodes.iter().map(NodeFact::from_state).collect();
+        let facts = snapshot
+            .nodes
+            .iter()
+            .map(RolloutNode::from_reported)
+            .collect();
         // No cloud here: never waits for an underlay signal.
         Some((Spec::new(*self.spec.borrow_and_update()), facts))
     }
 
-    async fn write(&mut self, status: &CoordinatorStatus) -> Result<()> {
+    async fn write(&mut self, status: &ClusterRoutingStatus) -> Result<()> {
         let published = self.status.borrow().clone();
         if *status != published {
             if status.plan != published.plan {

@@ -6,8 +6,8 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+use crate::api::ClusterRoutingStatus;
 use crate::http::{encode_registry, Endpoints};
-use crate::store::crd::ClusterRoutingStatus;
 
 pub struct CoordinatorMetrics {
     registry: Registry,

@@ -1,7 +1,7 @@
-//! The cluster-wide switch between modes: the pure phase plan (`phases`,
-//! `naive`, used by the lab), the coordinator's pure state machine
-//! (`machine::step`; see its module doc for the exact plan sequences) and the
-//! one loop that steps it (`driver`) over Kubernetes (`kube`) or memory (`memory`).
+//! The cluster-wide switch between modes: the pure phase plan (`phases`), the
+//! coordinator's pure state machine (`machine::step`; see its module doc for
+//! the exact plan sequences) and the one loop that steps it (`driver`) over
+//! Kubernetes (`kube`) or memory (`memory`).
 
 mod driver;
 mod events;
@@ -17,5 +17,5 @@ mod status;
 #[cfg(test)]
 mod machine_tests;
 
-pub use machine::{step, CoordinatorStatus, Decision, Event, Inputs, NodeFact, Spec, StatusPhase};
-pub use phases::{naive, phases, Phase, PhasePlan};
+pub use machine::{step, Decision, Event, Inputs, RolloutNode, Spec};
+pub use phases::{phases, PhasePlan};

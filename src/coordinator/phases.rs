@@ -7,34 +7,10 @@
 //! A phase that would not change what any node holds is skipped.
 
 use std::collections::BTreeSet;
-use std::fmt;
 
-use serde::Serialize;
+use crate::api::{Mode, Phase, Plan};
 
-use crate::model::{Mode, Plan};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Phase {
-    Prepare,
-    Switch,
-    Finalize,
-    /// Straight to B on every node, as an uncoordinated DaemonSet roll does.
-    Naive,
-}
-
-impl fmt::Display for Phase {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Phase::Prepare => "prepare",
-            Phase::Switch => "switch",
-            Phase::Finalize => "finalize",
-            Phase::Naive => "naive",
-        })
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PhasePlan {
     pub phase: Phase,
     pub plan: Plan,
@@ -69,14 +45,6 @@ pub fn phases(from: Mode, to: Mode, generation: u64) -> Vec<PhasePlan> {
         out.push(PhasePlan { phase, plan });
     }
     out
-}
-
-/// The naive rollout the lab compares against: one step, straight to B.
-pub fn naive(to: Mode, generation: u64) -> Vec<PhasePlan> {
-    vec![PhasePlan {
-        phase: Phase::Naive,
-        plan: Plan::steady(to, generation + 1),
-    }]
 }
 
 fn to_plan(route_mode: Mode, decap: BTreeSet<Mode>) -> Plan {

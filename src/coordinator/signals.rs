@@ -1,6 +1,6 @@
 //! What the coordinator reads of Nodes besides the store's snapshot: when
-//! each node's Ready condition last flipped (`NodeFact::since`), and the
-//! underlay signal (`NodeFact::underlay_ready`): a Node condition, named by
+//! each node's Ready condition last flipped (`RolloutNode::since`), and the
+//! underlay signal (`RolloutNode::underlay_ready`): a Node condition, named by
 //! `--underlay-signal-condition`, that a cloud-specific controller sets True
 //! once the node's routes are in the underlay.
 //!
@@ -13,7 +13,6 @@
 //! It has its own watch so that the store's snapshots, which every agent
 //! wakes on, do not change with these fields.
 
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
@@ -23,16 +22,13 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::Api;
 use kube::runtime::watcher::{self, watcher};
 use kube::runtime::WatchStreamExt;
-use kube::Resource;
 use serde::Deserialize;
 use tokio::sync::watch;
 
-use super::machine::NodeFact;
-use crate::store::NODE_PAGE_SIZE;
+use super::machine::RolloutNode;
+use crate::api::NETWORK_UNAVAILABLE;
+use crate::store::{resource_view, NODE_PAGE_SIZE};
 use crate::{Error, Result};
-
-/// The condition podroute writes itself: never an underlay signal.
-const NETWORK_UNAVAILABLE: &str = "NetworkUnavailable";
 
 /// The watched condition type. A view is parsed by serde without context,
 /// so this is process-wide, set once by [`watch_underlay_signal`].
@@ -63,19 +59,19 @@ pub fn watch_underlay_signal(type_: &str) -> Result<()> {
 
 /// What one Node says beyond its snapshot entry.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct NodeSignals {
+pub struct UnderlaySignal {
     /// Unix seconds of the Ready condition's lastTransitionTime.
     pub ready_since: Option<u64>,
     /// The watched condition is True; `None` when none is watched.
     pub underlay: Option<bool>,
 }
 
-/// A Node, projected to its [`NodeSignals`] while it is parsed.
+/// A Node, projected to its [`UnderlaySignal`] while it is parsed.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(from = "RawNode")]
 pub struct SignalsView {
     metadata: ObjectMeta,
-    pub signals: NodeSignals,
+    pub signals: UnderlaySignal,
 }
 
 impl SignalsView {
@@ -84,29 +80,7 @@ impl SignalsView {
     }
 }
 
-impl Resource for SignalsView {
-    type DynamicType = ();
-    type Scope = <k8s_openapi::api::core::v1::Node as Resource>::Scope;
-
-    fn kind(_: &()) -> Cow<'_, str> {
-        <k8s_openapi::api::core::v1::Node as Resource>::kind(&())
-    }
-    fn group(_: &()) -> Cow<'_, str> {
-        <k8s_openapi::api::core::v1::Node as Resource>::group(&())
-    }
-    fn version(_: &()) -> Cow<'_, str> {
-        <k8s_openapi::api::core::v1::Node as Resource>::version(&())
-    }
-    fn plural(_: &()) -> Cow<'_, str> {
-        <k8s_openapi::api::core::v1::Node as Resource>::plural(&())
-    }
-    fn meta(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-    fn meta_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
-    }
-}
+resource_view!(SignalsView, k8s_openapi::api::core::v1::Node);
 
 #[derive(Deserialize, Default)]
 #[serde(default)]
@@ -148,7 +122,7 @@ impl SignalsView {
     fn project(raw: RawNode, underlay_condition: Option<&str>) -> SignalsView {
         let conditions = &raw.status.conditions;
         let find = |type_: &str| conditions.iter().find(|c| c.type_ == type_);
-        let signals = NodeSignals {
+        let signals = UnderlaySignal {
             ready_since: find("Ready")
                 .and_then(|c| c.last_transition_time.as_deref())
                 .and_then(unix_seconds),
@@ -173,11 +147,11 @@ fn unix_seconds(time: &str) -> Option<u64> {
 }
 
 /// Signals by node name.
-pub type SignalsByNode = BTreeMap<String, NodeSignals>;
+pub type SignalsByNode = BTreeMap<String, UnderlaySignal>;
 
 /// Fill in what the snapshot does not carry; nodes the signals watch has
 /// not seen yet keep `None`.
-pub fn add_signals(facts: &mut [NodeFact], signals: &SignalsByNode) {
+pub fn add_signals(facts: &mut [RolloutNode], signals: &SignalsByNode) {
     for fact in facts {
         if let Some(s) = signals.get(&fact.name) {
             fact.since = s.ready_since;
@@ -266,7 +240,7 @@ mod tests {
         assert_eq!(view.name(), "n1");
         assert_eq!(
             view.signals,
-            NodeSignals {
+            UnderlaySignal {
                 ready_since: Some(1_893_456_100),
                 underlay: None
             }
@@ -278,7 +252,7 @@ mod tests {
         assert_eq!(unparsable.signals.ready_since, None);
         assert_eq!(
             SignalsView::project(raw(json!([])), None).signals,
-            NodeSignals::default()
+            UnderlaySignal::default()
         );
     }
 
@@ -315,7 +289,7 @@ mod tests {
 
     #[test]
     fn signals_fill_since_and_underlay_of_the_nodes_seen() {
-        let fact = |name: &str| NodeFact {
+        let fact = |name: &str| RolloutNode {
             name: name.into(),
             ready: false,
             since: None,
@@ -326,7 +300,7 @@ mod tests {
         let mut facts = [fact("seen"), fact("unseen")];
         let signals = SignalsByNode::from([(
             "seen".to_string(),
-            NodeSignals {
+            UnderlaySignal {
                 ready_since: Some(1_000),
                 underlay: Some(true),
             },

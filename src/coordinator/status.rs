@@ -1,13 +1,13 @@
 //! The ClusterRouting status as stored: the Ready condition and a JSON merge
 //! patch of the status subresource (fields that went away written as null).
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::{json, Value};
 
-use super::machine::{CoordinatorStatus, StatusPhase};
-use crate::store::crd::{ClusterRouting, ClusterRoutingStatus, Condition, CLUSTER_ROUTING_NAME};
+use crate::api::{
+    rfc3339, ClusterRouting, ClusterRoutingStatus, Condition, Phase, CLUSTER_ROUTING_NAME,
+};
 use crate::{Error, Result};
 
 /// The condition the coordinator keeps on the ClusterRouting status.
@@ -60,19 +60,12 @@ pub fn merge_patch(old: &Value, new: &Value) -> Value {
     }
 }
 
-fn rfc3339(now: Timestamp) -> String {
-    serde_json::to_value(Time(now))
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default()
-}
-
 /// The `Ready` condition: True once Steady with every node in scope
 /// converged; False while switching (reason `Switching`), waiting
 /// (`Waiting`) or blocked (`Blocked`). lastTransitionTime moves only when
 /// the condition's status flips.
 pub fn conditions(
-    status: &CoordinatorStatus,
+    status: &ClusterRoutingStatus,
     previous: &[Condition],
     generation: Option<i64>,
     now: Timestamp,
@@ -80,7 +73,7 @@ pub fn conditions(
     let plan = status.plan.as_ref().map_or("no plan".to_string(), |p| {
         format!("generation {} ({})", p.generation, p.route_mode)
     });
-    let nodes = &status.nodes;
+    let nodes = status.nodes.clone().unwrap_or_default();
     let (ok, reason, message) = if !status.blocked.is_empty() {
         (
             false,
@@ -90,13 +83,13 @@ pub fn conditions(
                 status.blocked.join(", ")
             ),
         )
-    } else if status.phase != StatusPhase::Steady {
+    } else if status.current_phase() != Phase::Steady {
         (
             false,
             "Switching",
             format!(
                 "{}: {plan}, {}/{} nodes applied{}",
-                status.phase,
+                status.current_phase(),
                 nodes.applied,
                 nodes.total,
                 if nodes.waiting.is_empty() {
@@ -158,8 +151,7 @@ fn some_names(names: &[String]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Mode, Plan};
-    use crate::store::crd::NodesStatus;
+    use crate::api::{Mode, NodesStatus, Plan};
 
     #[test]
     fn merge_patch_nulls_what_went_away() {
@@ -176,28 +168,30 @@ mod tests {
     fn ready_flips_with_its_transition_time() {
         let t0: Timestamp = "2030-01-01T00:00:00Z".parse().unwrap();
         let t1: Timestamp = "2030-01-01T00:01:00Z".parse().unwrap();
-        let mut status = CoordinatorStatus {
-            phase: StatusPhase::Switch,
+        let mut status = ClusterRoutingStatus {
+            switch_phase: Some(Phase::Switch),
             plan: Some(Plan::steady(Mode::Native, 3)),
-            nodes: NodesStatus {
+            nodes: Some(NodesStatus {
                 total: 3,
                 applied: 1,
                 waiting: vec!["b".into(), "c".into()],
-            },
-            ..CoordinatorStatus::default()
+            }),
+            ..ClusterRoutingStatus::default()
         };
         let first = conditions(&status, &[], Some(2), t0);
         assert_eq!(first[0].status, "False");
         assert_eq!(first[0].reason.as_deref(), Some("Switching"));
-        status.nodes.applied = 2;
+        let nodes = status.nodes.as_mut().unwrap();
+        nodes.applied = 2;
         let second = conditions(&status, &first, Some(2), t1);
         assert_eq!(
             second[0].last_transition_time,
             first[0].last_transition_time
         );
-        status.phase = StatusPhase::Steady;
-        status.nodes.applied = 3;
-        status.nodes.waiting.clear();
+        status.switch_phase = Some(Phase::Steady);
+        let nodes = status.nodes.as_mut().unwrap();
+        nodes.applied = 3;
+        nodes.waiting.clear();
         let done = conditions(&status, &second, Some(2), t1);
         assert_eq!(done[0].status, "True");
         assert_ne!(done[0].last_transition_time, first[0].last_transition_time);

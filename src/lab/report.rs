@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use crate::model::Mode;
+use crate::api::Mode;
 
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]

@@ -13,12 +13,11 @@ use super::probe::{udp_roundtrip, EchoServer, OVERHEAD};
 use super::report::{MtuCheck, PhaseReport, RunReport};
 use super::topology::{Topology, UPLINK};
 use super::traffic::{Live, Pod, Traffic};
-use crate::agent::readiness::is_available;
 use crate::agent::AgentOptions;
+use crate::api::{Mode, Phase, Plan};
 use crate::coordinator::memory::LocalCoordinator;
-use crate::coordinator::{Phase, StatusPhase};
-use crate::model::{Config, Mode, Plan};
-use crate::store::{ClusterStore, MemoryStore, Settings, Snapshot};
+use crate::model::{Config, Settings};
+use crate::store::{ClusterStore, MemoryStore, Snapshot};
 use crate::{Error, Result};
 
 pub const PROBE_PORT: u16 = 7777;
@@ -193,7 +192,7 @@ impl Lab {
             .iter()
             .filter(|n| {
                 n.report.applied.is_some_and(|a| a.generation >= generation)
-                    && is_available(&n.report)
+                    && n.report.is_available()
             })
             .count()
     }
@@ -323,14 +322,14 @@ impl Lab {
             drop(coordinator);
             let plan = Plan::steady(opts.to, current.1 + 1);
             self.store.set_plan(plan.clone());
-            update(progress, |p| p.phase = Phase::Naive.to_string());
+            update(progress, |p| p.phase = "naive".into());
             self.wait_applied(plan.generation, progress, cancel)?;
             pod_mtu = self.lower_pod_mtu(pod_mtu)?;
-            record(&Phase::Naive.to_string(), plan.generation, began, pod_mtu)?;
+            record("naive", plan.generation, began, pod_mtu)?;
             current = (target.clone(), plan.generation);
         } else {
             coordinator.set_mode(opts.to);
-            let mut last = (start_generation, StatusPhase::Steady);
+            let mut last = (start_generation, Phase::Steady);
             loop {
                 let (name, plan, state) = self.next_plan(&coordinator, last, progress, cancel)?;
                 last = (plan.generation, state);
@@ -388,20 +387,21 @@ impl Lab {
     fn next_plan(
         &self,
         coordinator: &LocalCoordinator,
-        last: (u64, StatusPhase),
+        last: (u64, Phase),
         progress: &Mutex<Progress>,
         cancel: &AtomicBool,
-    ) -> Result<(String, Plan, StatusPhase)> {
+    ) -> Result<(String, Plan, Phase)> {
         let began = Instant::now();
         loop {
             let status = coordinator.status();
             if let Some(plan) = &status.plan {
-                if (plan.generation, status.phase) != last {
-                    let name = match status.phase {
-                        StatusPhase::Steady => format!("steady {}", plan.route_mode),
+                let phase = status.current_phase();
+                if (plan.generation, phase) != last {
+                    let name = match phase {
+                        Phase::Steady => format!("steady {}", plan.route_mode),
                         phase => phase.to_string().to_lowercase(),
                     };
-                    return Ok((name, plan.clone(), status.phase));
+                    return Ok((name, plan.clone(), phase));
                 }
             }
             update(progress, |p| {

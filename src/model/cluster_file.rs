@@ -6,7 +6,8 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use super::{validate_nodes, Config, Mode, Node, OffSubnet, Plan, Settings};
+use super::{validate_nodes, Config, Node, Settings};
+use crate::api::{Mode, OffSubnet, Plan, VxlanSpec, MAX_GENERATION};
 use crate::input::{read_text, MAX_INPUT_BYTES};
 use crate::{Error, Result};
 
@@ -18,9 +19,6 @@ pub const MAX_FLOW_DEPTH: usize = 64;
 /// Block nesting shows as indentation (and `- ` markers): a line whose
 /// structure starts further in than this is refused for the same reason.
 pub const MAX_INDENT: usize = 256;
-
-/// Plan generations live in Kubernetes objects, whose integers are int64.
-pub const MAX_GENERATION: u64 = i64::MAX as u64;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -36,15 +34,8 @@ struct RawCluster {
     #[serde(default)]
     decap: Option<BTreeSet<Mode>>,
     #[serde(default)]
-    vxlan: Option<RawVxlan>,
+    vxlan: Option<VxlanSpec>,
     nodes: Vec<RawNode>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawVxlan {
-    vni: Option<u32>,
-    port: Option<u16>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -118,13 +109,7 @@ impl Cluster {
         }
         let mut decap = raw.decap.unwrap_or_default();
         decap.insert(raw.mode);
-        let settings = Settings {
-            off_subnet: raw.off_subnet,
-            mtu: raw.mtu,
-            vxlan_vni: raw.vxlan.as_ref().and_then(|v| v.vni),
-            vxlan_port: raw.vxlan.as_ref().and_then(|v| v.port),
-        };
-        settings.validate()?;
+        let settings = Settings::from_wire(raw.off_subnet, raw.mtu, raw.vxlan.as_ref())?;
         Ok(Cluster {
             nodes,
             plan: Plan {

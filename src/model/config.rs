@@ -1,14 +1,41 @@
 use std::path::PathBuf;
+use std::str::FromStr;
 
 use ipnetwork::Ipv4Network;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use super::{Mode, OffSubnet, RpFilter};
+use crate::api::{Mode, OffSubnet};
 use crate::{Error, Result};
 
 pub const DEFAULT_ROUTE_PROTOCOL: u8 = 91;
 pub const MAIN_TABLE: u32 = 254;
 pub const MIN_MTU: u32 = 576;
+
+/// Reverse-path filter policy for the uplink and tunnel devices.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RpFilter {
+    /// Set loose mode (2): strict mode drops the reply leg while nodes disagree on the mode.
+    #[default]
+    Loose,
+    /// Leave whatever the host has.
+    Keep,
+}
+
+impl FromStr for RpFilter {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Error> {
+        match s {
+            "loose" => Ok(RpFilter::Loose),
+            "keep" => Ok(RpFilter::Keep),
+            other => Err(Error::invalid(
+                "rp-filter",
+                format!("{other:?} is not one of loose, keep"),
+            )),
+        }
+    }
+}
 
 /// Node-local settings: how and where podroute programs the kernel.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

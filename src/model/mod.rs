@@ -1,22 +1,18 @@
-//! Plain data: nodes, modes, plans, node-local config, cluster-wide settings,
-//! the cluster file; parsing and validation with errors that name the field.
+//! Plain data: nodes, node-local config, cluster-wide settings, the cluster
+//! file; parsing and validation with errors that name the field.
 
 pub mod address;
 mod cluster_file;
 mod config;
 mod mac;
-mod mode;
 mod node;
-mod plan;
 mod settings;
 
-pub use cluster_file::{Cluster, MAX_FLOW_DEPTH, MAX_GENERATION};
+pub use cluster_file::{Cluster, MAX_FLOW_DEPTH};
 pub use config::{
     parse_adopted_protocols, parse_pod_network, parse_route_protocol, validate_ifname, Config,
-    DEFAULT_ROUTE_PROTOCOL, MAIN_TABLE, MIN_MTU,
+    RpFilter, DEFAULT_ROUTE_PROTOCOL, MAIN_TABLE, MIN_MTU,
 };
 pub use mac::Mac;
-pub use mode::{Mode, OffSubnet, RpFilter};
 pub use node::{cross_node_conflicts, validate_nodes, Conflict, Node};
-pub use plan::Plan;
 pub use settings::{Settings, MAX_MTU, MAX_VNI};

@@ -4,7 +4,8 @@
 
 use serde::Serialize;
 
-use super::{Config, OffSubnet, MIN_MTU};
+use super::{Config, MIN_MTU};
+use crate::api::{ClusterRoutingSpec, Mtu, OffSubnet, VxlanSpec};
 use crate::{Error, Result};
 
 /// The largest MTU an interface can have (IPv4's total length field).
@@ -23,8 +24,35 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// The settings of a cluster file or a ClusterRouting spec, validated.
+    pub fn from_wire(
+        off_subnet: Option<OffSubnet>,
+        mtu: Option<u32>,
+        vxlan: Option<&VxlanSpec>,
+    ) -> Result<Settings> {
+        let settings = Settings {
+            off_subnet,
+            mtu,
+            vxlan_vni: vxlan.and_then(|v| v.vni),
+            vxlan_port: vxlan.and_then(|v| v.port),
+        };
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// The settings agents take from the ClusterRouting spec (`mtu: auto`
+    /// is the uplink's, as when absent).
+    pub fn of_spec(spec: &ClusterRoutingSpec) -> Result<Settings> {
+        let mtu = match spec.mtu {
+            Some(Mtu::Bytes(n)) => Some(n),
+            Some(Mtu::Auto) | None => None,
+        };
+        let off_subnet = spec.native.as_ref().and_then(|n| n.off_subnet);
+        Settings::from_wire(off_subnet, mtu, spec.vxlan.as_ref())
+    }
+
     /// Each value alone; whether the MTU fits the uplink is the node's call.
-    pub fn validate(&self) -> Result<()> {
+    fn validate(&self) -> Result<()> {
         if let Some(mtu) = self.mtu {
             check_mtu("mtu", mtu)?;
         }
@@ -72,4 +100,33 @@ pub fn check_vni(field: &str, vni: u32) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spec_gives_settings() {
+        let spec: ClusterRoutingSpec = serde_json::from_value(serde_json::json!({
+            "mode": "native",
+            "native": {"offSubnet": "underlay"},
+            "mtu": 1400,
+            "vxlan": {"vni": 7, "port": 8472},
+            "rollout": {"nodeTimeout": "5m", "notReadyPolicy": "Skip"},
+        }))
+        .unwrap();
+        assert_eq!(
+            Settings::of_spec(&spec).unwrap(),
+            Settings {
+                off_subnet: Some(OffSubnet::Underlay),
+                mtu: Some(1400),
+                vxlan_vni: Some(7),
+                vxlan_port: Some(8472),
+            }
+        );
+        let auto: ClusterRoutingSpec =
+            serde_json::from_value(serde_json::json!({"mode": "vxlan", "mtu": "auto"})).unwrap();
+        assert_eq!(Settings::of_spec(&auto).unwrap(), Settings::default());
+    }
 }

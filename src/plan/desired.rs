@@ -4,7 +4,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
-use crate::model::{address, Config, Mac, Mode, Node, OffSubnet, Plan, RpFilter, MIN_MTU};
+use crate::api::{Mode, OffSubnet, Plan};
+
+use crate::model::{address, Config, Mac, Node, RpFilter, MIN_MTU};
 use crate::{Error, Result};
 
 use super::state::{

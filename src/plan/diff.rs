@@ -444,7 +444,8 @@ mod tests {
     use ipnetwork::IpNetwork;
 
     use super::*;
-    use crate::model::{Config, Mode, Node, Plan};
+    use crate::api::{Mode, Plan};
+    use crate::model::{Config, Node};
     use crate::plan::{desired, simulate, Inputs, Uplink};
 
     fn node(i: u8) -> Node {

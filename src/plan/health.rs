@@ -2,7 +2,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::model::{Config, Mode};
+use crate::api::Mode;
+
+use crate::model::Config;
 
 use super::diff::foreign_on;
 use super::state::{IpipDevice, Observed, RouteKind, Uplink};

@@ -6,8 +6,11 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use tokio::sync::watch;
 
-use super::{ClusterStore, NodeReport, NodeState, Settings, Snapshot};
-use crate::model::{Cluster, Node, Plan};
+use crate::model::Settings;
+
+use super::{ClusterStore, NodeReport, ReportedNode, Snapshot};
+use crate::api::Plan;
+use crate::model::{Cluster, Node};
 use crate::{Error, Result};
 
 pub struct MemoryStore {
@@ -89,7 +92,7 @@ impl MemoryStore {
                     true
                 }
                 None => {
-                    s.nodes.push(NodeState {
+                    s.nodes.push(ReportedNode {
                         node,
                         ready: true,
                         report: NodeReport {

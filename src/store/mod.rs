@@ -17,11 +17,11 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use tokio::sync::watch;
 
-pub use self::kube::{events, KubeStore, APPLIED_ANNOTATION, NODE_PAGE_SIZE};
-pub use crate::model::Settings;
+pub(crate) use self::kube::resource_view;
+pub use self::kube::{events, KubeStore, NODE_PAGE_SIZE};
 pub use file::FileStore;
 pub use memory::{MemoryStore, NodeEvent};
-pub use types::{Applied, Network, NodeReport, NodeState, Snapshot, REASON_ROUTE_CREATED};
+pub use types::{Applied, Network, NodeReport, ReportedNode, Snapshot};
 
 use crate::Result;
 

@@ -5,7 +5,8 @@ use std::str::FromStr;
 
 use serde::Serialize;
 
-use crate::model::{Cluster, Mode, Node, Plan, Settings};
+use crate::api::{Mode, Plan, APPLIED_ANNOTATION};
+use crate::model::{Cluster, Node, Settings};
 use crate::Error;
 
 /// A plan that a node holds in its kernel, verified by reading it back.
@@ -28,7 +29,7 @@ impl FromStr for Applied {
     fn from_str(s: &str) -> Result<Self, Error> {
         let bad = || {
             Error::invalid(
-                "podroute.io/applied",
+                APPLIED_ANNOTATION,
                 format!("{s:?} is not <generation>/<mode>"),
             )
         };
@@ -50,8 +51,6 @@ pub enum Network {
     Unavailable { reason: String, message: String },
 }
 
-pub const REASON_ROUTE_CREATED: &str = "RouteCreated";
-
 /// What one node says about itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct NodeReport {
@@ -59,15 +58,22 @@ pub struct NodeReport {
     pub network: Option<Network>,
 }
 
+impl NodeReport {
+    /// Whether the node says it routes (what the coordinator waits for).
+    pub fn is_available(&self) -> bool {
+        matches!(self.network, Some(Network::Available { .. }))
+    }
+}
+
 /// A node, whether the kubelet calls it Ready, and its report.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct NodeState {
+pub struct ReportedNode {
     pub node: Node,
     pub ready: bool,
     pub report: NodeReport,
 }
 
-impl AsRef<Node> for NodeState {
+impl AsRef<Node> for ReportedNode {
     fn as_ref(&self) -> &Node {
         &self.node
     }
@@ -76,7 +82,7 @@ impl AsRef<Node> for NodeState {
 /// Everything a store knows at one moment.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Snapshot {
-    pub nodes: Vec<NodeState>,
+    pub nodes: Vec<ReportedNode>,
     /// The plan in force; `None` before a coordinator published one.
     pub plan: Option<Plan>,
     pub settings: Settings,
@@ -88,7 +94,7 @@ impl Snapshot {
             nodes: cluster
                 .nodes
                 .iter()
-                .map(|node| NodeState {
+                .map(|node| ReportedNode {
                     node: node.clone(),
                     ready: true,
                     report: NodeReport {
@@ -111,7 +117,7 @@ impl Snapshot {
         })
     }
 
-    pub fn node(&self, name: &str) -> Option<&NodeState> {
+    pub fn node(&self, name: &str) -> Option<&ReportedNode> {
         self.nodes.iter().find(|n| n.node.name == name)
     }
 }

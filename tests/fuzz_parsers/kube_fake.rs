@@ -3,7 +3,7 @@
 //! under test (and holds every watch open); a fresh `KubeStore` per case
 //! lists both and either publishes a snapshot or logs that a list failed.
 //!
-//! `NodeView` and `RoutingView` are private to the store; this is the only
+//! `KubeNode` and `RoutingView` are private to the store; this is the only
 //! way a test outside the crate reaches them, and it is the way the agent
 //! reads them (kube-runtime's watcher, the same deserialisation).
 

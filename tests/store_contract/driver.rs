@@ -11,10 +11,12 @@ use k8s_openapi::api::core::v1::Node as KubeNode;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Client, CustomResourceExt};
-use podroute::model::{Node, Plan};
-use podroute::store::crd::{ClusterRouting, ClusterRoutingSpec, PlanStatus};
+use podroute::api::Plan;
+use podroute::api::{ClusterRouting, ClusterRoutingSpec};
+use podroute::model::Node;
+use podroute::model::Settings;
 use podroute::store::{
-    ClusterStore, FileStore, KubeStore, MemoryStore, NodeReport, NodeState, Settings, Snapshot,
+    ClusterStore, FileStore, KubeStore, MemoryStore, NodeReport, ReportedNode, Snapshot,
 };
 use serde_json::json;
 
@@ -82,7 +84,7 @@ impl MemoryDriver {
             nodes: setup
                 .nodes
                 .iter()
-                .map(|n| NodeState {
+                .map(|n| ReportedNode {
                     node: n.model(),
                     ready: true,
                     report: NodeReport {
@@ -319,7 +321,7 @@ pub async fn ensure_crd(client: &Client) {
 }
 
 /// spec.mode and the settings, on the object `default` (created when missing).
-pub async fn set_settings(client: &Client, settings: &Settings, mode: podroute::model::Mode) {
+pub async fn set_settings(client: &Client, settings: &Settings, mode: podroute::api::Mode) {
     let api = routings(client);
     let spec: ClusterRoutingSpec = serde_json::from_value(json!({
         "mode": mode,
@@ -355,7 +357,7 @@ pub async fn set_settings(client: &Client, settings: &Settings, mode: podroute::
 
 /// status.plan, as the coordinator writes it.
 pub async fn set_plan(client: &Client, plan: &Plan) {
-    let body = json!({"status": {"phase": "Steady", "plan": PlanStatus::from(plan)}});
+    let body = json!({"status": {"phase": "Steady", "plan": plan}});
     routings(client)
         .patch_status(ROUTING, &PatchParams::default(), &Patch::Merge(body))
         .await
@@ -425,6 +427,6 @@ pub fn now() -> String {
     .to_string()
 }
 
-pub fn decap(modes: &[podroute::model::Mode]) -> BTreeSet<podroute::model::Mode> {
+pub fn decap(modes: &[podroute::api::Mode]) -> BTreeSet<podroute::api::Mode> {
     modes.iter().copied().collect()
 }

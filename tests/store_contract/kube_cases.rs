@@ -10,8 +10,8 @@ use k8s_openapi::api::core::v1::{Node as KubeNode, NodeCondition};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::Client;
-use podroute::model::Mode;
-use podroute::store::crd::ClusterRouting;
+use podroute::api::ClusterRouting;
+use podroute::api::Mode;
 use podroute::store::{Applied, ClusterStore, KubeStore, Network, NodeReport};
 use serde_json::json;
 

@@ -17,6 +17,7 @@ pub mod events;
 mod patch;
 mod state;
 mod view;
+pub(crate) use self::view::resource_view;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -24,7 +25,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use futures::future::BoxFuture;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Event as CoreEvent;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -35,12 +35,10 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use self::state::{Source, State};
-use self::view::{NodeView, RoutingView};
-use super::crd::CLUSTER_ROUTING_NAME;
+use self::view::{KubeNode, RoutingView};
 use super::{ClusterStore, NodeReport, Snapshot};
+use crate::api::{rfc3339, CLUSTER_ROUTING_NAME};
 use crate::{Error, Result};
-
-pub use self::view::APPLIED_ANNOTATION;
 
 /// Nodes per list request when (re)listing. Each page is one buffered JSON
 /// body: measured with 5000 Nodes of 11.5 kB JSON each, the store grows the
@@ -50,7 +48,7 @@ pub const NODE_PAGE_SIZE: u32 = 100;
 /// [`ClusterStore`] on the Kubernetes API.
 pub struct KubeStore {
     shared: Arc<Shared>,
-    nodes: Api<NodeView>,
+    nodes: Api<KubeNode>,
     events: Api<CoreEvent>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -94,7 +92,7 @@ impl KubeStore {
             state: Mutex::new(State::default()),
             tx: watch::Sender::new(None),
         });
-        let nodes: Api<NodeView> = Api::all(client.clone());
+        let nodes: Api<KubeNode> = Api::all(client.clone());
         let events = Api::namespaced(client.clone(), events::EVENTS_NAMESPACE);
         let routings: Api<RoutingView> = Api::all(client);
         let tasks = vec![
@@ -180,11 +178,8 @@ impl ClusterStore for KubeStore {
 
     fn report<'a>(&'a self, node: &'a str, report: &'a NodeReport) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
-            let now = serde_json::to_value(Time(Timestamp::now()))
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default();
-            let writes = patch::writes(self.shared.lock().facts(node), report, &now);
+            let now = rfc3339(Timestamp::now());
+            let writes = patch::writes(self.shared.lock().fields(node), report, &now);
             if let Some(body) = writes.annotation {
                 self.patch_node(node, &Patch::Merge(body), false).await?;
             }
@@ -256,11 +251,11 @@ async fn client(kubeconfig: Option<&Path>) -> Result<Client> {
 /// Logs the first failure of a run of failures at warn, the rest at debug,
 /// and the recovery at info: the watcher retries with backoff meanwhile.
 #[derive(Default)]
-struct Health {
+struct WarnOnce {
     failing: bool,
 }
 
-impl Health {
+impl WarnOnce {
     fn ok(&mut self, what: &str) {
         if std::mem::take(&mut self.failing) {
             tracing::info!("watching {what} again");
@@ -290,21 +285,21 @@ impl Health {
 /// every subscriber woken) per event.
 const NODE_EVENT_BATCH: usize = 512;
 
-async fn follow_nodes(api: Api<NodeView>, shared: Arc<Shared>) {
+async fn follow_nodes(api: Api<KubeNode>, shared: Arc<Shared>) {
     let config = watcher::Config::default().page_size(NODE_PAGE_SIZE);
     let mut batches = watcher(api, config)
         .default_backoff()
         .ready_chunks(NODE_EVENT_BATCH)
         .boxed();
-    let mut health = Health::default();
-    let mut listing: Vec<NodeView> = Vec::new();
+    let mut warn_once = WarnOnce::default();
+    let mut listing: Vec<KubeNode> = Vec::new();
     while let Some(batch) = batches.next().await {
         shared.update(|state| {
             let mut changed = false;
             for event in batch {
                 match event {
                     Ok(event) => {
-                        health.ok("Nodes");
+                        warn_once.ok("Nodes");
                         changed |= match event {
                             Event::Init => {
                                 listing.clear();
@@ -319,7 +314,7 @@ async fn follow_nodes(api: Api<NodeView>, shared: Arc<Shared>) {
                             Event::Delete(view) => state.delete_node(view.name()),
                         };
                     }
-                    Err(e) => health.failed("Nodes", &e),
+                    Err(e) => warn_once.failed("Nodes", &e),
                 }
             }
             changed
@@ -331,12 +326,12 @@ async fn follow_routing(api: Api<RoutingView>, shared: Arc<Shared>) {
     let config =
         watcher::Config::default().fields(&format!("metadata.name={CLUSTER_ROUTING_NAME}"));
     let mut events = watcher(api, config).default_backoff().boxed();
-    let mut health = Health::default();
+    let mut warn_once = WarnOnce::default();
     let mut listed: Option<RoutingView> = None;
     while let Some(event) = events.next().await {
         match event {
             Ok(event) => {
-                health.ok("ClusterRouting");
+                warn_once.ok("ClusterRouting");
                 match event {
                     Event::Init => listed = None,
                     Event::InitApply(view) => listed = Some(view),
@@ -345,7 +340,7 @@ async fn follow_routing(api: Api<RoutingView>, shared: Arc<Shared>) {
                     Event::Delete(_) => shared.update(|s| s.set_routing(None)),
                 }
             }
-            Err(e) => health.failed("ClusterRouting", &e),
+            Err(e) => warn_once.failed("ClusterRouting", &e),
         }
     }
 }

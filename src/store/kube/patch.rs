@@ -2,8 +2,9 @@
 
 use serde_json::{json, Value};
 
-use super::view::{CondStatus, NodeFacts, APPLIED_ANNOTATION, NETWORK_UNAVAILABLE};
-use crate::store::{Network, NodeReport, REASON_ROUTE_CREATED};
+use super::view::{CondStatus, RoutingFields};
+use crate::api::{APPLIED_ANNOTATION, NETWORK_UNAVAILABLE, REASON_ROUTE_CREATED};
+use crate::store::{Network, NodeReport};
 
 #[derive(Debug, PartialEq)]
 pub struct Writes {
@@ -17,9 +18,9 @@ pub struct Writes {
 /// node; write everything). `applied: None` removes the annotation;
 /// `network: None` leaves the condition alone (kubelet, cloud controllers
 /// and other CNIs share it, podroute never deletes it). `now` is RFC 3339.
-pub fn writes(current: Option<&NodeFacts>, report: &NodeReport, now: &str) -> Writes {
+pub fn writes(current: Option<&RoutingFields>, report: &NodeReport, now: &str) -> Writes {
     let annotation = match current {
-        Some(facts) if facts.report.applied == report.applied => None,
+        Some(fields) if fields.report.applied == report.applied => None,
         _ => Some(json!({"metadata": {"annotations": {
             APPLIED_ANNOTATION: report.applied.map(|a| a.to_string()),
         }}})),
@@ -58,13 +59,13 @@ pub fn writes(current: Option<&NodeFacts>, report: &NodeReport, now: &str) -> Wr
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Mode;
+    use crate::api::Mode;
     use crate::store::Applied;
 
     const NOW: &str = "2030-01-01T00:00:00Z";
 
-    fn facts(report: NodeReport, network_status: CondStatus) -> NodeFacts {
-        NodeFacts {
+    fn fields(report: NodeReport, network_status: CondStatus) -> RoutingFields {
+        RoutingFields {
             node: Err(super::super::view::LeftOut::Pending("-".into())),
             ready: true,
             report,
@@ -90,7 +91,7 @@ mod tests {
             network: available("ok"),
         };
         let w = writes(
-            Some(&facts(report.clone(), CondStatus::False)),
+            Some(&fields(report.clone(), CondStatus::False)),
             &report,
             NOW,
         );
@@ -113,7 +114,7 @@ mod tests {
             applied: applied(3),
             network: available("ok"),
         };
-        let w = writes(Some(&facts(shown.clone(), CondStatus::False)), &next, NOW);
+        let w = writes(Some(&fields(shown.clone(), CondStatus::False)), &next, NOW);
         assert_eq!(
             w.annotation,
             Some(json!({"metadata": {"annotations": {"podroute.io/applied": "3/vxlan"}}}))
@@ -124,7 +125,7 @@ mod tests {
             applied: applied(2),
             network: available("new message"),
         };
-        let w = writes(Some(&facts(shown, CondStatus::False)), &next, NOW);
+        let w = writes(Some(&fields(shown, CondStatus::False)), &next, NOW);
         assert_eq!(w.annotation, None);
         let c = &w.condition.unwrap()["status"]["conditions"][0];
         assert_eq!(c["status"], "False");
@@ -147,18 +148,18 @@ mod tests {
             applied: None,
             network: available("ok"),
         };
-        let w = writes(Some(&facts(shown.clone(), CondStatus::False)), &next, NOW);
+        let w = writes(Some(&fields(shown.clone(), CondStatus::False)), &next, NOW);
         assert!(w.condition.unwrap()["status"]["conditions"][0]
             .get("lastTransitionTime")
             .is_none());
         // the cloud's True -> our False: flip
-        let w = writes(Some(&facts(shown.clone(), CondStatus::True)), &next, NOW);
+        let w = writes(Some(&fields(shown.clone(), CondStatus::True)), &next, NOW);
         assert_eq!(
             w.condition.unwrap()["status"]["conditions"][0]["lastTransitionTime"],
             NOW
         );
         // absent -> anything: flip
-        let w = writes(Some(&facts(shown, CondStatus::Absent)), &next, NOW);
+        let w = writes(Some(&fields(shown, CondStatus::Absent)), &next, NOW);
         assert_eq!(
             w.condition.unwrap()["status"]["conditions"][0]["lastTransitionTime"],
             NOW
@@ -175,7 +176,7 @@ mod tests {
             applied: None,
             network: None,
         };
-        let w = writes(Some(&facts(shown, CondStatus::False)), &next, NOW);
+        let w = writes(Some(&fields(shown, CondStatus::False)), &next, NOW);
         assert_eq!(
             w.annotation,
             Some(json!({"metadata": {"annotations": {"podroute.io/applied": null}}}))

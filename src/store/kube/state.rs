@@ -3,9 +3,11 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use super::view::{node_field, LeftOut, NodeFacts, NodeView, RoutingView};
-use crate::model::{cross_node_conflicts, Plan};
-use crate::store::{NodeState, Settings, Snapshot};
+use super::view::{node_field, KubeNode, LeftOut, RoutingFields, RoutingView};
+use crate::api::Plan;
+use crate::model::cross_node_conflicts;
+use crate::model::Settings;
+use crate::store::{ReportedNode, Snapshot};
 
 /// Where a node version comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,7 +23,7 @@ pub enum Source {
 struct Record {
     /// resourceVersion as a number (etcd revision); `None` when it is not one.
     rv: Option<u64>,
-    facts: NodeFacts,
+    fields: RoutingFields,
 }
 
 #[derive(Debug, Default)]
@@ -37,19 +39,19 @@ pub struct State {
 
 impl State {
     /// Apply one node version; true when what the store knows changed.
-    pub fn apply_node(&mut self, view: NodeView, source: Source) -> bool {
+    pub fn apply_node(&mut self, view: KubeNode, source: Source) -> bool {
         let rv = view.resource_version().and_then(|v| v.parse::<u64>().ok());
         let name = view.name().to_string();
         let Some(record) = self.nodes.get_mut(&name) else {
             if source == Source::Response {
                 return false; // deleted meanwhile, or not listed yet: the watch decides
             }
-            note_excluded(&name, &view.facts, None);
+            note_excluded(&name, &view.fields, None);
             self.nodes.insert(
                 name,
                 Record {
                     rv,
-                    facts: view.facts,
+                    fields: view.fields,
                 },
             );
             return true;
@@ -60,11 +62,11 @@ impl State {
             _ => {}
         }
         record.rv = rv;
-        if record.facts == view.facts {
+        if record.fields == view.fields {
             return false;
         }
-        note_excluded(&name, &view.facts, Some(&record.facts));
-        record.facts = view.facts;
+        note_excluded(&name, &view.fields, Some(&record.fields));
+        record.fields = view.fields;
         true
     }
 
@@ -74,7 +76,7 @@ impl State {
 
     /// A complete list (after a (re)connect). A node we know at a newer
     /// version (from a patch response) keeps that version.
-    pub fn replace_nodes(&mut self, views: Vec<NodeView>) -> bool {
+    pub fn replace_nodes(&mut self, views: Vec<KubeNode>) -> bool {
         let mut old = std::mem::take(&mut self.nodes);
         let mut changed = !self.nodes_synced;
         self.nodes_synced = true;
@@ -84,19 +86,19 @@ impl State {
             let record = match old.remove(&name) {
                 Some(known) if matches!((known.rv, rv), (Some(k), Some(n)) if k > n) => known,
                 Some(known) => {
-                    changed |= known.facts != view.facts;
-                    note_excluded(&name, &view.facts, Some(&known.facts));
+                    changed |= known.fields != view.fields;
+                    note_excluded(&name, &view.fields, Some(&known.fields));
                     Record {
                         rv,
-                        facts: view.facts,
+                        fields: view.fields,
                     }
                 }
                 None => {
                     changed = true;
-                    note_excluded(&name, &view.facts, None);
+                    note_excluded(&name, &view.fields, None);
                     Record {
                         rv,
-                        facts: view.facts,
+                        fields: view.fields,
                     }
                 }
             };
@@ -130,8 +132,8 @@ impl State {
     }
 
     /// What a node shows now (for "report only what differs").
-    pub fn facts(&self, name: &str) -> Option<&NodeFacts> {
-        self.nodes.get(name).map(|r| &r.facts)
+    pub fn fields(&self, name: &str) -> Option<&RoutingFields> {
+        self.nodes.get(name).map(|r| &r.fields)
     }
 
     /// Nodes left out for values podroute refuses (not the ones that are
@@ -141,7 +143,7 @@ impl State {
         let per_node = self
             .nodes
             .iter()
-            .filter_map(|(name, r)| match &r.facts.node {
+            .filter_map(|(name, r)| match &r.fields.node {
                 Err(why @ LeftOut::Invalid { .. }) => Some((name.clone(), why.to_string())),
                 _ => None,
             });
@@ -157,15 +159,15 @@ impl State {
         if !(self.nodes_synced && self.routing_synced) {
             return None;
         }
-        let mut nodes: Vec<NodeState> = self
+        let mut nodes: Vec<ReportedNode> = self
             .nodes
             .values()
             .filter_map(|r| {
-                let node = r.facts.node.as_ref().ok()?;
-                Some(NodeState {
+                let node = r.fields.node.as_ref().ok()?;
+                Some(ReportedNode {
                     node: node.clone(),
-                    ready: r.facts.ready,
-                    report: r.facts.report.clone(),
+                    ready: r.fields.ready,
+                    report: r.fields.report.clone(),
                 })
             })
             .collect();
@@ -195,7 +197,7 @@ impl State {
     }
 }
 
-fn note_excluded(name: &str, new: &NodeFacts, old: Option<&NodeFacts>) {
+fn note_excluded(name: &str, new: &RoutingFields, old: Option<&RoutingFields>) {
     if old.map(|o| &o.node) == Some(&new.node) {
         return;
     }
@@ -215,7 +217,7 @@ mod tests {
 
     use super::*;
 
-    fn view(name: &str, rv: u64, ip: &str, cidr: &str, applied: Option<&str>) -> NodeView {
+    fn view(name: &str, rv: u64, ip: &str, cidr: &str, applied: Option<&str>) -> KubeNode {
         let mut annotations = json!({});
         if let Some(a) = applied {
             annotations["podroute.io/applied"] = json!(a);
@@ -286,21 +288,21 @@ mod tests {
             view("a", 7, "10.251.0.1", "10.244.1.0/24", None),
             Source::Watch
         ));
-        assert!(state.facts("a").unwrap().report.applied.is_some());
+        assert!(state.fields("a").unwrap().report.applied.is_some());
         // a response never brings back a node the watch deleted
         assert!(state.delete_node("a"));
         assert!(!state.apply_node(
             view("a", 9, "10.251.0.1", "10.244.1.0/24", None),
             Source::Response
         ));
-        assert!(state.facts("a").is_none());
+        assert!(state.fields("a").is_none());
         // a relist keeps a version we know to be newer
         state.apply_node(
             view("b", 20, "10.251.0.2", "10.244.2.0/24", Some("2/ipip")),
             Source::Watch,
         );
         state.replace_nodes(vec![view("b", 19, "10.251.0.2", "10.244.2.0/24", None)]);
-        assert!(state.facts("b").unwrap().report.applied.is_some());
+        assert!(state.fields("b").unwrap().report.applied.is_some());
     }
 
     #[test]

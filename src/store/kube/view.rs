@@ -11,46 +11,48 @@ use std::net::Ipv4Addr;
 
 use ipnetwork::IpNetwork;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::Resource;
 use serde::de::{IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
-use crate::model::{Node, Plan};
-use crate::store::crd::{ClusterRoutingSpec, PlanStatus};
-use crate::store::{Applied, Network, NodeReport, Settings, REASON_ROUTE_CREATED};
+use crate::api::{
+    ClusterRoutingSpec, Plan, APPLIED_ANNOTATION, NETWORK_UNAVAILABLE, REASON_ROUTE_CREATED,
+};
+use crate::model::{Node, Settings};
+use crate::store::{Applied, Network, NodeReport};
 
-pub const APPLIED_ANNOTATION: &str = "podroute.io/applied";
-pub const NETWORK_UNAVAILABLE: &str = "NetworkUnavailable";
-
-/// `Resource` for a view of a full type: the kind, group, version and plural
-/// are the full type's, the metadata the view's own.
+/// `Resource` for a view of a full type (a struct with `metadata`): the
+/// kind, group, version and plural are the full type's, the metadata the
+/// view's own.
 macro_rules! resource_view {
     ($view:ty, $full:ty) => {
-        impl Resource for $view {
+        impl ::kube::Resource for $view {
             type DynamicType = ();
-            type Scope = <$full as Resource>::Scope;
+            type Scope = <$full as ::kube::Resource>::Scope;
 
-            fn kind(_: &()) -> Cow<'_, str> {
-                <$full as Resource>::kind(&())
+            fn kind(_: &()) -> ::std::borrow::Cow<'_, str> {
+                <$full as ::kube::Resource>::kind(&())
             }
-            fn group(_: &()) -> Cow<'_, str> {
-                <$full as Resource>::group(&())
+            fn group(_: &()) -> ::std::borrow::Cow<'_, str> {
+                <$full as ::kube::Resource>::group(&())
             }
-            fn version(_: &()) -> Cow<'_, str> {
-                <$full as Resource>::version(&())
+            fn version(_: &()) -> ::std::borrow::Cow<'_, str> {
+                <$full as ::kube::Resource>::version(&())
             }
-            fn plural(_: &()) -> Cow<'_, str> {
-                <$full as Resource>::plural(&())
+            fn plural(_: &()) -> ::std::borrow::Cow<'_, str> {
+                <$full as ::kube::Resource>::plural(&())
             }
-            fn meta(&self) -> &ObjectMeta {
+            fn meta(&self) -> &::k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
                 &self.metadata
             }
-            fn meta_mut(&mut self) -> &mut ObjectMeta {
+            fn meta_mut(
+                &mut self,
+            ) -> &mut ::k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
                 &mut self.metadata
             }
         }
     };
 }
+pub(crate) use resource_view;
 
 /// Status of a node condition, or its absence.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,7 +94,7 @@ impl fmt::Display for LeftOut {
 
 /// What podroute needs of one Node.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NodeFacts {
+pub struct RoutingFields {
     /// The validated node, or why it is left out of snapshots.
     pub node: Result<Node, LeftOut>,
     /// The kubelet's Ready condition is True.
@@ -108,12 +110,12 @@ pub struct NodeFacts {
 /// `metadata.resourceVersion` are kept of the metadata.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(from = "RawNode")]
-pub struct NodeView {
+pub struct KubeNode {
     metadata: ObjectMeta,
-    pub facts: NodeFacts,
+    pub fields: RoutingFields,
 }
 
-impl NodeView {
+impl KubeNode {
     pub fn name(&self) -> &str {
         self.metadata.name.as_deref().unwrap_or_default()
     }
@@ -123,7 +125,7 @@ impl NodeView {
     }
 }
 
-resource_view!(NodeView, k8s_openapi::api::core::v1::Node);
+resource_view!(KubeNode, k8s_openapi::api::core::v1::Node);
 
 #[derive(Deserialize, Default)]
 #[serde(default)]
@@ -205,8 +207,8 @@ impl<'de> Deserialize<'de> for AppliedAnnotation {
     }
 }
 
-impl From<RawNode> for NodeView {
-    fn from(raw: RawNode) -> NodeView {
+impl From<RawNode> for KubeNode {
+    fn from(raw: RawNode) -> KubeNode {
         let name = raw.metadata.name.unwrap_or_default();
         let spec = raw.spec.unwrap_or_default();
         let status = raw.status.unwrap_or_default();
@@ -238,13 +240,13 @@ impl From<RawNode> for NodeView {
         };
         let addresses = status.addresses.unwrap_or_default();
         let node = project_node(&name, &addresses, pod_cidrs);
-        NodeView {
+        KubeNode {
             metadata: ObjectMeta {
                 name: Some(name),
                 resource_version: raw.metadata.resource_version,
                 ..ObjectMeta::default()
             },
-            facts: NodeFacts {
+            fields: RoutingFields {
                 node,
                 ready,
                 report,
@@ -339,7 +341,7 @@ pub struct RoutingView {
     pub plan: Result<Option<Plan>, String>,
 }
 
-resource_view!(RoutingView, crate::store::crd::ClusterRouting);
+resource_view!(RoutingView, crate::api::ClusterRouting);
 
 #[derive(Deserialize, Default)]
 #[serde(default)]
@@ -361,16 +363,12 @@ impl From<RawRouting> for RoutingView {
             None => Ok(Settings::default()),
             Some(spec) => serde_json::from_value::<ClusterRoutingSpec>(spec)
                 .map_err(|e| format!("spec: {e}"))
-                .and_then(|s| {
-                    let settings = s.settings();
-                    settings.validate().map_err(|e| format!("spec: {e}"))?;
-                    Ok(settings)
-                }),
+                .and_then(|s| Settings::of_spec(&s).map_err(|e| format!("spec: {e}"))),
         };
         let plan = match raw.status.and_then(|s| s.plan) {
             None | Some(serde_json::Value::Null) => Ok(None),
-            Some(plan) => serde_json::from_value::<PlanStatus>(plan)
-                .map(|p| Some(Plan::from(&p)))
+            Some(plan) => serde_json::from_value::<Plan>(plan)
+                .map(Some)
                 .map_err(|e| format!("status.plan: {e}")),
         };
         RoutingView {
@@ -387,10 +385,11 @@ impl From<RawRouting> for RoutingView {
 
 #[cfg(test)]
 mod tests {
+    use kube::Resource;
     use serde_json::json;
 
     use super::*;
-    use crate::model::Mode;
+    use crate::api::Mode;
 
     fn node_json(extra_status: serde_json::Value) -> serde_json::Value {
         let mut node = json!({
@@ -429,17 +428,17 @@ mod tests {
 
     #[test]
     fn a_node_becomes_name_ip_cidrs_ready_and_report() {
-        let view: NodeView = serde_json::from_value(node_json(json!({}))).unwrap();
+        let view: KubeNode = serde_json::from_value(node_json(json!({}))).unwrap();
         assert_eq!(view.name(), "n1");
         assert_eq!(view.resource_version(), Some("42"));
         assert!(view.meta().annotations.is_none() && view.meta().managed_fields.is_none());
-        let node = view.facts.node.as_ref().unwrap();
+        let node = view.fields.node.as_ref().unwrap();
         assert_eq!(node.node_ip, Ipv4Addr::new(10, 251, 0, 1));
         assert_eq!(node.pod_cidr().to_string(), "10.244.1.0/24");
         assert_eq!(node.pod_cidrs.len(), 2);
-        assert!(view.facts.ready);
+        assert!(view.fields.ready);
         assert_eq!(
-            view.facts.report,
+            view.fields.report,
             NodeReport {
                 applied: Some(Applied {
                     generation: 3,
@@ -450,23 +449,23 @@ mod tests {
                 }),
             }
         );
-        assert_eq!(view.facts.network_status, CondStatus::False);
+        assert_eq!(view.fields.network_status, CondStatus::False);
     }
 
     #[test]
     fn nodes_that_cannot_be_routed_yet_are_errors() {
         let mut no_cidr = node_json(json!({}));
         no_cidr["spec"] = json!({});
-        let view: NodeView = serde_json::from_value(no_cidr).unwrap();
+        let view: KubeNode = serde_json::from_value(no_cidr).unwrap();
         assert_eq!(
-            view.facts.node,
+            view.fields.node,
             Err(LeftOut::Pending("no pod CIDR yet".into()))
         );
 
         let v6 = node_json(json!({"addresses": [{"type": "InternalIP", "address": "fd00::1"}]}));
-        let view: NodeView = serde_json::from_value(v6).unwrap();
+        let view: KubeNode = serde_json::from_value(v6).unwrap();
         assert!(view
-            .facts
+            .fields
             .node
             .unwrap_err()
             .to_string()
@@ -474,32 +473,32 @@ mod tests {
 
         let none =
             node_json(json!({"addresses": [{"type": "ExternalIP", "address": "198.51.100.1"}]}));
-        let view: NodeView = serde_json::from_value(none).unwrap();
+        let view: KubeNode = serde_json::from_value(none).unwrap();
         assert_eq!(
-            view.facts.node,
+            view.fields.node,
             Err(LeftOut::Pending("no InternalIP address".into()))
         );
 
         let mut v6_only = node_json(json!({}));
         v6_only["spec"] = json!({"podCIDRs": ["fd00:1::/64"]});
-        let view: NodeView = serde_json::from_value(v6_only).unwrap();
-        assert!(view.facts.node.is_err());
+        let view: KubeNode = serde_json::from_value(v6_only).unwrap();
+        assert!(view.fields.node.is_err());
     }
 
     #[test]
     fn ipv6_first_dual_stack_routes_the_ipv4_cidr_and_pod_cidr_is_the_fallback() {
         let mut n = node_json(json!({}));
         n["spec"] = json!({"podCIDRs": ["fd00:1::/64", "10.244.7.0/24"]});
-        let view: NodeView = serde_json::from_value(n).unwrap();
+        let view: KubeNode = serde_json::from_value(n).unwrap();
         assert_eq!(
-            view.facts.node.unwrap().pod_cidr().to_string(),
+            view.fields.node.unwrap().pod_cidr().to_string(),
             "10.244.7.0/24"
         );
         let mut n = node_json(json!({}));
         n["spec"] = json!({"podCIDR": "10.244.8.0/24"});
-        let view: NodeView = serde_json::from_value(n).unwrap();
+        let view: KubeNode = serde_json::from_value(n).unwrap();
         assert_eq!(
-            view.facts.node.unwrap().pod_cidr().to_string(),
+            view.fields.node.unwrap().pod_cidr().to_string(),
             "10.244.8.0/24"
         );
     }
@@ -507,12 +506,12 @@ mod tests {
     #[test]
     fn network_condition_readings() {
         let with = |c: serde_json::Value| {
-            let view: NodeView =
+            let view: KubeNode =
                 serde_json::from_value(node_json(json!({"conditions": [c]}))).unwrap();
             (
-                view.facts.report.network,
-                view.facts.network_status,
-                view.facts.ready,
+                view.fields.report.network,
+                view.fields.network_status,
+                view.fields.ready,
             )
         };
         assert_eq!(
@@ -542,12 +541,12 @@ mod tests {
     fn a_bad_annotation_is_no_report() {
         let mut n = node_json(json!({}));
         n["metadata"]["annotations"] = json!({"podroute.io/applied": "garbage"});
-        let view: NodeView = serde_json::from_value(n).unwrap();
-        assert_eq!(view.facts.report.applied, None);
+        let view: KubeNode = serde_json::from_value(n).unwrap();
+        assert_eq!(view.fields.report.applied, None);
         let mut n = node_json(json!({}));
         n["metadata"]["annotations"] = serde_json::Value::Null;
-        let view: NodeView = serde_json::from_value(n).unwrap();
-        assert_eq!(view.facts.report.applied, None);
+        let view: KubeNode = serde_json::from_value(n).unwrap();
+        assert_eq!(view.fields.report.applied, None);
     }
 
     #[test]
@@ -560,7 +559,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             view.settings.as_ref().unwrap().off_subnet,
-            Some(crate::model::OffSubnet::Underlay)
+            Some(crate::api::OffSubnet::Underlay)
         );
         let plan = view.plan.unwrap().unwrap();
         assert_eq!((plan.generation, plan.route_mode), (4, Mode::Native));

@@ -3,7 +3,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::Error;
+use super::Invalid;
 
 /// A dataplane: how packets reach a peer's pod CIDR.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -46,14 +46,14 @@ impl fmt::Display for Mode {
 }
 
 impl FromStr for Mode {
-    type Err = Error;
+    type Err = Invalid;
 
-    fn from_str(s: &str) -> Result<Self, Error> {
+    fn from_str(s: &str) -> Result<Self, Invalid> {
         match s {
             "ipip" => Ok(Mode::Ipip),
             "vxlan" => Ok(Mode::Vxlan),
             "native" => Ok(Mode::Native),
-            other => Err(Error::invalid(
+            other => Err(Invalid::new(
                 "mode",
                 format!("{other:?} is not one of ipip, vxlan, native"),
             )),
@@ -73,41 +73,15 @@ pub enum OffSubnet {
 }
 
 impl FromStr for OffSubnet {
-    type Err = Error;
+    type Err = Invalid;
 
-    fn from_str(s: &str) -> Result<Self, Error> {
+    fn from_str(s: &str) -> Result<Self, Invalid> {
         match s {
             "encap" => Ok(OffSubnet::Encap),
             "underlay" => Ok(OffSubnet::Underlay),
-            other => Err(Error::invalid(
+            other => Err(Invalid::new(
                 "offSubnet",
                 format!("{other:?} is not one of encap, underlay"),
-            )),
-        }
-    }
-}
-
-/// Reverse-path filter policy for the uplink and tunnel devices.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RpFilter {
-    /// Set loose mode (2): strict mode drops the reply leg while nodes disagree on the mode.
-    #[default]
-    Loose,
-    /// Leave whatever the host has.
-    Keep,
-}
-
-impl FromStr for RpFilter {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<Self, Error> {
-        match s {
-            "loose" => Ok(RpFilter::Loose),
-            "keep" => Ok(RpFilter::Keep),
-            other => Err(Error::invalid(
-                "rp-filter",
-                format!("{other:?} is not one of loose, keep"),
             )),
         }
     }
