@@ -18,6 +18,7 @@ FROM rust:${RUST_VERSION}-slim-bookworm AS builder
 WORKDIR /src
 # Dependencies first, so that a source change does not rebuild them.
 COPY Cargo.toml Cargo.lock ./
+COPY crates ./crates
 RUN mkdir src \
     && echo 'fn main() {}' > src/main.rs \
     && cargo build --release --locked \

@@ -2,19 +2,15 @@
 //! netlink, and a seamless switch between them. See docs/design.md.
 
 pub mod agent;
-pub mod api;
 pub mod bench;
 pub mod cli;
 pub mod coordinator;
 pub mod dataplane;
 pub mod engine;
-pub mod error;
 pub mod http;
-pub mod input;
 pub mod lab;
-pub mod model;
-pub mod plan;
 pub mod privilege;
 pub mod store;
 
-pub use error::{Error, Result};
+pub use podroute_api as api;
+pub use podroute_core::{error, input, model, plan, Error, Result};

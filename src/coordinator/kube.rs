@@ -224,7 +224,7 @@ mod tests {
     use serde_json::json;
 
     use crate::api::{ClusterRoutingSpec, InFlight, Mode, Phase, Plan};
-    use crate::coordinator::machine::{step, Inputs};
+    use crate::coordinator::machine::{step, InFlightRules, Inputs};
     use crate::coordinator::signals::UnderlaySignal;
     use crate::model::Node;
     use crate::store::{Applied, Network, NodeReport, ReportedNode};

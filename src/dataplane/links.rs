@@ -96,7 +96,7 @@ pub async fn create_ipip(handle: &Handle, name: &str) -> Result<()> {
             context: format!(
                 "creating {name}: this kernel has no ipip support (module ipip not loaded?)"
             ),
-            source: e,
+            source: e.into(),
         }),
         Err(e) => Err(nl_err(format!("creating {name} (ipip)"))(e)),
     }

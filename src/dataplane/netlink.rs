@@ -14,7 +14,10 @@ pub fn errno(e: &rtnetlink::Error) -> Option<i32> {
 
 pub fn nl_err(context: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> Error {
     let context = context.into();
-    move |source| Error::Netlink { context, source }
+    move |e| Error::Netlink {
+        context,
+        source: e.into(),
+    }
 }
 
 /// Collect a dump, with the context of what was dumped on failure.

@@ -10,7 +10,6 @@ pub mod crd;
 mod file;
 mod kube;
 mod memory;
-mod types;
 
 use std::sync::Arc;
 
@@ -21,7 +20,9 @@ pub(crate) use self::kube::resource_view;
 pub use self::kube::{events, KubeStore, NODE_PAGE_SIZE};
 pub use file::FileStore;
 pub use memory::{MemoryStore, NodeEvent};
-pub use types::{Applied, Network, NodeReport, ReportedNode, Snapshot};
+pub use podroute_core::snapshot::{
+    self as types, Applied, Network, NodeReport, ReportedNode, Snapshot,
+};
 
 use crate::Result;
 

@@ -9,7 +9,7 @@ use proptest::prelude::*;
 
 use super::machine::*;
 use crate::api::{ClusterRoutingStatus, InFlight, Mode, NodesStatus, NotReadyPolicy, Phase, Plan};
-use crate::store::Applied;
+use crate::snapshot::Applied;
 
 use Mode::{Ipip, Native, Vxlan};
 use Phase::{Finalize, Prepare, Steady, Switch};

@@ -83,7 +83,7 @@ use crate::api::{
     ClusterRoutingSpec, ClusterRoutingStatus, InFlight, Mode, NodesStatus, NotReadyPolicy,
     OffSubnet, Phase, Plan,
 };
-use crate::store::{Applied, ReportedNode};
+use crate::snapshot::{Applied, ReportedNode};
 
 /// `rollout.nodeTimeout` when the spec leaves it out.
 pub const DEFAULT_NODE_TIMEOUT_SECS: u64 = 300;
@@ -171,28 +171,35 @@ pub fn receivable(plan: &Plan) -> BTreeSet<Mode> {
 }
 
 /// The rules of `status.inFlight` (the field is wire data, in `api`).
-impl InFlight {
-    pub fn of(plan: &Plan) -> InFlight {
+pub trait InFlightRules {
+    fn of(plan: &Plan) -> Self;
+    /// Nothing known: anything may route, only native is surely received.
+    fn unknown() -> Self;
+    /// Whether `plan` can go live next to everything in flight.
+    fn admits(&self, plan: &Plan) -> bool;
+    fn add(&mut self, plan: &Plan);
+}
+
+impl InFlightRules for InFlight {
+    fn of(plan: &Plan) -> InFlight {
         InFlight {
             routes: BTreeSet::from([plan.route_mode]),
             receive: receivable(plan),
         }
     }
 
-    /// Nothing known: anything may route, only native is surely received.
-    pub fn unknown() -> InFlight {
+    fn unknown() -> InFlight {
         InFlight {
             routes: Mode::ALL.into_iter().collect(),
             receive: BTreeSet::from([Mode::Native]),
         }
     }
 
-    /// Whether `plan` can go live next to everything in flight.
-    pub fn admits(&self, plan: &Plan) -> bool {
+    fn admits(&self, plan: &Plan) -> bool {
         self.receive.contains(&plan.route_mode) && self.routes.is_subset(&receivable(plan))
     }
 
-    pub(crate) fn add(&mut self, plan: &Plan) {
+    fn add(&mut self, plan: &Plan) {
         self.routes.insert(plan.route_mode);
         let receive = receivable(plan);
         self.receive.retain(|m| receive.contains(m));

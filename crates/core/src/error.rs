@@ -5,6 +5,10 @@ use std::path::PathBuf;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// A netlink or API-server error, kept opaque so this crate's core needs
+/// neither client; the edges that must inspect one check it before boxing.
+pub type Source = Box<dyn std::error::Error + Send + Sync>;
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// Bad user or cluster input; nothing was changed. Exit code 2.
@@ -29,7 +33,7 @@ pub enum Error {
     Netlink {
         context: String,
         #[source]
-        source: rtnetlink::Error,
+        source: Source,
     },
 
     /// A call to the Kubernetes API server (or building its client).
@@ -37,7 +41,7 @@ pub enum Error {
     Kube {
         context: String,
         #[source]
-        source: Box<kube::Error>,
+        source: Source,
     },
 
     #[error("interrupted")]
@@ -92,10 +96,10 @@ impl Error {
         }
     }
 
-    pub fn kube(context: impl Into<String>, source: kube::Error) -> Self {
+    pub fn kube(context: impl Into<String>, source: impl Into<Source>) -> Self {
         Error::Kube {
             context: context.into(),
-            source: Box::new(source),
+            source: source.into(),
         }
     }
 

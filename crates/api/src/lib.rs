@@ -1,6 +1,7 @@
 //! The wire: what podroute reads and writes outside the process (the
 //! ClusterRouting CRD, Node annotations and conditions, the modes and plans
-//! in them). A leaf: it uses nothing else of the crate.
+//! in them). A leaf: it uses no other podroute crate. The `kube` feature adds
+//! the `ClusterRouting` resource type and RFC 3339 times.
 
 mod crd;
 mod duration;
@@ -10,16 +11,19 @@ mod node;
 mod plan;
 mod status;
 
+#[cfg(feature = "kube")]
+pub use crd::ClusterRouting;
 pub use crd::{
-    ClusterRouting, ClusterRoutingSpec, NativeSpec, NotReadyPolicy, RolloutSpec, VxlanSpec,
-    CLUSTER_ROUTING_NAME,
+    ClusterRoutingSpec, NativeSpec, NotReadyPolicy, RolloutSpec, VxlanSpec, CLUSTER_ROUTING_NAME,
 };
 pub use duration::parse_duration;
 pub use int_or_string::{Mtu, NodeTimeout};
 pub use mode::{Mode, OffSubnet};
 pub use node::{APPLIED_ANNOTATION, NETWORK_UNAVAILABLE, REASON_ROUTE_CREATED};
 pub use plan::{Plan, MAX_GENERATION};
-pub use status::{rfc3339, ClusterRoutingStatus, Condition, InFlight, NodesStatus, Phase};
+#[cfg(feature = "kube")]
+pub use status::rfc3339;
+pub use status::{ClusterRoutingStatus, Condition, InFlight, NodesStatus, Phase};
 
 /// A value the wire does not allow; `Error::Invalid` once it leaves
 /// this module.

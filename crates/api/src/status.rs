@@ -1,8 +1,6 @@
 use std::collections::BTreeSet;
 use std::fmt;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use k8s_openapi::jiff::Timestamp;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -147,7 +145,9 @@ pub struct Condition {
 }
 
 /// A time as Kubernetes writes it in conditions (RFC 3339, whole seconds).
-pub fn rfc3339(time: Timestamp) -> String {
+#[cfg(feature = "kube")]
+pub fn rfc3339(time: k8s_openapi::jiff::Timestamp) -> String {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
     serde_json::to_value(Time(time))
         .ok()
         .and_then(|v| v.as_str().map(str::to_string))

@@ -3,7 +3,6 @@
 //! writes `spec`, the coordinator writes `status`, agents read both.
 //! `mtu` and `rollout.nodeTimeout` are int-or-string (see [`super::Mtu`]).
 
-use kube::CustomResource;
 use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
 use serde::{Deserialize, Serialize};
 
@@ -13,20 +12,24 @@ use super::{ClusterRoutingStatus, Condition, Mode, Mtu, NodeTimeout, OffSubnet};
 pub const CLUSTER_ROUTING_NAME: &str = "default";
 
 /// How pods on different nodes reach each other, cluster-wide.
-#[derive(CustomResource, Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[kube(
-    group = "podroute.io",
-    version = "v1alpha1",
-    kind = "ClusterRouting",
-    plural = "clusterroutings",
-    singular = "clusterrouting",
-    status = "ClusterRoutingStatus",
-    derive = "PartialEq",
-    doc = "Cluster-wide pod routing: the mode the operator asks for (spec) and the plan the coordinator rolls out (status). One object, named `default`.",
-    printcolumn = r#"{"name": "Mode", "type": "string", "jsonPath": ".spec.mode", "description": "The mode the operator asked for"}"#,
-    printcolumn = r#"{"name": "Phase", "type": "string", "jsonPath": ".status.phase", "description": "Where the coordinator is"}"#,
-    printcolumn = r#"{"name": "Applied", "type": "integer", "jsonPath": ".status.nodes.applied", "description": "Nodes that hold the current plan"}"#,
-    printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[cfg_attr(
+    feature = "kube",
+    derive(kube::CustomResource),
+    kube(
+        group = "podroute.io",
+        version = "v1alpha1",
+        kind = "ClusterRouting",
+        plural = "clusterroutings",
+        singular = "clusterrouting",
+        status = "ClusterRoutingStatus",
+        derive = "PartialEq",
+        doc = "Cluster-wide pod routing: the mode the operator asks for (spec) and the plan the coordinator rolls out (status). One object, named `default`.",
+        printcolumn = r#"{"name": "Mode", "type": "string", "jsonPath": ".spec.mode", "description": "The mode the operator asked for"}"#,
+        printcolumn = r#"{"name": "Phase", "type": "string", "jsonPath": ".status.phase", "description": "Where the coordinator is"}"#,
+        printcolumn = r#"{"name": "Applied", "type": "integer", "jsonPath": ".status.nodes.applied", "description": "Nodes that hold the current plan"}"#,
+        printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ClusterRoutingSpec {
@@ -122,7 +125,7 @@ pub(super) fn conditions_schema(generator: &mut SchemaGenerator) -> Schema {
     })
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "kube"))]
 mod tests {
     use kube::CustomResourceExt;
 
@@ -146,7 +149,7 @@ mod tests {
             .collect();
         assert_eq!(columns, ["Mode", "Phase", "Applied", "Age"]);
         assert!(version.subresources.as_ref().unwrap().status.is_some());
-        let yaml = serde_yaml::to_string(&crd).unwrap();
-        assert_eq!(yaml, serde_yaml::to_string(&ClusterRouting::crd()).unwrap());
+        let json = serde_json::to_string(&crd).unwrap();
+        assert_eq!(json, serde_json::to_string(&ClusterRouting::crd()).unwrap());
     }
 }
