@@ -14,6 +14,7 @@ use podroute::model::{
     Config, Mac, Node, RpFilter, MIN_MTU,
 };
 use podroute::plan::Mtus;
+use podroute::plan::{route_owner, RouteOwner};
 
 /// A cluster file with the given node entries (YAML list items, indented).
 fn cluster(nodes: &str) -> String {
@@ -543,9 +544,14 @@ fn owned_protocols() {
         adopt_route_protocols: vec![12, 80],
         ..Config::default()
     };
-    assert_eq!(c.owned_protocols().collect::<Vec<_>>(), [91, 12, 80]);
-    assert!(c.is_owned_protocol(12) && c.is_owned_protocol(91));
-    assert!(!c.is_owned_protocol(2) && !c.is_owned_protocol(4));
+    // The one ownership rule (plan::ownership), for a pod route in our table.
+    let owned = |p| route_owner(&c, p, c.route_table, 24) != RouteOwner::Foreign;
+    assert_eq!(
+        (0..=255).filter(|&p| owned(p)).collect::<Vec<u8>>(),
+        [12, 80, 91]
+    );
+    assert!(owned(12) && owned(91));
+    assert!(!owned(2) && !owned(4));
 }
 
 #[test]

@@ -16,6 +16,7 @@ use podroute::plan::{
     desired, diff, nothing, simulate, Desired, Diff, ForeignState, Inputs, Observed, Op, Route,
     RouteKey, RouteKind, Stage, Step, Uplink, LOCAL_UNREACHABLE_METRIC,
 };
+use podroute::plan::{route_owner, RouteOwner};
 use proptest::prelude::*;
 use proptest::sample::{select, subsequence, Index};
 
@@ -240,7 +241,8 @@ fn realistic_for(desired: &Desired, config: &Config) -> Observed {
             .partition(|(_, r)| r.protocol == config.route_protocol);
     observed.routes = ours;
     for (key, route) in others {
-        if config.is_owned_protocol(route.protocol) {
+        let owner = route_owner(config, route.protocol, key.table, key.dst.prefix());
+        if owner != RouteOwner::Foreign {
             observed.adoptable.insert(key, route);
         } else {
             observed.foreign_routes.insert(key);

@@ -92,15 +92,6 @@ impl Default for Config {
 }
 
 impl Config {
-    /// The protocols whose routes we own: ours first, then the adopted ones.
-    pub fn owned_protocols(&self) -> impl Iterator<Item = u8> + '_ {
-        std::iter::once(self.route_protocol).chain(self.adopt_route_protocols.iter().copied())
-    }
-
-    pub fn is_owned_protocol(&self, protocol: u8) -> bool {
-        self.owned_protocols().any(|p| p == protocol)
-    }
-
     pub fn validate(&self) -> Result<()> {
         if matches!(self.route_protocol, 0..=4) {
             return Err(Error::invalid(
