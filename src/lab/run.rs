@@ -98,6 +98,8 @@ pub struct Lab {
 
 impl Drop for Lab {
     fn drop(&mut self) {
+        // Stop the agents first: a running one may write its MTU file again.
+        self.agents.clear();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
