@@ -522,11 +522,14 @@ fn fuzz_cluster_routing_json() {
     fuzz("cluster_routing_json", json::arb_routing_case(), |case| {
         let item = case.item();
         check_crd_object(&item)?;
-        let (outcome, took) = kube.run(
+        let (outcome, took, routing) = kube.run_with_routing(
             node_list(&good_nodes()),
             routing_list(std::slice::from_ref(&item)),
         );
         let shown = || shorten(&item, 3000);
+        let published = matches!(outcome, Outcome::Published(_));
+        check_coordinator_routing(&item, published, routing.as_deref())
+            .map_err(|e| fail(format!("{e}\n{}", shown())))?;
         outcomes.note(match (&outcome, &case.expect) {
             (Outcome::Published(s), _) if s.plan.is_some() => "published with a plan",
             (Outcome::Published(_), _) => "published without a plan",
@@ -559,6 +562,42 @@ fn fuzz_cluster_routing_json() {
         }
     });
     outcomes.print("cluster_routing_json");
+}
+
+/// What the coordinator reads of ClusterRouting from the store's watch
+/// (issue 12: one watch per process): the typed spec and the metadata when
+/// the spec parses, nothing otherwise; at least whatever a typed watch of
+/// the whole object would have given it.
+fn check_coordinator_routing(
+    text: &str,
+    published: bool,
+    got: Option<&ClusterRouting>,
+) -> Result<(), String> {
+    let list = routing_list(&[text.to_string()]);
+    let typed = serde_json::from_str::<kube::core::ObjectList<ClusterRouting>>(&list);
+    let typed = typed.ok().filter(|_| published);
+    if let Some(typed) = typed.and_then(|l| l.items.into_iter().next()) {
+        let got = got.ok_or("the whole object parses, the store gives the coordinator none")?;
+        if (&got.spec, &got.metadata) != (&typed.spec, &typed.metadata) || got.status.is_some() {
+            return Err(format!(
+                "the coordinator gets {got:?}, a typed watch {typed:?}"
+            ));
+        }
+    }
+    // Not through a `Value`: the status may nest deeper than its limit.
+    #[derive(serde::Deserialize)]
+    struct SpecOf {
+        spec: Option<Value>,
+    }
+    let spec = serde_json::from_str::<SpecOf>(text)
+        .ok()
+        .filter(|_| published)
+        .and_then(|o| serde_json::from_value::<ClusterRoutingSpec>(o.spec?).ok());
+    match (spec, got) {
+        (Some(spec), Some(got)) if got.spec == spec => Ok(()),
+        (None, None) => Ok(()),
+        (spec, got) => Err(format!("spec {spec:?}, the coordinator gets {got:?}")),
+    }
 }
 
 // =============================================================== CRD types
@@ -1701,6 +1740,41 @@ fn regression_huge_integer_node_timeout_keeps_the_agents_settings() {
         "logs: {}",
         kube.logs()
     );
+}
+
+/// Issue 12: the coordinator reads ClusterRouting from the agents' store. A
+/// spec from a newer CRD (a field or a mode this build does not know) keeps
+/// the agents' snapshot as before and gives the coordinator the spec it
+/// knows, or no object at all.
+#[test]
+fn a_newer_crd_spec_keeps_the_agents_and_gives_the_coordinator_what_it_knows() {
+    let kube = KubeHarness::new();
+    let run = |spec: Value| {
+        let routing = json!({
+            "metadata": {"name": "default", "uid": "u1", "resourceVersion": "7", "generation": 2},
+            "spec": spec,
+        });
+        let (outcome, _, object) = kube.run_with_routing(
+            node_list(&good_nodes()),
+            routing_list(&[routing.to_string()]),
+        );
+        let Outcome::Published(s) = outcome else {
+            panic!("{outcome:?}; logs {}", kube.logs())
+        };
+        (s.settings.clone(), object)
+    };
+    let (settings, object) = run(json!({"mode": "vxlan", "vxlan": {"vni": 7}, "multipath": true}));
+    assert_eq!(settings.vxlan_vni, Some(7));
+    let object = object.expect("an unknown field is skipped");
+    assert_eq!(
+        (object.spec.mode, object.metadata.generation),
+        (Mode::Vxlan, Some(2))
+    );
+    assert_eq!(object.metadata.uid.as_deref(), Some("u1"));
+
+    let (settings, object) = run(json!({"mode": "wireguard", "vxlan": {"vni": 7}}));
+    assert_eq!(settings, Settings::default(), "a new agent's defaults");
+    assert!(object.is_none(), "no spec the coordinator could act on");
 }
 
 /// Contract: `--cluster` must be a regular file: a directory, a FIFO, a

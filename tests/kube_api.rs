@@ -1351,6 +1351,39 @@ fn steady_on(status: &ClusterRoutingStatus, mode: Mode, total: u32) -> bool {
             .is_some_and(|n| n.total == total && n.applied == total && n.waiting.is_empty())
 }
 
+/// Open WATCH requests on `resource` (a plural), as kube-apiserver counts
+/// them: the gauge `apiserver_longrunning_requests` on its /metrics.
+async fn open_watches(client: &Client, resource: &str) -> u64 {
+    let request = http::Request::get("/metrics").body(Vec::new()).unwrap();
+    let metrics = client.request_text(request).await.expect("GET /metrics");
+    let resource = format!("resource=\"{resource}\"");
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("apiserver_longrunning_requests{"))
+        .filter(|l| l.contains(&resource) && l.contains("verb=\"WATCH\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+/// Issue 12: the coordinator process holds one watch on ClusterRouting (its
+/// store's), not one for the store and one for the coordinator. Nothing
+/// else in this control plane watches ClusterRoutings.
+async fn assert_one_cluster_routing_watch(client: &Client, coordinator: &CoordinatorProcess) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let watches = open_watches(client, "clusterroutings").await;
+        if watches == 1 {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{watches} open ClusterRouting watches, want 1\ncoordinator log:\n{}",
+            coordinator.log_tail()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
 /// Issue 5.1: with `--underlay-signal-condition`, a switch to native with
 /// `offSubnet: underlay` publishes no native route until every Node has
 /// that condition True (the cloud's routes are in), names the nodes it
@@ -1399,6 +1432,7 @@ async fn coordinator_waits_for_the_underlay_signal_before_routing_native() {
         |s| steady_on(s, Mode::Vxlan, 3),
     )
     .await;
+    assert_one_cluster_routing_watch(&client, &coordinator).await;
 
     routings
         .patch(

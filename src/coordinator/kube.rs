@@ -1,15 +1,12 @@
-//! The coordinator's [`Port`] to the API server: the Lease, Nodes from [`KubeStore`]
-//! and [`super::signals`], the ClusterRouting object, its status and Events.
+//! The coordinator's [`Port`] to the API server: the Lease, Nodes and ClusterRouting from
+//! [`KubeStore`] (one watch each), [`super::signals`], the status and Events.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::Api;
-use kube::runtime::watcher::{self, watcher};
-use kube::runtime::WatchStreamExt;
 use kube::Client;
 use tokio::sync::watch;
 
@@ -52,15 +49,13 @@ pub async fn run(
     let store = KubeStore::new(client.clone())?;
     let (signals_tx, signals) = watch::channel(SignalsByNode::new());
     let follow_signals = tokio::spawn(signals::follow(Api::all(client.clone()), signals_tx));
-    let (routing_tx, routing_rx) = watch::channel(None);
-    let follow = tokio::spawn(follow_routing(Api::all(client.clone()), routing_tx));
     let port = KubePort {
         lease: LeaseLock::new(client.clone(), &options),
         routings: Api::all(client),
         snapshots: store.subscribe(),
+        routing_rx: store.routing(),
         store,
         signals,
-        routing_rx,
         routing: None,
         written: None,
         announced: BTreeMap::new(),
@@ -68,7 +63,6 @@ pub async fn run(
         metrics,
     };
     let mut port = driver::run(port, TICK, shutdown).await;
-    follow.abort();
     follow_signals.abort();
     port.lease.release().await;
     Ok(())
@@ -82,9 +76,9 @@ struct KubePort {
     snapshots: watch::Receiver<Option<Arc<Snapshot>>>,
     signals: watch::Receiver<SignalsByNode>,
     routings: Api<ClusterRouting>,
-    routing_rx: watch::Receiver<Option<ClusterRouting>>,
+    routing_rx: watch::Receiver<Option<Arc<ClusterRouting>>>,
     /// As of the last read.
-    routing: Option<ClusterRouting>,
+    routing: Option<Arc<ClusterRouting>>,
     /// The status last written, or read back on becoming leader.
     written: Option<ClusterRoutingStatus>,
     /// Nodes left out for bad values, as already told in an Event.
@@ -120,6 +114,8 @@ impl Port for KubePort {
         Some((spec, facts))
     }
 
+    /// A GET, a quorum read: the watch may not have brought the last
+    /// leader's final status write yet.
     async fn resume(&mut self) -> Result<ClusterRoutingStatus> {
         let fresh = self.routings.get(CLUSTER_ROUTING_NAME).await.map_err(|e| {
             self.metrics.api_errors.inc();
@@ -176,46 +172,6 @@ fn node_facts(snapshot: &Snapshot, signals: &SignalsByNode) -> Vec<RolloutNode> 
         .collect();
     add_signals(&mut facts, signals);
     facts
-}
-
-async fn follow_routing(api: Api<ClusterRouting>, tx: watch::Sender<Option<ClusterRouting>>) {
-    let config =
-        watcher::Config::default().fields(&format!("metadata.name={CLUSTER_ROUTING_NAME}"));
-    let mut events = watcher(api, config).default_backoff().boxed();
-    let mut failing = false;
-    let mut listed = None;
-    while let Some(event) = events.next().await {
-        match event {
-            Ok(event) => {
-                if std::mem::take(&mut failing) {
-                    tracing::info!("watching ClusterRouting again");
-                }
-                match event {
-                    watcher::Event::Init => listed = None,
-                    watcher::Event::InitApply(object) => listed = Some(object),
-                    watcher::Event::InitDone => {
-                        if listed.is_none() {
-                            tracing::warn!(
-                                "no ClusterRouting {CLUSTER_ROUTING_NAME}: waiting for one"
-                            );
-                        }
-                        tx.send_replace(listed.take());
-                    }
-                    watcher::Event::Apply(object) => {
-                        tx.send_replace(Some(object));
-                    }
-                    watcher::Event::Delete(_) => {
-                        tx.send_replace(None);
-                    }
-                }
-            }
-            Err(e) => {
-                if !std::mem::replace(&mut failing, true) {
-                    tracing::warn!("watching ClusterRouting: {e}; retrying");
-                }
-            }
-        }
-    }
 }
 
 #[cfg(test)]

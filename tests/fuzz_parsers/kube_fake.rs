@@ -19,6 +19,7 @@ use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Bytes, Frame, Incoming};
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
+use podroute::api::ClusterRouting;
 use podroute::store::{ClusterStore, KubeStore, Snapshot};
 use tokio::net::TcpListener;
 use tokio::runtime::Runtime;
@@ -248,15 +249,26 @@ impl KubeHarness {
 
     /// A new store on these two list bodies; its first snapshot or failure.
     pub fn run(&self, nodes: String, routings: String) -> (Outcome, Duration) {
+        let (outcome, took, _) = self.run_with_routing(nodes, routings);
+        (outcome, took)
+    }
+
+    /// As [`KubeHarness::run`], with the ClusterRouting object the store
+    /// then gives the coordinator ([`KubeStore::routing`]).
+    pub fn run_with_routing(
+        &self,
+        nodes: String,
+        routings: String,
+    ) -> (Outcome, Duration, Option<Arc<ClusterRouting>>) {
         self.fake.serve(nodes, routings);
         self.logs.clear();
         let start = Instant::now();
-        let outcome = self.runtime.block_on(async {
+        let (outcome, routing) = self.runtime.block_on(async {
             let store = KubeStore::new(self.client.clone()).expect("starting the store");
             let mut rx = store.subscribe();
-            loop {
+            let outcome = loop {
                 if let Some(s) = rx.borrow_and_update().clone() {
-                    return Outcome::Published(s);
+                    break Outcome::Published(s);
                 }
                 let logs = self.logs.text();
                 let line = |what: &str| {
@@ -265,19 +277,21 @@ impl KubeHarness {
                         .map(str::to_string)
                 };
                 if let Some(l) = line("Nodes") {
-                    return Outcome::NodesFailed(l);
+                    break Outcome::NodesFailed(l);
                 }
                 if let Some(l) = line("ClusterRouting") {
-                    return Outcome::RoutingFailed(l);
+                    break Outcome::RoutingFailed(l);
                 }
                 if start.elapsed() > CASE_LIMIT {
-                    return Outcome::Nothing { logs };
+                    break Outcome::Nothing { logs };
                 }
                 let _ = tokio::time::timeout(Duration::from_millis(1), rx.changed()).await;
-            }
+            };
+            let routing = store.routing().borrow().clone();
+            (outcome, routing)
         });
         self.fake.end_watches();
-        (outcome, start.elapsed())
+        (outcome, start.elapsed(), routing)
     }
 
     /// The log lines of the last case.

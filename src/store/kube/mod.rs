@@ -37,7 +37,7 @@ use tokio::task::JoinHandle;
 use self::state::{Source, State};
 use self::view::{KubeNode, RoutingView};
 use super::{ClusterStore, NodeReport, Snapshot};
-use crate::api::{rfc3339, CLUSTER_ROUTING_NAME};
+use crate::api::{rfc3339, ClusterRouting, CLUSTER_ROUTING_NAME};
 use crate::{Error, Result};
 
 /// Nodes per list request when (re)listing. Each page is one buffered JSON
@@ -56,6 +56,7 @@ pub struct KubeStore {
 struct Shared {
     state: Mutex<State>,
     tx: watch::Sender<Option<Arc<Snapshot>>>,
+    routing: watch::Sender<Option<Arc<ClusterRouting>>>,
 }
 
 impl Shared {
@@ -79,6 +80,19 @@ impl Shared {
             true
         });
     }
+
+    /// The ClusterRouting object (`None`: there is none). One whose spec
+    /// does not parse leaves [`KubeStore::routing`] as it was.
+    fn set_routing(&self, view: Option<RoutingView>) {
+        if view.is_none() {
+            tracing::warn!("no ClusterRouting {CLUSTER_ROUTING_NAME}: waiting for one");
+        }
+        match view.as_ref().map(RoutingView::object) {
+            Some(None) => {}
+            object => drop(self.routing.send_replace(object.flatten().map(Arc::new))),
+        }
+        self.update(|s| s.set_routing(view));
+    }
 }
 
 impl KubeStore {
@@ -91,6 +105,7 @@ impl KubeStore {
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
             tx: watch::Sender::new(None),
+            routing: watch::Sender::new(None),
         });
         let nodes: Api<KubeNode> = Api::all(client.clone());
         let events = Api::namespaced(client.clone(), events::EVENTS_NAMESPACE);
@@ -118,6 +133,12 @@ impl KubeStore {
     /// account): for the coordinator and the CLI, which need more than Nodes.
     pub async fn client(kubeconfig: Option<&Path>) -> Result<Client> {
         client(kubeconfig).await
+    }
+
+    /// The ClusterRouting object (metadata and spec, no status) for the
+    /// coordinator, from the same watch as the snapshots.
+    pub fn routing(&self) -> watch::Receiver<Option<Arc<ClusterRouting>>> {
+        self.shared.routing.subscribe()
     }
 
     /// Nodes left out for values podroute refuses (not those merely not
@@ -335,9 +356,9 @@ async fn follow_routing(api: Api<RoutingView>, shared: Arc<Shared>) {
                 match event {
                     Event::Init => listed = None,
                     Event::InitApply(view) => listed = Some(view),
-                    Event::InitDone => shared.update(|s| s.set_routing(listed.take())),
-                    Event::Apply(view) => shared.update(|s| s.set_routing(Some(view))),
-                    Event::Delete(_) => shared.update(|s| s.set_routing(None)),
+                    Event::InitDone => shared.set_routing(listed.take()),
+                    Event::Apply(view) => shared.set_routing(Some(view)),
+                    Event::Delete(_) => shared.set_routing(None),
                 }
             }
             Err(e) => warn_once.failed("ClusterRouting", &e),

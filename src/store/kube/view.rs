@@ -1,9 +1,9 @@
 //! What the store keeps of a Node and of the ClusterRouting object.
 //!
 //! Both are read through their own `Resource` types whose `Deserialize` picks
-//! out the few fields podroute needs while the JSON is parsed; everything
-//! else (images, managedFields, other annotations, ...) is skipped by the
-//! parser and never allocated. No full Node object exists in this process.
+//! out the fields podroute needs while the JSON is parsed (of a Node, not even
+//! its metadata: images, managedFields, other annotations are skipped by the
+//! parser and never allocated). No full Node object exists in this process.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -15,7 +15,8 @@ use serde::de::{IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
 use crate::api::{
-    ClusterRoutingSpec, Plan, APPLIED_ANNOTATION, NETWORK_UNAVAILABLE, REASON_ROUTE_CREATED,
+    ClusterRouting, ClusterRoutingSpec, Plan, APPLIED_ANNOTATION, CLUSTER_ROUTING_NAME,
+    NETWORK_UNAVAILABLE, REASON_ROUTE_CREATED,
 };
 use crate::model::{Node, Settings};
 use crate::store::{Applied, Network, NodeReport};
@@ -331,22 +332,33 @@ pub fn node_field(field: &str) -> String {
     }
 }
 
-/// The ClusterRouting object, as far as agents read it. Parts that do not
-/// parse are kept as errors (the store keeps the last good value).
+/// The ClusterRouting object: plan and settings for agents, [`Self::object`]
+/// for the coordinator; parts that do not parse are kept as errors.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(from = "RawRouting")]
 pub struct RoutingView {
     metadata: ObjectMeta,
+    /// `None` when absent or unparsable (`settings` says why).
+    spec: Option<ClusterRoutingSpec>,
     pub settings: Result<Settings, String>,
     pub plan: Result<Option<Plan>, String>,
 }
 
-resource_view!(RoutingView, crate::api::ClusterRouting);
+resource_view!(RoutingView, ClusterRouting);
+
+impl RoutingView {
+    /// Metadata and spec, no status; `None` while the spec does not parse.
+    pub fn object(&self) -> Option<ClusterRouting> {
+        let mut object = ClusterRouting::new(CLUSTER_ROUTING_NAME, self.spec.clone()?);
+        object.metadata = self.metadata.clone();
+        Some(object)
+    }
+}
 
 #[derive(Deserialize, Default)]
 #[serde(default)]
 struct RawRouting {
-    metadata: RawMeta,
+    metadata: ObjectMeta,
     spec: Option<serde_json::Value>,
     status: Option<RawRoutingStatus>,
 }
@@ -359,11 +371,11 @@ struct RawRoutingStatus {
 
 impl From<RawRouting> for RoutingView {
     fn from(raw: RawRouting) -> RoutingView {
-        let settings = match raw.spec {
+        let spec = raw.spec.map(serde_json::from_value::<ClusterRoutingSpec>);
+        let settings = match &spec {
             None => Ok(Settings::default()),
-            Some(spec) => serde_json::from_value::<ClusterRoutingSpec>(spec)
-                .map_err(|e| format!("spec: {e}"))
-                .and_then(|s| Settings::of_spec(&s).map_err(|e| format!("spec: {e}"))),
+            Some(Ok(spec)) => Settings::of_spec(spec).map_err(|e| format!("spec: {e}")),
+            Some(Err(e)) => Err(format!("spec: {e}")),
         };
         let plan = match raw.status.and_then(|s| s.plan) {
             None | Some(serde_json::Value::Null) => Ok(None),
@@ -372,11 +384,8 @@ impl From<RawRouting> for RoutingView {
                 .map_err(|e| format!("status.plan: {e}")),
         };
         RoutingView {
-            metadata: ObjectMeta {
-                name: raw.metadata.name,
-                resource_version: raw.metadata.resource_version,
-                ..ObjectMeta::default()
-            },
+            metadata: raw.metadata,
+            spec: spec.and_then(Result::ok),
             settings,
             plan,
         }
