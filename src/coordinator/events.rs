@@ -3,10 +3,8 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Event as CoreEvent, EventSource, ObjectReference};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
-use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, PostParams};
+use k8s_openapi::api::core::v1::{Event as CoreEvent, ObjectReference};
+use kube::api::Api;
 
 use super::machine::{Event, REASON_BLOCKED, REASON_SKIPPED};
 use super::metrics::CoordinatorMetrics;
@@ -26,10 +24,7 @@ pub async fn announce_invalid_nodes(
     metrics: &CoordinatorMetrics,
     announced: &mut BTreeMap<String, String>,
 ) {
-    let reporter = node_events::Reporter {
-        component: COMPONENT.into(),
-        instance: identity.into(),
-    };
+    let reporter = reporter(identity);
     let invalid = store.invalid_nodes();
     for (node, why) in &invalid {
         if announced.get(node) == Some(why) {
@@ -67,41 +62,27 @@ pub async fn emit(
     event: &Event,
     metrics: &CoordinatorMetrics,
 ) {
-    let now = Timestamp::now();
-    let warning = matches!(event.reason, REASON_BLOCKED | REASON_SKIPPED);
-    let object = CoreEvent {
-        metadata: ObjectMeta {
-            generate_name: Some(format!("{CLUSTER_ROUTING_NAME}.")),
-            namespace: Some("default".into()),
-            ..ObjectMeta::default()
-        },
-        involved_object: ObjectReference {
-            api_version: Some("podroute.io/v1alpha1".into()),
-            kind: Some("ClusterRouting".into()),
-            name: Some(CLUSTER_ROUTING_NAME.into()),
-            uid: routing.metadata.uid.clone(),
-            resource_version: routing.metadata.resource_version.clone(),
-            ..ObjectReference::default()
-        },
-        reason: Some(event.reason.into()),
-        message: Some(event.message.clone()),
-        type_: Some(if warning { "Warning" } else { "Normal" }.into()),
-        source: Some(EventSource {
-            component: Some(COMPONENT.into()),
-            host: None,
-        }),
-        reporting_component: Some(COMPONENT.into()),
-        reporting_instance: Some(identity.into()),
-        first_timestamp: Some(Time(now)),
-        last_timestamp: Some(Time(now)),
-        count: Some(1),
-        ..CoreEvent::default()
+    let object = ObjectReference {
+        api_version: Some("podroute.io/v1alpha1".into()),
+        kind: Some("ClusterRouting".into()),
+        name: Some(CLUSTER_ROUTING_NAME.into()),
+        uid: routing.metadata.uid.clone(),
+        resource_version: routing.metadata.resource_version.clone(),
+        ..ObjectReference::default()
     };
-    let created = api.create(&PostParams::default(), &object).await;
-    let emitted = created
-        .map(drop)
-        .map_err(|e| Error::kube("creating an Event", e));
+    let warning = matches!(event.reason, REASON_BLOCKED | REASON_SKIPPED);
+    let type_ = if warning { "Warning" } else { "Normal" };
+    let (reporter, message) = (reporter(identity), &event.message);
+    let created = node_events::record(api, &reporter, object, type_, event.reason, message).await;
+    let emitted = created.map_err(|e| Error::kube("creating an Event", e));
     note_emitted(metrics, event.reason, emitted);
+}
+
+fn reporter(identity: &str) -> node_events::Reporter {
+    node_events::Reporter {
+        component: COMPONENT.into(),
+        instance: identity.into(),
+    }
 }
 
 #[cfg(test)]

@@ -81,68 +81,59 @@ impl LeaseLock {
     /// True when we hold the Lease after this call. Get, then create or
     /// replace with the resourceVersion read: a stale write gets 409.
     async fn acquire_or_renew(&mut self) -> Result<bool> {
-        let now = Timestamp::now();
+        let now = MicroTime(Timestamp::now());
         let seconds = i32::try_from(self.options.lease_duration.as_secs()).unwrap_or(i32::MAX);
         let current = self
             .api
             .get_opt(LEASE_NAME)
             .await
             .map_err(|e| Error::kube("reading the Lease", e))?;
-        let Some(mut lease) = current else {
-            let lease = Lease {
-                metadata: ObjectMeta {
-                    name: Some(LEASE_NAME.into()),
-                    ..ObjectMeta::default()
-                },
-                spec: Some(LeaseSpec {
-                    holder_identity: Some(self.options.identity.clone()),
-                    lease_duration_seconds: Some(seconds),
-                    acquire_time: Some(MicroTime(now)),
-                    renew_time: Some(MicroTime(now)),
-                    lease_transitions: Some(0),
-                    ..LeaseSpec::default()
-                }),
-            };
-            return match self.api.create(&PostParams::default(), &lease).await {
-                Ok(_) => Ok(true),
-                Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
-                Err(e) => Err(Error::kube("creating the Lease", e)),
-            };
-        };
-        let spec = lease.spec.clone().unwrap_or_default();
+        let exists = current.is_some();
+        let mut lease = current.unwrap_or_else(|| Lease {
+            metadata: ObjectMeta {
+                name: Some(LEASE_NAME.into()),
+                ..ObjectMeta::default()
+            },
+            spec: None,
+        });
+        let spec = lease.spec.take().unwrap_or_default();
         let holder = spec.holder_identity.clone().unwrap_or_default();
         let ours = holder == self.options.identity;
         let expired = match (&spec.renew_time, spec.lease_duration_seconds) {
-            (Some(renewed), Some(d)) => renewed.0.as_second() + i64::from(d) < now.as_second(),
+            (Some(renewed), Some(d)) => renewed.0.as_second() + i64::from(d) < now.0.as_second(),
             _ => true,
         };
         if !(ours || holder.is_empty() || expired) {
             return Ok(false);
         }
-        let transitions = spec.lease_transitions.unwrap_or(0) + i32::from(!ours);
+        if !ours && exists {
+            tracing::info!(previous = %holder, "taking over the Lease");
+        }
         lease.spec = Some(LeaseSpec {
             holder_identity: Some(self.options.identity.clone()),
             lease_duration_seconds: Some(seconds),
             acquire_time: if ours {
                 spec.acquire_time.clone()
             } else {
-                Some(MicroTime(now))
+                Some(now.clone())
             },
-            renew_time: Some(MicroTime(now)),
-            lease_transitions: Some(transitions),
+            renew_time: Some(now),
+            lease_transitions: Some(
+                spec.lease_transitions.unwrap_or(0) + i32::from(!ours && exists),
+            ),
             ..spec
         });
-        if !ours {
-            tracing::info!(previous = %holder, "taking over the Lease");
-        }
-        match self
-            .api
-            .replace(LEASE_NAME, &PostParams::default(), &lease)
-            .await
-        {
+        let params = PostParams::default();
+        let written = if exists {
+            self.api.replace(LEASE_NAME, &params, &lease).await
+        } else {
+            self.api.create(&params, &lease).await
+        };
+        match written {
             Ok(_) => Ok(true),
             Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
-            Err(e) => Err(Error::kube("renewing the Lease", e)),
+            Err(e) if exists => Err(Error::kube("renewing the Lease", e)),
+            Err(e) => Err(Error::kube("creating the Lease", e)),
         }
     }
 

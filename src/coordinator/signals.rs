@@ -26,8 +26,8 @@ use serde::Deserialize;
 use tokio::sync::watch;
 
 use super::machine::RolloutNode;
-use crate::api::NETWORK_UNAVAILABLE;
-use crate::store::{resource_view, NODE_PAGE_SIZE};
+use crate::api::{NodeCondition, NETWORK_UNAVAILABLE};
+use crate::store::{resource_view, WarnOnce, NODE_PAGE_SIZE};
 use crate::{Error, Result};
 
 /// The watched condition type. A view is parsed by serde without context,
@@ -98,18 +98,7 @@ struct RawMeta {
 #[derive(Deserialize, Default)]
 #[serde(default)]
 struct RawStatus {
-    conditions: Vec<RawCondition>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct RawCondition {
-    #[serde(rename = "type")]
-    type_: String,
-    #[serde(default)]
-    status: String,
-    #[serde(default)]
-    last_transition_time: Option<String>,
+    conditions: Vec<NodeCondition>,
 }
 
 impl From<RawNode> for SignalsView {
@@ -164,21 +153,17 @@ pub fn add_signals(facts: &mut [RolloutNode], signals: &SignalsByNode) {
 pub async fn follow(api: Api<SignalsView>, tx: watch::Sender<SignalsByNode>) {
     let config = watcher::Config::default().page_size(NODE_PAGE_SIZE);
     let mut events = watcher(api, config).default_backoff().boxed();
-    let mut failing = false;
+    let (mut warn_once, what) = (WarnOnce::default(), "Nodes for their signals");
     let mut listing = SignalsByNode::new();
     while let Some(event) = events.next().await {
         let event = match event {
             Ok(event) => event,
             Err(e) => {
-                if !std::mem::replace(&mut failing, true) {
-                    tracing::warn!("watching Nodes for their signals: {e}; retrying");
-                }
+                warn_once.failed(what, &e);
                 continue;
             }
         };
-        if std::mem::take(&mut failing) {
-            tracing::info!("watching Nodes for their signals again");
-        }
+        warn_once.ok(what);
         match event {
             watcher::Event::Init => listing.clear(),
             watcher::Event::InitApply(view) => {

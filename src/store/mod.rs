@@ -16,8 +16,8 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use tokio::sync::watch;
 
-pub(crate) use self::kube::resource_view;
 pub use self::kube::{events, KubeStore, NODE_PAGE_SIZE};
+pub(crate) use self::kube::{resource_view, WarnOnce};
 pub use file::FileStore;
 pub use memory::{MemoryStore, NodeEvent};
 pub use podroute_core::snapshot::{

@@ -19,7 +19,7 @@ pub use crd::{
 pub use duration::parse_duration;
 pub use int_or_string::{Mtu, NodeTimeout};
 pub use mode::{Mode, OffSubnet};
-pub use node::{APPLIED_ANNOTATION, NETWORK_UNAVAILABLE, REASON_ROUTE_CREATED};
+pub use node::{NodeCondition, APPLIED_ANNOTATION, NETWORK_UNAVAILABLE, REASON_ROUTE_CREATED};
 pub use plan::{Plan, MAX_GENERATION};
 #[cfg(feature = "kube")]
 pub use status::rfc3339;

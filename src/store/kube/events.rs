@@ -1,6 +1,6 @@
-//! Warning Events on Nodes: how the agent says another writer keeps
-//! overwriting its condition, and how the coordinator says a Node was left
-//! out for a value podroute refuses. `kubectl describe node` shows them.
+//! core/v1 Events: Warnings on Nodes (the agent: another writer keeps
+//! overwriting its condition; the coordinator: a Node left out for a value
+//! podroute refuses), and the coordinator's Events on the ClusterRouting.
 
 use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
@@ -31,23 +31,38 @@ pub async fn warn_node(
     reason: &str,
     message: &str,
 ) -> Result<()> {
+    let node_ref = ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Node".into()),
+        name: Some(node.into()),
+        uid: Some(node.into()),
+        ..ObjectReference::default()
+    };
+    record(api, reporter, node_ref, "Warning", reason, message)
+        .await
+        .map_err(|e| Error::kube(format!("creating an Event ({reason}) on node {node}"), e))
+}
+
+/// One core/v1 Event of `type_` (Normal or Warning) about `object`.
+pub async fn record(
+    api: &Api<Event>,
+    reporter: &Reporter,
+    object: ObjectReference,
+    type_: &str,
+    reason: &str,
+    message: &str,
+) -> Result<(), kube::Error> {
     let now = Timestamp::now();
     let event = Event {
         metadata: ObjectMeta {
-            generate_name: Some(format!("{node}.")),
+            generate_name: object.name.as_ref().map(|name| format!("{name}.")),
             namespace: Some(EVENTS_NAMESPACE.into()),
             ..ObjectMeta::default()
         },
-        involved_object: ObjectReference {
-            api_version: Some("v1".into()),
-            kind: Some("Node".into()),
-            name: Some(node.into()),
-            uid: Some(node.into()),
-            ..ObjectReference::default()
-        },
+        involved_object: object,
         reason: Some(reason.into()),
         message: Some(message.into()),
-        type_: Some("Warning".into()),
+        type_: Some(type_.into()),
         source: Some(EventSource {
             component: Some(reporter.component.clone()),
             host: None,
@@ -60,8 +75,5 @@ pub async fn warn_node(
         count: Some(1),
         ..Event::default()
     };
-    api.create(&PostParams::default(), &event)
-        .await
-        .map_err(|e| Error::kube(format!("creating an Event ({reason}) on node {node}"), e))?;
-    Ok(())
+    api.create(&PostParams::default(), &event).await.map(drop)
 }

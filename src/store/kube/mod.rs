@@ -272,18 +272,18 @@ async fn client(kubeconfig: Option<&Path>) -> Result<Client> {
 /// Logs the first failure of a run of failures at warn, the rest at debug,
 /// and the recovery at info: the watcher retries with backoff meanwhile.
 #[derive(Default)]
-struct WarnOnce {
+pub(crate) struct WarnOnce {
     failing: bool,
 }
 
 impl WarnOnce {
-    fn ok(&mut self, what: &str) {
+    pub(crate) fn ok(&mut self, what: &str) {
         if std::mem::take(&mut self.failing) {
             tracing::info!("watching {what} again");
         }
     }
 
-    fn failed(&mut self, what: &str, e: &watcher::Error) {
+    pub(crate) fn failed(&mut self, what: &str, e: &watcher::Error) {
         let hint = match e {
             watcher::Error::InitialListFailed(kube::Error::Api(s))
             | watcher::Error::WatchStartFailed(kube::Error::Api(s))
@@ -296,7 +296,7 @@ impl WarnOnce {
         if std::mem::replace(&mut self.failing, true) {
             tracing::debug!("watching {what}: {e}{hint}; retrying");
         } else {
-            tracing::warn!("watching {what}: {e}{hint}; keeping the last snapshot and retrying");
+            tracing::warn!("watching {what}: {e}{hint}; keeping what was read and retrying");
         }
     }
 }

@@ -15,8 +15,8 @@ use serde::de::{IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
 use crate::api::{
-    ClusterRouting, ClusterRoutingSpec, Plan, APPLIED_ANNOTATION, CLUSTER_ROUTING_NAME,
-    NETWORK_UNAVAILABLE, REASON_ROUTE_CREATED,
+    ClusterRouting, ClusterRoutingSpec, NodeCondition, Plan, APPLIED_ANNOTATION,
+    CLUSTER_ROUTING_NAME, NETWORK_UNAVAILABLE, REASON_ROUTE_CREATED,
 };
 use crate::model::{Node, Settings};
 use crate::store::{Applied, Network, NodeReport};
@@ -157,7 +157,7 @@ struct RawNodeSpec {
 #[serde(default)]
 struct RawNodeStatus {
     addresses: Option<Vec<RawAddress>>,
-    conditions: Option<Vec<RawCondition>>,
+    conditions: Option<Vec<NodeCondition>>,
 }
 
 #[derive(Deserialize)]
@@ -165,18 +165,6 @@ struct RawAddress {
     #[serde(rename = "type")]
     type_: String,
     address: String,
-}
-
-#[derive(Deserialize)]
-struct RawCondition {
-    #[serde(rename = "type")]
-    type_: String,
-    #[serde(default)]
-    status: String,
-    #[serde(default)]
-    reason: Option<String>,
-    #[serde(default)]
-    message: Option<String>,
 }
 
 /// The value of `podroute.io/applied` out of `metadata.annotations`; the
@@ -261,7 +249,7 @@ impl From<RawNode> for KubeNode {
 /// RouteCreated is "available" (podroute's, or a cloud route controller's:
 /// either way the routes are there); True is "unavailable", whoever set it;
 /// anything else (another CNI's False, Unknown) is no report.
-fn parse_network(c: &RawCondition) -> Option<Network> {
+fn parse_network(c: &NodeCondition) -> Option<Network> {
     let message = c.message.clone().unwrap_or_default();
     match c.status.as_str() {
         "False" if c.reason.as_deref() == Some(REASON_ROUTE_CREATED) => {
