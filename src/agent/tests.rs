@@ -86,15 +86,8 @@ impl Kernel for FakeKernel {
             let mut observed = self.observed.lock().expect("lock");
             let diff = plan::diff(&desired, &observed);
             simulate::apply_all(&mut observed, diff.steps.iter().map(|s| &s.op));
-            Ok(Outcome {
-                changes: diff.steps.len(),
-                steps: diff.steps,
-                routes: desired.routes.len() - diff.conflicts.len(),
-                conflicts: diff.conflicts,
-                kept: diff.kept,
-                excluded: desired.excluded.clone(),
-                pod_mtu: desired.pod_mtu,
-            })
+            let changes = diff.steps.len();
+            Ok(Outcome::of(&desired, diff, changes))
         })
     }
 }
