@@ -51,7 +51,7 @@ pub async fn local_node<'c>(
             .node(name)
             .ok_or_else(|| Error::invalid("node", format!("{name:?} is not in the cluster file")));
     }
-    let local = dp.local_addresses().await?;
+    let local = dp.local_addresses(None).await?;
     let mut found = cluster
         .nodes
         .iter()

@@ -136,7 +136,7 @@ async fn guess_uplink(dp: &mut Dataplane, observed: &Observed) -> Option<Uplink>
         })?;
     let link = dp.links().iter().find(|l| l.name == name)?.clone();
     let address = dp
-        .local_addresses_of(link.index)
+        .local_addresses(Some(link.index))
         .await
         .ok()?
         .into_iter()
