@@ -24,6 +24,21 @@ pub struct Outcome {
     pub routes: usize,
 }
 
+impl Outcome {
+    /// What `diff` towards `desired` comes to, after `changes` writes.
+    pub fn of(desired: &Desired, diff: Diff, changes: usize) -> Outcome {
+        Outcome {
+            changes,
+            steps: diff.steps,
+            routes: desired.routes.len() - diff.conflicts.len(),
+            conflicts: diff.conflicts,
+            kept: diff.kept,
+            excluded: desired.excluded.clone(),
+            pod_mtu: desired.pod_mtu,
+        }
+    }
+}
+
 /// The node this host is: by name when given, else the one whose IP is on a
 /// local interface.
 pub async fn local_node<'c>(
@@ -36,7 +51,7 @@ pub async fn local_node<'c>(
             .node(name)
             .ok_or_else(|| Error::invalid("node", format!("{name:?} is not in the cluster file")));
     }
-    let local = dp.local_addresses().await?;
+    let local = dp.local_addresses(None).await?;
     let mut found = cluster
         .nodes
         .iter()
@@ -83,11 +98,17 @@ pub async fn dry_run(dp: &mut Dataplane, desired: &Desired) -> Result<Diff> {
     Ok(plan::diff(desired, &observed))
 }
 
-/// A diff that would touch what is not ours is refused whole, before any
-/// write: a runtime failure (exit 1) naming what is in the way.
-pub fn refuse_blocked(diff: &Diff) -> Result<()> {
+/// What `converge` would do, refused as it refuses, with nothing written.
+pub async fn preview(dp: &mut Dataplane, desired: &Desired) -> Result<Outcome> {
+    Ok(Outcome::of(desired, allowed_diff(dp, desired).await?, 0))
+}
+
+/// The diff to `desired`. One that would touch what is not ours is refused
+/// whole, before any write: a runtime failure (exit 1) naming what is in the way.
+async fn allowed_diff(dp: &mut Dataplane, desired: &Desired) -> Result<Diff> {
+    let diff = dry_run(dp, desired).await?;
     match diff.blocked.as_slice() {
-        [] => Ok(()),
+        [] => Ok(diff),
         reasons => Err(Error::Foreign(reasons.join("; "))),
     }
 }
@@ -95,8 +116,7 @@ pub fn refuse_blocked(diff: &Diff) -> Result<()> {
 /// Make the kernel hold `desired`, then read it back: success means the
 /// kernel holds the plan, not merely that the writes were accepted.
 pub async fn converge(dp: &mut Dataplane, desired: &Desired) -> Result<Outcome> {
-    let diff = dry_run(dp, desired).await?;
-    refuse_blocked(&diff)?;
+    let diff = allowed_diff(dp, desired).await?;
     for key in &diff.conflicts {
         tracing::warn!(
             dst = %key.dst,
@@ -116,13 +136,5 @@ pub async fn converge(dp: &mut Dataplane, desired: &Desired) -> Result<Outcome> 
         }
         changes
     };
-    Ok(Outcome {
-        changes,
-        steps: diff.steps,
-        routes: desired.routes.len() - diff.conflicts.len(),
-        conflicts: diff.conflicts,
-        kept: diff.kept,
-        excluded: desired.excluded.clone(),
-        pod_mtu: desired.pod_mtu,
-    })
+    Ok(Outcome::of(desired, diff, changes))
 }

@@ -139,10 +139,6 @@ impl Metrics {
         }
     }
 
-    pub fn is_ready(&self) -> bool {
-        self.readiness().is_ok()
-    }
-
     /// What `/readyz` says: `Ok(note)` or `Err(why not)`.
     pub fn readiness(&self) -> Result<String, String> {
         self.readiness

@@ -86,20 +86,14 @@ impl Kernel for FakeKernel {
             let mut observed = self.observed.lock().expect("lock");
             let diff = plan::diff(&desired, &observed);
             simulate::apply_all(&mut observed, diff.steps.iter().map(|s| &s.op));
-            Ok(Outcome {
-                changes: diff.steps.len(),
-                steps: diff.steps,
-                routes: desired.routes.len() - diff.conflicts.len(),
-                conflicts: diff.conflicts,
-                kept: diff.kept,
-                excluded: desired.excluded.clone(),
-                pod_mtu: desired.pod_mtu,
-            })
+            let changes = diff.steps.len();
+            Ok(Outcome::of(&desired, diff, changes))
         })
     }
 }
 
-fn cluster(mode: Mode, generation: u64) -> Cluster {
+/// Three nodes on steady vxlan, generation 1.
+fn cluster() -> Cluster {
     let node = |i: u8| Node {
         name: format!("node-{i}"),
         node_ip: std::net::Ipv4Addr::new(10, 250, 0, i),
@@ -107,9 +101,13 @@ fn cluster(mode: Mode, generation: u64) -> Cluster {
     };
     Cluster {
         nodes: vec![node(1), node(2), node(3)],
-        plan: Plan::steady(mode, generation),
+        plan: Plan::steady(Mode::Vxlan, 1),
         settings: Settings::default(),
     }
+}
+
+fn store_of(cluster: &Cluster) -> Arc<MemoryStore> {
+    Arc::new(MemoryStore::new(Snapshot::from_cluster(cluster)))
 }
 
 struct Running {
@@ -196,10 +194,7 @@ fn report_of(store: &MemoryStore) -> NodeReport {
 
 #[tokio::test]
 async fn converges_reports_and_a_restart_writes_nothing() {
-    let store = Arc::new(MemoryStore::new(Snapshot::from_cluster(&cluster(
-        Mode::Vxlan,
-        1,
-    ))));
+    let store = store_of(&cluster());
     let kernel = FakeKernel::default();
     let mut agent = start(store.clone(), kernel.clone());
     assert!(agent.next_applied().await.changes > 0);
@@ -225,10 +220,7 @@ async fn converges_reports_and_a_restart_writes_nothing() {
 
 #[tokio::test]
 async fn plan_and_peer_changes_are_applied_and_reported() {
-    let store = Arc::new(MemoryStore::new(Snapshot::from_cluster(&cluster(
-        Mode::Vxlan,
-        1,
-    ))));
+    let store = store_of(&cluster());
     let kernel = FakeKernel::default();
     let mut agent = start(store.clone(), kernel.clone());
     agent.next_applied().await;
@@ -254,10 +246,7 @@ async fn plan_and_peer_changes_are_applied_and_reported() {
 
 #[tokio::test]
 async fn a_kernel_event_repairs_drift_at_once() {
-    let store = Arc::new(MemoryStore::new(Snapshot::from_cluster(&cluster(
-        Mode::Vxlan,
-        1,
-    ))));
+    let store = store_of(&cluster());
     let kernel = FakeKernel::default();
     let mut agent = start(store.clone(), kernel.clone());
     agent.next_applied().await;
@@ -281,10 +270,7 @@ async fn a_kernel_event_repairs_drift_at_once() {
 
 #[tokio::test]
 async fn persistent_failures_turn_the_condition_true_then_recovery_false() {
-    let store = Arc::new(MemoryStore::new(Snapshot::from_cluster(&cluster(
-        Mode::Vxlan,
-        1,
-    ))));
+    let store = store_of(&cluster());
     let kernel = FakeKernel::default();
     kernel
         .fail_next
@@ -313,9 +299,9 @@ async fn persistent_failures_turn_the_condition_true_then_recovery_false() {
 
 #[tokio::test]
 async fn a_node_missing_from_the_cluster_is_left_alone() {
-    let mut c = cluster(Mode::Vxlan, 1);
+    let mut c = cluster();
     c.nodes.retain(|n| n.name != "node-1");
-    let store = Arc::new(MemoryStore::new(Snapshot::from_cluster(&c)));
+    let store = store_of(&c);
     let kernel = FakeKernel::default();
     let mut agent = start(store.clone(), kernel.clone());
     assert!(matches!(agent.next_pass().await, Pass::Waiting(_)));
@@ -325,10 +311,7 @@ async fn a_node_missing_from_the_cluster_is_left_alone() {
 
 #[tokio::test]
 async fn an_overrun_resyncs_and_repairs() {
-    let store = Arc::new(MemoryStore::new(Snapshot::from_cluster(&cluster(
-        Mode::Vxlan,
-        1,
-    ))));
+    let store = store_of(&cluster());
     let kernel = FakeKernel::default();
     let mut agent = start(store, kernel.clone());
     agent.next_applied().await;
@@ -343,10 +326,7 @@ async fn an_overrun_resyncs_and_repairs() {
 
 #[tokio::test]
 async fn the_periodic_resync_repairs_drift_nobody_announced() {
-    let store = Arc::new(MemoryStore::new(Snapshot::from_cluster(&cluster(
-        Mode::Vxlan,
-        1,
-    ))));
+    let store = store_of(&cluster());
     let kernel = FakeKernel::default();
     let mut options = options();
     options.resync = Duration::from_millis(50);
@@ -366,10 +346,7 @@ async fn the_periodic_resync_repairs_drift_nobody_announced() {
 
 #[tokio::test]
 async fn a_burst_of_events_is_one_pass_and_passes_never_overlap() {
-    let store = Arc::new(MemoryStore::new(Snapshot::from_cluster(&cluster(
-        Mode::Vxlan,
-        1,
-    ))));
+    let store = store_of(&cluster());
     let kernel = FakeKernel::default();
     let mut agent = start(store.clone(), kernel.clone());
     agent.next_applied().await;
@@ -458,10 +435,7 @@ fn retry_delays_double_up_to_the_cap() {
 
 #[tokio::test]
 async fn refused_reports_back_off_without_touching_the_kernel_and_reset_on_success() {
-    let memory = Arc::new(MemoryStore::new(Snapshot::from_cluster(&cluster(
-        Mode::Vxlan,
-        1,
-    ))));
+    let memory = store_of(&cluster());
     let store = RefusingStore::new(memory.clone(), 4);
     let kernel = FakeKernel::default();
     let mut agent = Agent::new(options(), store.clone(), kernel.clone());
@@ -509,10 +483,7 @@ async fn refused_reports_back_off_without_touching_the_kernel_and_reset_on_succe
 
 #[tokio::test]
 async fn the_loop_retries_a_refused_report_until_the_store_takes_it() {
-    let memory = Arc::new(MemoryStore::new(Snapshot::from_cluster(&cluster(
-        Mode::Vxlan,
-        1,
-    ))));
+    let memory = store_of(&cluster());
     let store = RefusingStore::new(memory.clone(), 3);
     let kernel = FakeKernel::default();
     let mut agent = start_with(options(), store.clone(), kernel.clone());
@@ -533,10 +504,7 @@ async fn the_loop_retries_a_refused_report_until_the_store_takes_it() {
 
 #[tokio::test]
 async fn a_planned_switch_never_reports_the_network_unavailable() {
-    let memory = Arc::new(MemoryStore::new(Snapshot::from_cluster(&cluster(
-        Mode::Vxlan,
-        1,
-    ))));
+    let memory = store_of(&cluster());
     let store = RefusingStore::new(memory.clone(), 0);
     let kernel = FakeKernel::default();
     let mut agent = start_with(options(), store.clone(), kernel.clone());
@@ -583,10 +551,7 @@ fn unavailable(reason: &str) -> Option<Network> {
 
 #[tokio::test]
 async fn an_overwritten_condition_is_restored_until_a_writer_keeps_at_it() {
-    let store = Arc::new(MemoryStore::new(Snapshot::from_cluster(&cluster(
-        Mode::Vxlan,
-        1,
-    ))));
+    let store = store_of(&cluster());
     let mut agent = start(store.clone(), FakeKernel::default());
     agent.next_applied().await;
     let ours = report_of(&store);

@@ -46,30 +46,22 @@ pub async fn run(args: ApplyArgs) -> Result<()> {
         desired,
         ..
     } = Host::load(&args.target.cluster, &args.target.node, &args.config).await?;
-    let mut report = ApplyReport {
+    let outcome = if args.dry_run {
+        engine::preview(&mut dp, &desired).await?
+    } else {
+        engine::converge(&mut dp, &desired).await?
+    };
+    let report = ApplyReport {
         node: local.name.clone(),
         mode: cluster.plan.route_mode.to_string(),
         generation: cluster.plan.generation,
         dry_run: args.dry_run,
-        changes: 0,
-        steps: Vec::new(),
-        conflicts: Vec::new(),
-        kept: Vec::new(),
+        changes: outcome.changes,
+        steps: outcome.steps,
+        conflicts: outcome.conflicts,
+        kept: outcome.kept,
         pod_mtu: desired.pod_mtu,
     };
-    if args.dry_run {
-        let diff = engine::dry_run(&mut dp, &desired).await?;
-        engine::refuse_blocked(&diff)?;
-        report.steps = diff.steps;
-        report.conflicts = diff.conflicts;
-        report.kept = diff.kept;
-    } else {
-        let outcome = engine::converge(&mut dp, &desired).await?;
-        report.changes = outcome.changes;
-        report.steps = outcome.steps;
-        report.conflicts = outcome.conflicts;
-        report.kept = outcome.kept;
-    }
     args.output.print(&report, render)
 }
 

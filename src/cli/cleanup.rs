@@ -35,23 +35,16 @@ pub async fn run(args: CleanupArgs) -> Result<()> {
     let config = args.config.config(None)?;
     let nothing = plan::nothing(&config);
     let mut dp = Dataplane::connect(config)?;
-    let report = if args.dry_run {
-        let diff = engine::dry_run(&mut dp, &nothing).await?;
-        engine::refuse_blocked(&diff)?;
-        CleanupReport {
-            dry_run: true,
-            changes: 0,
-            steps: diff.steps,
-            kept: diff.kept,
-        }
+    let outcome = if args.dry_run {
+        engine::preview(&mut dp, &nothing).await?
     } else {
-        let outcome = engine::converge(&mut dp, &nothing).await?;
-        CleanupReport {
-            dry_run: false,
-            changes: outcome.changes,
-            steps: outcome.steps,
-            kept: outcome.kept,
-        }
+        engine::converge(&mut dp, &nothing).await?
+    };
+    let report = CleanupReport {
+        dry_run: args.dry_run,
+        changes: outcome.changes,
+        steps: outcome.steps,
+        kept: outcome.kept,
     };
     args.output.print(&report, |r| {
         let mut out = if r.steps.is_empty() {

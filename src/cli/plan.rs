@@ -39,14 +39,13 @@ pub async fn run(args: PlanArgs) -> Result<()> {
         desired,
         ..
     } = Host::load(&args.target.cluster, &args.target.node, &args.config).await?;
-    let diff = engine::dry_run(&mut dp, &desired).await?;
-    engine::refuse_blocked(&diff)?;
+    let outcome = engine::preview(&mut dp, &desired).await?;
     let report = PlanReport {
         node: local.name.clone(),
         mode: cluster.plan.route_mode.to_string(),
-        ops: diff.steps,
-        conflicts: diff.conflicts,
-        kept: diff.kept,
+        ops: outcome.steps,
+        conflicts: outcome.conflicts,
+        kept: outcome.kept,
         pod_mtu: desired.pod_mtu,
     };
     args.output.print(&report, |r| {

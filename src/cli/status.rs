@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use super::apply::steps_table;
+use super::apply::{steps_table, warnings_text};
 use super::host::{Host, NodeArgs};
 use super::output::table;
 use super::{ConfigArgs, Output};
@@ -136,7 +136,7 @@ async fn guess_uplink(dp: &mut Dataplane, observed: &Observed) -> Option<Uplink>
         })?;
     let link = dp.links().iter().find(|l| l.name == name)?.clone();
     let address = dp
-        .local_addresses_of(link.index)
+        .local_addresses(Some(link.index))
         .await
         .ok()?
         .into_iter()
@@ -228,8 +228,6 @@ fn render(r: &StatusReport) -> String {
             steps_table(steps)
         )),
     }
-    for w in &r.warnings {
-        out.push_str(&format!("warning: {w}\n"));
-    }
+    out.push_str(&warnings_text(&r.warnings));
     out
 }

@@ -75,11 +75,10 @@ pub async fn run(args: SwitchArgs) -> Result<()> {
     let client = KubeStore::client(args.common.kubeconfig.as_deref()).await?;
     let api: Api<ClusterRouting> = Api::all(client);
     let output = args.common.output;
+    let object = get(&api).await?;
     if let Some(SwitchCommand::Status) = args.command {
-        let object = get(&api).await?;
         return output.print(&report(&object, None), render);
     }
-    let object = get(&api).await?;
     let target = if args.abort {
         let status = object.status.clone().unwrap_or_default();
         match (status.switch_phase, status.from) {

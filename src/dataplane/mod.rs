@@ -122,23 +122,13 @@ impl Dataplane {
             })
     }
 
-    /// IPv4 addresses on this host's interfaces.
-    pub async fn local_addresses(&self) -> Result<Vec<Ipv4Network>> {
-        self.count(1);
-        Ok(addresses::dump(&self.handle)
-            .await?
-            .iter()
-            .map(|a| a.network)
-            .collect())
-    }
-
-    /// IPv4 addresses of one interface.
-    pub async fn local_addresses_of(&self, index: u32) -> Result<Vec<Ipv4Network>> {
+    /// IPv4 addresses on this host's interfaces, or on the one with `index`.
+    pub async fn local_addresses(&self, index: Option<u32>) -> Result<Vec<Ipv4Network>> {
         self.count(1);
         let all = addresses::dump(&self.handle).await?;
         Ok(all
             .iter()
-            .filter(|a| a.index == index)
+            .filter(|a| index.is_none_or(|i| a.index == i))
             .map(|a| a.network)
             .collect())
     }

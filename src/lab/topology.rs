@@ -40,15 +40,9 @@ pub struct NodeInfo {
     /// Kubernetes-style node name, `node-<n>`.
     pub name: String,
     pub netns: String,
-    /// Index of the underlay subnet (third octet of the node IP).
-    pub subnet: u8,
     pub ip: Ipv4Addr,
-    /// The underlay subnet, e.g. 10.250.0.0/24.
-    pub underlay: Ipv4Network,
     pub uplink: String,
     pub uplink_mtu: u32,
-    /// Default gateway (the router's leg) when the topology has a router.
-    pub gateway: Option<Ipv4Addr>,
     /// e.g. 10.244.<n>.0/24; its .0 is the node's tunnel address, never a pod's.
     pub pod_cidr: Ipv4Network,
     pub pods: Vec<PodInfo>,
@@ -59,23 +53,18 @@ pub struct SubnetInfo {
     pub index: u8,
     /// The underlay namespace holding bridge `br0`.
     pub netns: String,
-    pub cidr: Ipv4Network,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouterInfo {
     pub netns: String,
-    /// (subnet index, router address .254 on that subnet)
-    pub legs: Vec<(u8, Ipv4Addr)>,
 }
 
 /// Builder for [`Topology`]. Node `n` (1-based, in the order added) gets
-/// node IP `<underlay a.b>.<subnet>.<n>/24` and pod CIDR `<pod a.b>.<n>.0/24`.
+/// node IP `10.250.<subnet>.<n>/24` and pod CIDR `10.244.<n>.0/24`.
 #[derive(Debug, Clone)]
 pub struct TopologyBuilder {
     prefix: String,
-    underlay_base: Ipv4Addr,
-    pod_base: Ipv4Addr,
     uplink_mtu: u32,
     pods_per_node: usize,
     router: bool,
@@ -86,8 +75,6 @@ impl Default for TopologyBuilder {
     fn default() -> Self {
         TopologyBuilder {
             prefix: "pr".to_string(),
-            underlay_base: Ipv4Addr::new(10, 250, 0, 0),
-            pod_base: Ipv4Addr::new(10, 244, 0, 0),
             uplink_mtu: 1500,
             pods_per_node: 1,
             router: false,
@@ -100,16 +87,6 @@ impl TopologyBuilder {
     /// Prefix of the namespace names (cut to keep names short).
     pub fn prefix(mut self, prefix: &str) -> Self {
         self.prefix = prefix.to_string();
-        self
-    }
-    /// Only the first two octets are used (default 10.250.0.0).
-    pub fn underlay_base(mut self, base: Ipv4Addr) -> Self {
-        self.underlay_base = base;
-        self
-    }
-    /// Only the first two octets are used (default 10.244.0.0).
-    pub fn pod_base(mut self, base: Ipv4Addr) -> Self {
-        self.pod_base = base;
         self
     }
     /// MTU of node uplinks, bridges and router legs; also the initial pod veth MTU.
@@ -181,7 +158,6 @@ impl TopologyBuilder {
         topo.subnets.push(SubnetInfo {
             index: s,
             netns: name,
-            cidr: net24(with_octets(self.underlay_base, s, 0))?,
         });
         Ok(())
     }
@@ -192,18 +168,16 @@ impl TopologyBuilder {
         ns.sysctl("net.ipv4.ip_forward", "1")?;
         ns.sysctl("net.ipv4.conf.all.rp_filter", "0")?;
         ns.sysctl("net.ipv4.conf.default.rp_filter", "0")?;
-        let mut legs = Vec::new();
         for subnet in &topo.subnets {
             let leg = format!("s{}", subnet.index);
-            let addr = with_octets(self.underlay_base, subnet.index, 254);
+            let addr = Ipv4Addr::new(10, 250, subnet.index, 254);
             self.veth(ns, &leg, "rt", &subnet.netns)?;
             topo.netns_by_name(&subnet.netns)?
                 .ip(&["link", "set", "rt", "master", "br0", "up"])?;
             ns.ip(&["addr", "add", &format!("{addr}/24"), "dev", &leg])?;
             ns.ip(&["link", "set", &leg, "up"])?;
-            legs.push((subnet.index, addr));
         }
-        topo.router = Some(RouterInfo { netns: name, legs });
+        topo.router = Some(RouterInfo { netns: name });
         Ok(())
     }
 
@@ -219,46 +193,27 @@ impl TopologyBuilder {
         self.veth(ns, UPLINK, &port, &underlay)?;
         topo.netns_by_name(&underlay)?
             .ip(&["link", "set", &port, "master", "br0", "up"])?;
-        let ip = with_octets(self.underlay_base, s, host);
+        let ip = Ipv4Addr::new(10, 250, s, host);
         ns.ip(&["addr", "add", &format!("{ip}/24"), "dev", UPLINK])?;
         ns.ip(&["link", "set", UPLINK, "up"])?;
-        let gateway = topo
-            .router
-            .as_ref()
-            .map(|_| with_octets(self.underlay_base, s, 254));
-        if let Some(gw) = gateway {
-            ns.ip(&[
-                "route",
-                "add",
-                "default",
-                "via",
-                &gw.to_string(),
-                "dev",
-                UPLINK,
-            ])?;
+        if topo.router.is_some() {
+            let gw = Ipv4Addr::new(10, 250, s, 254).to_string();
+            ns.ip(&["route", "add", "default", "via", &gw, "dev", UPLINK])?;
         }
-        let pod_cidr = net24(with_octets(self.pod_base, host, 0))?;
+        let pod_cidr = Ipv4Network::new(Ipv4Addr::new(10, 244, host, 0), 24)
+            .map_err(|e| Error::invalid("network", e.to_string()))?;
         let mut pods = Vec::new();
         for k in 0..self.pods_per_node {
             let last =
                 u8::try_from(k + 2).map_err(|_| Error::invalid("pods_per_node", "too many"))?;
-            pods.push(self.add_pod(
-                topo,
-                &node_ns,
-                n,
-                k,
-                with_octets(self.pod_base, host, last),
-            )?);
+            pods.push(self.add_pod(topo, &node_ns, n, k, Ipv4Addr::new(10, 244, host, last))?);
         }
         topo.nodes.push(NodeInfo {
             name: format!("node-{n}"),
             netns: node_ns,
-            subnet: s,
             ip,
-            underlay: net24(with_octets(self.underlay_base, s, 0))?,
             uplink: UPLINK.to_string(),
             uplink_mtu: self.uplink_mtu,
-            gateway,
             pod_cidr,
             pods,
         });
@@ -369,9 +324,6 @@ impl Topology {
     pub fn node(&self, name: &str) -> Option<&NodeInfo> {
         self.nodes.iter().find(|n| n.name == name)
     }
-    pub fn subnets(&self) -> &[SubnetInfo] {
-        &self.subnets
-    }
     pub fn router(&self) -> Option<&RouterInfo> {
         self.router.as_ref()
     }
@@ -472,13 +424,4 @@ impl Topology {
             .map(|sub| sub.netns.clone())
             .ok_or_else(|| Error::invalid("subnet", format!("no underlay subnet {s}")))
     }
-}
-
-fn with_octets(base: Ipv4Addr, third: u8, fourth: u8) -> Ipv4Addr {
-    let [a, b, _, _] = base.octets();
-    Ipv4Addr::new(a, b, third, fourth)
-}
-
-fn net24(addr: Ipv4Addr) -> Result<Ipv4Network> {
-    Ipv4Network::new(addr, 24).map_err(|e| Error::invalid("network", e.to_string()))
 }

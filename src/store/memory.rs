@@ -114,16 +114,6 @@ impl MemoryStore {
         });
     }
 
-    pub fn set_ready(&self, name: &str, ready: bool) {
-        self.update(|s| match s.nodes.iter_mut().find(|n| n.node.name == name) {
-            Some(n) if n.ready != ready => {
-                n.ready = ready;
-                true
-            }
-            _ => false,
-        });
-    }
-
     pub fn set_plan(&self, plan: Plan) {
         self.update(|s| {
             let changed = s.plan.as_ref() != Some(&plan);

@@ -49,15 +49,9 @@ impl FromStr for Mode {
     type Err = Invalid;
 
     fn from_str(s: &str) -> Result<Self, Invalid> {
-        match s {
-            "ipip" => Ok(Mode::Ipip),
-            "vxlan" => Ok(Mode::Vxlan),
-            "native" => Ok(Mode::Native),
-            other => Err(Invalid::new(
-                "mode",
-                format!("{other:?} is not one of ipip, vxlan, native"),
-            )),
-        }
+        let known = Mode::ALL.into_iter().find(|m| m.as_str() == s);
+        known
+            .ok_or_else(|| Invalid::new("mode", format!("{s:?} is not one of ipip, vxlan, native")))
     }
 }
 

@@ -281,25 +281,16 @@ fn vxlan_device<'a>(
 
 fn identity_change(have: &VxlanDevice, want: &VxlanDevice) -> String {
     let (h, w) = (&have.identity, &want.identity);
-    let mut parts = Vec::new();
-    if h.vni != w.vni {
-        parts.push(format!("vni {} -> {}", h.vni, w.vni));
-    }
-    if h.port != w.port {
-        parts.push(format!("port {} -> {}", h.port, w.port));
-    }
-    if h.local != w.local {
-        parts.push(format!("local {} -> {}", h.local, w.local));
-    }
-    if h.link != w.link {
-        parts.push(format!("link {} -> {}", h.link, w.link));
-    }
-    if h.mac != w.mac {
-        parts.push(format!("mac {} -> {}", h.mac, w.mac));
-    }
-    if h.learning != w.learning {
-        parts.push(format!("learning {} -> {}", h.learning, w.learning));
-    }
+    let fields = [
+        ("vni", h.vni.to_string(), w.vni.to_string()),
+        ("port", h.port.to_string(), w.port.to_string()),
+        ("local", h.local.to_string(), w.local.to_string()),
+        ("link", h.link.clone(), w.link.clone()),
+        ("mac", h.mac.to_string(), w.mac.to_string()),
+        ("learning", h.learning.to_string(), w.learning.to_string()),
+    ];
+    let changed = fields.iter().filter(|(_, h, w)| h != w);
+    let parts: Vec<String> = changed.map(|(f, h, w)| format!("{f} {h} -> {w}")).collect();
     parts.join(", ")
 }
 
