@@ -1202,6 +1202,11 @@ fn address_cases() -> Vec<Case> {
         Case::text(Apply, "IPv4-mapped IPv6 peer ip", with_peer("vxlan", "\"::ffff:10.250.0.2\"", "10.244.2.0/24"), refused(&["nodes[1].ip"])),
         two("IPv6-only podCIDRs", "[\"fd00:2::/64\"]", "nodes[1].podCIDRs[0]"),
         two("IPv6 podCIDR with host bits", "[10.244.2.0/24, \"fd00:2::1/64\"]", "nodes[1].podCIDRs[1]"),
+        two("IPv6 multicast podCIDR", "[10.244.2.0/24, \"ff02::/64\"]", "nodes[1].podCIDRs[1]"),
+        two("IPv6 link-local podCIDR", "[10.244.2.0/24, \"fe80::/64\"]", "nodes[1].podCIDRs[1]"),
+        two("IPv6 loopback podCIDR", "[10.244.2.0/24, \"::1/128\"]", "nodes[1].podCIDRs[1]"),
+        two("IPv6 documentation podCIDR", "[10.244.2.0/24, \"2001:db8:2::/64\"]", "nodes[1].podCIDRs[1]"),
+        two("IPv6 podCIDR /127", "[10.244.2.0/24, \"fd00:2::/127\"]", "nodes[1].podCIDRs[1]"),
         two("two IPv4 podCIDRs", "[10.244.2.0/24, 10.244.9.0/24]", "nodes[1].podCIDRs"),
         Case::text(Plan, "dual-stack podCIDRs (control)", with_peer_raw("vxlan", "name: node-2\nip: 10.250.0.2\npodCIDRs: [10.244.2.0/24, \"fd00:2::/64\"]"), Expect::Accepted),
         // The node's own underlay subnet (10.250.0.0/24 on eth0).

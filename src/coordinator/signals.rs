@@ -90,9 +90,12 @@ struct RawNode {
 }
 
 #[derive(Deserialize, Default)]
-#[serde(default)]
+#[serde(default, rename_all = "camelCase")]
 struct RawMeta {
     name: Option<String>,
+    /// Kept so the watcher resumes from the last object it saw instead of
+    /// listing every Node again.
+    resource_version: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -121,6 +124,7 @@ impl SignalsView {
         SignalsView {
             metadata: ObjectMeta {
                 name: raw.metadata.name,
+                resource_version: raw.metadata.resource_version,
                 ..ObjectMeta::default()
             },
             signals,
@@ -201,7 +205,7 @@ mod tests {
 
     fn raw(conditions: serde_json::Value) -> RawNode {
         serde_json::from_value(json!({
-            "metadata": {"name": "n1", "annotations": {"a": "b"}},
+            "metadata": {"name": "n1", "resourceVersion": "42", "annotations": {"a": "b"}},
             "spec": {"podCIDR": "10.244.1.0/24"},
             "status": {
                 "conditions": conditions,
@@ -223,6 +227,8 @@ mod tests {
             None,
         );
         assert_eq!(view.name(), "n1");
+        // Without it the watcher lists every Node again after each watch ends.
+        assert_eq!(view.metadata.resource_version.as_deref(), Some("42"));
         assert_eq!(
             view.signals,
             UnderlaySignal {

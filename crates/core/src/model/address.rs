@@ -1,13 +1,14 @@
-//! The one validator for node addresses and pod CIDRs. The IANA IPv4
-//! special-purpose registry (RFC 6890 and its successors) and the multicast
-//! and reserved blocks say which addresses can never be a node's or a pod's:
+//! The one validator for node addresses and pod CIDRs. The IANA IPv4 and
+//! IPv6 special-purpose registries (RFC 6890 and its successors) and the
+//! multicast and reserved blocks say which addresses can never be a node's
+//! or a pod's:
 //! routing a pod CIDR there hijacks loopback, link-local, multicast or
 //! broadcast traffic on every node, and such an address cannot be reached
 //! across a network at all.
 
 use std::net::Ipv4Addr;
 
-use ipnetwork::Ipv4Network;
+use ipnetwork::{Ipv4Network, Ipv6Network};
 
 /// Blocks that are never a node or pod address, with why.
 const SPECIAL: [([u8; 4], u8, &str); 9] = [
@@ -30,8 +31,27 @@ const SPECIAL: [([u8; 4], u8, &str); 9] = [
     ),
 ];
 
+/// The IPv6 blocks that are never a pod's, with why.
+const SPECIAL_V6: [(&str, &str); 10] = [
+    ("::/128", "the unspecified address (RFC 4291)"),
+    ("::1/128", "loopback (RFC 4291)"),
+    ("::ffff:0:0/96", "IPv4-mapped (RFC 4291)"),
+    ("64:ff9b::/96", "IPv4/IPv6 translation (RFC 6052)"),
+    (
+        "64:ff9b:1::/48",
+        "local-use IPv4/IPv6 translation (RFC 8215)",
+    ),
+    ("100::/64", "discard-only (RFC 6666)"),
+    ("2001:db8::/32", "documentation (RFC 3849)"),
+    ("3fff::/20", "documentation (RFC 9637)"),
+    ("fe80::/10", "link-local (RFC 4291)"),
+    ("ff00::/8", "multicast (RFC 4291)"),
+];
+
 /// IPv4 pod CIDRs need room for the tunnel address and pods.
 pub const MAX_IPV4_POD_PREFIX: u8 = 30;
+/// The same room in IPv6: the network address stays unused, as in IPv4.
+pub const MAX_IPV6_POD_PREFIX: u8 = 126;
 
 fn special() -> impl Iterator<Item = (Ipv4Network, &'static str)> {
     SPECIAL.iter().map(|(octets, prefix, why)| {
@@ -66,14 +86,42 @@ pub fn pod_cidr_problem(cidr: Ipv4Network) -> Option<String> {
     special()
         .find(|(block, _)| block.overlaps(cidr))
         .map(|(block, why)| {
-            // Two prefixes that overlap nest: one holds the other.
-            let relation = if block.prefix() <= cidr.prefix() {
-                "is in"
-            } else {
-                "holds"
-            };
+            let relation = nesting(block.prefix(), cidr.prefix());
             format!("{cidr} {relation} {block}, {why}; pods cannot live there")
         })
+}
+
+/// [`pod_cidr_problem`] for an IPv6 pod CIDR.
+pub fn pod_cidr6_problem(cidr: Ipv6Network) -> Option<String> {
+    if cidr.ip() != cidr.network() {
+        return Some(format!(
+            "{cidr} has host bits set (network is {}/{})",
+            cidr.network(),
+            cidr.prefix()
+        ));
+    }
+    if cidr.prefix() > MAX_IPV6_POD_PREFIX {
+        return Some(format!(
+            "{cidr} leaves no room for pods (/{MAX_IPV6_POD_PREFIX} at most)"
+        ));
+    }
+    SPECIAL_V6
+        .iter()
+        .filter_map(|(block, why)| Some((block.parse::<Ipv6Network>().ok()?, why)))
+        .find(|(block, _)| block.overlaps(cidr))
+        .map(|(block, why)| {
+            let relation = nesting(block.prefix(), cidr.prefix());
+            format!("{cidr} {relation} {block}, {why}; pods cannot live there")
+        })
+}
+
+/// Two prefixes that overlap nest: one holds the other.
+fn nesting(block_prefix: u8, cidr_prefix: u8) -> &'static str {
+    if block_prefix <= cidr_prefix {
+        "is in"
+    } else {
+        "holds"
+    }
 }
 
 /// Why `cidr` cannot be routed by a node whose underlay subnet is `underlay`
@@ -156,6 +204,38 @@ mod tests {
             "10.244.1.0/30",
         ] {
             assert_eq!(pod_cidr_problem(cidr(good)), None, "{good} refused");
+        }
+    }
+
+    #[test]
+    fn ipv6_pod_cidrs_must_not_touch_special_blocks() {
+        for (bad, why) in [
+            ("::/0", "holds ::/128"),
+            ("::/64", "holds ::/128"),
+            ("::1/128", "no room"),
+            ("::/127", "no room"),
+            ("::ffff:10.244.0.0/120", "IPv4-mapped"),
+            ("64:ff9b::/96", "translation"),
+            ("100::/64", "discard-only"),
+            ("2001:db8:1::/64", "documentation"),
+            ("3fff:1::/64", "documentation"),
+            ("fe80::/64", "link-local"),
+            ("ff02::/16", "multicast"),
+            ("fd00:10:244:1::1/64", "host bits"),
+            ("fd00:10:244:1::/127", "no room"),
+        ] {
+            let cidr: Ipv6Network = bad.parse().expect("cidr");
+            let problem = pod_cidr6_problem(cidr).unwrap_or_default();
+            assert!(problem.contains(why), "{bad}: {problem:?}");
+        }
+        for good in [
+            "fd00:10:244:1::/64",
+            "2a01:4f8::/48",
+            "fd00::/8",
+            "fd00::/126",
+        ] {
+            let cidr: Ipv6Network = good.parse().expect("cidr");
+            assert_eq!(pod_cidr6_problem(cidr), None, "{good} refused");
         }
     }
 

@@ -130,12 +130,7 @@ fn parse_pod_cidrs(field: &str, raw: &[String]) -> Result<Vec<IpNetwork>> {
             .map_err(|_| Error::invalid(&f, format!("{text:?} is not a CIDR")))?;
         let problem = match cidr {
             IpNetwork::V4(v4) => address::pod_cidr_problem(v4),
-            IpNetwork::V6(v6) if v6.ip() != v6.network() => Some(format!(
-                "{text} has host bits set (network is {}/{})",
-                v6.network(),
-                v6.prefix()
-            )),
-            IpNetwork::V6(_) => None,
+            IpNetwork::V6(v6) => address::pod_cidr6_problem(v6),
         };
         if let Some(problem) = problem {
             return Err(Error::invalid(&f, problem));
