@@ -1207,6 +1207,7 @@ fn address_cases() -> Vec<Case> {
         two("IPv6 loopback podCIDR", "[10.244.2.0/24, \"::1/128\"]", "nodes[1].podCIDRs[1]"),
         two("IPv6 documentation podCIDR", "[10.244.2.0/24, \"2001:db8:2::/64\"]", "nodes[1].podCIDRs[1]"),
         two("IPv6 podCIDR /127", "[10.244.2.0/24, \"fd00:2::/127\"]", "nodes[1].podCIDRs[1]"),
+        Case::text(Apply, "IPv6 podCIDR of another node", "mode: vxlan\nnodes:\n  - {name: node-1, ip: 10.250.0.1, podCIDRs: [10.244.1.0/24, \"fd00:1::/64\"]}\n  - {name: node-2, ip: 10.250.0.2, podCIDRs: [10.244.2.0/24, \"fd00:1::/64\"]}\n  - {name: node-3, ip: 10.250.0.3, podCIDR: 10.244.3.0/24}\n".to_string(), refused(&["nodes[1].podCIDRs"])),
         two("two IPv4 podCIDRs", "[10.244.2.0/24, 10.244.9.0/24]", "nodes[1].podCIDRs"),
         Case::text(Plan, "dual-stack podCIDRs (control)", with_peer_raw("vxlan", "name: node-2\nip: 10.250.0.2\npodCIDRs: [10.244.2.0/24, \"fd00:2::/64\"]"), Expect::Accepted),
         // The node's own underlay subnet (10.250.0.0/24 on eth0).

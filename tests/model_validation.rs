@@ -247,6 +247,28 @@ fn adjacent_pod_cidrs_do_not_overlap() {
 }
 
 #[test]
+fn overlapping_ipv6_pod_cidrs_name_the_later_node() {
+    let text = cluster(
+        "  - {name: n1, ip: 10.250.0.1, podCIDRs: [10.244.1.0/24, 'fd00:10:244::/56']}
+  - {name: n2, ip: 10.250.0.2, podCIDRs: [10.244.2.0/24, 'fd00:10:244:1::/64']}
+",
+    );
+    let reason = assert_invalid(Cluster::parse(&text), "nodes[1].podCIDRs");
+    assert!(
+        reason.contains("fd00:10:244::/56") && reason.contains("n1"),
+        "{reason}"
+    );
+    // Adjacent IPv6 blocks, and one node without an IPv6 CIDR, are fine.
+    let text = cluster(
+        "  - {name: n1, ip: 10.250.0.1, podCIDRs: [10.244.1.0/24, 'fd00:10:244:1::/64']}
+  - {name: n2, ip: 10.250.0.2, podCIDRs: [10.244.2.0/24, 'fd00:10:244:2::/64']}
+  - {name: n3, ip: 10.250.0.3, podCIDR: 10.244.3.0/24}
+",
+    );
+    Cluster::parse(&text).unwrap();
+}
+
+#[test]
 fn pod_cidr_containing_a_node_ip_names_its_owner() {
     // n2's pod CIDR covers the underlay (and n1's address).
     let text = cluster(

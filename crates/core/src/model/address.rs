@@ -8,7 +8,7 @@
 
 use std::net::Ipv4Addr;
 
-use ipnetwork::{Ipv4Network, Ipv6Network};
+use ipnetwork::{IpNetwork, Ipv4Network};
 
 /// Blocks that are never a node or pod address, with why.
 const SPECIAL: [([u8; 4], u8, &str); 9] = [
@@ -69,8 +69,8 @@ pub fn node_ip_problem(ip: Ipv4Addr) -> Option<String> {
 }
 
 /// Why `cidr` cannot be a pod CIDR, if it cannot: host bits set, too small,
-/// or overlapping a special-purpose block.
-pub fn pod_cidr_problem(cidr: Ipv4Network) -> Option<String> {
+/// or overlapping a special-purpose block of its family.
+pub fn pod_cidr_problem(cidr: IpNetwork) -> Option<String> {
     if cidr.ip() != cidr.network() {
         return Some(format!(
             "{cidr} has host bits set (network is {}/{})",
@@ -78,50 +78,28 @@ pub fn pod_cidr_problem(cidr: Ipv4Network) -> Option<String> {
             cidr.prefix()
         ));
     }
-    if cidr.prefix() > MAX_IPV4_POD_PREFIX {
-        return Some(format!(
-            "{cidr} leaves no room for pods (/{MAX_IPV4_POD_PREFIX} at most)"
-        ));
+    let max = match cidr {
+        IpNetwork::V4(_) => MAX_IPV4_POD_PREFIX,
+        IpNetwork::V6(_) => MAX_IPV6_POD_PREFIX,
+    };
+    if cidr.prefix() > max {
+        return Some(format!("{cidr} leaves no room for pods (/{max} at most)"));
     }
+    let v6 = SPECIAL_V6.iter().filter(|_| cidr.is_ipv6());
+    let v6 = v6.filter_map(|(b, why)| Some((b.parse().ok()?, *why)));
     special()
-        .find(|(block, _)| block.overlaps(cidr))
+        .map(|(block, why)| (IpNetwork::V4(block), why))
+        .chain(v6)
+        // Two prefixes that overlap nest: one holds the other.
+        .find(|(block, _)| block.contains(cidr.network()) || cidr.contains(block.network()))
         .map(|(block, why)| {
-            let relation = nesting(block.prefix(), cidr.prefix());
+            let relation = if block.prefix() <= cidr.prefix() {
+                "is in"
+            } else {
+                "holds"
+            };
             format!("{cidr} {relation} {block}, {why}; pods cannot live there")
         })
-}
-
-/// [`pod_cidr_problem`] for an IPv6 pod CIDR.
-pub fn pod_cidr6_problem(cidr: Ipv6Network) -> Option<String> {
-    if cidr.ip() != cidr.network() {
-        return Some(format!(
-            "{cidr} has host bits set (network is {}/{})",
-            cidr.network(),
-            cidr.prefix()
-        ));
-    }
-    if cidr.prefix() > MAX_IPV6_POD_PREFIX {
-        return Some(format!(
-            "{cidr} leaves no room for pods (/{MAX_IPV6_POD_PREFIX} at most)"
-        ));
-    }
-    SPECIAL_V6
-        .iter()
-        .filter_map(|(block, why)| Some((block.parse::<Ipv6Network>().ok()?, why)))
-        .find(|(block, _)| block.overlaps(cidr))
-        .map(|(block, why)| {
-            let relation = nesting(block.prefix(), cidr.prefix());
-            format!("{cidr} {relation} {block}, {why}; pods cannot live there")
-        })
-}
-
-/// Two prefixes that overlap nest: one holds the other.
-fn nesting(block_prefix: u8, cidr_prefix: u8) -> &'static str {
-    if block_prefix <= cidr_prefix {
-        "is in"
-    } else {
-        "holds"
-    }
 }
 
 /// Why `cidr` cannot be routed by a node whose underlay subnet is `underlay`
@@ -192,7 +170,10 @@ mod tests {
             "10.244.1.1/24",
             "10.244.1.0/31",
         ] {
-            assert!(pod_cidr_problem(cidr(bad)).is_some(), "{bad} accepted");
+            assert!(
+                pod_cidr_problem(cidr(bad).into()).is_some(),
+                "{bad} accepted"
+            );
         }
         for good in [
             "10.244.0.0/16",
@@ -203,7 +184,7 @@ mod tests {
             "198.18.0.0/15",
             "10.244.1.0/30",
         ] {
-            assert_eq!(pod_cidr_problem(cidr(good)), None, "{good} refused");
+            assert_eq!(pod_cidr_problem(cidr(good).into()), None, "{good} refused");
         }
     }
 
@@ -224,8 +205,7 @@ mod tests {
             ("fd00:10:244:1::1/64", "host bits"),
             ("fd00:10:244:1::/127", "no room"),
         ] {
-            let cidr: Ipv6Network = bad.parse().expect("cidr");
-            let problem = pod_cidr6_problem(cidr).unwrap_or_default();
+            let problem = pod_cidr_problem(bad.parse().expect("cidr")).unwrap_or_default();
             assert!(problem.contains(why), "{bad}: {problem:?}");
         }
         for good in [
@@ -234,8 +214,8 @@ mod tests {
             "fd00::/8",
             "fd00::/126",
         ] {
-            let cidr: Ipv6Network = good.parse().expect("cidr");
-            assert_eq!(pod_cidr6_problem(cidr), None, "{good} refused");
+            let cidr: IpNetwork = good.parse().expect("cidr");
+            assert_eq!(pod_cidr_problem(cidr), None, "{good} refused");
         }
     }
 

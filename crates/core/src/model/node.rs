@@ -1,7 +1,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr};
 
-use ipnetwork::{IpNetwork, Ipv4Network};
+use ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network};
 use serde::Serialize;
 
 use super::address;
@@ -128,11 +128,7 @@ fn parse_pod_cidrs(field: &str, raw: &[String]) -> Result<Vec<IpNetwork>> {
         let cidr: IpNetwork = text
             .parse()
             .map_err(|_| Error::invalid(&f, format!("{text:?} is not a CIDR")))?;
-        let problem = match cidr {
-            IpNetwork::V4(v4) => address::pod_cidr_problem(v4),
-            IpNetwork::V6(v6) => address::pod_cidr6_problem(v6),
-        };
-        if let Some(problem) = problem {
+        if let Some(problem) = address::pod_cidr_problem(cidr) {
             return Err(Error::invalid(&f, problem));
         }
         cidrs.push(cidr);
@@ -158,8 +154,8 @@ pub struct Conflict {
 }
 
 /// Cross-node checks, in list order: a node clashes when its name or IP is
-/// already taken by a node kept before it, its pod CIDR overlaps one kept
-/// before it, or its pod CIDR holds any node's IP (routing it would cut that
+/// already taken by a node kept before it, its pod CIDR (of either family)
+/// overlaps one kept before it, or its pod CIDR holds any node's IP (routing it would cut that
 /// node off). Clashing nodes are not kept, so one bad node never takes a good
 /// one down with it. O(n log n): a cluster of 100 000 nodes checks in
 /// milliseconds.
@@ -172,6 +168,7 @@ pub fn cross_node_conflicts<N: AsRef<Node>>(nodes: &[N]) -> Vec<Conflict> {
     let mut taken_ips: HashMap<Ipv4Addr, &str> = HashMap::with_capacity(nodes.len());
     // Kept pod CIDRs, disjoint: first address -> (last address, node name).
     let mut cidrs: BTreeMap<u32, (u32, &str)> = BTreeMap::new();
+    let mut cidrs6: BTreeMap<u128, (Ipv6Network, &str)> = BTreeMap::new();
     let mut conflicts = Vec::new();
     for (index, node) in nodes.iter().map(AsRef::as_ref).enumerate() {
         let cidr = node.pod_cidr();
@@ -181,6 +178,15 @@ pub fn cross_node_conflicts<N: AsRef<Node>>(nodes: &[N]) -> Vec<Conflict> {
             .next_back()
             .filter(|(_, (other_end, _))| *other_end >= start);
         let swallowed = ips.range(start..=end).next();
+        let cidr6 = node.pod_cidrs.iter().find_map(|c| match c {
+            IpNetwork::V6(v6) => Some(*v6),
+            IpNetwork::V4(_) => None,
+        });
+        let overlapping6 = cidr6.and_then(|c6| {
+            let (_, (other, name)) = cidrs6.range(..=last_of(c6)).next_back()?;
+            let overlaps = last_of(*other) >= u128::from(c6.network());
+            overlaps.then(|| format!("{c6} overlaps {other} of node {name:?}"))
+        });
         let clash = if names.contains(node.name.as_str()) {
             Some(("name", format!("duplicate node name {:?}", node.name)))
         } else if let Some(other) = taken_ips.get(&node.node_ip) {
@@ -198,6 +204,8 @@ pub fn cross_node_conflicts<N: AsRef<Node>>(nodes: &[N]) -> Vec<Conflict> {
                 "podCIDRs",
                 format!("{cidr} overlaps {other_cidr} of node {other:?}"),
             ))
+        } else if let Some(reason) = overlapping6 {
+            Some(("podCIDRs", reason))
         } else {
             swallowed.map(|(ip, victim)| {
                 (
@@ -219,10 +227,18 @@ pub fn cross_node_conflicts<N: AsRef<Node>>(nodes: &[N]) -> Vec<Conflict> {
                 names.insert(&node.name);
                 taken_ips.insert(node.node_ip, &node.name);
                 cidrs.insert(start, (end, &node.name));
+                if let Some(c6) = cidr6 {
+                    cidrs6.insert(u128::from(c6.network()), (c6, &node.name));
+                }
             }
         }
     }
     conflicts
+}
+
+/// The last address of `net`, as a number.
+fn last_of(net: Ipv6Network) -> u128 {
+    u128::from(net.network()) | u128::MAX.checked_shr(u32::from(net.prefix())).unwrap_or(0)
 }
 
 /// The prefix length of the block `start..=end` (a CIDR's range).
