@@ -100,13 +100,16 @@ impl Port for MemoryPort {
     }
 
     async fn write(&mut self, status: &ClusterRoutingStatus) -> Result<()> {
-        let published = self.status.borrow().clone();
-        if *status != published {
-            if status.plan != published.plan {
-                if let Some(plan) = &status.plan {
-                    self.store.set_plan(plan.clone());
-                }
+        let (changed, new_plan) = {
+            let published = self.status.borrow();
+            (*status != *published, status.plan != published.plan)
+        };
+        if new_plan {
+            if let Some(plan) = &status.plan {
+                self.store.set_plan(plan.clone());
             }
+        }
+        if changed {
             self.status.send_replace(status.clone());
         }
         Ok(())

@@ -6,7 +6,8 @@ use kube::api::{Api, Patch, PatchParams};
 use serde_json::{json, Value};
 
 use crate::api::{
-    rfc3339, ClusterRouting, ClusterRoutingStatus, Condition, Phase, CLUSTER_ROUTING_NAME,
+    rfc3339, ClusterRouting, ClusterRoutingStatus, Condition, NodesStatus, Phase,
+    CLUSTER_ROUTING_NAME,
 };
 use crate::{Error, Result};
 
@@ -73,7 +74,8 @@ pub fn conditions(
     let plan = status.plan.as_ref().map_or("no plan".to_string(), |p| {
         format!("generation {} ({})", p.generation, p.route_mode)
     });
-    let nodes = status.nodes.clone().unwrap_or_default();
+    let none = NodesStatus::default();
+    let nodes = status.nodes.as_ref().unwrap_or(&none);
     let (ok, reason, message) = if !status.blocked.is_empty() {
         (
             false,
