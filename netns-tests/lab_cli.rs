@@ -67,7 +67,8 @@ fn without_root_it_says_so_and_exits_2() {
     // std drops the supplementary groups too when root sets the uid. Not
     // setpriv: the VM runner has busybox's, which cannot change ids.
     use std::os::unix::process::CommandExt;
-    let mut command = Command::new(env!("CARGO_BIN_EXE_podroute"));
+    let podroute = crate::support::TempCopy::of(env!("CARGO_BIN_EXE_podroute"));
+    let mut command = Command::new(&podroute.0);
     command.uid(65534).gid(65534).args(["lab", "--nodes", "2"]);
     let out = crate::support::output_retrying(&mut command);
     let stderr = text(&out.stderr);

@@ -14,12 +14,14 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use crate::support::{have_root, our_routes, status_field, write_cluster, Lab};
+use crate::support::{have_root, our_routes, status_field, write_cluster, Lab, TempCopy};
 
 const NOBODY: u32 = 65534;
 const CAP_NET_ADMIN_MASK: u64 = 1 << 12;
 
-struct Restricted(Child);
+/// The agent, and the copy of podroute it runs (see [`TempCopy`]), removed
+/// after it.
+struct Restricted(Child, #[allow(dead_code)] TempCopy);
 
 impl Drop for Restricted {
     fn drop(&mut self) {
@@ -41,7 +43,8 @@ fn start_restricted(
 ) -> Restricted {
     let ns = File::open(Path::new("/run/netns").join(netns)).expect("open netns");
     let log = File::create(log).expect("log file");
-    let mut command = Command::new(env!("CARGO_BIN_EXE_podroute"));
+    let podroute = TempCopy::of(env!("CARGO_BIN_EXE_podroute"));
+    let mut command = Command::new(&podroute.0);
     command
         .arg("agent")
         .args(args)
@@ -57,7 +60,7 @@ fn start_restricted(
     }
     let child = command.spawn().expect("start restricted agent");
     drop(ns);
-    Restricted(child)
+    Restricted(child, podroute)
 }
 
 /// A private mount namespace where /proc/sys is read-only (as runtimes

@@ -372,15 +372,33 @@ pub fn output_retrying(command: &mut std::process::Command) -> std::process::Out
         .unwrap_or_else(|e| panic!("wait for {command:?}: {e}"))
 }
 
+/// A copy of a program in the temp directory, removed on drop: to run it as
+/// another user (the build's own binary may sit under a directory only root
+/// can enter, such as a clone in `mktemp -d`), or after exec said ETXTBSY.
+pub struct TempCopy(pub PathBuf);
+
+impl TempCopy {
+    pub fn of(program: impl AsRef<Path>) -> TempCopy {
+        let copy = std::env::temp_dir().join(unique_name("prexe"));
+        std::fs::copy(program, &copy).expect("copy the program");
+        TempCopy(copy)
+    }
+}
+
+impl Drop for TempCopy {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 /// `Command::spawn`; when exec says ETXTBSY (seen in the VM runner, where
 /// a binary unpacked from the initramfs can stay "open for writing"), run a
 /// fresh copy of the program instead.
 pub fn spawn_retrying(command: &mut std::process::Command) -> std::process::Child {
     match command.spawn() {
         Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) => {
-            let copy = std::env::temp_dir().join(unique_name("prexe"));
-            std::fs::copy(command.get_program(), &copy).expect("copy the program");
-            let mut again = std::process::Command::new(&copy);
+            let copy = TempCopy::of(command.get_program());
+            let mut again = std::process::Command::new(&copy.0);
             again.args(command.get_args());
             for (key, value) in command.get_envs() {
                 match value {
@@ -393,11 +411,9 @@ pub fn spawn_retrying(command: &mut std::process::Command) -> std::process::Chil
                 .stdin(std::process::Stdio::null())
                 .stdout(std::process::Stdio::piped())
                 .stderr(std::process::Stdio::piped());
-            let child = again
+            again
                 .spawn()
-                .unwrap_or_else(|e| panic!("run {again:?}: {e}"));
-            let _ = std::fs::remove_file(&copy);
-            child
+                .unwrap_or_else(|e| panic!("run {again:?}: {e}"))
         }
         other => other.unwrap_or_else(|e| panic!("run {command:?}: {e}")),
     }
