@@ -1,6 +1,8 @@
 //! One reconcile: read the kernel, plan, write, read back. The CLI's `apply`
 //! runs it once; the agent runs it on every trigger.
 
+use std::net::IpAddr;
+
 use serde::Serialize;
 
 use crate::dataplane::Dataplane;
@@ -55,7 +57,10 @@ pub async fn local_node<'c>(
     let mut found = cluster
         .nodes
         .iter()
-        .filter(|n| local.iter().any(|a| a.ip() == n.node_ip));
+        .filter(|n| {
+            let ips = [Some(IpAddr::V4(n.node_ip)), n.node_ip6.map(IpAddr::V6)];
+            local.iter().any(|a| ips.contains(&Some(a.ip())))
+        });
     match (found.next(), found.next()) {
         (Some(node), None) => Ok(node),
         (None, _) => Err(Error::invalid(
@@ -78,7 +83,11 @@ pub async fn desired_for(
     cluster: &Cluster,
     local: &Node,
 ) -> Result<(Desired, Uplink)> {
-    let uplink = dp.uplink(local.node_ip).await?;
+    let uplink = dp.uplink(IpAddr::V4(local.node_ip)).await?;
+    let uplink6 = match local.v6() {
+        Some((ip6, _)) => Some(dp.uplink(IpAddr::V6(ip6)).await?),
+        None => None,
+    };
     let mut config = dp.config().clone();
     cluster.apply_to(&mut config);
     config.validate()?;
@@ -88,6 +97,7 @@ pub async fn desired_for(
         plan: &cluster.plan,
         config: &config,
         uplink: &uplink,
+        uplink6: uplink6.as_ref(),
     })?;
     Ok((desired, uplink))
 }

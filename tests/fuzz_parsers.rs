@@ -262,6 +262,7 @@ fn expected_cluster(v: &ValidCluster) -> Cluster {
         .map(|n| Node {
             name: n.name.clone(),
             node_ip: n.ip.parse().expect("a good IP"),
+            node_ip6: None,
             pod_cidrs: n
                 .cidrs
                 .iter()

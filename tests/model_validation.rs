@@ -9,7 +9,7 @@ use std::collections::{BTreeSet, HashSet};
 use common::{assert_invalid, invalid, ip, net, node, uplink};
 use ipnetwork::IpNetwork;
 use podroute::api::{Mode, OffSubnet, Plan};
-use podroute::model::{
+use podroute::model::{NodeIps, 
     parse_adopted_protocols, parse_route_protocol, validate_ifname, validate_nodes, Cluster,
     Config, Mac, Node, RpFilter, MIN_MTU,
 };
@@ -349,13 +349,62 @@ fn empty_node_name() {
 }
 
 #[test]
-fn ipv6_pod_cidr_first_is_rejected() {
+fn pod_cidrs_take_one_per_family_in_any_order() {
     let text = cluster(
         "  - {name: n1, ip: 10.250.0.1, podCIDRs: ['fd00:10:244:1::/64', 10.244.1.0/24]}\n",
     );
-    assert_invalid(Cluster::parse(&text), "nodes[0].podCIDRs[0]");
+    let node = &Cluster::parse(&text).unwrap().nodes[0];
+    assert_eq!(node.pod_cidr().to_string(), "10.244.1.0/24");
+    assert_eq!(node.pod_cidr6().unwrap().to_string(), "fd00:10:244:1::/64");
+    // IPv6 alone: IPv6-only nodes are refused by name until they are routed.
     let text = cluster("  - {name: n1, ip: 10.250.0.1, podCIDR: 'fd00:10:244:1::/64'}\n");
-    assert_invalid(Cluster::parse(&text), "nodes[0].podCIDRs[0]");
+    let reason = assert_invalid(Cluster::parse(&text), "nodes[0].podCIDRs");
+    assert!(reason.contains("IPv6-only"), "{reason}");
+    let text = cluster(
+        "  - {name: n1, ip: 10.250.0.1, podCIDRs: ['fd00:1::/64', 'fd00:2::/64', 10.244.1.0/24]}\n",
+    );
+    assert_invalid(Cluster::parse(&text), "nodes[0].podCIDRs");
+}
+
+#[test]
+fn node_ips_take_one_per_family() {
+    let node = |ips: &str| {
+        cluster(&format!(
+            "  - {{name: n1, ips: {ips}, podCIDRs: [10.244.1.0/24, 'fd00:244:1::/64']}}\n"
+        ))
+    };
+    let dual = Cluster::parse(&node("['fd00:250::1', 10.250.0.1]")).unwrap();
+    assert_eq!(dual.nodes[0].node_ip.to_string(), "10.250.0.1");
+    assert_eq!(dual.nodes[0].node_ip6.unwrap().to_string(), "fd00:250::1");
+    let reason = assert_invalid(
+        Cluster::parse(&node("[10.250.0.1, 10.250.0.2]")),
+        "nodes[0].ips[1]",
+    );
+    assert!(reason.contains("one per family"), "{reason}");
+    assert_invalid(Cluster::parse(&node("[10.250.0.1, 'fe80::1']")), "nodes[0].ips[1]");
+    assert_invalid(Cluster::parse(&node("[10.250.0.1, '::1']")), "nodes[0].ips[1]");
+    assert_invalid(Cluster::parse(&node("[10.250.0.1, 'ff02::1']")), "nodes[0].ips[1]");
+    let reason = assert_invalid(Cluster::parse(&node("['fd00:250::1']")), "nodes[0].ips[0]");
+    assert!(reason.contains("IPv6-only"), "{reason}");
+    let both = cluster("  - {name: n1, ip: 10.250.0.1, ips: [10.250.0.1], podCIDR: 10.244.1.0/24}\n");
+    assert_invalid(Cluster::parse(&both), "nodes[0]");
+}
+
+#[test]
+fn ipv6_node_addresses_and_pod_cidrs_do_not_clash_across_nodes() {
+    let line = |name: &str, v4: u8, ip6: &str, cidr6: &str| {
+        format!(
+            "  - {{name: {name}, ips: [10.250.0.{v4}, '{ip6}'], podCIDRs: [10.244.{v4}.0/24, '{cidr6}']}}\n"
+        )
+    };
+    let good = line("a", 1, "fd00:250::1", "fd00:244:1::/64") + &line("b", 2, "fd00:250::2", "fd00:244:2::/64");
+    assert_eq!(Cluster::parse(&cluster(&good)).unwrap().nodes.len(), 2);
+    let same_ip = line("a", 1, "fd00:250::1", "fd00:244:1::/64") + &line("b", 2, "fd00:250::1", "fd00:244:2::/64");
+    let reason = assert_invalid(Cluster::parse(&cluster(&same_ip)), "nodes[1].ip");
+    assert!(reason.contains("fd00:250::1"), "{reason}");
+    let swallows = line("a", 1, "fd00:250::1", "fd00:250::/64") + &line("b", 2, "fd00:250::2", "fd00:244:2::/64");
+    let reason = assert_invalid(Cluster::parse(&cluster(&swallows)), "nodes[0].podCIDRs");
+    assert!(reason.contains("contains the node IP fd00:250::"), "{reason}");
 }
 
 #[test]
@@ -463,14 +512,14 @@ fn load_prefixes_the_path() {
 
 #[test]
 fn node_parse_direct() {
-    let n = Node::parse("x", "n1", Some("10.0.0.1"), &["10.244.1.0/24".into()]).unwrap();
+    let n = Node::parse("x", "n1", NodeIps::One(Some("10.0.0.1")), &["10.244.1.0/24".into()]).unwrap();
     assert_eq!(n, node("n1", "10.0.0.1", "10.244.1.0/24"));
     assert_invalid(
-        Node::parse("x", "n1", None, &["10.244.1.0/24".into()]),
+        Node::parse("x", "n1", NodeIps::One(None), &["10.244.1.0/24".into()]),
         "x.ip",
     );
-    assert_invalid(Node::parse("x", "", Some("10.0.0.1"), &[]), "x.name");
-    assert_invalid(Node::parse("x", "n1", Some("10.0.0.1"), &[]), "x.podCIDRs");
+    assert_invalid(Node::parse("x", "", NodeIps::One(Some("10.0.0.1")), &[]), "x.name");
+    assert_invalid(Node::parse("x", "n1", NodeIps::One(Some("10.0.0.1")), &[]), "x.podCIDRs");
 }
 
 #[test]

@@ -51,6 +51,7 @@ fn run(nodes: &[Node], plan: &Plan, config: &Config, uplink: &Uplink) -> Result<
         plan,
         config,
         uplink,
+        uplink6: None,
     })
 }
 
@@ -61,7 +62,7 @@ fn plan_for(plan: &Plan) -> Desired {
 fn key(dst: &str) -> RouteKey {
     RouteKey {
         table: 254,
-        dst: net(dst),
+        dst: net(dst).into(),
         metric: 0,
     }
 }
@@ -70,7 +71,7 @@ fn route(dst: &str, via: &str, dev: &str, onlink: bool, mtu: Option<u32>) -> Rou
     Route {
         key: key(dst),
         kind: RouteKind::Unicast,
-        via: Some(ip(via)),
+        via: Some(ip(via).into()),
         dev: dev.into(),
         onlink,
         mtu,
@@ -98,7 +99,7 @@ fn node1(mut d: Desired) -> Desired {
     let own = Route {
         key: RouteKey {
             table: 254,
-            dst: net("10.244.1.0/24"),
+            dst: net("10.244.1.0/24").into(),
             metric: LOCAL_UNREACHABLE_METRIC,
         },
         kind: RouteKind::Unreachable,
@@ -110,7 +111,7 @@ fn node1(mut d: Desired) -> Desired {
     };
     d.routes.insert(own.key, own);
     d.adopt = AdoptScope {
-        within: cluster().iter().map(Node::pod_cidr).collect(),
+        within: cluster().iter().map(|n| n.pod_cidr().into()).collect(),
         devices: BTreeSet::from(["tunl0".to_string(), "vxlan.calico".to_string()]),
     };
     d
@@ -246,6 +247,7 @@ fn vxlan_identity_follows_the_local_node() {
             plan: &Plan::steady(Mode::Vxlan, 1),
             config: &config,
             uplink: &up,
+            uplink6: None,
         })
         .unwrap();
         let dev = d.vxlan.unwrap();
@@ -651,15 +653,16 @@ fn the_local_node_is_never_a_destination() {
                     plan,
                     config: &config,
                     uplink: &up,
+                    uplink6: None,
                 })
                 .unwrap();
                 let ctx = format!("{} {plan:?}", local.name);
                 assert!(
-                    peer_routes(&d).keys().all(|k| k.dst != local.pod_cidr()),
+                    peer_routes(&d).keys().all(|k| k.dst != local.pod_cidr().into()),
                     "{ctx}: route to the local pod CIDR"
                 );
                 assert!(
-                    d.routes.values().all(|r| r.via != Some(local.node_ip)),
+                    d.routes.values().all(|r| r.via != Some(local.node_ip.into())),
                     "{ctx}: route via the local node"
                 );
                 assert!(!d.neighs.contains_key(&local.tunnel_ip()), "{ctx}");

@@ -6,7 +6,7 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use common::{ip, net, node, uplink};
 use ipnetwork::{IpNetwork, Ipv4Network};
@@ -44,6 +44,7 @@ impl Scenario {
             plan: &self.plan,
             config: &self.config,
             uplink: &self.uplink,
+            uplink6: None,
         })
         .expect("generated scenarios are valid")
     }
@@ -79,6 +80,7 @@ fn arb_nodes() -> impl Strategy<Value = Vec<Node>> {
                     Node {
                         name,
                         node_ip: Ipv4Addr::new(a, b, c, host),
+                        node_ip6: None,
                         pod_cidrs: vec![IpNetwork::V4(
                             Ipv4Network::new(Ipv4Addr::new(10, 244, octet, 0), 24).unwrap(),
                         )],
@@ -140,7 +142,8 @@ fn arb_scenario() -> impl Strategy<Value = Scenario> {
             let uplink = Uplink {
                 name: name.into(),
                 mtu,
-                address: Ipv4Network::new(nodes[local].node_ip, prefix).unwrap(),
+                address: Ipv4Network::new(nodes[local].node_ip, prefix).unwrap().into(),
+                accept_ra: None,
             };
             let config = Config {
                 adopt_route_protocols: vec![BIRD],
@@ -288,7 +291,7 @@ fn perturb(mut o: Observed, want: &Desired, uplink: &str, n: &Noise) -> Observed
             3 => {
                 o.routes.remove(key);
             }
-            4 => r.via = (x % 4 != 0).then(|| Ipv4Addr::new(10, 250, 0, x)),
+            4 => r.via = (x % 4 != 0).then(|| Ipv4Addr::new(10, 250, 0, x).into()),
             5 => r.mtu = (x % 3 != 0).then(|| 1000 + u32::from(x)),
             6 => r.dev = pick(&devs, x).unwrap(),
             7 => r.onlink = !r.onlink,
@@ -310,7 +313,7 @@ fn perturb(mut o: Observed, want: &Desired, uplink: &str, n: &Noise) -> Observed
             (1, Some(k)) => Route {
                 key: k,
                 kind: RouteKind::Unicast,
-                via: Some(Ipv4Addr::new(10, 250, 0, x)),
+                via: Some(Ipv4Addr::new(10, 250, 0, x).into()),
                 dev: pick(&devs, kind).unwrap(),
                 onlink: true,
                 mtu: None,
@@ -320,7 +323,7 @@ fn perturb(mut o: Observed, want: &Desired, uplink: &str, n: &Noise) -> Observed
             (2, _) if x % 2 == 0 => Route {
                 key: RouteKey {
                     table: 254,
-                    dst: Ipv4Network::new(Ipv4Addr::new(10, 244, x, 64), 26).unwrap(),
+                    dst: Ipv4Network::new(Ipv4Addr::new(10, 244, x, 64), 26).unwrap().into(),
                     metric: 0,
                 },
                 kind: RouteKind::Blackhole,
@@ -335,11 +338,11 @@ fn perturb(mut o: Observed, want: &Desired, uplink: &str, n: &Noise) -> Observed
             _ => Route {
                 key: RouteKey {
                     table: 254,
-                    dst: Ipv4Network::new(Ipv4Addr::new(172, 16, x, 0), 24).unwrap(),
+                    dst: Ipv4Network::new(Ipv4Addr::new(172, 16, x, 0), 24).unwrap().into(),
                     metric: 0,
                 },
                 kind: RouteKind::Unicast,
-                via: Some(Ipv4Addr::new(10, 250, 0, x)),
+                via: Some(Ipv4Addr::new(10, 250, 0, x).into()),
                 dev: uplink.into(),
                 onlink: false,
                 mtu: None,
@@ -484,7 +487,7 @@ fn perturb(mut o: Observed, want: &Desired, uplink: &str, n: &Noise) -> Observed
             _ => {
                 let key = RouteKey {
                     table: 254,
-                    dst: Ipv4Network::new(Ipv4Addr::new(10, 244, x, 0), 24).unwrap(),
+                    dst: Ipv4Network::new(Ipv4Addr::new(10, 244, x, 0), 24).unwrap().into(),
                     metric: u32::from(kind % 2) * 100,
                 };
                 if !(o.routes.contains_key(&key) || o.adoptable.contains_key(&key))
@@ -505,13 +508,13 @@ fn perturb(mut o: Observed, want: &Desired, uplink: &str, n: &Noise) -> Observed
             .entry(dev)
             .or_default()
             .addresses
-            .insert(addr);
+            .insert(addr.into());
     }
     for &(dev, x) in &n.foreign_on_devices {
         let Some(dev) = pick(&ours, dev) else { break };
         let key = RouteKey {
             table: 254,
-            dst: Ipv4Network::new(Ipv4Addr::new(192, 168, 98, x), 32).unwrap(),
+            dst: Ipv4Network::new(Ipv4Addr::new(192, 168, 98, x), 32).unwrap().into(),
             metric: 0,
         };
         o.foreign_routes.insert(key);
@@ -915,13 +918,13 @@ proptest! {
         let want = s.desired();
         let local = &s.nodes[s.local];
         let peers: Vec<&Node> = s.nodes.iter().filter(|n| n.name != local.name).collect();
-        let on_link = |p: &Node| s.uplink.address.contains(p.node_ip);
+        let on_link = |p: &Node| s.uplink.address.contains(p.node_ip.into());
         let off_link = peers.iter().filter(|p| !on_link(p)).count();
         let underlay = s.plan.route_mode == Mode::Native && s.config.off_subnet == OffSubnet::Underlay;
         let expected_routes = if underlay { peers.len() - off_link } else { peers.len() };
         // One per peer, and the local pod CIDR, unreachable, last in line.
         prop_assert_eq!(want.routes.len(), expected_routes + 1);
-        let own: Vec<&Route> = want.routes.values().filter(|r| r.key.dst == local.pod_cidr()).collect();
+        let own: Vec<&Route> = want.routes.values().filter(|r| r.key.dst == local.pod_cidr().into()).collect();
         prop_assert_eq!(own.len(), 1);
         prop_assert_eq!(own[0].kind, RouteKind::Unreachable);
         prop_assert_eq!(own[0].key.metric, LOCAL_UNREACHABLE_METRIC);
@@ -947,7 +950,7 @@ proptest! {
                 }
                 d if Some(d) == want.vxlan.as_ref().map(|v| v.name.as_str()) => {
                     prop_assert_eq!(r.mtu, Some(want.vxlan.as_ref().unwrap().mtu));
-                    prop_assert!(want.neighs.contains_key(&r.via.unwrap()));
+                    prop_assert!(r.via.is_some_and(|via| want.neighs.keys().any(|n| IpAddr::from(*n) == via)));
                 }
                 other => prop_assert!(false, "route through unknown device {}", other),
             }
@@ -977,6 +980,7 @@ fn want(mode: Mode, config: &Config) -> Desired {
         plan: &Plan::steady(mode, 1),
         config,
         uplink: &uplink("eth0", 1500, "10.250.0.1/24"),
+        uplink6: None,
     })
     .unwrap()
 }
@@ -984,7 +988,7 @@ fn want(mode: Mode, config: &Config) -> Desired {
 fn key(dst: &str) -> RouteKey {
     RouteKey {
         table: 254,
-        dst: net(dst),
+        dst: net(dst).into(),
         metric: 0,
     }
 }
@@ -997,7 +1001,7 @@ fn bird(dst: &str, kind: RouteKind, dev: &str) -> Route {
     Route {
         key: key(dst),
         kind,
-        via: (kind == RouteKind::Unicast).then(|| ip("10.250.0.2")),
+        via: (kind == RouteKind::Unicast).then(|| ip("10.250.0.2").into()),
         dev: dev.into(),
         onlink: kind == RouteKind::Unicast,
         mtu: None,
@@ -1088,7 +1092,7 @@ fn the_local_pod_cidr_is_unreachable_and_kept_like_our_routes() {
     let w = want(Mode::Vxlan, &Config::default());
     let own = &w.routes[&RouteKey {
         table: 254,
-        dst: net("10.244.1.0/24"),
+        dst: net("10.244.1.0/24").into(),
         metric: LOCAL_UNREACHABLE_METRIC,
     }];
     assert_eq!(own.kind, RouteKind::Unreachable);
@@ -1118,11 +1122,12 @@ fn a_peer_inside_the_underlay_subnet_is_left_out() {
         plan: &Plan::steady(Mode::Native, 1),
         config: &Config::default(),
         uplink: &up,
+        uplink6: None,
     })
     .unwrap();
     assert_eq!(w.excluded.len(), 1);
     assert_eq!(w.excluded[0].node, "intruder");
-    assert!(w.routes.keys().all(|k| k.dst != net("10.250.0.128/25")));
+    assert!(w.routes.keys().all(|k| k.dst != net("10.250.0.128/25").into()));
     // The node's own pod CIDR there: nothing can be planned.
     let e = desired(Inputs {
         local: &nodes[3],
@@ -1130,6 +1135,7 @@ fn a_peer_inside_the_underlay_subnet_is_left_out() {
         plan: &Plan::steady(Mode::Native, 1),
         config: &Config::default(),
         uplink: &uplink("eth0", 1500, "10.250.0.9/24"),
+        uplink6: None,
     })
     .unwrap_err();
     assert!(
@@ -1228,8 +1234,8 @@ fn vxlan_recreate_deletes_before_it_creates() {
 
 fn foreign(addresses: &[&str], routes: &[&str]) -> ForeignState {
     ForeignState {
-        addresses: addresses.iter().map(|a| net(a)).collect(),
-        routes: routes.iter().map(|r| net(r)).collect(),
+        addresses: addresses.iter().map(|a| net(a).into()).collect(),
+        routes: routes.iter().map(|r| net(r).into()).collect(),
     }
 }
 
@@ -1369,6 +1375,7 @@ fn switch_phases_keep_old_routes_until_new_ones_are_in() {
             },
             config: &config,
             uplink: &up,
+            uplink6: None,
         })
         .unwrap()
     };

@@ -73,7 +73,8 @@ impl Kernel for FakeKernel {
             let uplink = Uplink {
                 name: "eth0".into(),
                 mtu: 1500,
-                address: Ipv4Network::new(node.node_ip, 24).expect("prefix"),
+                address: Ipv4Network::new(node.node_ip, 24).expect("prefix").into(),
+                accept_ra: None,
             };
             let config = Config::default();
             let desired = plan::desired(Inputs {
@@ -82,6 +83,7 @@ impl Kernel for FakeKernel {
                 plan: &cluster.plan,
                 config: &config,
                 uplink: &uplink,
+                uplink6: None,
             })?;
             let mut observed = self.observed.lock().expect("lock");
             let diff = plan::diff(&desired, &observed);
@@ -97,6 +99,7 @@ fn cluster() -> Cluster {
     let node = |i: u8| Node {
         name: format!("node-{i}"),
         node_ip: std::net::Ipv4Addr::new(10, 250, 0, i),
+        node_ip6: None,
         pod_cidrs: vec![format!("10.244.{i}.0/24").parse().expect("cidr")],
     };
     Cluster {

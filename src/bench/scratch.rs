@@ -47,6 +47,7 @@ pub(super) fn cluster(peers: usize, mode: Mode) -> Cluster {
             Node {
                 name: format!("node-{i}"),
                 node_ip: Ipv4Addr::from(u32::from(NODE_IP) + i),
+                node_ip6: None,
                 pod_cidrs: vec![IpNetwork::V4(
                     Ipv4Network::new(pod, POD_PREFIX).expect("a /24 is a valid prefix"),
                 )],

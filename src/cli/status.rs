@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use ipnetwork::IpNetwork;
 use serde::Serialize;
 
 use super::apply::{steps_table, warnings_text};
@@ -140,11 +141,12 @@ async fn guess_uplink(dp: &mut Dataplane, observed: &Observed) -> Option<Uplink>
         .await
         .ok()?
         .into_iter()
-        .next()?;
+        .find(IpNetwork::is_ipv4)?;
     Some(Uplink {
         name,
         mtu: link.mtu,
         address,
+        accept_ra: None,
     })
 }
 

@@ -182,7 +182,7 @@ mod tests {
     use crate::api::{ClusterRoutingSpec, InFlight, Mode, Phase, Plan};
     use crate::coordinator::machine::{step, InFlightRules, Inputs};
     use crate::coordinator::signals::UnderlaySignal;
-    use crate::model::Node;
+    use crate::model::{Node, NodeIps};
     use crate::store::{Applied, Network, NodeReport, ReportedNode};
 
     fn converged_on(plan: &Plan, names: &[&str]) -> Snapshot {
@@ -196,7 +196,7 @@ mod tests {
             node: Node::parse(
                 "node",
                 name,
-                Some(&format!("10.251.0.{}", i + 1)),
+                NodeIps::One(Some(&format!("10.251.0.{}", i + 1))),
                 &[format!("10.244.{}.0/24", i + 1)],
             )
             .expect("a node"),

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 
-use ipnetwork::Ipv4Network;
+use ipnetwork::IpNetwork;
 use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage, AddressProtocol};
 use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::Handle;
@@ -15,13 +15,14 @@ use crate::Result;
 #[derive(Debug, Clone, Copy)]
 pub struct Address {
     pub index: u32,
-    pub network: Ipv4Network,
+    pub network: IpNetwork,
     pub protocol: u8,
 }
 
+/// Every address of both families.
 pub async fn dump(handle: &Handle) -> Result<Vec<Address>> {
     let mut request = handle.address().get();
-    request.message_mut().header.family = AddressFamily::Inet;
+    request.message_mut().header.family = AddressFamily::Unspec;
     let messages = collect(request.execute(), "addresses").await?;
     Ok(messages.iter().filter_map(parse).collect())
 }
@@ -33,13 +34,13 @@ fn parse(msg: &AddressMessage) -> Option<Address> {
         match attr {
             // IFA_LOCAL is the address itself; IFA_ADDRESS is the peer on
             // point-to-point links, so it only counts when there is no local.
-            AddressAttribute::Local(IpAddr::V4(v4)) => ip = Some(*v4),
-            AddressAttribute::Address(IpAddr::V4(v4)) if ip.is_none() => ip = Some(*v4),
+            AddressAttribute::Local(local) => ip = Some(*local),
+            AddressAttribute::Address(address) if ip.is_none() => ip = Some(*address),
             AddressAttribute::Protocol(p) => protocol = u8::from(*p),
             _ => {}
         }
     }
-    let network = Ipv4Network::new(ip?, msg.header.prefix_len).ok()?;
+    let network = IpNetwork::new(ip?, msg.header.prefix_len).ok()?;
     Some(Address {
         index: msg.header.index,
         network,

@@ -11,11 +11,11 @@ mod netlink;
 mod routes;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures::stream::{FuturesUnordered, StreamExt};
-use ipnetwork::Ipv4Network;
+use ipnetwork::IpNetwork;
 use rtnetlink::packet_route::link::InfoKind;
 use rtnetlink::Handle;
 
@@ -122,8 +122,8 @@ impl Dataplane {
             })
     }
 
-    /// IPv4 addresses on this host's interfaces, or on the one with `index`.
-    pub async fn local_addresses(&self, index: Option<u32>) -> Result<Vec<Ipv4Network>> {
+    /// Addresses on this host's interfaces, or on the one with `index`.
+    pub async fn local_addresses(&self, index: Option<u32>) -> Result<Vec<IpNetwork>> {
         self.count(1);
         let all = addresses::dump(&self.handle).await?;
         Ok(all
@@ -134,7 +134,7 @@ impl Dataplane {
     }
 
     /// The interface that holds `node_ip`.
-    pub async fn uplink(&mut self, node_ip: Ipv4Addr) -> Result<Uplink> {
+    pub async fn uplink(&mut self, node_ip: IpAddr) -> Result<Uplink> {
         self.refresh_links().await?;
         self.count(1);
         let found = addresses::dump(&self.handle)
@@ -152,10 +152,18 @@ impl Dataplane {
             name: format!("#{}", address.index),
             reason: format!("it held {node_ip}, then vanished"),
         })?;
+        let accept_ra = match node_ip {
+            IpAddr::V4(_) => None,
+            IpAddr::V6(_) => {
+                let key = format!("net/ipv6/conf/{}/accept_ra", link.name);
+                host::read_sysctl(&self.config.proc_sys, &key)?.and_then(|v| v.parse().ok())
+            }
+        };
         Ok(Uplink {
             name: link.name.clone(),
             mtu: link.mtu,
             address: address.network,
+            accept_ra,
         })
     }
 
@@ -192,12 +200,20 @@ impl Dataplane {
                 observed.foreign_devices.insert(dev.clone(), kind);
                 continue;
             }
+            // The kernel's IPv6 link-local address is neither ours nor foreign.
             let (ours, theirs): (Vec<&addresses::Address>, Vec<_>) = addrs
                 .get(&link.index)
                 .into_iter()
                 .flatten()
+                .filter(|a| !is_link_local(a.network.ip()))
                 .partition(|a| a.protocol == protocol && a.network.prefix() == 32);
-            let ours: BTreeSet<Ipv4Addr> = ours.iter().map(|a| a.network.ip()).collect();
+            let ours: BTreeSet<Ipv4Addr> = ours
+                .iter()
+                .filter_map(|a| match a.network.ip() {
+                    IpAddr::V4(v4) => Some(v4),
+                    IpAddr::V6(_) => None,
+                })
+                .collect();
             if !theirs.is_empty() {
                 observed
                     .foreign_state
@@ -255,7 +271,8 @@ impl Dataplane {
             RouteOwner::Ours => _ = observed.routes.entry(key).or_insert(route),
             RouteOwner::Adoptable => _ = observed.adoptable.entry(key).or_insert(route),
             RouteOwner::Foreign => {
-                if is_our_device(&self.config, &route.dev) {
+                // The kernel's fe80::/64 comes with the link-local address.
+                if is_our_device(&self.config, &route.dev) && !is_link_local(key.dst.network()) {
                     let state = observed.foreign_state.entry(route.dev).or_default();
                     state.routes.insert(key.dst);
                 }
@@ -386,4 +403,8 @@ fn vxlan_device(
         up: link.up,
         addresses,
     }
+}
+
+fn is_link_local(ip: IpAddr) -> bool {
+    matches!(ip, IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80)
 }

@@ -2,13 +2,14 @@
 //! or an adopted one) and the keys of everyone else's.
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use ipnetwork::Ipv4Network;
+use ipnetwork::IpNetwork;
 use rtnetlink::packet_route::route::{
     RouteAddress, RouteAttribute, RouteFlags, RouteMessage, RouteMetric, RouteProtocol, RouteScope,
     RouteType,
 };
+use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::{Handle, RouteMessageBuilder};
 
 use super::netlink::{for_each, ignoring, nl_err};
@@ -22,33 +23,48 @@ pub struct Dumped {
     pub oif: Option<u32>,
 }
 
-/// Every IPv4 route of `table`, handed to `each` as it is parsed. The
-/// kernel filters by table and family (NETLINK_GET_STRICT_CHK); ownership
-/// is decided by the caller.
+/// Every route of `table`, IPv4 then IPv6, handed to `each` as it is
+/// parsed. The kernel filters by table and family (NETLINK_GET_STRICT_CHK);
+/// ownership is decided by the caller.
 pub async fn dump(handle: &Handle, table: u32, mut each: impl FnMut(Dumped)) -> Result<()> {
-    let mut message = RouteMessageBuilder::<Ipv4Addr>::new()
-        .table_id(table)
-        .build();
-    // Zero means "any" in a strict dump: all protocols, all types.
-    message.header.protocol = RouteProtocol::Unspec;
-    message.header.kind = RouteType::Unspec;
-    message.header.scope = RouteScope::Universe;
-    for_each(handle.route().get(message).execute(), "routes", |m| {
-        if let Some(d) = parse(&m).filter(|d| d.route.key.table == table) {
-            each(d);
-        }
-    })
-    .await
+    for mut message in [
+        RouteMessageBuilder::<Ipv4Addr>::new().table_id(table).build(),
+        RouteMessageBuilder::<Ipv6Addr>::new().table_id(table).build(),
+    ] {
+        // Zero means "any" in a strict dump: all protocols, all types.
+        message.header.protocol = RouteProtocol::Unspec;
+        message.header.kind = RouteType::Unspec;
+        message.header.scope = RouteScope::Universe;
+        for_each(handle.route().get(message).execute(), "routes", |m| {
+            if let Some(d) = parse(&m).filter(|d| d.route.key.table == table) {
+                each(d);
+            }
+        })
+        .await?;
+    }
+    Ok(())
+}
+
+fn address(a: &RouteAddress) -> Option<IpAddr> {
+    match a {
+        RouteAddress::Inet(v4) => Some(IpAddr::V4(*v4)),
+        RouteAddress::Inet6(v6) => Some(IpAddr::V6(*v6)),
+        _ => None,
+    }
 }
 
 fn parse(msg: &RouteMessage) -> Option<Dumped> {
     let h = &msg.header;
-    let mut dst = Ipv4Addr::UNSPECIFIED;
+    let mut dst = match h.address_family {
+        AddressFamily::Inet => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        AddressFamily::Inet6 => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+        _ => return None,
+    };
     let mut table = u32::from(h.table);
     let mut route = Route {
         key: RouteKey {
             table: 0,
-            dst: Ipv4Network::from(Ipv4Addr::UNSPECIFIED),
+            dst: IpNetwork::from(dst),
             metric: 0,
         },
         kind: match h.kind {
@@ -67,8 +83,8 @@ fn parse(msg: &RouteMessage) -> Option<Dumped> {
     let mut oif = None;
     for attr in &msg.attributes {
         match attr {
-            RouteAttribute::Destination(RouteAddress::Inet(ip)) => dst = *ip,
-            RouteAttribute::Gateway(RouteAddress::Inet(ip)) => route.via = Some(*ip),
+            RouteAttribute::Destination(a) => dst = address(a)?,
+            RouteAttribute::Gateway(a) => route.via = address(a),
             RouteAttribute::Oif(index) => oif = Some(*index),
             RouteAttribute::Priority(metric) => route.key.metric = *metric,
             RouteAttribute::Table(t) => table = *t,
@@ -83,13 +99,17 @@ fn parse(msg: &RouteMessage) -> Option<Dumped> {
         }
     }
     route.key.table = table;
-    route.key.dst = Ipv4Network::new(dst, h.destination_prefix_length).ok()?;
+    route.key.dst = IpNetwork::new(dst, h.destination_prefix_length).ok()?;
+    // IPv6 reject routes name the loopback device; only unicast routes
+    // leave through a device of their own.
+    if route.kind != RouteKind::Unicast {
+        oif = None;
+    }
     Some(Dumped { route, oif })
 }
 
 fn message(route: &Route, oif: Option<u32>) -> RouteMessage {
-    let mut builder = RouteMessageBuilder::<Ipv4Addr>::new()
-        .destination_prefix(route.key.dst.network(), route.key.dst.prefix())
+    let mut builder = RouteMessageBuilder::<IpAddr>::new()
         .table_id(route.key.table)
         .protocol(RouteProtocol::from(route.protocol));
     if route.key.metric != 0 {
@@ -98,13 +118,24 @@ fn message(route: &Route, oif: Option<u32>) -> RouteMessage {
     if let Some(index) = oif {
         builder = builder.output_interface(index);
     }
-    if let Some(via) = route.via {
-        builder = builder.gateway(via);
-    }
     if route.onlink {
         builder = builder.onlink();
     }
     let mut message = builder.build();
+    let (dst, prefix) = (route.key.dst.network(), route.key.dst.prefix());
+    message.header.address_family = match dst {
+        IpAddr::V4(_) => AddressFamily::Inet,
+        IpAddr::V6(_) => AddressFamily::Inet6,
+    };
+    message.header.destination_prefix_length = prefix;
+    message
+        .attributes
+        .push(RouteAttribute::Destination(RouteAddress::from(dst)));
+    if let Some(via) = route.via {
+        message
+            .attributes
+            .push(RouteAttribute::Gateway(RouteAddress::from(via)));
+    }
     if let Some(mtu) = route.mtu {
         message
             .attributes

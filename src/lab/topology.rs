@@ -350,6 +350,7 @@ impl Topology {
             .map(|n| crate::model::Node {
                 name: n.name.clone(),
                 node_ip: n.ip,
+                node_ip6: None,
                 pod_cidrs: vec![n.pod_cidr.into()],
             })
             .collect()

@@ -21,6 +21,7 @@ pub fn node(name: &str, node_ip: &str, pod_cidr: &str) -> Node {
     Node {
         name: name.into(),
         node_ip: ip(node_ip),
+        node_ip6: None,
         pod_cidrs: vec![IpNetwork::V4(net(pod_cidr))],
     }
 }
@@ -30,7 +31,8 @@ pub fn uplink(name: &str, mtu: u32, address: &str) -> Uplink {
     Uplink {
         name: name.into(),
         mtu,
-        address: net(address),
+        address: net(address).into(),
+        accept_ra: None,
     }
 }
 

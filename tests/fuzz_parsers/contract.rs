@@ -5,7 +5,7 @@
 use std::net::Ipv4Addr;
 
 use ipnetwork::{IpNetwork, Ipv4Network};
-use podroute::model::{validate_nodes, Cluster, Node};
+use podroute::model::{validate_nodes, Cluster, Node, NodeIps};
 use podroute::Error;
 
 /// The IANA special-purpose ranges the contract refuses for node IPs and pod
@@ -66,7 +66,10 @@ pub fn check_nodes(nodes: &[Node]) -> Result<(), String> {
         }
         // What was accepted once is accepted again from its own text.
         let cidrs: Vec<String> = node.pod_cidrs.iter().map(|c| c.to_string()).collect();
-        let again = Node::parse("again", &node.name, Some(&node.node_ip.to_string()), &cidrs)
+        let ips: Vec<String> = std::iter::once(node.node_ip.to_string())
+            .chain(node.node_ip6.map(|ip| ip.to_string()))
+            .collect();
+        let again = Node::parse("again", &node.name, NodeIps::List(&ips), &cidrs)
             .map_err(|e| format!("nodes[{i}] does not validate again: {e}"))?;
         if &again != node {
             return Err(format!("nodes[{i}] re-parses as {again:?}, not {node:?}"));

@@ -419,7 +419,7 @@ fn realistic_node(i: usize, shape: &NodeShape) -> (Value, NodeExpect) {
     for (k, extra) in shape.extra_addresses.iter().enumerate() {
         match extra {
             0 => {
-                addresses.push(json!({"type": "InternalIP", "address": format!("fd00::{i:x}:{k}")}))
+                addresses.push(json!({"type": "InternalIP", "address": format!("fd00:250::{i:x}:{k}")}))
             }
             1 => addresses.push(json!({"type": "Hostname", "address": name})),
             2 => addresses.push(json!({"type": "ExternalIP", "address": SPECIAL_IPS[k]})),

@@ -13,7 +13,7 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Client, CustomResourceExt};
 use podroute::api::Plan;
 use podroute::api::{ClusterRouting, ClusterRoutingSpec};
-use podroute::model::Node;
+use podroute::model::{Node, NodeIps};
 use podroute::model::Settings;
 use podroute::store::{
     ClusterStore, FileStore, KubeStore, MemoryStore, NodeReport, ReportedNode, Snapshot,
@@ -47,7 +47,7 @@ impl TestNode {
         Node::parse(
             "test",
             &self.name,
-            Some(&self.ip.to_string()),
+            NodeIps::One(Some(&self.ip.to_string())),
             std::slice::from_ref(&self.cidr),
         )
         .unwrap()

@@ -6,7 +6,7 @@
 //! agent coalesces them.
 
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
 use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
@@ -76,15 +76,17 @@ impl Filter {
 
     fn route(&self, m: &RouteMessage, verb: &str) -> Option<String> {
         let h = &m.header;
-        if h.address_family != AddressFamily::Inet {
-            return None;
-        }
+        let mut dst: IpAddr = match h.address_family {
+            AddressFamily::Inet => Ipv4Addr::UNSPECIFIED.into(),
+            AddressFamily::Inet6 => Ipv6Addr::UNSPECIFIED.into(),
+            _ => return None,
+        };
         let mut table = u32::from(h.table);
-        let mut dst = Ipv4Addr::UNSPECIFIED;
         for attr in &m.attributes {
             match attr {
                 RouteAttribute::Table(t) => table = *t,
-                RouteAttribute::Destination(RouteAddress::Inet(ip)) => dst = *ip,
+                RouteAttribute::Destination(RouteAddress::Inet(ip)) => dst = (*ip).into(),
+                RouteAttribute::Destination(RouteAddress::Inet6(ip)) => dst = (*ip).into(),
                 _ => {}
             }
         }

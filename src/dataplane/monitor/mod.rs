@@ -85,6 +85,7 @@ impl Monitor {
         // observe, which comes after `start`, sees it.)
         let (mut connection, _handle, messages) = rtnetlink::new_multicast_connection(&[
             MulticastGroup::Ipv4Route,
+            MulticastGroup::Ipv6Route,
             MulticastGroup::Link,
             MulticastGroup::Neigh,
             MulticastGroup::Ipv4Ifaddr,

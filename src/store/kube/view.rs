@@ -7,9 +7,8 @@
 
 use std::borrow::Cow;
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
-use ipnetwork::IpNetwork;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::de::{IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
@@ -18,7 +17,7 @@ use crate::api::{
     ClusterRouting, ClusterRoutingSpec, NodeCondition, Plan, APPLIED_ANNOTATION,
     CLUSTER_ROUTING_NAME, NETWORK_UNAVAILABLE, REASON_ROUTE_CREATED,
 };
-use crate::model::{Node, Settings};
+use crate::model::{Node, NodeIps, Settings};
 use crate::store::{Applied, Network, NodeReport};
 
 /// `Resource` for a view of a full type (a struct with `metadata`): the
@@ -263,18 +262,19 @@ fn parse_network(c: &NodeCondition) -> Option<Network> {
     }
 }
 
-/// A node with its first IPv4 InternalIP and its pod CIDRs (IPv4 first),
+/// A node with its first InternalIP of each family and its pod CIDRs,
 /// validated as a cluster file's nodes are; errors name the Node's field.
 fn project_node(
     name: &str,
     addresses: &[RawAddress],
-    mut pod_cidrs: Vec<String>,
+    pod_cidrs: Vec<String>,
 ) -> Result<Node, LeftOut> {
     let internal: Vec<&str> = addresses
         .iter()
         .filter(|a| a.type_ == "InternalIP")
         .map(|a| a.address.as_str())
         .collect();
+    let ip6 = internal.iter().find(|a| a.parse::<Ipv6Addr>().is_ok());
     let ip = match internal.iter().find(|a| a.parse::<Ipv4Addr>().is_ok()) {
         Some(v4) => *v4,
         None if internal.is_empty() => {
@@ -284,7 +284,7 @@ fn project_node(
             return Err(LeftOut::Invalid {
                 field: ADDRESSES_FIELD.into(),
                 reason: format!(
-                    "no IPv4 InternalIP (has {}); podroute routes IPv4",
+                    "no IPv4 InternalIP (has {}); IPv6-only nodes are not supported yet",
                     internal.join(", ")
                 ),
             })
@@ -293,9 +293,8 @@ fn project_node(
     if pod_cidrs.is_empty() {
         return Err(LeftOut::Pending("no pod CIDR yet".into()));
     }
-    // IPv6-first dual-stack: route the IPv4 CIDR (IPv6 is a later step).
-    pod_cidrs.sort_by_key(|c| c.parse::<IpNetwork>().map_or(1, |n| u8::from(n.is_ipv6())));
-    Node::parse("", name, Some(ip), &pod_cidrs).map_err(|e| match e {
+    let ips: Vec<String> = std::iter::once(ip).chain(ip6.copied()).map(String::from).collect();
+    Node::parse("", name, NodeIps::List(&ips), &pod_cidrs).map_err(|e| match e {
         crate::Error::Invalid { field, reason } => LeftOut::Invalid {
             field: node_field(&field),
             reason,
@@ -314,7 +313,7 @@ const ADDRESSES_FIELD: &str = "status.addresses";
 /// the Node object, so an Event names what the operator must fix.
 pub fn node_field(field: &str) -> String {
     match field {
-        "ip" => format!("{ADDRESSES_FIELD} (InternalIP)"),
+        ip if ip.starts_with("ip") => format!("{ADDRESSES_FIELD} (InternalIP)"),
         "name" => "metadata.name".into(),
         other => format!("spec.{other}"),
     }

@@ -6,7 +6,7 @@
 //! broadcast traffic on every node, and such an address cannot be reached
 //! across a network at all.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use ipnetwork::{IpNetwork, Ipv4Network};
 
@@ -61,9 +61,16 @@ fn special() -> impl Iterator<Item = (Ipv4Network, &'static str)> {
     })
 }
 
+fn special_v6() -> impl Iterator<Item = (IpNetwork, &'static str)> {
+    SPECIAL_V6
+        .iter()
+        .filter_map(|(b, why)| Some((b.parse().ok()?, *why)))
+}
+
 /// Why `ip` cannot be a node's address, if it cannot.
-pub fn node_ip_problem(ip: Ipv4Addr) -> Option<String> {
-    special()
+pub fn node_ip_problem(ip: IpAddr) -> Option<String> {
+    let v4 = special().map(|(block, why)| (IpNetwork::V4(block), why));
+    v4.chain(special_v6())
         .find(|(block, _)| block.contains(ip))
         .map(|(block, why)| format!("{ip} is in {block}, {why}; it cannot be a node address"))
 }
@@ -85,8 +92,7 @@ pub fn pod_cidr_problem(cidr: IpNetwork) -> Option<String> {
     if cidr.prefix() > max {
         return Some(format!("{cidr} leaves no room for pods (/{max} at most)"));
     }
-    let v6 = SPECIAL_V6.iter().filter(|_| cidr.is_ipv6());
-    let v6 = v6.filter_map(|(b, why)| Some((b.parse().ok()?, *why)));
+    let v6 = special_v6().filter(|_| cidr.is_ipv6());
     special()
         .map(|(block, why)| (IpNetwork::V4(block), why))
         .chain(v6)
@@ -105,9 +111,11 @@ pub fn pod_cidr_problem(cidr: IpNetwork) -> Option<String> {
 /// Why `cidr` cannot be routed by a node whose underlay subnet is `underlay`
 /// (the uplink's address and prefix): its hosts would be taken from the
 /// underlay, or the underlay from its pods.
-pub fn underlay_problem(cidr: Ipv4Network, underlay: Ipv4Network) -> Option<String> {
-    let subnet = Ipv4Network::new(underlay.network(), underlay.prefix()).ok()?;
-    subnet.overlaps(cidr).then(|| {
+pub fn underlay_problem(cidr: IpNetwork, underlay: IpNetwork) -> Option<String> {
+    let subnet = IpNetwork::new(underlay.network(), underlay.prefix()).ok()?;
+    // Two prefixes of one family that overlap nest: one holds the other.
+    let overlaps = subnet.contains(cidr.network()) || cidr.contains(subnet.network());
+    overlaps.then(|| {
         format!("{cidr} overlaps the underlay subnet {subnet} of this node; routing it would cut off underlay hosts")
     })
 }
@@ -116,7 +124,7 @@ pub fn underlay_problem(cidr: Ipv4Network, underlay: Ipv4Network) -> Option<Stri
 mod tests {
     use super::*;
 
-    fn cidr(text: &str) -> Ipv4Network {
+    fn cidr(text: &str) -> IpNetwork {
         text.parse().expect("cidr")
     }
 
@@ -137,7 +145,7 @@ mod tests {
             "255.255.255.255",
         ] {
             let ip: Ipv4Addr = ip.parse().expect("ip");
-            assert!(node_ip_problem(ip).is_some(), "{ip} accepted");
+            assert!(node_ip_problem(ip.into()).is_some(), "{ip} accepted");
         }
         for ip in [
             "10.250.0.1",
@@ -150,7 +158,7 @@ mod tests {
             "223.255.255.254",
         ] {
             let ip: Ipv4Addr = ip.parse().expect("ip");
-            assert_eq!(node_ip_problem(ip), None, "{ip} refused");
+            assert_eq!(node_ip_problem(ip.into()), None, "{ip} refused");
         }
     }
 
@@ -226,5 +234,10 @@ mod tests {
         assert!(problem.contains("10.250.0.0/24"), "{problem}");
         assert!(underlay_problem(cidr("10.250.0.0/16"), uplink).is_some());
         assert_eq!(underlay_problem(cidr("10.244.1.0/24"), uplink), None);
+        let uplink6 = cidr("fd00:250::1/64");
+        assert!(underlay_problem(cidr("fd00:250::/112"), uplink6).is_some());
+        assert!(underlay_problem(cidr("fd00::/16"), uplink6).is_some());
+        assert_eq!(underlay_problem(cidr("fd00:244:1::/64"), uplink6), None);
+        assert_eq!(underlay_problem(cidr("10.250.0.0/24"), uplink6), None);
     }
 }

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use super::{validate_nodes, Config, Node, Settings};
+use super::{NodeIps, validate_nodes, Config, Node, Settings};
 use crate::api::{Mode, OffSubnet, Plan, VxlanSpec, MAX_GENERATION};
 use crate::input::{read_text, MAX_INPUT_BYTES};
 use crate::{Error, Result};
@@ -45,6 +45,9 @@ struct RawNode {
     #[serde(default)]
     name: Option<String>,
     ip: Option<String>,
+    /// One address per family, instead of `ip`.
+    #[serde(default)]
+    ips: Vec<String>,
     #[serde(default, rename = "podCIDR")]
     pod_cidr: Option<String>,
     #[serde(default, rename = "podCIDRs")]
@@ -96,8 +99,13 @@ impl Cluster {
                 (Some(one), true) => vec![one.clone()],
                 (None, _) => n.pod_cidrs.clone(),
             };
+            let ips = match (&n.ip, n.ips.is_empty()) {
+                (Some(_), false) => return Err(Error::invalid(field, "give ip or ips, not both")),
+                (ip, true) => NodeIps::One(ip.as_deref()),
+                (None, false) => NodeIps::List(&n.ips),
+            };
             let name = n.name.as_deref().unwrap_or_default();
-            nodes.push(Node::parse(&field, name, n.ip.as_deref(), &cidrs)?);
+            nodes.push(Node::parse(&field, name, ips, &cidrs)?);
         }
         validate_nodes(&nodes)?;
         let generation = raw.generation.unwrap_or(1);

@@ -14,5 +14,5 @@ pub use config::{
     RpFilter, DEFAULT_ROUTE_PROTOCOL, MAIN_TABLE, MIN_MTU,
 };
 pub use mac::Mac;
-pub use node::{cross_node_conflicts, validate_nodes, Conflict, Node};
+pub use node::{cross_node_conflicts, validate_nodes, Conflict, Node, NodeIps};
 pub use settings::{Settings, MAX_MTU, MAX_VNI};

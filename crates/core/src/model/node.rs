@@ -1,5 +1,5 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network};
 use serde::Serialize;
@@ -7,48 +7,41 @@ use serde::Serialize;
 use super::address;
 use crate::{Error, Result};
 
-/// A Kubernetes node as podroute sees it: a name, the IPv4 address peers
-/// reach it on, and its pod CIDR(s). IPv6 pod CIDRs are accepted and kept,
-/// but only the IPv4 one is routed for now.
+/// A Kubernetes node as podroute sees it: a name, the addresses peers
+/// reach it on, and its pod CIDRs, at most one of each per family. A node
+/// routes IPv4 always and IPv6 when it has both an IPv6 address and an
+/// IPv6 pod CIDR ([`Node::v6`]); half an IPv6 family is kept, unrouted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Node {
     pub name: String,
     pub node_ip: Ipv4Addr,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_ip6: Option<Ipv6Addr>,
     pub pod_cidrs: Vec<IpNetwork>,
+}
+
+/// Where a node's addresses came from, so errors name the field the user
+/// wrote: a single `ip`, or the list `ips`.
+#[derive(Debug, Clone, Copy)]
+pub enum NodeIps<'a> {
+    One(Option<&'a str>),
+    List(&'a [String]),
 }
 
 impl Node {
     /// Build a node from untrusted strings; `field` names the node in errors
     /// (e.g. `nodes[2]`; empty: the fields are named alone, `ip`, `podCIDRs[0]`).
-    pub fn parse(field: &str, name: &str, ip: Option<&str>, pod_cidrs: &[String]) -> Result<Node> {
+    pub fn parse(field: &str, name: &str, ips: NodeIps<'_>, pod_cidrs: &[String]) -> Result<Node> {
         if let Some(problem) = name_problem(name) {
             return Err(Error::invalid(at(field, "name"), problem));
         }
-        let ip_field = at(field, "ip");
-        let ip = ip.ok_or_else(|| Error::invalid(&ip_field, "missing node IP"))?;
-        let node_ip = match ip.parse::<IpAddr>() {
-            Ok(IpAddr::V4(v4)) => v4,
-            Ok(IpAddr::V6(_)) => {
-                return Err(Error::invalid(
-                    ip_field,
-                    format!("{ip} is IPv6; an IPv4 node address is expected"),
-                ))
-            }
-            Err(_) => {
-                return Err(Error::invalid(
-                    ip_field,
-                    format!("{ip:?} is not an IP address"),
-                ))
-            }
-        };
-        if let Some(problem) = address::node_ip_problem(node_ip) {
-            return Err(Error::invalid(ip_field, problem));
-        }
+        let (node_ip, node_ip6) = parse_ips(field, ips)?;
         let pod_cidrs = parse_pod_cidrs(field, pod_cidrs)?;
         Ok(Node {
             name: name.to_string(),
             node_ip,
+            node_ip6,
             pod_cidrs,
         })
     }
@@ -62,6 +55,18 @@ impl Node {
                 IpNetwork::V6(_) => None,
             })
             .unwrap_or_else(|| Ipv4Network::from(Ipv4Addr::UNSPECIFIED))
+    }
+
+    pub fn pod_cidr6(&self) -> Option<Ipv6Network> {
+        self.pod_cidrs.iter().find_map(|c| match c {
+            IpNetwork::V6(v6) => Some(*v6),
+            IpNetwork::V4(_) => None,
+        })
+    }
+
+    /// The IPv6 address and pod CIDR, when the node routes IPv6.
+    pub fn v6(&self) -> Option<(Ipv6Addr, Ipv6Network)> {
+        Some((self.node_ip6?, self.pod_cidr6()?))
     }
 
     /// The node's tunnel address: the network address of its pod CIDR, as
@@ -111,6 +116,44 @@ fn at(field: &str, sub: &str) -> String {
     }
 }
 
+fn parse_ips(field: &str, ips: NodeIps<'_>) -> Result<(Ipv4Addr, Option<Ipv6Addr>)> {
+    let named = |i: usize| match ips {
+        NodeIps::One(_) => at(field, "ip"),
+        NodeIps::List(_) => format!("{}[{i}]", at(field, "ips")),
+    };
+    let list: Vec<&str> = match ips {
+        NodeIps::One(ip) => ip.into_iter().collect(),
+        NodeIps::List(list) => list.iter().map(String::as_str).collect(),
+    };
+    let (mut v4, mut v6) = (None, None);
+    for (i, text) in list.iter().enumerate() {
+        let ip = text
+            .parse::<IpAddr>()
+            .map_err(|_| Error::invalid(named(i), format!("{text:?} is not an IP address")))?;
+        if let Some(problem) = address::node_ip_problem(ip) {
+            return Err(Error::invalid(named(i), problem));
+        }
+        let taken = match ip {
+            IpAddr::V4(ip) => v4.replace(ip).is_some(),
+            IpAddr::V6(ip) => v6.replace(ip).is_some(),
+        };
+        if taken {
+            return Err(Error::invalid(
+                named(i),
+                format!("{ip} is a second address of its family; give one per family"),
+            ));
+        }
+    }
+    match (v4, list.is_empty()) {
+        (Some(v4), _) => Ok((v4, v6)),
+        (None, true) => Err(Error::invalid(named(0), "missing node IP")),
+        (None, false) => Err(Error::invalid(
+            named(0),
+            "no IPv4 node address; IPv6-only nodes are not supported yet",
+        )),
+    }
+}
+
 fn parse_pod_cidrs(field: &str, raw: &[String]) -> Result<Vec<IpNetwork>> {
     let list = at(field, "podCIDRs");
     if raw.is_empty() {
@@ -133,13 +176,13 @@ fn parse_pod_cidrs(field: &str, raw: &[String]) -> Result<Vec<IpNetwork>> {
         }
         cidrs.push(cidr);
     }
-    match (cidrs.first(), cidrs.iter().filter(|c| c.is_ipv4()).count()) {
-        (Some(IpNetwork::V6(first)), _) => Err(Error::invalid(
-            format!("{list}[0]"),
-            format!("{first} is IPv6; an IPv4 pod CIDR is expected first"),
+    match cidrs.iter().filter(|c| c.is_ipv4()).count() {
+        0 => Err(Error::invalid(
+            list,
+            "no IPv4 pod CIDR; IPv6-only nodes are not supported yet",
         )),
-        (_, n) if n > 1 => Err(Error::invalid(list, "more than one IPv4 pod CIDR")),
-        _ => Ok(cidrs),
+        1 => Ok(cidrs),
+        _ => Err(Error::invalid(list, "more than one IPv4 pod CIDR")),
     }
 }
 
@@ -160,59 +203,62 @@ pub struct Conflict {
 /// one down with it. O(n log n): a cluster of 100 000 nodes checks in
 /// milliseconds.
 pub fn cross_node_conflicts<N: AsRef<Node>>(nodes: &[N]) -> Vec<Conflict> {
+    let nodes: Vec<&Node> = nodes.iter().map(AsRef::as_ref).collect();
     let ips: BTreeMap<u32, &str> = nodes
         .iter()
-        .map(|n| (u32::from(n.as_ref().node_ip), n.as_ref().name.as_str()))
+        .map(|n| (u32::from(n.node_ip), n.name.as_str()))
+        .collect();
+    let ips6: BTreeMap<u128, &str> = nodes
+        .iter()
+        .filter_map(|n| Some((u128::from(n.node_ip6?), n.name.as_str())))
         .collect();
     let mut names: HashSet<&str> = HashSet::with_capacity(nodes.len());
-    let mut taken_ips: HashMap<Ipv4Addr, &str> = HashMap::with_capacity(nodes.len());
-    // Kept pod CIDRs, disjoint: first address -> (last address, node name).
-    let mut cidrs: BTreeMap<u32, (u32, &str)> = BTreeMap::new();
+    let mut taken_ips: HashMap<IpAddr, &str> = HashMap::with_capacity(nodes.len());
+    // Kept pod CIDRs, disjoint: first address -> (CIDR, node name).
+    let mut cidrs: BTreeMap<u32, (Ipv4Network, &str)> = BTreeMap::new();
     let mut cidrs6: BTreeMap<u128, (Ipv6Network, &str)> = BTreeMap::new();
     let mut conflicts = Vec::new();
-    for (index, node) in nodes.iter().map(AsRef::as_ref).enumerate() {
+    for (index, node) in nodes.iter().enumerate() {
         let cidr = node.pod_cidr();
+        let cidr6 = node.pod_cidr6();
         let (start, end) = (u32::from(cidr.network()), u32::from(cidr.broadcast()));
+        let overlap = |other: Ipv4Network, name: &str| {
+            format!("{cidr} overlaps {other} of node {name:?}")
+        };
         let overlapping = cidrs
             .range(..=end)
             .next_back()
-            .filter(|(_, (other_end, _))| *other_end >= start);
-        let swallowed = ips.range(start..=end).next();
-        let cidr6 = node.pod_cidrs.iter().find_map(|c| match c {
-            IpNetwork::V6(v6) => Some(*v6),
-            IpNetwork::V4(_) => None,
-        });
+            .filter(|(_, (other, _))| u32::from(other.broadcast()) >= start)
+            .map(|(_, (other, name))| overlap(*other, name));
         let overlapping6 = cidr6.and_then(|c6| {
             let (_, (other, name)) = cidrs6.range(..=last_of(c6)).next_back()?;
             let overlaps = last_of(*other) >= u128::from(c6.network());
             overlaps.then(|| format!("{c6} overlaps {other} of node {name:?}"))
         });
+        let swallowed = ips
+            .range(start..=end)
+            .next()
+            .map(|(ip, victim)| (cidr.to_string(), IpAddr::from(Ipv4Addr::from(*ip)), *victim));
+        let swallowed6 = cidr6.and_then(|c6| {
+            let (ip, victim) = ips6.range(u128::from(c6.network())..=last_of(c6)).next()?;
+            Some((c6.to_string(), IpAddr::from(Ipv6Addr::from(*ip)), *victim))
+        });
+        let own_ips = std::iter::once(IpAddr::from(node.node_ip)).chain(node.node_ip6.map(IpAddr::from));
         let clash = if names.contains(node.name.as_str()) {
             Some(("name", format!("duplicate node name {:?}", node.name)))
-        } else if let Some(other) = taken_ips.get(&node.node_ip) {
-            Some((
-                "ip",
-                format!("{} is also the address of node {other:?}", node.node_ip),
-            ))
-        } else if let Some((other_start, (other_end, other))) = overlapping {
-            let other_cidr = Ipv4Network::new(
-                Ipv4Addr::from(*other_start),
-                prefix_of(*other_start, *other_end),
-            )
-            .map_or_else(|_| "its pod CIDR".to_string(), |c| c.to_string());
-            Some((
-                "podCIDRs",
-                format!("{cidr} overlaps {other_cidr} of node {other:?}"),
-            ))
-        } else if let Some(reason) = overlapping6 {
+        } else if let Some((ip, other)) = own_ips
+            .clone()
+            .find_map(|ip| Some((ip, taken_ips.get(&ip)?)))
+        {
+            Some(("ip", format!("{ip} is also the address of node {other:?}")))
+        } else if let Some(reason) = overlapping.or(overlapping6) {
             Some(("podCIDRs", reason))
         } else {
-            swallowed.map(|(ip, victim)| {
+            swallowed.or(swallowed6).map(|(cidr, ip, victim)| {
                 (
                     "podCIDRs",
                     format!(
-                        "{cidr} contains the node IP {} of {victim:?}; routing it would cut that node off",
-                        Ipv4Addr::from(*ip)
+                        "{cidr} contains the node IP {ip} of {victim:?}; routing it would cut that node off"
                     ),
                 )
             })
@@ -225,8 +271,8 @@ pub fn cross_node_conflicts<N: AsRef<Node>>(nodes: &[N]) -> Vec<Conflict> {
             }),
             None => {
                 names.insert(&node.name);
-                taken_ips.insert(node.node_ip, &node.name);
-                cidrs.insert(start, (end, &node.name));
+                taken_ips.extend(own_ips.map(|ip| (ip, node.name.as_str())));
+                cidrs.insert(start, (cidr, &node.name));
                 if let Some(c6) = cidr6 {
                     cidrs6.insert(u128::from(c6.network()), (c6, &node.name));
                 }
@@ -239,13 +285,6 @@ pub fn cross_node_conflicts<N: AsRef<Node>>(nodes: &[N]) -> Vec<Conflict> {
 /// The last address of `net`, as a number.
 fn last_of(net: Ipv6Network) -> u128 {
     u128::from(net.network()) | u128::MAX.checked_shr(u32::from(net.prefix())).unwrap_or(0)
-}
-
-/// The prefix length of the block `start..=end` (a CIDR's range).
-fn prefix_of(start: u32, end: u32) -> u8 {
-    (32 - (end - start)
-        .checked_add(1)
-        .map_or(32, |size| size.trailing_zeros())) as u8
 }
 
 /// [`cross_node_conflicts`] as one error: the first clash, naming the field

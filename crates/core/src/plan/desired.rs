@@ -2,7 +2,9 @@
 //! plan needs. Pure: every decision that can be made without root is here.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
+
+use ipnetwork::IpNetwork;
 
 use crate::api::{Mode, OffSubnet, Plan};
 
@@ -23,7 +25,17 @@ pub struct Inputs<'a> {
     pub plan: &'a Plan,
     pub config: &'a Config,
     pub uplink: &'a Uplink,
+    /// The interface holding the local IPv6 node IP; `None` when the node
+    /// has none.
+    pub uplink6: Option<&'a Uplink>,
 }
+
+/// IPv6 needs this MTU on every link (RFC 8200); below it the kernel turns
+/// IPv6 off on the device.
+pub const MIN_IPV6_MTU: u32 = 1280;
+
+/// The IPv6 metric the kernel stores for a route added with metric 0.
+pub const IPV6_DEFAULT_METRIC: u32 = 1024;
 
 /// MTUs derived from the underlay: one per mode, and the pod MTU.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,11 +58,15 @@ impl Mtus {
             }
             Some(mtu) => mtu,
         };
-        if base < MIN_MTU {
+        let (min, family) = match uplink.address {
+            IpNetwork::V4(_) => (MIN_MTU, "IPv4"),
+            IpNetwork::V6(_) => (MIN_IPV6_MTU, "IPv6"),
+        };
+        if base < min {
             return Err(Error::invalid(
                 "mtu",
                 format!(
-                    "{base} (uplink {}) is under the IPv4 minimum of {MIN_MTU}",
+                    "{base} (uplink {}) is under the {family} minimum of {min}",
                     uplink.name
                 ),
             ));
@@ -79,41 +95,24 @@ pub fn desired(inputs: Inputs<'_>) -> Result<Desired> {
         plan,
         config,
         uplink,
+        uplink6,
     } = inputs;
-    if uplink.address.ip() != local.node_ip {
-        return Err(Error::invalid(
-            "uplink",
-            format!(
-                "{} holds {}, not the node IP {} of {}",
-                uplink.name,
-                uplink.address.ip(),
-                local.node_ip,
-                local.name
-            ),
-        ));
-    }
+    check_uplink(local, uplink, IpAddr::V4(local.node_ip))?;
     let mtus = Mtus::new(config, uplink)?;
-    if let Some(problem) = address::underlay_problem(local.pod_cidr(), uplink.address) {
+    let local_cidr = IpNetwork::V4(local.pod_cidr());
+    if let Some(problem) = address::underlay_problem(local_cidr, uplink.address) {
         return Err(Error::invalid("podCIDRs[0]", problem));
     }
     let mut excluded = Vec::new();
     let peers: Vec<&Node> = nodes
         .iter()
         .filter(|n| n.name != local.name)
-        .filter(
-            |peer| match address::underlay_problem(peer.pod_cidr(), uplink.address) {
-                None => true,
-                Some(reason) => {
-                    excluded.push(Excluded {
-                        node: peer.name.clone(),
-                        reason,
-                    });
-                    false
-                }
-            },
-        )
+        .filter(|peer| {
+            let problem = address::underlay_problem(IpNetwork::V4(peer.pod_cidr()), uplink.address);
+            keep(peer, problem, &mut excluded)
+        })
         .collect();
-    let on_link = |peer: &Node| uplink.address.contains(peer.node_ip);
+    let on_link = |peer: &Node| uplink.address.contains(IpAddr::V4(peer.node_ip));
 
     // Native with `encap` sends to off-subnet peers through a tunnel. Any
     // plan where a node may route native (native in decap: a switch to or
@@ -130,7 +129,6 @@ pub fn desired(inputs: Inputs<'_>) -> Result<Desired> {
     let mut out = Desired {
         pod_mtu: Some(mtus.pod(&tunnels)),
         adopt: adopt_scope(config, nodes),
-        excluded,
         ..Desired::default()
     };
     let tunnel_addresses = BTreeSet::from([local.tunnel_ip()]);
@@ -178,11 +176,132 @@ pub fn desired(inputs: Inputs<'_>) -> Result<Desired> {
             let route = peer_route(config, uplink, mtus, mode, peer);
             Some((route.key, route))
         })
-        .chain([local_unreachable(config, local)].map(|r| (r.key, r)))
+        .chain([local_unreachable(config, local_cidr)].map(|r| (r.key, r)))
         .collect();
-
     add_sysctls(&mut out, config, uplink);
+    match (local.v6(), uplink6) {
+        (Some((ip6, _)), Some(uplink6)) => {
+            check_uplink(local, uplink6, IpAddr::V6(ip6))?;
+            add_ipv6(&mut out, inputs, uplink6, &mut excluded)?;
+        }
+        (Some((ip6, _)), None) => {
+            return Err(Error::invalid(
+                "uplink",
+                format!("no interface holds the IPv6 node IP {ip6} of {}", local.name),
+            ))
+        }
+        // An IPv6 address without IPv6 pods is an IPv4 cluster on a
+        // dual-stack host: nothing to say.
+        (None, _) if local.pod_cidr6().is_some() => out
+            .notes
+            .push("ipv6: not routed on this node: no IPv6 node address".into()),
+        (None, _) => {}
+    }
+    out.excluded = excluded;
     Ok(out)
+}
+
+fn check_uplink(local: &Node, uplink: &Uplink, node_ip: IpAddr) -> Result<()> {
+    if uplink.address.ip() == node_ip {
+        return Ok(());
+    }
+    Err(Error::invalid(
+        "uplink",
+        format!(
+            "{} holds {}, not the node IP {node_ip} of {}",
+            uplink.name,
+            uplink.address.ip(),
+            local.name
+        ),
+    ))
+}
+
+/// Keeps a peer unless `problem` says why it cannot be routed.
+fn keep(peer: &Node, problem: Option<String>, excluded: &mut Vec<Excluded>) -> bool {
+    let Some(reason) = problem else { return true };
+    excluded.push(Excluded {
+        node: peer.name.clone(),
+        reason,
+    });
+    false
+}
+
+/// The IPv6 family of a dual-stack node: native routes to on-link peers.
+/// The tunnels carry IPv4 only so far; while one routes, IPv6 pods of other
+/// nodes stay unrouted and `notes` says so.
+fn add_ipv6(
+    out: &mut Desired,
+    inputs: Inputs<'_>,
+    uplink6: &Uplink,
+    excluded: &mut Vec<Excluded>,
+) -> Result<()> {
+    let Inputs {
+        local,
+        nodes,
+        plan,
+        config,
+        ..
+    } = inputs;
+    let mtus6 = Mtus::new(config, uplink6)?;
+    let Some((_, local_cidr6)) = local.v6() else {
+        return Ok(());
+    };
+    let local_cidr6 = IpNetwork::V6(local_cidr6);
+    if let Some(problem) = address::underlay_problem(local_cidr6, uplink6.address) {
+        return Err(Error::invalid("podCIDRs", problem));
+    }
+    out.pod_mtu = out.pod_mtu.map(|mtu| mtu.min(mtus6.base));
+    let peers = nodes
+        .iter()
+        .filter(|n| n.name != local.name)
+        .filter_map(|n| Some((n, n.v6()?)))
+        .filter(|(peer, (_, cidr6))| {
+            let problem = address::underlay_problem(IpNetwork::V6(*cidr6), uplink6.address);
+            keep(peer, problem.map(|p| format!("ipv6: {p}")), excluded)
+        });
+    let mut unrouted = 0;
+    let metric = match config.route_metric {
+        0 => IPV6_DEFAULT_METRIC,
+        metric => metric,
+    };
+    for (_, (ip6, cidr6)) in peers {
+        if plan.route_mode != Mode::Native || !uplink6.address.contains(IpAddr::V6(ip6)) {
+            unrouted += 1;
+            continue;
+        }
+        let route = Route {
+            key: RouteKey {
+                table: config.route_table,
+                dst: IpNetwork::V6(cidr6),
+                metric,
+            },
+            kind: RouteKind::Unicast,
+            via: Some(IpAddr::V6(ip6)),
+            dev: uplink6.name.clone(),
+            onlink: false,
+            mtu: None,
+            protocol: config.route_protocol,
+        };
+        out.routes.insert(route.key, route);
+    }
+    if unrouted > 0 {
+        out.notes.push(format!(
+            "ipv6: {unrouted} peers unrouted: IPv6 is routed natively to peers on the IPv6 \
+             subnet only ({} mode and off-subnet peers need vxlan-v6, not implemented yet)",
+            plan.route_mode
+        ));
+    }
+    let unreachable = local_unreachable(config, local_cidr6);
+    out.routes.insert(unreachable.key, unreachable);
+    out.sysctls
+        .insert("net/ipv6/conf/all/forwarding".into(), "1".into());
+    if uplink6.accept_ra == Some(1) {
+        out.sysctls.insert(
+            format!("net/ipv6/conf/{}/accept_ra", uplink6.name),
+            "2".into(),
+        );
+    }
+    Ok(())
 }
 
 /// What [`desired`] wants when no plan is in force: nothing of ours, and
@@ -198,8 +317,8 @@ fn adopt_scope(config: &Config, nodes: &[Node]) -> AdoptScope {
     AdoptScope {
         within: nodes
             .iter()
-            .map(Node::pod_cidr)
-            .chain(config.pod_network.iter().copied())
+            .flat_map(|n| n.pod_cidrs.iter().copied())
+            .chain(config.pod_network.iter().map(|n| IpNetwork::V4(*n)))
             .collect(),
         devices: BTreeSet::from([config.ipip_device.clone(), config.vxlan_device.clone()]),
     }
@@ -209,11 +328,11 @@ fn adopt_scope(config: &Config, nodes: &[Node]) -> AdoptScope {
 /// holds gets an ICMP error here instead of following the default route
 /// back to an underlay router that routes the CIDR to this node (a loop
 /// until the TTL runs out).
-fn local_unreachable(config: &Config, local: &Node) -> Route {
+fn local_unreachable(config: &Config, cidr: IpNetwork) -> Route {
     Route {
         key: RouteKey {
             table: config.route_table,
-            dst: local.pod_cidr(),
+            dst: cidr,
             metric: LOCAL_UNREACHABLE_METRIC,
         },
         kind: RouteKind::Unreachable,
@@ -246,7 +365,7 @@ fn vxlan_fdb(config: &Config, peer: &Node) -> (Mac, Fdb) {
 fn peer_route(config: &Config, uplink: &Uplink, mtus: Mtus, mode: Mode, peer: &Node) -> Route {
     let key = RouteKey {
         table: config.route_table,
-        dst: peer.pod_cidr(),
+        dst: IpNetwork::V4(peer.pod_cidr()),
         metric: config.route_metric,
     };
     let (via, dev, onlink, mtu) = match mode {
@@ -267,7 +386,7 @@ fn peer_route(config: &Config, uplink: &Uplink, mtus: Mtus, mode: Mode, peer: &N
     Route {
         key,
         kind: RouteKind::Unicast,
-        via: Some(via),
+        via: Some(IpAddr::V4(via)),
         dev,
         onlink,
         mtu,

@@ -71,7 +71,14 @@ pub fn diff(desired: &Desired, observed: &Observed) -> Diff {
     }
     let alive = |dev: &str| !doomed.contains(dev);
 
-    for (key, value) in &desired.sysctls {
+    // accept_ra goes to 2 before IPv6 forwarding goes on: forwarding with
+    // accept_ra 1 drops the routes and addresses the uplink learned from
+    // router advertisements at once.
+    let (accept_ra, others): (Vec<_>, Vec<_>) = desired
+        .sysctls
+        .iter()
+        .partition(|(key, _)| key.ends_with("/accept_ra"));
+    for (key, value) in accept_ra.into_iter().chain(others) {
         let current = match sysctl_device(key) {
             Some(dev) if !alive(dev) => None,
             _ => observed.sysctls.get(key).cloned().flatten(),
@@ -195,9 +202,12 @@ pub fn diff(desired: &Desired, observed: &Observed) -> Diff {
     out
 }
 
-/// The device a per-device sysctl (`net/ipv4/conf/<dev>/...`) belongs to.
+/// The device a per-device sysctl (`net/ipv{4,6}/conf/<dev>/...`) belongs to.
 pub fn sysctl_device(key: &str) -> Option<&str> {
-    key.strip_prefix("net/ipv4/conf/")?.split('/').next()
+    let rest = key.strip_prefix("net/ipv4/conf/");
+    rest.or_else(|| key.strip_prefix("net/ipv6/conf/"))?
+        .split('/')
+        .next()
 }
 
 fn missing_or_differs(present: bool) -> String {
@@ -443,6 +453,7 @@ mod tests {
         Node {
             name: format!("node-{i}"),
             node_ip: Ipv4Addr::new(10, 250, 0, i),
+            node_ip6: None,
             pod_cidrs: vec![IpNetwork::V4(
                 format!("10.244.{i}.0/24").parse().expect("cidr"),
             )],
@@ -460,7 +471,9 @@ mod tests {
                 name: "eth0".into(),
                 mtu: 1500,
                 address: "10.250.0.1/24".parse().expect("address"),
+                accept_ra: None,
             },
+            uplink6: None,
         })
         .expect("valid inputs")
     }

@@ -161,7 +161,7 @@ mod tests {
                 metric: 0,
             },
             kind: RouteKind::Unicast,
-            via: Some(Ipv4Addr::new(10, 250, 0, 2)),
+            via: Some(Ipv4Addr::new(10, 250, 0, 2).into()),
             dev: dev.into(),
             onlink: dev != "eth0",
             mtu: None,
@@ -181,6 +181,7 @@ mod tests {
             name: "eth0".into(),
             mtu,
             address: "10.250.0.1/24".parse().expect("address"),
+            accept_ra: None,
         }
     }
 

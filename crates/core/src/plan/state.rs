@@ -3,20 +3,24 @@
 //! a comparison of values.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
-use ipnetwork::Ipv4Network;
+use ipnetwork::IpNetwork;
 use serde::Serialize;
 
 use crate::model::Mac;
 
-/// The interface that holds the node IP.
+/// The interface that holds the node IP of one family.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Uplink {
     pub name: String,
     pub mtu: u32,
     /// The node IP with the uplink's prefix: tells on-link peers from the rest.
-    pub address: Ipv4Network,
+    pub address: IpNetwork,
+    /// IPv6 only: `net.ipv6.conf.<name>.accept_ra`, which forwarding turns
+    /// into "ignore router advertisements" unless it is 2.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accept_ra: Option<u8>,
 }
 
 /// The ipip fallback device (`tunl0`).
@@ -60,7 +64,7 @@ pub const LOCAL_UNREACHABLE_METRIC: u32 = u32::MAX;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub struct RouteKey {
     pub table: u32,
-    pub dst: Ipv4Network,
+    pub dst: IpNetwork,
     pub metric: u32,
 }
 
@@ -81,7 +85,7 @@ pub enum RouteKind {
 pub struct Route {
     pub key: RouteKey,
     pub kind: RouteKind,
-    pub via: Option<Ipv4Addr>,
+    pub via: Option<IpAddr>,
     pub dev: String,
     pub onlink: bool,
     pub mtu: Option<u32>,
@@ -110,7 +114,7 @@ pub struct Fdb {
 /// protocol (a BIRD route to an unrelated network) stays someone else's.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct AdoptScope {
-    pub within: Vec<Ipv4Network>,
+    pub within: Vec<IpNetwork>,
     pub devices: BTreeSet<String>,
 }
 
@@ -136,10 +140,11 @@ pub struct Excluded {
 /// it): retiring it removes only what is ours.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct ForeignState {
-    /// Addresses without our IFA_PROTO.
-    pub addresses: BTreeSet<Ipv4Network>,
+    /// Addresses without our IFA_PROTO (the kernel's IPv6 link-local
+    /// aside: it is neither ours nor foreign).
+    pub addresses: BTreeSet<IpNetwork>,
     /// Destinations of routes in our table through the device that are not ours.
-    pub routes: BTreeSet<Ipv4Network>,
+    pub routes: BTreeSet<IpNetwork>,
 }
 
 impl ForeignState {
@@ -173,6 +178,9 @@ pub struct Desired {
     pub adopt: AdoptScope,
     /// Peers left out by this node (not routed), with why.
     pub excluded: Vec<Excluded>,
+    /// What this plan leaves unrouted as a whole, for `plan` and `status`
+    /// (`ipv6: ...`).
+    pub notes: Vec<String>,
 }
 
 /// Only what is ours, plus what we must know to never touch what is not.
