@@ -54,13 +54,10 @@ pub async fn local_node<'c>(
             .ok_or_else(|| Error::invalid("node", format!("{name:?} is not in the cluster file")));
     }
     let local = dp.local_addresses(None).await?;
-    let mut found = cluster
-        .nodes
-        .iter()
-        .filter(|n| {
-            let ips = [Some(IpAddr::V4(n.node_ip)), n.node_ip6.map(IpAddr::V6)];
-            local.iter().any(|a| ips.contains(&Some(a.ip())))
-        });
+    let mut found = cluster.nodes.iter().filter(|n| {
+        let ips = [Some(IpAddr::V4(n.node_ip)), n.node_ip6.map(IpAddr::V6)];
+        local.iter().any(|a| ips.contains(&Some(a.ip())))
+    });
     match (found.next(), found.next()) {
         (Some(node), None) => Ok(node),
         (None, _) => Err(Error::invalid(

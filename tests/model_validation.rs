@@ -9,9 +9,9 @@ use std::collections::{BTreeSet, HashSet};
 use common::{assert_invalid, invalid, ip, net, node, uplink};
 use ipnetwork::IpNetwork;
 use podroute::api::{Mode, OffSubnet, Plan};
-use podroute::model::{NodeIps, 
+use podroute::model::{
     parse_adopted_protocols, parse_route_protocol, validate_ifname, validate_nodes, Cluster,
-    Config, Mac, Node, RpFilter, MIN_MTU,
+    Config, Mac, Node, NodeIps, RpFilter, MIN_MTU,
 };
 use podroute::plan::Mtus;
 use podroute::plan::{route_owner, RouteOwner};
@@ -381,12 +381,22 @@ fn node_ips_take_one_per_family() {
         "nodes[0].ips[1]",
     );
     assert!(reason.contains("one per family"), "{reason}");
-    assert_invalid(Cluster::parse(&node("[10.250.0.1, 'fe80::1']")), "nodes[0].ips[1]");
-    assert_invalid(Cluster::parse(&node("[10.250.0.1, '::1']")), "nodes[0].ips[1]");
-    assert_invalid(Cluster::parse(&node("[10.250.0.1, 'ff02::1']")), "nodes[0].ips[1]");
+    assert_invalid(
+        Cluster::parse(&node("[10.250.0.1, 'fe80::1']")),
+        "nodes[0].ips[1]",
+    );
+    assert_invalid(
+        Cluster::parse(&node("[10.250.0.1, '::1']")),
+        "nodes[0].ips[1]",
+    );
+    assert_invalid(
+        Cluster::parse(&node("[10.250.0.1, 'ff02::1']")),
+        "nodes[0].ips[1]",
+    );
     let reason = assert_invalid(Cluster::parse(&node("['fd00:250::1']")), "nodes[0].ips[0]");
     assert!(reason.contains("IPv6-only"), "{reason}");
-    let both = cluster("  - {name: n1, ip: 10.250.0.1, ips: [10.250.0.1], podCIDR: 10.244.1.0/24}\n");
+    let both =
+        cluster("  - {name: n1, ip: 10.250.0.1, ips: [10.250.0.1], podCIDR: 10.244.1.0/24}\n");
     assert_invalid(Cluster::parse(&both), "nodes[0]");
 }
 
@@ -397,14 +407,20 @@ fn ipv6_node_addresses_and_pod_cidrs_do_not_clash_across_nodes() {
             "  - {{name: {name}, ips: [10.250.0.{v4}, '{ip6}'], podCIDRs: [10.244.{v4}.0/24, '{cidr6}']}}\n"
         )
     };
-    let good = line("a", 1, "fd00:250::1", "fd00:244:1::/64") + &line("b", 2, "fd00:250::2", "fd00:244:2::/64");
+    let good = line("a", 1, "fd00:250::1", "fd00:244:1::/64")
+        + &line("b", 2, "fd00:250::2", "fd00:244:2::/64");
     assert_eq!(Cluster::parse(&cluster(&good)).unwrap().nodes.len(), 2);
-    let same_ip = line("a", 1, "fd00:250::1", "fd00:244:1::/64") + &line("b", 2, "fd00:250::1", "fd00:244:2::/64");
+    let same_ip = line("a", 1, "fd00:250::1", "fd00:244:1::/64")
+        + &line("b", 2, "fd00:250::1", "fd00:244:2::/64");
     let reason = assert_invalid(Cluster::parse(&cluster(&same_ip)), "nodes[1].ip");
     assert!(reason.contains("fd00:250::1"), "{reason}");
-    let swallows = line("a", 1, "fd00:250::1", "fd00:250::/64") + &line("b", 2, "fd00:250::2", "fd00:244:2::/64");
+    let swallows = line("a", 1, "fd00:250::1", "fd00:250::/64")
+        + &line("b", 2, "fd00:250::2", "fd00:244:2::/64");
     let reason = assert_invalid(Cluster::parse(&cluster(&swallows)), "nodes[0].podCIDRs");
-    assert!(reason.contains("contains the node IP fd00:250::"), "{reason}");
+    assert!(
+        reason.contains("contains the node IP fd00:250::"),
+        "{reason}"
+    );
 }
 
 #[test]
@@ -512,14 +528,26 @@ fn load_prefixes_the_path() {
 
 #[test]
 fn node_parse_direct() {
-    let n = Node::parse("x", "n1", NodeIps::One(Some("10.0.0.1")), &["10.244.1.0/24".into()]).unwrap();
+    let n = Node::parse(
+        "x",
+        "n1",
+        NodeIps::One(Some("10.0.0.1")),
+        &["10.244.1.0/24".into()],
+    )
+    .unwrap();
     assert_eq!(n, node("n1", "10.0.0.1", "10.244.1.0/24"));
     assert_invalid(
         Node::parse("x", "n1", NodeIps::One(None), &["10.244.1.0/24".into()]),
         "x.ip",
     );
-    assert_invalid(Node::parse("x", "", NodeIps::One(Some("10.0.0.1")), &[]), "x.name");
-    assert_invalid(Node::parse("x", "n1", NodeIps::One(Some("10.0.0.1")), &[]), "x.podCIDRs");
+    assert_invalid(
+        Node::parse("x", "", NodeIps::One(Some("10.0.0.1")), &[]),
+        "x.name",
+    );
+    assert_invalid(
+        Node::parse("x", "n1", NodeIps::One(Some("10.0.0.1")), &[]),
+        "x.podCIDRs",
+    );
 }
 
 #[test]

@@ -112,7 +112,9 @@ fn node1(mut d: Desired) -> Desired {
     d.routes.insert(own.key, own);
     d.adopt = AdoptScope {
         within: cluster().iter().map(|n| n.pod_cidr().into()).collect(),
-        devices: BTreeSet::from(["tunl0".to_string(), "vxlan.calico".to_string()]),
+        devices: ["tunl0", "vxlan.calico", "vxlan-v6.calico"]
+            .map(String::from)
+            .into(),
     };
     d
 }
@@ -122,7 +124,7 @@ fn tunl0(mtu: u32) -> IpipDevice {
         name: "tunl0".into(),
         mtu,
         up: true,
-        addresses: BTreeSet::from([ip("10.244.1.0")]),
+        addresses: BTreeSet::from([ip("10.244.1.0").into()]),
     }
 }
 
@@ -132,30 +134,28 @@ fn vxlan_calico(mtu: u32) -> VxlanDevice {
         identity: VxlanIdentity {
             vni: 4096,
             port: 4789,
-            local: ip("10.250.0.1"),
+            local: ip("10.250.0.1").into(),
             link: "eth0".into(),
             mac: Mac::for_node("node-1"),
             learning: false,
         },
         mtu,
         up: true,
-        addresses: BTreeSet::from([ip("10.244.1.0")]),
+        addresses: BTreeSet::from([ip("10.244.1.0").into()]),
     }
 }
 
 /// Neighbour and FDB entries for the VTEPs of node-2 and node-3 (given their IPs).
-fn vteps(
-    peers: &[(&str, &str, &str)],
-) -> (BTreeMap<std::net::Ipv4Addr, Neigh>, BTreeMap<Mac, Fdb>) {
+fn vteps(peers: &[(&str, &str, &str)]) -> (BTreeMap<std::net::IpAddr, Neigh>, BTreeMap<Mac, Fdb>) {
     let mut neighs = BTreeMap::new();
     let mut fdb = BTreeMap::new();
     for (name, node_ip, tunnel_ip) in peers {
         let mac = Mac::for_node(name);
         neighs.insert(
-            ip(tunnel_ip),
+            ip(tunnel_ip).into(),
             Neigh {
                 dev: "vxlan.calico".into(),
-                ip: ip(tunnel_ip),
+                ip: ip(tunnel_ip).into(),
                 mac,
             },
         );
@@ -164,7 +164,7 @@ fn vteps(
             Fdb {
                 dev: "vxlan.calico".into(),
                 mac,
-                dst: ip(node_ip),
+                dst: ip(node_ip).into(),
             },
         );
     }
@@ -256,7 +256,7 @@ fn vxlan_identity_follows_the_local_node() {
             VxlanIdentity {
                 vni: 4096,
                 port: 4789,
-                local: local.node_ip,
+                local: local.node_ip.into(),
                 link: "ens5".into(),
                 mac: Mac::for_node(&local.name),
                 learning: false,
@@ -264,9 +264,9 @@ fn vxlan_identity_follows_the_local_node() {
             "local node {i}"
         );
         assert_eq!(dev.mtu, 8951);
-        assert_eq!(dev.addresses, BTreeSet::from([local.tunnel_ip()]));
+        assert_eq!(dev.addresses, BTreeSet::from([local.tunnel_ip().into()]));
         assert_eq!(d.neighs.len(), 2);
-        assert!(!d.neighs.contains_key(&local.tunnel_ip()));
+        assert!(!d.neighs.contains_key(&local.tunnel_ip().into()));
         assert!(!d.fdb.contains_key(&Mac::for_node(&local.name)));
     }
 }
@@ -658,14 +658,18 @@ fn the_local_node_is_never_a_destination() {
                 .unwrap();
                 let ctx = format!("{} {plan:?}", local.name);
                 assert!(
-                    peer_routes(&d).keys().all(|k| k.dst != local.pod_cidr().into()),
+                    peer_routes(&d)
+                        .keys()
+                        .all(|k| k.dst != local.pod_cidr().into()),
                     "{ctx}: route to the local pod CIDR"
                 );
                 assert!(
-                    d.routes.values().all(|r| r.via != Some(local.node_ip.into())),
+                    d.routes
+                        .values()
+                        .all(|r| r.via != Some(local.node_ip.into())),
                     "{ctx}: route via the local node"
                 );
-                assert!(!d.neighs.contains_key(&local.tunnel_ip()), "{ctx}");
+                assert!(!d.neighs.contains_key(&local.tunnel_ip().into()), "{ctx}");
                 assert!(d.fdb.values().all(|f| f.dst != local.node_ip), "{ctx}");
                 // One route per peer, and the local pod CIDR unreachable.
                 assert_eq!(peer_routes(&d).len(), 2, "{ctx}");

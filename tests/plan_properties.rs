@@ -6,10 +6,10 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use common::{ip, net, node, uplink};
-use ipnetwork::{IpNetwork, Ipv4Network};
+use ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network};
 use podroute::api::{Mode, OffSubnet, Plan};
 use podroute::model::{Config, Mac, Node, RpFilter};
 use podroute::plan::{
@@ -32,6 +32,8 @@ struct Scenario {
     nodes: Vec<Node>,
     local: usize,
     uplink: Uplink,
+    /// Present when the local node is dual-stack.
+    uplink6: Option<Uplink>,
     plan: Plan,
     config: Config,
 }
@@ -44,7 +46,7 @@ impl Scenario {
             plan: &self.plan,
             config: &self.config,
             uplink: &self.uplink,
-            uplink6: None,
+            uplink6: self.uplink6.as_ref(),
         })
         .expect("generated scenarios are valid")
     }
@@ -54,7 +56,8 @@ impl Scenario {
 const UNDERLAY: [[u8; 3]; 3] = [[10, 250, 0], [10, 251, 0], [192, 168, 7]];
 
 /// 1..12 nodes: distinct names, distinct IPs on the underlay /24s, and
-/// non-overlapping /24 pod CIDRs from 10.244.0.0/16.
+/// non-overlapping /24 pod CIDRs from 10.244.0.0/16. Some are dual-stack:
+/// fd00:250:<subnet>::<host> and fd00:244:<octet>::/64 besides.
 fn arb_nodes() -> impl Strategy<Value = Vec<Node>> {
     (1usize..=12)
         .prop_flat_map(|n| {
@@ -68,22 +71,32 @@ fn arb_nodes() -> impl Strategy<Value = Vec<Node>> {
                 prop::collection::btree_set(any::<u8>(), n)
                     .prop_map(Vec::from_iter)
                     .prop_shuffle(),
+                prop::collection::vec(any::<bool>(), n),
             )
         })
-        .prop_map(|(names, ips, octets)| {
+        .prop_map(|(names, ips, octets, dual)| {
             let nodes: Vec<Node> = names
                 .into_iter()
                 .zip(ips)
                 .zip(octets)
-                .map(|((name, (subnet, host)), octet)| {
+                .zip(dual)
+                .map(|(((name, (subnet, host)), octet), dual)| {
                     let [a, b, c] = UNDERLAY[subnet];
+                    let mut pod_cidrs = vec![IpNetwork::V4(
+                        Ipv4Network::new(Ipv4Addr::new(10, 244, octet, 0), 24).unwrap(),
+                    )];
+                    let seg = |x: u8| u16::from(x);
+                    let ip6 =
+                        Ipv6Addr::new(0xfd00, 0x250, seg(subnet as u8), 0, 0, 0, 0, seg(host));
+                    if dual {
+                        let net6 = Ipv6Addr::new(0xfd00, 0x244, seg(octet), 0, 0, 0, 0, 0);
+                        pod_cidrs.push(IpNetwork::V6(Ipv6Network::new(net6, 64).unwrap()));
+                    }
                     Node {
                         name,
                         node_ip: Ipv4Addr::new(a, b, c, host),
-                        node_ip6: None,
-                        pod_cidrs: vec![IpNetwork::V4(
-                            Ipv4Network::new(Ipv4Addr::new(10, 244, octet, 0), 24).unwrap(),
-                        )],
+                        node_ip6: dual.then_some(ip6),
+                        pod_cidrs,
                     }
                 })
                 .collect();
@@ -120,6 +133,9 @@ fn arb_scenario() -> impl Strategy<Value = Scenario> {
         // /24: only the local underlay subnet is on-link; /15 and /13 widen
         // it (never over the pod CIDRs in 10.244/16: that node is refused).
         select(vec![24u8, 24, 15, 13]),
+        // IPv6: the local /64, or a /48 holding every underlay subnet.
+        select(vec![64u8, 64, 48]),
+        select(vec![None, Some(0u8), Some(1), Some(2)]),
     );
     let config = (
         select(vec![OffSubnet::Encap, OffSubnet::Underlay]),
@@ -136,34 +152,52 @@ fn arb_scenario() -> impl Strategy<Value = Scenario> {
         arb_plan(),
         config,
     )
-        .prop_map(|(nodes, local, (name, mtu, prefix), plan, config)| {
-            let local = local.index(nodes.len());
-            let (off_subnet, rp_filter, mtu_override, cross_subnet_tunnel, vni, port) = config;
-            let uplink = Uplink {
-                name: name.into(),
-                mtu,
-                address: Ipv4Network::new(nodes[local].node_ip, prefix).unwrap().into(),
-                accept_ra: None,
-            };
-            let config = Config {
-                adopt_route_protocols: vec![BIRD],
-                vxlan_vni: vni,
-                vxlan_port: port,
-                mtu: mtu_override.map(|i| 576 + i.index((mtu - 576 + 1) as usize) as u32),
-                rp_filter,
-                off_subnet,
-                cross_subnet_tunnel,
-                ..Config::default()
-            };
-            config.validate().expect("generated config is valid");
-            Scenario {
-                nodes,
-                local,
-                uplink,
-                plan,
-                config,
-            }
-        })
+        .prop_map(
+            |(mut nodes, local, (name, mtu, prefix, prefix6, accept_ra), plan, config)| {
+                let local = local.index(nodes.len());
+                let (off_subnet, rp_filter, mtu_override, cross_subnet_tunnel, vni, port) = config;
+                let uplink = Uplink {
+                    name: name.into(),
+                    mtu,
+                    address: Ipv4Network::new(nodes[local].node_ip, prefix)
+                        .unwrap()
+                        .into(),
+                    accept_ra: None,
+                };
+                let config = Config {
+                    adopt_route_protocols: vec![BIRD],
+                    vxlan_vni: vni,
+                    vxlan_port: port,
+                    mtu: mtu_override.map(|i| 576 + i.index((mtu - 576 + 1) as usize) as u32),
+                    rp_filter,
+                    off_subnet,
+                    cross_subnet_tunnel,
+                    ..Config::default()
+                };
+                config.validate().expect("generated config is valid");
+                // IPv6 needs 1280 in pods, vxlan-v6 70 bytes on top.
+                if config.mtu.unwrap_or(mtu) < 1350 {
+                    for n in &mut nodes {
+                        n.node_ip6 = None;
+                        n.pod_cidrs.retain(IpNetwork::is_ipv4);
+                    }
+                }
+                let uplink6 = nodes[local].node_ip6.map(|ip6| Uplink {
+                    name: uplink.name.clone(),
+                    mtu,
+                    address: Ipv6Network::new(ip6, prefix6).unwrap().into(),
+                    accept_ra,
+                });
+                Scenario {
+                    nodes,
+                    local,
+                    uplink,
+                    uplink6,
+                    plan,
+                    config,
+                }
+            },
+        )
 }
 
 /// Random drift applied to a realistic kernel state. Each byte picks an
@@ -323,7 +357,9 @@ fn perturb(mut o: Observed, want: &Desired, uplink: &str, n: &Noise) -> Observed
             (2, _) if x % 2 == 0 => Route {
                 key: RouteKey {
                     table: 254,
-                    dst: Ipv4Network::new(Ipv4Addr::new(10, 244, x, 64), 26).unwrap().into(),
+                    dst: Ipv4Network::new(Ipv4Addr::new(10, 244, x, 64), 26)
+                        .unwrap()
+                        .into(),
                     metric: 0,
                 },
                 kind: RouteKind::Blackhole,
@@ -338,7 +374,9 @@ fn perturb(mut o: Observed, want: &Desired, uplink: &str, n: &Noise) -> Observed
             _ => Route {
                 key: RouteKey {
                     table: 254,
-                    dst: Ipv4Network::new(Ipv4Addr::new(172, 16, x, 0), 24).unwrap().into(),
+                    dst: Ipv4Network::new(Ipv4Addr::new(172, 16, x, 0), 24)
+                        .unwrap()
+                        .into(),
                     metric: 0,
                 },
                 kind: RouteKind::Unicast,
@@ -362,7 +400,7 @@ fn perturb(mut o: Observed, want: &Desired, uplink: &str, n: &Noise) -> Observed
             5 => id.vni += 1,
             6 => id.port = 4790,
             7 => id.mac = Mac::for_node("someone-else"),
-            8 => id.local = Ipv4Addr::new(10, 9, 9, 9),
+            8 => id.local = Ipv4Addr::new(10, 9, 9, 9).into(),
             9 => id.learning = true,
             10 => id.link = "eth9".into(),
             _ => {}
@@ -388,7 +426,7 @@ fn perturb(mut o: Observed, want: &Desired, uplink: &str, n: &Noise) -> Observed
         match addr % 6 {
             4 => t.addresses.clear(),
             5 => {
-                t.addresses.insert(Ipv4Addr::new(10, 244, mtu, 0));
+                t.addresses.insert(Ipv4Addr::new(10, 244, mtu, 0).into());
             }
             _ => {}
         }
@@ -401,7 +439,7 @@ fn perturb(mut o: Observed, want: &Desired, uplink: &str, n: &Noise) -> Observed
     }
 
     // Neighbours and FDB entries lost or edited.
-    let ips: Vec<Ipv4Addr> = o.neighs.keys().copied().collect();
+    let ips: Vec<IpAddr> = o.neighs.keys().copied().collect();
     for (ip, &(action, x)) in ips.iter().zip(&n.neighs) {
         match action % 6 {
             4 => {
@@ -417,7 +455,7 @@ fn perturb(mut o: Observed, want: &Desired, uplink: &str, n: &Noise) -> Observed
             3 => {
                 o.fdb.remove(mac);
             }
-            4 => o.fdb.get_mut(mac).unwrap().dst = Ipv4Addr::new(10, 250, 0, x),
+            4 => o.fdb.get_mut(mac).unwrap().dst = Ipv4Addr::new(10, 250, 0, x).into(),
             5 => {
                 // The same peer under another MAC (its name changed).
                 let mut f = o.fdb.remove(mac).unwrap();
@@ -433,10 +471,10 @@ fn perturb(mut o: Observed, want: &Desired, uplink: &str, n: &Noise) -> Observed
         let tunnel_ip = Ipv4Addr::new(10, 245, x, 0);
         if v.up {
             o.neighs.insert(
-                tunnel_ip,
+                tunnel_ip.into(),
                 podroute::plan::Neigh {
                     dev: v.name.clone(),
-                    ip: tunnel_ip,
+                    ip: tunnel_ip.into(),
                     mac,
                 },
             );
@@ -446,7 +484,7 @@ fn perturb(mut o: Observed, want: &Desired, uplink: &str, n: &Noise) -> Observed
             podroute::plan::Fdb {
                 dev: v.name.clone(),
                 mac,
-                dst: Ipv4Addr::new(10, 252, 0, x),
+                dst: Ipv4Addr::new(10, 252, 0, x).into(),
             },
         );
     }
@@ -487,7 +525,9 @@ fn perturb(mut o: Observed, want: &Desired, uplink: &str, n: &Noise) -> Observed
             _ => {
                 let key = RouteKey {
                     table: 254,
-                    dst: Ipv4Network::new(Ipv4Addr::new(10, 244, x, 0), 24).unwrap().into(),
+                    dst: Ipv4Network::new(Ipv4Addr::new(10, 244, x, 0), 24)
+                        .unwrap()
+                        .into(),
                     metric: u32::from(kind % 2) * 100,
                 };
                 if !(o.routes.contains_key(&key) || o.adoptable.contains_key(&key))
@@ -514,7 +554,9 @@ fn perturb(mut o: Observed, want: &Desired, uplink: &str, n: &Noise) -> Observed
         let Some(dev) = pick(&ours, dev) else { break };
         let key = RouteKey {
             table: 254,
-            dst: Ipv4Network::new(Ipv4Addr::new(192, 168, 98, x), 32).unwrap().into(),
+            dst: Ipv4Network::new(Ipv4Addr::new(192, 168, 98, x), 32)
+                .unwrap()
+                .into(),
             metric: 0,
         };
         o.foreign_routes.insert(key);
@@ -570,8 +612,12 @@ fn arb_case() -> impl Strategy<Value = Case> {
                 before.nodes = now.nodes.clone();
                 before.local = now.local;
                 before.uplink = now.uplink.clone();
+                before.uplink6 = now.uplink6.clone();
                 if let Some(mtu) = before.config.mtu.as_mut() {
                     *mtu = (*mtu).min(before.uplink.mtu);
+                }
+                if before.uplink6.is_some() && before.config.mtu.is_some_and(|m| m < 1350) {
+                    before.config.mtu = None;
                 }
             }
             // The previous owner may have been BIRD (routes we adopt).
@@ -923,7 +969,8 @@ proptest! {
         let underlay = s.plan.route_mode == Mode::Native && s.config.off_subnet == OffSubnet::Underlay;
         let expected_routes = if underlay { peers.len() - off_link } else { peers.len() };
         // One per peer, and the local pod CIDR, unreachable, last in line.
-        prop_assert_eq!(want.routes.len(), expected_routes + 1);
+        let v4_routes = want.routes.keys().filter(|k| k.dst.is_ipv4()).count();
+        prop_assert_eq!(v4_routes, expected_routes + 1);
         let own: Vec<&Route> = want.routes.values().filter(|r| r.key.dst == local.pod_cidr().into()).collect();
         prop_assert_eq!(own.len(), 1);
         prop_assert_eq!(own[0].kind, RouteKind::Unreachable);
@@ -939,6 +986,33 @@ proptest! {
         prop_assert_eq!(want.vxlan.is_some(), tunnels.contains(&Mode::Vxlan));
         let base = s.config.mtu.unwrap_or(s.uplink.mtu);
         let pod = tunnels.iter().map(|m| base - m.overhead()).min().unwrap_or(base);
+
+        // IPv6: the same rules over the IPv6 uplink, one tunnel for all modes.
+        let v6_routes = want.routes.keys().filter(|k| k.dst.is_ipv6()).count();
+        let peers6: Vec<&&Node> = peers.iter().filter(|p| p.v6().is_some()).collect();
+        let (pod, vteps6) = match (local.v6(), &s.uplink6) {
+            (Some(_), Some(up6)) => {
+                let off6 = peers6
+                    .iter()
+                    .filter(|p| !up6.address.contains(p.node_ip6.unwrap().into()))
+                    .count();
+                let expected6 = if underlay { peers6.len() - off6 } else { peers6.len() };
+                prop_assert_eq!(v6_routes, expected6 + 1);
+                let tunnel6 = !s.plan.tunnels().is_empty()
+                    || ((s.plan.route_mode == Mode::Native || s.plan.decap.contains(&Mode::Native))
+                        && s.config.off_subnet == OffSubnet::Encap
+                        && off6 > 0);
+                prop_assert_eq!(want.vxlan6.is_some(), tunnel6);
+                let base6 = s.config.mtu.unwrap_or(up6.mtu);
+                let pod6 = if tunnel6 { base6 - 70 } else { base6 };
+                (pod.min(pod6), if tunnel6 { peers6.len() } else { 0 })
+            }
+            _ => {
+                prop_assert_eq!(v6_routes, 0);
+                prop_assert!(want.vxlan6.is_none());
+                (pod, 0)
+            }
+        };
         prop_assert_eq!(want.pod_mtu, Some(pod));
         // Every route goes through a device that exists (or the uplink),
         // with the MTU of that device.
@@ -950,13 +1024,17 @@ proptest! {
                 }
                 d if Some(d) == want.vxlan.as_ref().map(|v| v.name.as_str()) => {
                     prop_assert_eq!(r.mtu, Some(want.vxlan.as_ref().unwrap().mtu));
-                    prop_assert!(r.via.is_some_and(|via| want.neighs.keys().any(|n| IpAddr::from(*n) == via)));
+                    prop_assert!(r.via.is_some_and(|via| want.neighs.contains_key(&via)));
+                }
+                d if Some(d) == want.vxlan6.as_ref().map(|v| v.name.as_str()) => {
+                    prop_assert_eq!(r.mtu, Some(want.vxlan6.as_ref().unwrap().mtu));
+                    prop_assert!(r.via.is_some_and(|via| want.neighs.contains_key(&via)));
                 }
                 other => prop_assert!(false, "route through unknown device {}", other),
             }
         }
         // VTEPs: one per peer while the VXLAN device exists, none otherwise.
-        let vteps = if want.vxlan.is_some() { peers.len() } else { 0 };
+        let vteps = if want.vxlan.is_some() { peers.len() } else { 0 } + vteps6;
         prop_assert_eq!(want.neighs.len(), vteps);
         prop_assert_eq!(want.fdb.len(), vteps);
     }
@@ -1127,7 +1205,10 @@ fn a_peer_inside_the_underlay_subnet_is_left_out() {
     .unwrap();
     assert_eq!(w.excluded.len(), 1);
     assert_eq!(w.excluded[0].node, "intruder");
-    assert!(w.routes.keys().all(|k| k.dst != net("10.250.0.128/25").into()));
+    assert!(w
+        .routes
+        .keys()
+        .all(|k| k.dst != net("10.250.0.128/25").into()));
     // The node's own pod CIDR there: nothing can be planned.
     let e = desired(Inputs {
         local: &nodes[3],

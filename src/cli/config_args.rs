@@ -35,6 +35,9 @@ pub struct ConfigArgs {
     /// Name of the VXLAN device.
     #[arg(long)]
     pub vxlan_device: Option<String>,
+    /// Name of the IPv6 VXLAN device (default vxlan-v6.calico).
+    #[arg(long)]
+    pub vxlan6_device: Option<String>,
     /// VXLAN network identifier (default 4096).
     #[arg(long)]
     pub vxlan_vni: Option<u32>,
@@ -81,6 +84,7 @@ impl ConfigArgs {
         set(&mut c.route_metric, self.route_metric);
         set(&mut c.ipip_device, self.ipip_device.clone());
         set(&mut c.vxlan_device, self.vxlan_device.clone());
+        set(&mut c.vxlan6_device, self.vxlan6_device.clone());
         set(&mut c.vxlan_vni, self.vxlan_vni);
         set(&mut c.vxlan_port, self.vxlan_port);
         if let Some(path) = &self.mtu_file {

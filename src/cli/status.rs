@@ -158,18 +158,18 @@ fn devices(observed: &Observed) -> Vec<Device> {
             kind: "ipip",
             up: d.up,
             mtu: d.mtu,
-            addresses: d.addresses.iter().map(|a| format!("{a}/32")).collect(),
+            addresses: host_addresses(&d.addresses),
             detail: String::new(),
         });
     }
-    if let Some(d) = &observed.vxlan {
+    for d in [&observed.vxlan, &observed.vxlan6].into_iter().flatten() {
         let i = &d.identity;
         out.push(Device {
             name: d.name.clone(),
             kind: "vxlan",
             up: d.up,
             mtu: d.mtu,
-            addresses: d.addresses.iter().map(|a| format!("{a}/32")).collect(),
+            addresses: host_addresses(&d.addresses),
             detail: format!(
                 "vni {} port {} local {} dev {} mac {}",
                 i.vni, i.port, i.local, i.link, i.mac
@@ -177,6 +177,14 @@ fn devices(observed: &Observed) -> Vec<Device> {
         });
     }
     out
+}
+
+fn host_addresses(addresses: &std::collections::BTreeSet<std::net::IpAddr>) -> Vec<String> {
+    let prefix = |a: &std::net::IpAddr| if a.is_ipv4() { 32 } else { 128 };
+    addresses
+        .iter()
+        .map(|a| format!("{a}/{}", prefix(a)))
+        .collect()
 }
 
 fn render(r: &StatusReport) -> String {

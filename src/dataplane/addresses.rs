@@ -1,11 +1,13 @@
-//! Tunnel addresses: /32s on our devices, marked with our protocol (IFA_PROTO)
+//! Tunnel addresses: /32s and /128s on our devices, marked with our protocol (IFA_PROTO)
 //! so an address someone else put on the same device is never touched.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 
 use ipnetwork::IpNetwork;
-use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage, AddressProtocol};
+use rtnetlink::packet_route::address::{
+    AddressAttribute, AddressHeaderFlags, AddressMessage, AddressProtocol,
+};
 use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::Handle;
 
@@ -57,24 +59,38 @@ pub fn by_index(addresses: &[Address]) -> BTreeMap<u32, Vec<Address>> {
     out
 }
 
-pub async fn add(handle: &Handle, index: u32, dev: &str, ip: Ipv4Addr, protocol: u8) -> Result<()> {
-    let mut request = handle.address().add(index, IpAddr::V4(ip), 32);
-    request
-        .message_mut()
+/// Our tunnel address: a host route's worth, /32 or /128. An IPv6 one skips
+/// duplicate address detection: unique by construction, and usable at once.
+pub async fn add(handle: &Handle, index: u32, dev: &str, ip: IpAddr, protocol: u8) -> Result<()> {
+    let prefix = host_prefix(ip);
+    let mut request = handle.address().add(index, ip, prefix);
+    let message = request.message_mut();
+    message
         .attributes
         .push(AddressAttribute::Protocol(AddressProtocol::from(protocol)));
+    if ip.is_ipv6() {
+        message.header.flags = AddressHeaderFlags::Nodad;
+    }
     let done = request.execute().await;
     // Someone holds the same address already: it serves, and it is theirs.
-    ignoring(done, libc::EEXIST, format!("adding {ip}/32 to {dev}"))
+    ignoring(done, libc::EEXIST, format!("adding {ip}/{prefix} to {dev}"))
 }
 
-pub async fn del(handle: &Handle, index: u32, dev: &str, ip: Ipv4Addr) -> Result<()> {
-    let mut request = handle.address().add(index, IpAddr::V4(ip), 32);
+pub async fn del(handle: &Handle, index: u32, dev: &str, ip: IpAddr) -> Result<()> {
+    let prefix = host_prefix(ip);
+    let mut request = handle.address().add(index, ip, prefix);
     let message = std::mem::take(request.message_mut());
     let done = handle.address().del(message).execute().await;
     ignoring(
         done,
         libc::EADDRNOTAVAIL,
-        format!("removing {ip}/32 from {dev}"),
+        format!("removing {ip}/{prefix} from {dev}"),
     )
+}
+
+pub fn host_prefix(ip: IpAddr) -> u8 {
+    match ip {
+        IpAddr::V4(_) => 32,
+        IpAddr::V6(_) => 128,
+    }
 }

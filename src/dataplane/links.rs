@@ -1,6 +1,6 @@
 //! Links: dump, and the writes on our tunnel devices.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use rtnetlink::packet_route::link::{
     InfoData, InfoKind, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
@@ -28,7 +28,7 @@ pub struct Link {
 pub struct VxlanAttrs {
     pub vni: u32,
     pub port: u16,
-    pub local: Option<Ipv4Addr>,
+    pub local: Option<IpAddr>,
     pub link: Option<u32>,
     pub learning: bool,
 }
@@ -76,7 +76,8 @@ fn parse_vxlan(attrs: &[InfoVxlan]) -> VxlanAttrs {
         match attr {
             InfoVxlan::Id(v) => out.vni = *v,
             InfoVxlan::Port(v) => out.port = *v,
-            InfoVxlan::Local(v) => out.local = Some(*v),
+            InfoVxlan::Local(v) => out.local = Some(IpAddr::V4(*v)),
+            InfoVxlan::Local6(v) => out.local = Some(IpAddr::V6(*v)),
             InfoVxlan::Link(v) => out.link = Some(*v),
             InfoVxlan::Learning(v) => out.learning = *v,
             _ => {}
@@ -104,9 +105,12 @@ pub async fn create_ipip(handle: &Handle, name: &str) -> Result<()> {
 
 pub async fn create_vxlan(handle: &Handle, device: &VxlanDevice, link_index: u32) -> Result<()> {
     let id = &device.identity;
-    let msg = LinkVxlan::new(&device.name, id.vni)
-        .port(id.port)
-        .local(id.local)
+    let builder = LinkVxlan::new(&device.name, id.vni).port(id.port);
+    let builder = match id.local {
+        IpAddr::V4(v4) => builder.local(v4),
+        IpAddr::V6(v6) => builder.local6(v6),
+    };
+    let msg = builder
         .dev(link_index)
         .learning(id.learning)
         .address(id.mac.0.to_vec())

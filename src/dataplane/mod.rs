@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use futures::stream::{FuturesUnordered, StreamExt};
 use ipnetwork::IpNetwork;
 use rtnetlink::packet_route::link::InfoKind;
+use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::Handle;
 
 use crate::model::Config;
@@ -190,6 +191,7 @@ impl Dataplane {
         for (dev, want) in [
             (&self.config.ipip_device, InfoKind::IpIp),
             (&self.config.vxlan_device, InfoKind::Vxlan),
+            (&self.config.vxlan6_device, InfoKind::Vxlan),
         ] {
             let Some(link) = self.link(dev) else { continue };
             if link.kind.as_ref() != Some(&want) {
@@ -206,14 +208,11 @@ impl Dataplane {
                 .into_iter()
                 .flatten()
                 .filter(|a| !is_link_local(a.network.ip()))
-                .partition(|a| a.protocol == protocol && a.network.prefix() == 32);
-            let ours: BTreeSet<Ipv4Addr> = ours
-                .iter()
-                .filter_map(|a| match a.network.ip() {
-                    IpAddr::V4(v4) => Some(v4),
-                    IpAddr::V6(_) => None,
-                })
-                .collect();
+                .partition(|a| {
+                    let ip = a.network.ip();
+                    a.protocol == protocol && a.network.prefix() == addresses::host_prefix(ip)
+                });
+            let ours: BTreeSet<IpAddr> = ours.iter().map(|a| a.network.ip()).collect();
             if !theirs.is_empty() {
                 observed
                     .foreign_state
@@ -228,20 +227,25 @@ impl Dataplane {
                     up: link.up,
                     addresses: ours,
                 });
-            } else {
+            } else if *dev == self.config.vxlan_device {
                 observed.vxlan = Some(vxlan_device(link, ours, &names));
+            } else {
+                observed.vxlan6 = Some(vxlan_device(link, ours, &names));
             }
         }
 
-        if let Some(vxlan) = observed
-            .vxlan
-            .as_ref()
-            .and_then(|v| self.link(&v.name))
-            .cloned()
-        {
+        let vxlans = [
+            (observed.vxlan.as_ref(), AddressFamily::Inet),
+            (observed.vxlan6.as_ref(), AddressFamily::Inet6),
+        ];
+        let vxlans: Vec<(Link, AddressFamily)> = vxlans
+            .into_iter()
+            .filter_map(|(v, family)| Some((self.link(&v?.name)?.clone(), family)))
+            .collect();
+        for (vxlan, family) in vxlans {
             self.count(2);
             let dev = &vxlan.name;
-            neighbours::dump_arp(&self.handle, vxlan.index, |ip, mac| {
+            neighbours::dump_neighbours(&self.handle, vxlan.index, family, |ip, mac| {
                 let dev = dev.clone();
                 observed.neighs.insert(ip, Neigh { dev, ip, mac });
             })
@@ -382,7 +386,7 @@ fn stages(steps: &[Step]) -> impl Iterator<Item = &[Step]> {
 
 fn vxlan_device(
     link: &Link,
-    addresses: BTreeSet<Ipv4Addr>,
+    addresses: BTreeSet<IpAddr>,
     names: &BTreeMap<u32, String>,
 ) -> VxlanDevice {
     let attrs = link.vxlan.clone().unwrap_or_default();
@@ -391,7 +395,7 @@ fn vxlan_device(
         identity: VxlanIdentity {
             vni: attrs.vni,
             port: attrs.port,
-            local: attrs.local.unwrap_or(Ipv4Addr::UNSPECIFIED),
+            local: attrs.local.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
             link: attrs
                 .link
                 .and_then(|i| names.get(&i).cloned())
@@ -406,5 +410,5 @@ fn vxlan_device(
 }
 
 fn is_link_local(ip: IpAddr) -> bool {
-    matches!(ip, IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80)
+    matches!(ip, IpAddr::V6(v6) if v6.is_unicast_link_local())
 }

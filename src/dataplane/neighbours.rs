@@ -1,7 +1,7 @@
 //! Permanent ARP and FDB entries on our VXLAN device: everything permanent
 //! there is ours; entries the kernel learns or resolves are left alone.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 
 use rtnetlink::packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
@@ -16,16 +16,14 @@ use crate::Result;
 
 pub(super) const NUD_PERMANENT: u16 = 0x80;
 
-/// Permanent IPv4 neighbours on `index`, handed to `each` as (ip, mac).
-pub async fn dump_arp(
+/// Permanent neighbours of `family` on `index`, handed to `each` as (ip, mac).
+pub async fn dump_neighbours(
     handle: &Handle,
     index: u32,
-    mut each: impl FnMut(Ipv4Addr, Mac),
+    family: AddressFamily,
+    mut each: impl FnMut(IpAddr, Mac),
 ) -> Result<()> {
-    let mut request = handle
-        .neighbours()
-        .get()
-        .set_address_family(AddressFamily::Inet);
+    let mut request = handle.neighbours().get().set_address_family(family);
     request
         .message_mut()
         .attributes
@@ -46,7 +44,7 @@ pub async fn dump_arp(
 pub async fn dump_fdb(
     handle: &Handle,
     index: u32,
-    mut each: impl FnMut(Mac, Ipv4Addr),
+    mut each: impl FnMut(Mac, IpAddr),
 ) -> Result<()> {
     let mut request = handle
         .neighbours()
@@ -74,15 +72,18 @@ pub(super) fn is_permanent(state: NeighbourState) -> bool {
     u16::from(state) & NUD_PERMANENT != 0
 }
 
-pub(super) fn destination(m: &NeighbourMessage) -> Option<Ipv4Addr> {
+pub(super) fn destination(m: &NeighbourMessage) -> Option<IpAddr> {
     m.attributes.iter().find_map(|a| match a {
-        NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => Some(*ip),
+        NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => Some(IpAddr::V4(*ip)),
+        NeighbourAttribute::Destination(NeighbourAddress::Inet6(ip)) => Some(IpAddr::V6(*ip)),
         // In AF_BRIDGE messages the parser cannot know the address family.
-        NeighbourAttribute::Destination(NeighbourAddress::Other(bytes)) => {
-            <[u8; 4]>::try_from(bytes.as_slice())
+        NeighbourAttribute::Destination(NeighbourAddress::Other(bytes)) => match bytes.len() {
+            4 => <[u8; 4]>::try_from(bytes.as_slice()).ok().map(IpAddr::from),
+            16 => <[u8; 16]>::try_from(bytes.as_slice())
                 .ok()
-                .map(Ipv4Addr::from)
-        }
+                .map(IpAddr::from),
+            _ => None,
+        },
         _ => None,
     })
 }
@@ -98,7 +99,7 @@ pub async fn replace_arp(handle: &Handle, index: u32, neigh: &Neigh) -> Result<(
     let Neigh { ip, mac, dev } = neigh;
     handle
         .neighbours()
-        .add(index, IpAddr::V4(*ip))
+        .add(index, *ip)
         .link_layer_address(&mac.0)
         .state(NeighbourState::Permanent)
         .replace()
@@ -110,9 +111,9 @@ pub async fn replace_arp(handle: &Handle, index: u32, neigh: &Neigh) -> Result<(
 pub async fn del_arp(handle: &Handle, index: u32, neigh: &Neigh) -> Result<()> {
     let Neigh { ip, dev, .. } = neigh;
     let mut message = NeighbourMessage::default();
-    message.header.family = AddressFamily::Inet;
+    message.header.family = family(*ip);
     message.header.ifindex = index;
-    let dst = NeighbourAttribute::Destination(NeighbourAddress::Inet(*ip));
+    let dst = NeighbourAttribute::Destination(NeighbourAddress::from(*ip));
     message.attributes.push(dst);
     let done = handle.neighbours().del(message).execute().await;
     ignoring(done, libc::ENOENT, format!("neigh del {ip} dev {dev}"))
@@ -123,7 +124,7 @@ pub async fn replace_fdb(handle: &Handle, index: u32, fdb: &Fdb) -> Result<()> {
     handle
         .neighbours()
         .add_bridge(index, &mac.0)
-        .destination(IpAddr::V4(*dst))
+        .destination(*dst)
         .flags(NeighbourFlags::Own)
         .state(NeighbourState::Permanent)
         .replace()
@@ -139,7 +140,7 @@ pub async fn del_fdb(handle: &Handle, index: u32, fdb: &Fdb) -> Result<()> {
     message.header.ifindex = index;
     message.header.flags = NeighbourFlags::Own;
     let lladdr = NeighbourAttribute::LinkLayerAddress(mac.0.to_vec());
-    let dst_attr = NeighbourAttribute::Destination(NeighbourAddress::Inet(*dst));
+    let dst_attr = NeighbourAttribute::Destination(NeighbourAddress::from(*dst));
     message.attributes.extend([lladdr, dst_attr]);
     let done = handle.neighbours().del(message).execute().await;
     ignoring(
@@ -147,4 +148,11 @@ pub async fn del_fdb(handle: &Handle, index: u32, fdb: &Fdb) -> Result<()> {
         libc::ENOENT,
         format!("fdb del {mac} dev {dev} dst {dst}"),
     )
+}
+
+fn family(ip: IpAddr) -> AddressFamily {
+    match ip {
+        IpAddr::V4(_) => AddressFamily::Inet,
+        IpAddr::V6(_) => AddressFamily::Inet6,
+    }
 }

@@ -28,8 +28,12 @@ pub struct Dumped {
 /// ownership is decided by the caller.
 pub async fn dump(handle: &Handle, table: u32, mut each: impl FnMut(Dumped)) -> Result<()> {
     for mut message in [
-        RouteMessageBuilder::<Ipv4Addr>::new().table_id(table).build(),
-        RouteMessageBuilder::<Ipv6Addr>::new().table_id(table).build(),
+        RouteMessageBuilder::<Ipv4Addr>::new()
+            .table_id(table)
+            .build(),
+        RouteMessageBuilder::<Ipv6Addr>::new()
+            .table_id(table)
+            .build(),
     ] {
         // Zero means "any" in a strict dump: all protocols, all types.
         message.header.protocol = RouteProtocol::Unspec;

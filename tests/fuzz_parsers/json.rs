@@ -418,9 +418,8 @@ fn realistic_node(i: usize, shape: &NodeShape) -> (Value, NodeExpect) {
     let mut after = Vec::new();
     for (k, extra) in shape.extra_addresses.iter().enumerate() {
         match extra {
-            0 => {
-                addresses.push(json!({"type": "InternalIP", "address": format!("fd00:250::{i:x}:{k}")}))
-            }
+            0 => addresses
+                .push(json!({"type": "InternalIP", "address": format!("fd00:250::{i:x}:{k}")})),
             1 => addresses.push(json!({"type": "Hostname", "address": name})),
             2 => addresses.push(json!({"type": "ExternalIP", "address": SPECIAL_IPS[k]})),
             3 => after.push(json!({"type": "InternalIP", "address": good_ip(i * 6 + 1 + k)})),

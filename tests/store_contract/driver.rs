@@ -13,8 +13,8 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Client, CustomResourceExt};
 use podroute::api::Plan;
 use podroute::api::{ClusterRouting, ClusterRoutingSpec};
-use podroute::model::{Node, NodeIps};
 use podroute::model::Settings;
+use podroute::model::{Node, NodeIps};
 use podroute::store::{
     ClusterStore, FileStore, KubeStore, MemoryStore, NodeReport, ReportedNode, Snapshot,
 };

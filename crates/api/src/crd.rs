@@ -6,7 +6,9 @@
 use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
 use serde::{Deserialize, Serialize};
 
-use super::{ClusterRoutingStatus, Condition, Mode, Mtu, NodeTimeout, OffSubnet};
+#[cfg(feature = "kube")]
+use super::ClusterRoutingStatus;
+use super::{Condition, Mode, Mtu, NodeTimeout, OffSubnet};
 
 /// The name of the one ClusterRouting object podroute reads.
 pub const CLUSTER_ROUTING_NAME: &str = "default";

@@ -182,12 +182,13 @@ impl Filter {
             .then(|| format!("link {} deleted", old.name))
     }
 
-    /// ARP (AF_INET) and FDB (AF_BRIDGE) entries on the VXLAN device: a
-    /// deletion always counts (a deleted permanent entry is reported in the
-    /// state it fell to), an addition or change only when permanent.
+    /// Neighbour (AF_INET, AF_INET6) and FDB (AF_BRIDGE) entries on the
+    /// VXLAN devices: a deletion always counts (a deleted permanent entry is
+    /// reported in the state it fell to), an addition or change only when
+    /// permanent.
     fn neighbour(&self, m: &NeighbourMessage, deleted: bool) -> Option<String> {
-        let vxlan = self.config.vxlan_device.as_str();
-        if self.name_of(m.header.ifindex) != Some(vxlan) {
+        let vxlan = self.name_of(m.header.ifindex)?;
+        if vxlan != self.config.vxlan_device && vxlan != self.config.vxlan6_device {
             return None;
         }
         if !deleted && !is_permanent(m.header.state) {
@@ -197,7 +198,7 @@ impl Filter {
         let dst = |prefix| destination(m).map_or(String::new(), |ip| format!(" {prefix}{ip}"));
         // In the kernel's attribute order: NDA_DST first in ARP, last in FDB.
         let what = match m.header.family {
-            AddressFamily::Inet => format!("neigh{}{mac}", dst("")),
+            AddressFamily::Inet | AddressFamily::Inet6 => format!("neigh{}{mac}", dst("")),
             AddressFamily::Bridge => format!("fdb{mac}{}", dst("dst ")),
             _ => return None,
         };
@@ -220,6 +221,10 @@ impl Filter {
             _ => found,
         });
         let ip = ip.unwrap_or(Ipv4Addr::UNSPECIFIED.into());
+        // The kernel gives every device an IPv6 link-local address: not ours.
+        if matches!(ip, IpAddr::V6(v6) if v6.is_unicast_link_local()) {
+            return None;
+        }
         let len = m.header.prefix_len;
         Some(format!("address {ip}/{len} on {dev} {verb}"))
     }

@@ -89,6 +89,7 @@ impl Monitor {
             MulticastGroup::Link,
             MulticastGroup::Neigh,
             MulticastGroup::Ipv4Ifaddr,
+            MulticastGroup::Ipv6Ifaddr,
         ])
         .map_err(|e| Error::io("subscribing to netlink notifications", e))?;
         set_receive_buffer(connection.socket_mut().socket_mut(), bytes)?;

@@ -293,7 +293,10 @@ fn project_node(
     if pod_cidrs.is_empty() {
         return Err(LeftOut::Pending("no pod CIDR yet".into()));
     }
-    let ips: Vec<String> = std::iter::once(ip).chain(ip6.copied()).map(String::from).collect();
+    let ips: Vec<String> = std::iter::once(ip)
+        .chain(ip6.copied())
+        .map(String::from)
+        .collect();
     Node::parse("", name, NodeIps::List(&ips), &pod_cidrs).map_err(|e| match e {
         crate::Error::Invalid { field, reason } => LeftOut::Invalid {
             field: node_field(&field),

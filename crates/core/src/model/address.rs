@@ -179,7 +179,7 @@ mod tests {
             "10.244.1.0/31",
         ] {
             assert!(
-                pod_cidr_problem(cidr(bad).into()).is_some(),
+                pod_cidr_problem(cidr(bad)).is_some(),
                 "{bad} accepted"
             );
         }
@@ -192,7 +192,7 @@ mod tests {
             "198.18.0.0/15",
             "10.244.1.0/30",
         ] {
-            assert_eq!(pod_cidr_problem(cidr(good).into()), None, "{good} refused");
+            assert_eq!(pod_cidr_problem(cidr(good)), None, "{good} refused");
         }
     }
 

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use super::{NodeIps, validate_nodes, Config, Node, Settings};
+use super::{validate_nodes, Config, Node, NodeIps, Settings};
 use crate::api::{Mode, OffSubnet, Plan, VxlanSpec, MAX_GENERATION};
 use crate::input::{read_text, MAX_INPUT_BYTES};
 use crate::{Error, Result};

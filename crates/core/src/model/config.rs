@@ -53,6 +53,8 @@ pub struct Config {
     pub route_metric: u32,
     pub ipip_device: String,
     pub vxlan_device: String,
+    /// The IPv6 VXLAN device, as Calico names it.
+    pub vxlan6_device: String,
     pub vxlan_vni: u32,
     pub vxlan_port: u16,
     /// MTU of the underlay path; `None` means the uplink's MTU.
@@ -79,6 +81,7 @@ impl Default for Config {
             route_metric: 0,
             ipip_device: "tunl0".into(),
             vxlan_device: "vxlan.calico".into(),
+            vxlan6_device: "vxlan-v6.calico".into(),
             vxlan_vni: 4096,
             vxlan_port: 4789,
             mtu: None,
@@ -140,17 +143,21 @@ impl Config {
         for (field, name) in [
             ("ipip-device", &self.ipip_device),
             ("vxlan-device", &self.vxlan_device),
+            ("vxlan6-device", &self.vxlan6_device),
         ] {
             validate_ifname(field, name)?;
         }
-        if self.ipip_device == self.vxlan_device {
-            return Err(Error::invalid(
-                "vxlan-device",
-                format!(
-                    "{:?} is also the ipip device: each tunnel needs its own",
-                    self.vxlan_device
-                ),
-            ));
+        for (field, name, other) in [
+            ("vxlan-device", &self.vxlan_device, &self.ipip_device),
+            ("vxlan6-device", &self.vxlan6_device, &self.ipip_device),
+            ("vxlan6-device", &self.vxlan6_device, &self.vxlan_device),
+        ] {
+            if name == other {
+                return Err(Error::invalid(
+                    field,
+                    format!("{name:?} is also another tunnel's device: each tunnel needs its own"),
+                ));
+            }
         }
         if let Some(mtu) = self.mtu {
             super::settings::check_mtu("mtu", mtu)?;

@@ -1,4 +1,5 @@
 use std::fmt;
+use std::net::Ipv6Addr;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
@@ -29,6 +30,36 @@ impl Mac {
         hash ^= hash >> 33;
         let b = hash.to_be_bytes();
         Mac([(b[0] & 0xfc) | 0x02, b[1], b[2], b[3], b[4], b[5]])
+    }
+
+    /// The MAC of a node's IPv6 VTEP: another than its IPv4 one, as the two
+    /// devices share a VNI ('/' never occurs in a node name).
+    pub fn for_node_v6(name: &str) -> Mac {
+        Mac::for_node(&format!("{name}/ipv6"))
+    }
+
+    /// The link-local address the kernel gives a device with this MAC:
+    /// `fe80::` and the modified EUI-64 (RFC 4291 appendix A).
+    pub fn link_local(self) -> Ipv6Addr {
+        let b = self.0;
+        Ipv6Addr::from([
+            0xfe,
+            0x80,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            b[0] ^ 0x02,
+            b[1],
+            b[2],
+            0xff,
+            0xfe,
+            b[3],
+            b[4],
+            b[5],
+        ])
     }
 
     pub fn from_slice(bytes: &[u8]) -> Option<Mac> {
@@ -84,5 +115,24 @@ impl<'de> Deserialize<'de> for Mac {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let text = String::deserialize(d)?;
         text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn link_local_is_the_kernels_eui64_address() {
+        // Measured: a device with this MAC gets fe80::64bb:ff:fe00:2/64.
+        let mac: Mac = "66:bb:00:00:00:02".parse().expect("mac");
+        assert_eq!(mac.link_local().to_string(), "fe80::64bb:ff:fe00:2");
+    }
+
+    #[test]
+    fn the_ipv6_vtep_has_its_own_mac() {
+        assert_ne!(Mac::for_node_v6("node-1"), Mac::for_node("node-1"));
+        assert_ne!(Mac::for_node_v6("node-1"), Mac::for_node_v6("node-2"));
+        assert_eq!(Mac::for_node_v6("node-1").0[0] & 0x03, 0x02);
     }
 }

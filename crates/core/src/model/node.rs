@@ -222,9 +222,8 @@ pub fn cross_node_conflicts<N: AsRef<Node>>(nodes: &[N]) -> Vec<Conflict> {
         let cidr = node.pod_cidr();
         let cidr6 = node.pod_cidr6();
         let (start, end) = (u32::from(cidr.network()), u32::from(cidr.broadcast()));
-        let overlap = |other: Ipv4Network, name: &str| {
-            format!("{cidr} overlaps {other} of node {name:?}")
-        };
+        let overlap =
+            |other: Ipv4Network, name: &str| format!("{cidr} overlaps {other} of node {name:?}");
         let overlapping = cidrs
             .range(..=end)
             .next_back()
@@ -243,7 +242,8 @@ pub fn cross_node_conflicts<N: AsRef<Node>>(nodes: &[N]) -> Vec<Conflict> {
             let (ip, victim) = ips6.range(u128::from(c6.network())..=last_of(c6)).next()?;
             Some((c6.to_string(), IpAddr::from(Ipv6Addr::from(*ip)), *victim))
         });
-        let own_ips = std::iter::once(IpAddr::from(node.node_ip)).chain(node.node_ip6.map(IpAddr::from));
+        let own_ips =
+            std::iter::once(IpAddr::from(node.node_ip)).chain(node.node_ip6.map(IpAddr::from));
         let clash = if names.contains(node.name.as_str()) {
             Some(("name", format!("duplicate node name {:?}", node.name)))
         } else if let Some((ip, other)) = own_ips

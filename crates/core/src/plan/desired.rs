@@ -2,7 +2,7 @@
 //! plan needs. Pure: every decision that can be made without root is here.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 
 use ipnetwork::IpNetwork;
 
@@ -11,6 +11,7 @@ use crate::api::{Mode, OffSubnet, Plan};
 use crate::model::{address, Config, Mac, Node, RpFilter, MIN_MTU};
 use crate::{Error, Result};
 
+use super::family6;
 use super::state::{
     AdoptScope, Desired, Excluded, Fdb, IpipDevice, Neigh, Route, RouteKey, RouteKind, Uplink,
     VxlanDevice, VxlanIdentity, LOCAL_UNREACHABLE_METRIC,
@@ -131,7 +132,7 @@ pub fn desired(inputs: Inputs<'_>) -> Result<Desired> {
         adopt: adopt_scope(config, nodes),
         ..Desired::default()
     };
-    let tunnel_addresses = BTreeSet::from([local.tunnel_ip()]);
+    let tunnel_addresses = BTreeSet::from([IpAddr::V4(local.tunnel_ip())]);
     if tunnels.contains(&Mode::Ipip) {
         out.ipip = Some(IpipDevice {
             name: config.ipip_device.clone(),
@@ -146,7 +147,7 @@ pub fn desired(inputs: Inputs<'_>) -> Result<Desired> {
             identity: VxlanIdentity {
                 vni: config.vxlan_vni,
                 port: config.vxlan_port,
-                local: local.node_ip,
+                local: IpAddr::V4(local.node_ip),
                 link: uplink.name.clone(),
                 mac: Mac::for_node(&local.name),
                 learning: false,
@@ -182,12 +183,15 @@ pub fn desired(inputs: Inputs<'_>) -> Result<Desired> {
     match (local.v6(), uplink6) {
         (Some((ip6, _)), Some(uplink6)) => {
             check_uplink(local, uplink6, IpAddr::V6(ip6))?;
-            add_ipv6(&mut out, inputs, uplink6, &mut excluded)?;
+            family6::add(&mut out, inputs, uplink6, &mut excluded)?;
         }
         (Some((ip6, _)), None) => {
             return Err(Error::invalid(
                 "uplink",
-                format!("no interface holds the IPv6 node IP {ip6} of {}", local.name),
+                format!(
+                    "no interface holds the IPv6 node IP {ip6} of {}",
+                    local.name
+                ),
             ))
         }
         // An IPv6 address without IPv6 pods is an IPv4 cluster on a
@@ -217,91 +221,13 @@ fn check_uplink(local: &Node, uplink: &Uplink, node_ip: IpAddr) -> Result<()> {
 }
 
 /// Keeps a peer unless `problem` says why it cannot be routed.
-fn keep(peer: &Node, problem: Option<String>, excluded: &mut Vec<Excluded>) -> bool {
+pub(super) fn keep(peer: &Node, problem: Option<String>, excluded: &mut Vec<Excluded>) -> bool {
     let Some(reason) = problem else { return true };
     excluded.push(Excluded {
         node: peer.name.clone(),
         reason,
     });
     false
-}
-
-/// The IPv6 family of a dual-stack node: native routes to on-link peers.
-/// The tunnels carry IPv4 only so far; while one routes, IPv6 pods of other
-/// nodes stay unrouted and `notes` says so.
-fn add_ipv6(
-    out: &mut Desired,
-    inputs: Inputs<'_>,
-    uplink6: &Uplink,
-    excluded: &mut Vec<Excluded>,
-) -> Result<()> {
-    let Inputs {
-        local,
-        nodes,
-        plan,
-        config,
-        ..
-    } = inputs;
-    let mtus6 = Mtus::new(config, uplink6)?;
-    let Some((_, local_cidr6)) = local.v6() else {
-        return Ok(());
-    };
-    let local_cidr6 = IpNetwork::V6(local_cidr6);
-    if let Some(problem) = address::underlay_problem(local_cidr6, uplink6.address) {
-        return Err(Error::invalid("podCIDRs", problem));
-    }
-    out.pod_mtu = out.pod_mtu.map(|mtu| mtu.min(mtus6.base));
-    let peers = nodes
-        .iter()
-        .filter(|n| n.name != local.name)
-        .filter_map(|n| Some((n, n.v6()?)))
-        .filter(|(peer, (_, cidr6))| {
-            let problem = address::underlay_problem(IpNetwork::V6(*cidr6), uplink6.address);
-            keep(peer, problem.map(|p| format!("ipv6: {p}")), excluded)
-        });
-    let mut unrouted = 0;
-    let metric = match config.route_metric {
-        0 => IPV6_DEFAULT_METRIC,
-        metric => metric,
-    };
-    for (_, (ip6, cidr6)) in peers {
-        if plan.route_mode != Mode::Native || !uplink6.address.contains(IpAddr::V6(ip6)) {
-            unrouted += 1;
-            continue;
-        }
-        let route = Route {
-            key: RouteKey {
-                table: config.route_table,
-                dst: IpNetwork::V6(cidr6),
-                metric,
-            },
-            kind: RouteKind::Unicast,
-            via: Some(IpAddr::V6(ip6)),
-            dev: uplink6.name.clone(),
-            onlink: false,
-            mtu: None,
-            protocol: config.route_protocol,
-        };
-        out.routes.insert(route.key, route);
-    }
-    if unrouted > 0 {
-        out.notes.push(format!(
-            "ipv6: {unrouted} peers unrouted: IPv6 is routed natively to peers on the IPv6 \
-             subnet only ({} mode and off-subnet peers need vxlan-v6, not implemented yet)",
-            plan.route_mode
-        ));
-    }
-    let unreachable = local_unreachable(config, local_cidr6);
-    out.routes.insert(unreachable.key, unreachable);
-    out.sysctls
-        .insert("net/ipv6/conf/all/forwarding".into(), "1".into());
-    if uplink6.accept_ra == Some(1) {
-        out.sysctls.insert(
-            format!("net/ipv6/conf/{}/accept_ra", uplink6.name),
-            "2".into(),
-        );
-    }
-    Ok(())
 }
 
 /// What [`desired`] wants when no plan is in force: nothing of ours, and
@@ -320,7 +246,11 @@ fn adopt_scope(config: &Config, nodes: &[Node]) -> AdoptScope {
             .flat_map(|n| n.pod_cidrs.iter().copied())
             .chain(config.pod_network.iter().map(|n| IpNetwork::V4(*n)))
             .collect(),
-        devices: BTreeSet::from([config.ipip_device.clone(), config.vxlan_device.clone()]),
+        devices: BTreeSet::from([
+            config.ipip_device.clone(),
+            config.vxlan_device.clone(),
+            config.vxlan6_device.clone(),
+        ]),
     }
 }
 
@@ -328,7 +258,7 @@ fn adopt_scope(config: &Config, nodes: &[Node]) -> AdoptScope {
 /// holds gets an ICMP error here instead of following the default route
 /// back to an underlay router that routes the CIDR to this node (a loop
 /// until the TTL runs out).
-fn local_unreachable(config: &Config, cidr: IpNetwork) -> Route {
+pub(super) fn local_unreachable(config: &Config, cidr: IpNetwork) -> Route {
     Route {
         key: RouteKey {
             table: config.route_table,
@@ -344,10 +274,10 @@ fn local_unreachable(config: &Config, cidr: IpNetwork) -> Route {
     }
 }
 
-fn vxlan_neigh(config: &Config, peer: &Node) -> (Ipv4Addr, Neigh) {
+fn vxlan_neigh(config: &Config, peer: &Node) -> (IpAddr, Neigh) {
     let neigh = Neigh {
         dev: config.vxlan_device.clone(),
-        ip: peer.tunnel_ip(),
+        ip: IpAddr::V4(peer.tunnel_ip()),
         mac: Mac::for_node(&peer.name),
     };
     (neigh.ip, neigh)
@@ -357,7 +287,7 @@ fn vxlan_fdb(config: &Config, peer: &Node) -> (Mac, Fdb) {
     let fdb = Fdb {
         dev: config.vxlan_device.clone(),
         mac: Mac::for_node(&peer.name),
-        dst: peer.node_ip,
+        dst: IpAddr::V4(peer.node_ip),
     };
     (fdb.mac, fdb)
 }

@@ -41,6 +41,7 @@ pub fn diff(desired: &Desired, observed: &Observed) -> Diff {
     for (name, want) in [
         desired.ipip.as_ref().map(|d| (d.name.as_str(), "ipip")),
         desired.vxlan.as_ref().map(|d| (d.name.as_str(), "vxlan")),
+        desired.vxlan6.as_ref().map(|d| (d.name.as_str(), "vxlan")),
     ]
     .into_iter()
     .flatten()
@@ -57,16 +58,21 @@ pub fn diff(desired: &Desired, observed: &Observed) -> Diff {
     let mut doomed: BTreeSet<&str> = BTreeSet::new();
 
     ipip_device(desired.ipip.as_ref(), observed, &mut push);
-    match vxlan_device(desired.vxlan.as_ref(), observed, &mut push) {
-        Ok(Some(name)) => {
-            doomed.insert(name);
+    for (want, have) in [
+        (&desired.vxlan, &observed.vxlan),
+        (&desired.vxlan6, &observed.vxlan6),
+    ] {
+        match vxlan_device(want.as_ref(), have.as_ref(), observed, &mut push) {
+            Ok(Some(name)) => {
+                doomed.insert(name);
+            }
+            Ok(None) => {}
+            Err(blocked) => out.blocked.push(blocked),
         }
-        Ok(None) => {}
-        Err(blocked) => out.blocked.push(blocked),
-    }
-    if let (None, Some(retired)) = (&desired.vxlan, &observed.vxlan) {
-        if foreign_on(observed, &retired.name).is_none() {
-            doomed.insert(retired.name.as_str());
+        if let (None, Some(retired)) = (want, have) {
+            if foreign_on(observed, &retired.name).is_none() {
+                doomed.insert(retired.name.as_str());
+            }
         }
     }
     let alive = |dev: &str| !doomed.contains(dev);
@@ -242,12 +248,13 @@ fn ipip_device(want: Option<&IpipDevice>, observed: &Observed, push: &mut impl F
 /// cannot be (it carries state that is not ours).
 fn vxlan_device<'a>(
     want: Option<&'a VxlanDevice>,
+    have: Option<&VxlanDevice>,
     observed: &Observed,
     push: &mut impl FnMut(Op, String),
 ) -> Result<Option<&'a str>, String> {
     let Some(want) = want else { return Ok(None) };
     let mut doomed = None;
-    let have = match &observed.vxlan {
+    let have = match have {
         Some(have) if have.identity == want.identity => Some(have),
         Some(have) => {
             let change = identity_change(have, want);
@@ -331,14 +338,13 @@ fn link_attrs(
 /// 5.18) serves: it is neither added again nor removed.
 fn addresses(
     dev: &str,
-    want: &BTreeSet<std::net::Ipv4Addr>,
-    have: &BTreeSet<std::net::Ipv4Addr>,
+    want: &BTreeSet<std::net::IpAddr>,
+    have: &BTreeSet<std::net::IpAddr>,
     foreign: Option<&ForeignState>,
     push: &mut impl FnMut(Op, String),
 ) {
-    let served = |ip: &std::net::Ipv4Addr| {
-        foreign.is_some_and(|f| f.addresses.iter().any(|a| a.ip() == *ip))
-    };
+    let served =
+        |ip: &std::net::IpAddr| foreign.is_some_and(|f| f.addresses.iter().any(|a| a.ip() == *ip));
     for ip in want.difference(have).filter(|ip| !served(ip)) {
         push(
             Op::AddAddress {
@@ -371,7 +377,13 @@ fn retire(
     push: &mut impl FnMut(Op, String),
     kept: &mut Vec<String>,
 ) {
-    if let (None, Some(have)) = (&desired.vxlan, &observed.vxlan) {
+    for (want, have) in [
+        (&desired.vxlan, &observed.vxlan),
+        (&desired.vxlan6, &observed.vxlan6),
+    ] {
+        let (None, Some(have)) = (want, have) else {
+            continue;
+        };
         match foreign_on(observed, &have.name) {
             None => push(
                 Op::DeleteLink {
@@ -416,7 +428,7 @@ fn may_drop_addresses(foreign: &ForeignState) -> bool {
 
 fn retire_addresses(
     dev: &str,
-    addresses: &BTreeSet<std::net::Ipv4Addr>,
+    addresses: &BTreeSet<std::net::IpAddr>,
     why: &str,
     push: &mut impl FnMut(Op, String),
 ) {

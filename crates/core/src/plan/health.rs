@@ -30,7 +30,7 @@ pub fn kernel_mode(observed: &Observed, config: &Config) -> String {
 pub fn route_mode(dev: &str, config: &Config) -> Mode {
     if dev == config.ipip_device {
         Mode::Ipip
-    } else if dev == config.vxlan_device {
+    } else if dev == config.vxlan_device || dev == config.vxlan6_device {
         Mode::Vxlan
     } else {
         Mode::Native
@@ -191,14 +191,14 @@ mod tests {
             identity: VxlanIdentity {
                 vni: 4096,
                 port: 4789,
-                local: Ipv4Addr::new(10, 250, 0, 1),
+                local: Ipv4Addr::new(10, 250, 0, 1).into(),
                 link: "eth0".into(),
                 mac: Mac::for_node("node-1"),
                 learning: false,
             },
             mtu,
             up: true,
-            addresses: BTreeSet::from([Ipv4Addr::new(10, 244, 1, 0)]),
+            addresses: BTreeSet::from([Ipv4Addr::new(10, 244, 1, 0).into()]),
         }
     }
 
@@ -324,7 +324,7 @@ mod tests {
             .as_mut()
             .expect("tunl0")
             .addresses
-            .insert(Ipv4Addr::new(10, 244, 1, 0));
+            .insert(Ipv4Addr::new(10, 244, 1, 0).into());
         let w = warn(&observed, &sysctls);
         assert_eq!(w.len(), 1, "{w:?}");
         assert!(

@@ -2,14 +2,16 @@
 
 mod desired;
 mod diff;
+mod family6;
 pub mod health;
 mod ops;
 mod ownership;
 pub mod simulate;
 mod state;
 
-pub use desired::{desired, nothing, Inputs, Mtus};
+pub use desired::{desired, nothing, Inputs, Mtus, IPV6_DEFAULT_METRIC, MIN_IPV6_MTU};
 pub use diff::{diff, Diff};
+pub use family6::VXLAN6_OVERHEAD;
 pub use ops::{sysctl_name, Op, Stage, Step};
 pub use ownership::{is_our_device, route_owner, RouteOwner};
 pub use state::{

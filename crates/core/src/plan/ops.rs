@@ -1,7 +1,7 @@
 //! The writes a diff asks for. Each op is one kernel (or file) write.
 
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use serde::Serialize;
 
@@ -56,11 +56,11 @@ pub enum Op {
     },
     AddAddress {
         dev: String,
-        ip: Ipv4Addr,
+        ip: IpAddr,
     },
     DelAddress {
         dev: String,
-        ip: Ipv4Addr,
+        ip: IpAddr,
         stage: Stage,
     },
     SetSysctl {

@@ -24,9 +24,9 @@ pub fn route_owner(config: &Config, protocol: u8, table: u32, prefix_len: u8) ->
     }
 }
 
-/// One of the two tunnel devices we create.
+/// One of the tunnel devices we create.
 pub fn is_our_device(config: &Config, name: &str) -> bool {
-    name == config.ipip_device || name == config.vxlan_device
+    name == config.ipip_device || name == config.vxlan_device || name == config.vxlan6_device
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 //! kernel to it (vxlan and native, sysctls aside; ipip runs only in the VM).
 
 use std::collections::BTreeSet;
+use std::net::IpAddr;
 
 use super::diff::sysctl_device;
 use super::ops::Op;
@@ -25,11 +26,16 @@ pub fn apply(observed: &mut Observed, op: &Op) {
         Op::CreateVxlan { device } => {
             let mut device = device.as_ref().clone();
             device.addresses.clear();
-            observed.vxlan = Some(device);
+            match device.identity.local {
+                IpAddr::V4(_) => observed.vxlan = Some(device),
+                IpAddr::V6(_) => observed.vxlan6 = Some(device),
+            }
         }
         Op::DeleteLink { name, .. } => {
-            if observed.vxlan.as_ref().is_some_and(|d| &d.name == name) {
-                observed.vxlan = None;
+            for vxlan in [&mut observed.vxlan, &mut observed.vxlan6] {
+                if vxlan.as_ref().is_some_and(|d| &d.name == name) {
+                    *vxlan = None;
+                }
             }
             if observed.ipip.as_ref().is_some_and(|d| &d.name == name) {
                 observed.ipip = None;
@@ -90,11 +96,14 @@ pub fn apply(observed: &mut Observed, op: &Op) {
 fn with_link(
     observed: &mut Observed,
     dev: &str,
-    f: impl FnOnce(&mut u32, &mut bool, &mut BTreeSet<std::net::Ipv4Addr>),
+    f: impl FnOnce(&mut u32, &mut bool, &mut BTreeSet<IpAddr>),
 ) {
     if let Some(d) = observed.ipip.as_mut().filter(|d| d.name == dev) {
         f(&mut d.mtu, &mut d.up, &mut d.addresses);
-    } else if let Some(d) = observed.vxlan.as_mut().filter(|d| d.name == dev) {
+    } else if let Some(d) = [&mut observed.vxlan, &mut observed.vxlan6]
+        .into_iter()
+        .find_map(|v| v.as_mut().filter(|d| d.name == dev))
+    {
         f(&mut d.mtu, &mut d.up, &mut d.addresses);
     }
 }

@@ -3,7 +3,7 @@
 //! a comparison of values.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 
 use ipnetwork::IpNetwork;
 use serde::Serialize;
@@ -30,7 +30,7 @@ pub struct IpipDevice {
     pub mtu: u32,
     pub up: bool,
     /// Our /32 tunnel addresses (marked with our protocol).
-    pub addresses: BTreeSet<Ipv4Addr>,
+    pub addresses: BTreeSet<IpAddr>,
 }
 
 /// What makes a VXLAN device the one we want; any difference means the
@@ -39,7 +39,7 @@ pub struct IpipDevice {
 pub struct VxlanIdentity {
     pub vni: u32,
     pub port: u16,
-    pub local: Ipv4Addr,
+    pub local: IpAddr,
     pub link: String,
     pub mac: Mac,
     pub learning: bool,
@@ -51,7 +51,8 @@ pub struct VxlanDevice {
     pub identity: VxlanIdentity,
     pub mtu: u32,
     pub up: bool,
-    pub addresses: BTreeSet<Ipv4Addr>,
+    /// Our tunnel addresses: a /32, or a /128 on the IPv6 device.
+    pub addresses: BTreeSet<IpAddr>,
 }
 
 /// The metric of the route that makes the node's own pod CIDR unreachable:
@@ -92,11 +93,11 @@ pub struct Route {
     pub protocol: u8,
 }
 
-/// A permanent ARP entry for a peer VTEP on our VXLAN device.
+/// A permanent neighbour entry for a peer VTEP on one of our VXLAN devices.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Neigh {
     pub dev: String,
-    pub ip: Ipv4Addr,
+    pub ip: IpAddr,
     pub mac: Mac,
 }
 
@@ -105,7 +106,7 @@ pub struct Neigh {
 pub struct Fdb {
     pub dev: String,
     pub mac: Mac,
-    pub dst: Ipv4Addr,
+    pub dst: IpAddr,
 }
 
 /// Which routes of an adopted protocol (`--adopt-route-protocols`) become
@@ -167,8 +168,10 @@ impl std::fmt::Display for ForeignState {
 pub struct Desired {
     pub ipip: Option<IpipDevice>,
     pub vxlan: Option<VxlanDevice>,
+    /// The IPv6 VXLAN device (`vxlan-v6.calico`).
+    pub vxlan6: Option<VxlanDevice>,
     pub routes: BTreeMap<RouteKey, Route>,
-    pub neighs: BTreeMap<Ipv4Addr, Neigh>,
+    pub neighs: BTreeMap<IpAddr, Neigh>,
     pub fdb: BTreeMap<Mac, Fdb>,
     /// Path under /proc/sys -> value.
     pub sysctls: BTreeMap<String, String>,
@@ -189,6 +192,7 @@ pub struct Observed {
     /// The ipip device, when it exists. `None` also when the kernel has no ipip.
     pub ipip: Option<IpipDevice>,
     pub vxlan: Option<VxlanDevice>,
+    pub vxlan6: Option<VxlanDevice>,
     /// Routes with our protocol.
     pub routes: BTreeMap<RouteKey, Route>,
     /// Routes of an adopted protocol: ours where the plan's [`AdoptScope`]
@@ -201,7 +205,7 @@ pub struct Observed {
     /// Devices with one of our names but another kind: not ours, never
     /// touched. Name -> kind.
     pub foreign_devices: BTreeMap<String, String>,
-    pub neighs: BTreeMap<Ipv4Addr, Neigh>,
+    pub neighs: BTreeMap<IpAddr, Neigh>,
     pub fdb: BTreeMap<Mac, Fdb>,
     /// Current values of the sysctls the plan cares about (`None`: absent).
     pub sysctls: BTreeMap<String, Option<String>>,
