@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use ipnetwork::IpNetwork;
 use rtnetlink::packet_route::address::{
-    AddressAttribute, AddressHeaderFlags, AddressMessage, AddressProtocol,
+    AddressAttribute, AddressFlags, AddressMessage, AddressProtocol,
 };
 use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::Handle;
@@ -60,7 +60,9 @@ pub fn by_index(addresses: &[Address]) -> BTreeMap<u32, Vec<Address>> {
 }
 
 /// Our tunnel address: a host route's worth, /32 or /128. An IPv6 one skips
-/// duplicate address detection: unique by construction, and usable at once.
+/// duplicate address detection (unique by construction, and usable at
+/// once) and the prefix route IPv6 adds even for a /128: that route, proto
+/// kernel through our device, would be state that is not ours.
 pub async fn add(handle: &Handle, index: u32, dev: &str, ip: IpAddr, protocol: u8) -> Result<()> {
     let prefix = host_prefix(ip);
     let mut request = handle.address().add(index, ip, prefix);
@@ -69,7 +71,8 @@ pub async fn add(handle: &Handle, index: u32, dev: &str, ip: IpAddr, protocol: u
         .attributes
         .push(AddressAttribute::Protocol(AddressProtocol::from(protocol)));
     if ip.is_ipv6() {
-        message.header.flags = AddressHeaderFlags::Nodad;
+        let flags = AddressFlags::Nodad | AddressFlags::Noprefixroute;
+        message.attributes.push(AddressAttribute::Flags(flags));
     }
     let done = request.execute().await;
     // Someone holds the same address already: it serves, and it is theirs.
