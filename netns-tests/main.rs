@@ -20,6 +20,7 @@ mod coordinator_kube;
 mod faults;
 mod faults_kube;
 mod hostile;
+mod ipv6;
 mod lab_cli;
 mod lab_plumbing;
 mod lab_runs;

@@ -2,7 +2,7 @@
 //! inside each node, and checks that read the kernel and move packets.
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -10,12 +10,19 @@ use podroute::api::{Mode, Plan};
 use podroute::dataplane::Dataplane;
 use podroute::engine::{self, Outcome};
 use podroute::lab::netns::unique_name;
-use podroute::lab::probe::{udp_roundtrip, EchoServer, OVERHEAD};
-use podroute::lab::topology::{NodeInfo, Topology, TopologyBuilder};
+use podroute::lab::probe::{overhead, udp_roundtrip, EchoServer};
+use podroute::lab::topology::{IpFamily, NodeInfo, Topology, TopologyBuilder};
 use podroute::model::{Cluster, Config, Node, Settings};
-use podroute::plan::Observed;
+use podroute::plan::{Desired, Observed};
 
 pub const PORT: u16 = 7777;
+
+/// The family a probe is sent in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    V4,
+    V6,
+}
 const TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Root tests skip cleanly without root, unless CI demands them.
@@ -102,6 +109,20 @@ impl Lab {
         Lab::new(Topology::builder().nodes(0, n))
     }
 
+    /// [`Lab::flat`], dual-stack.
+    pub fn dual(n: usize) -> Lab {
+        Lab::new(Topology::builder().ip_family(IpFamily::Dual).nodes(0, n))
+    }
+
+    /// The families the pods have: IPv4, and IPv6 in a dual-stack lab.
+    pub fn families(&self) -> Vec<Family> {
+        let dual = self.topo.nodes().iter().all(|n| n.pod_cidr6.is_some());
+        match dual && !self.topo.nodes().is_empty() {
+            true => vec![Family::V4, Family::V6],
+            false => vec![Family::V4],
+        }
+    }
+
     pub fn node(&self, name: &str) -> &NodeInfo {
         self.topo.node(name).expect("node in topology")
     }
@@ -123,6 +144,23 @@ impl Lab {
             plan: plan.clone(),
             settings: Settings::default(),
         }
+    }
+
+    /// What the engine would want of `node` under `plan` (with the uplinks
+    /// read from its kernel), written nowhere.
+    pub fn desired(&self, node: &str, plan: &Plan) -> Desired {
+        let cluster = self.cluster(plan);
+        let config = self.config(node);
+        let netns = self.topo.node_netns(node).expect("netns");
+        netns
+            .run_async(|| async {
+                let mut dp = Dataplane::connect(config)?;
+                let local = engine::local_node(&dp, &cluster, Some(node)).await?;
+                engine::desired_for(&mut dp, &cluster, local).await
+            })
+            .and_then(|r| r)
+            .map(|(desired, _)| desired)
+            .unwrap_or_else(|e| panic!("desired {node}: {e}"))
     }
 
     /// Run the engine once in `node`'s namespace.
@@ -201,25 +239,66 @@ impl Lab {
         self.node(node).pods[0].ip
     }
 
+    /// The first pod's IPv6 address; the lab must be dual-stack.
+    pub fn pod_ip6(&self, node: &str) -> Ipv6Addr {
+        self.node(node).pods[0].ip6.expect("a dual-stack lab")
+    }
+
+    /// The first pod's address in `family`.
+    pub fn pod_addr(&self, node: &str, family: Family) -> IpAddr {
+        match family {
+            Family::V4 => self.pod_ip(node).into(),
+            Family::V6 => self.pod_ip6(node).into(),
+        }
+    }
+
     /// A UDP round trip from the first pod of `from` to the first pod of `to`.
     pub fn udp(&self, from: &str, to: &str, payload: usize, df: bool) -> bool {
+        self.udp_in(Family::V4, from, to, payload, df)
+    }
+
+    /// [`Lab::udp`] over IPv6.
+    pub fn udp6(&self, from: &str, to: &str, payload: usize, df: bool) -> bool {
+        self.udp_in(Family::V6, from, to, payload, df)
+    }
+
+    /// [`Lab::udp`] in `family`.
+    pub fn udp_in(&self, family: Family, from: &str, to: &str, payload: usize, df: bool) -> bool {
         let src = &self.node(from).pods[0].netns;
-        udp_roundtrip(src, self.pod_ip(to), PORT, payload, df, TIMEOUT).expect("probe")
+        let to = self.pod_addr(to, family);
+        udp_roundtrip(src, to, PORT, payload, df, TIMEOUT).expect("probe")
+    }
+
+    /// The UDP payload of a packet of exactly `mtu` bytes in `family`.
+    pub fn payload_at(&self, family: Family, mtu: u32) -> usize {
+        let ip = match family {
+            Family::V4 => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            Family::V6 => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+        };
+        mtu as usize - overhead(ip)
     }
 
     /// Every ordered pair of pods exchanges a small packet and a DF packet of
-    /// exactly the pod MTU (the pod veth MTU the engine chose).
+    /// exactly the pod MTU (the pod veth MTU the engine chose), in each
+    /// family of the lab.
     pub fn assert_all_pods_talk(&self, pod_mtu: u32) {
+        for family in self.families() {
+            self.assert_all_pods_talk_in(family, pod_mtu);
+        }
+    }
+
+    /// [`Lab::assert_all_pods_talk`] in `family` only.
+    pub fn assert_all_pods_talk_in(&self, family: Family, pod_mtu: u32) {
         for from in self.names() {
             for to in self.names().into_iter().filter(|t| *t != from) {
                 assert!(
-                    self.udp(&from, &to, 64, false),
-                    "pod {from} -> pod {to}: no echo"
+                    self.udp_in(family, &from, &to, 64, false),
+                    "{family:?} pod {from} -> pod {to}: no echo"
                 );
-                let exact = pod_mtu as usize - OVERHEAD;
+                let exact = self.payload_at(family, pod_mtu);
                 assert!(
-                    self.udp(&from, &to, exact, true),
-                    "pod {from} -> pod {to}: DF packet of the pod MTU {pod_mtu} lost"
+                    self.udp_in(family, &from, &to, exact, true),
+                    "{family:?} pod {from} -> pod {to}: DF packet of the pod MTU {pod_mtu} lost"
                 );
             }
         }

@@ -5,34 +5,48 @@
 //! A socket stays in the namespace it was created in, so the prober creates
 //! its socket on a thread inside the pod namespace and then uses it from the
 //! caller's thread: one socket per sender, any number of probes.
+//!
+//! A prober speaks one family, that of the address it is made for; the echo
+//! responder answers both (one socket per family, on the same port).
 
 use std::collections::HashMap;
 use std::io::ErrorKind;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
-use std::os::fd::AsRawFd;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6, UdpSocket};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::netns::{enter_current_thread, run_in_netns};
+use super::netns::run_in_netns;
 use crate::{Error, Result};
 
-/// IP + UDP header bytes: payload_len + OVERHEAD = IP packet size.
+/// IPv4 + UDP header bytes: payload_len + OVERHEAD = IP packet size.
 pub const OVERHEAD: usize = 28;
+/// IPv6 + UDP header bytes (40 + 8): IPv6's [`OVERHEAD`].
+pub const OVERHEAD_V6: usize = 48;
 /// Probe payload header: magic (4 bytes) + sequence number (8 bytes).
 pub const HEADER_LEN: usize = 12;
 const MAGIC: [u8; 4] = *b"prb1";
 const POLL: Duration = Duration::from_millis(50);
 
-/// A UDP echo responder bound to 0.0.0.0:port inside a namespace, on its own
-/// thread. Stops on [`EchoServer::stop`] or drop.
+/// [`OVERHEAD`] or [`OVERHEAD_V6`], by the family of `ip`.
+pub fn overhead(ip: IpAddr) -> usize {
+    match ip {
+        IpAddr::V4(_) => OVERHEAD,
+        IpAddr::V6(_) => OVERHEAD_V6,
+    }
+}
+
+/// A UDP echo responder bound to 0.0.0.0:port, and to [::]:port where the
+/// namespace has IPv6, inside a namespace, one thread per socket. Stops on
+/// [`EchoServer::stop`] or drop.
 #[derive(Debug)]
 pub struct EchoServer {
     port: u16,
     stop: Arc<AtomicBool>,
     echoed: Arc<AtomicU64>,
-    thread: Option<JoinHandle<Result<()>>>,
+    threads: Vec<JoinHandle<Result<()>>>,
 }
 
 impl EchoServer {
@@ -42,39 +56,30 @@ impl EchoServer {
     pub fn start(netns: &str, port: u16) -> Result<EchoServer> {
         let stop = Arc::new(AtomicBool::new(false));
         let echoed = Arc::new(AtomicU64::new(0));
-        let (ready_tx, ready_rx) = mpsc::channel();
-        let (name, thread_stop, thread_echoed) = (netns.to_string(), stop.clone(), echoed.clone());
-        let thread = std::thread::Builder::new()
-            .name(format!("echo-{netns}"))
-            .spawn(move || {
-                let sock = match bind_echo(&name, port) {
-                    Ok(sock) => sock,
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(e));
-                        return Ok(());
-                    }
-                };
-                let local = sock.local_addr().map(|a| a.port()).unwrap_or(port);
-                let _ = ready_tx.send(Ok(local));
-                echo_loop(&name, &sock, &thread_stop, &thread_echoed)
-            })
-            .map_err(|e| Error::io(format!("spawning echo thread in {netns}"), e))?;
-        let port = match ready_rx.recv() {
-            Ok(Ok(port)) => port,
-            Ok(Err(e)) => return Err(e),
-            Err(_) => {
-                return Err(Error::Netns {
-                    name: netns.to_string(),
-                    reason: "echo thread ended before binding".to_string(),
-                })
-            }
-        };
-        Ok(EchoServer {
+        let sockets = run_in_netns(netns, || bind_echo(netns, port))??;
+        let port = sockets[0]
+            .local_addr()
+            .map_err(|e| Error::io(format!("netns {netns}: echo socket address"), e))?
+            .port();
+        let mut server = EchoServer {
             port,
             stop,
             echoed,
-            thread: Some(thread),
-        })
+            threads: Vec::new(),
+        };
+        for sock in sockets {
+            let (name, stop, echoed) = (
+                netns.to_string(),
+                server.stop.clone(),
+                server.echoed.clone(),
+            );
+            let thread = std::thread::Builder::new()
+                .name(format!("echo-{netns}"))
+                .spawn(move || echo_loop(&name, &sock, &stop, &echoed))
+                .map_err(|e| Error::io(format!("spawning echo thread in {netns}"), e))?;
+            server.threads.push(thread);
+        }
+        Ok(server)
     }
 
     pub fn port(&self) -> u16 {
@@ -94,14 +99,17 @@ impl EchoServer {
 
     fn shutdown(&mut self) -> Result<()> {
         self.stop.store(true, Ordering::Relaxed);
-        match self.thread.take().map(JoinHandle::join) {
-            Some(Ok(result)) => result,
-            Some(Err(_)) => Err(Error::Netns {
-                name: format!("echo server on port {}", self.port),
-                reason: "echo thread panicked".to_string(),
-            }),
-            None => Ok(()),
+        let mut result = Ok(());
+        for thread in self.threads.drain(..) {
+            let joined = thread.join().unwrap_or_else(|_| {
+                Err(Error::Netns {
+                    name: format!("echo server on port {}", self.port),
+                    reason: "echo thread panicked".to_string(),
+                })
+            });
+            result = result.and(joined);
         }
+        result
     }
 }
 
@@ -113,14 +121,56 @@ impl Drop for EchoServer {
     }
 }
 
-fn bind_echo(netns: &str, port: u16) -> Result<UdpSocket> {
-    enter_current_thread(netns)?;
-    let sock = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, port))
+/// The echo sockets, made on a thread inside `netns`: IPv4 first (it picks
+/// the port when `port` is 0), then IPv6 on the same port unless the
+/// namespace has no IPv6.
+fn bind_echo(netns: &str, port: u16) -> Result<Vec<UdpSocket>> {
+    let v4 = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, port))
         .map_err(|e| Error::io(format!("netns {netns}: binding UDP 0.0.0.0:{port}"), e))?;
-    sock.set_read_timeout(Some(POLL))
-        .map_err(|e| Error::io("setting echo read timeout", e))?;
-    set_df(&sock, false)?;
-    Ok(sock)
+    let port = v4
+        .local_addr()
+        .map_err(|e| Error::io(format!("netns {netns}: echo socket address"), e))?
+        .port();
+    let mut sockets = vec![v4];
+    match bind_v6_only(port) {
+        Ok(v6) => sockets.push(v6),
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::EAFNOSUPPORT | libc::EADDRNOTAVAIL)
+            ) =>
+        {
+            tracing::debug!(netns, error = %e, "no IPv6 echo: the namespace has no IPv6");
+        }
+        Err(e) => {
+            return Err(Error::io(
+                format!("netns {netns}: binding UDP [::]:{port}"),
+                e,
+            ))
+        }
+    }
+    for sock in &sockets {
+        sock.set_read_timeout(Some(POLL))
+            .map_err(|e| Error::io("setting echo read timeout", e))?;
+        set_df(sock, false)?;
+    }
+    Ok(sockets)
+}
+
+/// A UDP socket on `[::]:port` for IPv6 alone: with the default
+/// `bindv6only=0` it would also claim IPv4's port, which the IPv4 socket holds.
+fn bind_v6_only(port: u16) -> std::io::Result<UdpSocket> {
+    use nix::sys::socket::{self, sockopt, AddressFamily, SockFlag, SockType, SockaddrIn6};
+    let fd: OwnedFd = socket::socket(
+        AddressFamily::Inet6,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    socket::setsockopt(&fd, sockopt::Ipv6V6Only, &true)?;
+    let addr = SockaddrIn6::from(SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, port, 0, 0));
+    socket::bind(fd.as_raw_fd(), &addr)?;
+    Ok(UdpSocket::from(fd))
 }
 
 fn echo_loop(netns: &str, sock: &UdpSocket, stop: &AtomicBool, echoed: &AtomicU64) -> Result<()> {
@@ -163,16 +213,27 @@ pub struct Prober {
     sock: UdpSocket,
     netns: String,
     next_seq: u64,
-    in_flight: HashMap<u64, SocketAddrV4>,
+    in_flight: HashMap<u64, SocketAddr>,
     stats: ProbeStats,
     buf: Vec<u8>,
 }
 
 impl Prober {
-    /// Opens the socket inside `netns`; `df` sets IP_MTU_DISCOVER=IP_PMTUDISC_DO
+    /// Opens an IPv4 socket inside `netns`; `df` sets IP_MTU_DISCOVER=IP_PMTUDISC_DO
     /// (never fragment), otherwise IP_PMTUDISC_DONT.
     pub fn new(netns: &str, df: bool) -> Result<Prober> {
-        let sock = run_in_netns(netns, || UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)))?
+        Prober::for_family(netns, IpAddr::V4(Ipv4Addr::UNSPECIFIED), df)
+    }
+
+    /// Opens a socket of `family`'s family (any address of it) inside
+    /// `netns`. For IPv6, `df` sets IPV6_MTU_DISCOVER=IPV6_PMTUDISC_DO: IPv6
+    /// has no DF bit, but with it the kernel never fragments the probe.
+    pub fn for_family(netns: &str, family: IpAddr, df: bool) -> Result<Prober> {
+        let any = match family {
+            IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+        };
+        let sock = run_in_netns(netns, || UdpSocket::bind((any, 0)))?
             .map_err(|e| Error::io(format!("netns {netns}: binding a UDP socket"), e))?;
         set_df(&sock, df)?;
         Ok(Prober {
@@ -206,7 +267,8 @@ impl Prober {
     /// Sends one probe of `payload_len` bytes (at least [`HEADER_LEN`]).
     /// Returns its sequence number, or None when the kernel refused it
     /// (EMSGSIZE with DF, no route): counted as sent and lost.
-    pub fn send(&mut self, to: SocketAddrV4, payload_len: usize) -> Result<Option<u64>> {
+    pub fn send(&mut self, to: impl Into<SocketAddr>, payload_len: usize) -> Result<Option<u64>> {
+        let to = to.into();
         if payload_len < HEADER_LEN {
             return Err(Error::invalid(
                 "payload_len",
@@ -254,7 +316,7 @@ impl Prober {
                 continue;
             };
             let expected = self.in_flight.get(&seq).copied();
-            if expected.is_some_and(|to| SocketAddr::V4(to) == from) {
+            if expected.is_some_and(|to| to == from) {
                 self.in_flight.remove(&seq);
                 self.stats.received += 1;
                 if until_seq == Some(seq) {
@@ -267,7 +329,7 @@ impl Prober {
     /// One probe and its echo: true when it came back within `timeout`.
     pub fn roundtrip(
         &mut self,
-        to: SocketAddrV4,
+        to: impl Into<SocketAddr>,
         payload_len: usize,
         timeout: Duration,
     ) -> Result<bool> {
@@ -281,12 +343,13 @@ impl Prober {
     /// `grace` for late echoes. Returns the counters of this stream only.
     pub fn stream(
         &mut self,
-        to: SocketAddrV4,
+        to: impl Into<SocketAddr>,
         payload_len: usize,
         interval: Duration,
         duration: Duration,
         grace: Duration,
     ) -> Result<ProbeStats> {
+        let to = to.into();
         let before = self.stats;
         let start = Instant::now();
         let mut next = start;
@@ -304,38 +367,68 @@ impl Prober {
     }
 }
 
-/// One round trip from a fresh socket in `from_netns` to `to_ip:port`.
-/// For many probes, keep a [`Prober`] instead.
+/// One round trip from a fresh socket in `from_netns` to `to_ip:port`, in
+/// `to_ip`'s family. For many probes, keep a [`Prober`] instead.
 pub fn udp_roundtrip(
     from_netns: &str,
-    to_ip: Ipv4Addr,
+    to_ip: impl Into<IpAddr>,
     port: u16,
     payload_len: usize,
     df: bool,
     timeout: Duration,
 ) -> Result<bool> {
-    Prober::new(from_netns, df)?.roundtrip(SocketAddrV4::new(to_ip, port), payload_len, timeout)
+    let to_ip = to_ip.into();
+    Prober::for_family(from_netns, to_ip, df)?.roundtrip(
+        SocketAddr::new(to_ip, port),
+        payload_len,
+        timeout,
+    )
 }
 
 fn set_df(sock: &UdpSocket, df: bool) -> Result<()> {
-    let value: libc::c_int = if df {
-        libc::IP_PMTUDISC_DO
-    } else {
-        libc::IP_PMTUDISC_DONT
+    let v6 = sock
+        .local_addr()
+        .map_err(|e| Error::io("reading a UDP socket's address", e))?
+        .is_ipv6();
+    let (level, name, option, value) = match (v6, df) {
+        (false, true) => (
+            libc::IPPROTO_IP,
+            libc::IP_MTU_DISCOVER,
+            "IP_MTU_DISCOVER",
+            libc::IP_PMTUDISC_DO,
+        ),
+        (false, false) => (
+            libc::IPPROTO_IP,
+            libc::IP_MTU_DISCOVER,
+            "IP_MTU_DISCOVER",
+            libc::IP_PMTUDISC_DONT,
+        ),
+        (true, true) => (
+            libc::IPPROTO_IPV6,
+            libc::IPV6_MTU_DISCOVER,
+            "IPV6_MTU_DISCOVER",
+            libc::IPV6_PMTUDISC_DO,
+        ),
+        (true, false) => (
+            libc::IPPROTO_IPV6,
+            libc::IPV6_MTU_DISCOVER,
+            "IPV6_MTU_DISCOVER",
+            libc::IPV6_PMTUDISC_DONT,
+        ),
     };
     // SAFETY: valid fd owned by `sock`; pointer and length describe a c_int.
     let rc = unsafe {
         libc::setsockopt(
             sock.as_raw_fd(),
-            libc::IPPROTO_IP,
-            libc::IP_MTU_DISCOVER,
+            level,
+            name,
             (&value as *const libc::c_int).cast(),
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         )
     };
     if rc != 0 {
         return Err(Error::io(
-            "setsockopt(IP_MTU_DISCOVER)",
+            format!("setsockopt({option})"),
             std::io::Error::last_os_error(),
         ));
     }

@@ -6,15 +6,20 @@
 //!  optional router ns: one leg per subnet bridge, 10.250.S.254, ip_forward=1
 //! ```
 //!
-//! Nothing is routed between pod CIDRs and node namespaces keep ip_forward=0:
-//! that is the engine's job. Everything lives in namespaces owned by the
+//! [`IpFamily::Dual`] adds IPv6 beside it, as Calico's CNI does: pod
+//! `fd00:244:N::<k+2>/128` with its default route via `fe80::1`, which the node
+//! side of the pod veth holds; uplinks `fd00:250:S::N/64`, router legs
+//! `fd00:250:S::254/64`; every IPv6 address `nodad`.
+//!
+//! Nothing is routed between pod CIDRs and node namespaces keep forwarding
+//! off in both families: that is the engine's job. Everything lives in namespaces owned by the
 //! [`Topology`] value and disappears when it is dropped; the host's own
 //! interfaces, routes and sysctls are never touched.
 
 use std::collections::BTreeSet;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
-use ipnetwork::Ipv4Network;
+use ipnetwork::{Ipv4Network, Ipv6Network};
 
 use super::netns::{unique_name, Netns};
 use crate::{Error, Result};
@@ -24,13 +29,33 @@ use crate::{Error, Result};
 pub const POD_GATEWAY_MAC: &str = "ee:ee:ee:ee:ee:ee";
 /// The pods' next hop (Calico's link-local gateway).
 pub const POD_GATEWAY_IP: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
+/// The pods' IPv6 next hop: the node side of every pod veth holds it.
+pub const POD_GATEWAY_IP6: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1);
 /// Name of the node's uplink and of the pod's interface.
 pub const UPLINK: &str = "eth0";
+
+/// The address families of the lab's nodes and pods.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum IpFamily {
+    #[default]
+    V4,
+    /// IPv6-only nodes: not supported by the model yet, so `build` refuses it.
+    V6,
+    Dual,
+}
+
+impl IpFamily {
+    pub fn has_v6(self) -> bool {
+        self != IpFamily::V4
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PodInfo {
     pub netns: String,
     pub ip: Ipv4Addr,
+    /// `fd00:244:<n>::<k+2>` in a dual-stack lab.
+    pub ip6: Option<Ipv6Addr>,
     /// The node side of the pod veth, in the node namespace (`pod<k>`).
     pub host_veth: String,
 }
@@ -41,10 +66,14 @@ pub struct NodeInfo {
     pub name: String,
     pub netns: String,
     pub ip: Ipv4Addr,
+    /// `fd00:250:<subnet>::<n>` in a dual-stack lab.
+    pub ip6: Option<Ipv6Addr>,
     pub uplink: String,
     pub uplink_mtu: u32,
     /// e.g. 10.244.<n>.0/24; its .0 is the node's tunnel address, never a pod's.
     pub pod_cidr: Ipv4Network,
+    /// `fd00:244:<n>::/64` in a dual-stack lab.
+    pub pod_cidr6: Option<Ipv6Network>,
     pub pods: Vec<PodInfo>,
 }
 
@@ -69,6 +98,7 @@ pub struct TopologyBuilder {
     pods_per_node: usize,
     router: bool,
     node_subnets: Vec<u8>,
+    family: IpFamily,
 }
 
 impl Default for TopologyBuilder {
@@ -79,6 +109,7 @@ impl Default for TopologyBuilder {
             pods_per_node: 1,
             router: false,
             node_subnets: Vec::new(),
+            family: IpFamily::V4,
         }
     }
 }
@@ -101,6 +132,11 @@ impl TopologyBuilder {
     /// Adds a router namespace joining every subnet; nodes get a default route via it.
     pub fn router(mut self, router: bool) -> Self {
         self.router = router;
+        self
+    }
+    /// IPv4 only (the default) or dual-stack nodes and pods.
+    pub fn ip_family(mut self, family: IpFamily) -> Self {
+        self.family = family;
         self
     }
     /// Adds one node on underlay subnet `subnet`.
@@ -146,11 +182,20 @@ impl TopologyBuilder {
         if !(68..=65535).contains(&self.uplink_mtu) {
             return Err(Error::invalid("uplink_mtu", "must be within 68..=65535"));
         }
+        if self.family == IpFamily::V6 {
+            return Err(Error::invalid(
+                "ip_family",
+                "IPv6-only nodes are not supported yet: use dual",
+            ));
+        }
+        if self.family.has_v6() && self.uplink_mtu < 1280 {
+            return Err(Error::invalid("uplink_mtu", "IPv6 needs at least 1280"));
+        }
         Ok(())
     }
 
     fn add_subnet(&self, topo: &mut Topology, s: u8) -> Result<()> {
-        let name = topo.create_ns(&format!("u{s}"))?;
+        let name = self.create_ns(topo, &format!("u{s}"))?;
         let ns = topo.netns_by_name(&name)?;
         let mtu = self.uplink_mtu.to_string();
         ns.ip(&["link", "add", "br0", "mtu", &mtu, "type", "bridge"])?;
@@ -163,11 +208,14 @@ impl TopologyBuilder {
     }
 
     fn add_router(&self, topo: &mut Topology) -> Result<()> {
-        let name = topo.create_ns("rt")?;
+        let name = self.create_ns(topo, "rt")?;
         let ns = topo.netns_by_name(&name)?;
         ns.sysctl("net.ipv4.ip_forward", "1")?;
         ns.sysctl("net.ipv4.conf.all.rp_filter", "0")?;
         ns.sysctl("net.ipv4.conf.default.rp_filter", "0")?;
+        if self.family.has_v6() {
+            ns.sysctl("net.ipv6.conf.all.forwarding", "1")?;
+        }
         for subnet in &topo.subnets {
             let leg = format!("s{}", subnet.index);
             let addr = Ipv4Addr::new(10, 250, subnet.index, 254);
@@ -175,6 +223,18 @@ impl TopologyBuilder {
             topo.netns_by_name(&subnet.netns)?
                 .ip(&["link", "set", "rt", "master", "br0", "up"])?;
             ns.ip(&["addr", "add", &format!("{addr}/24"), "dev", &leg])?;
+            if self.family.has_v6() {
+                let addr6 = underlay6(subnet.index, 254);
+                ns.ip(&[
+                    "-6",
+                    "addr",
+                    "add",
+                    &format!("{addr6}/64"),
+                    "dev",
+                    &leg,
+                    "nodad",
+                ])?;
+            }
             ns.ip(&["link", "set", &leg, "up"])?;
         }
         topo.router = Some(RouterInfo { netns: name });
@@ -183,10 +243,13 @@ impl TopologyBuilder {
 
     fn add_node(&self, topo: &mut Topology, n: usize, s: u8) -> Result<()> {
         let host = u8::try_from(n).map_err(|_| Error::invalid("nodes", "too many"))?;
-        let node_ns = topo.create_ns(&format!("n{n}"))?;
+        let node_ns = self.create_ns(topo, &format!("n{n}"))?;
         let ns = topo.netns_by_name(&node_ns)?;
         // A new namespace copies the host's ip_forward; start from a known 0.
         ns.sysctl("net.ipv4.ip_forward", "0")?;
+        if self.family.has_v6() {
+            ns.sysctl("net.ipv6.conf.all.forwarding", "0")?;
+        }
         ns.ip(&["link", "set", "lo", "up"])?;
         let underlay = topo.subnet_netns(s)?;
         let port = format!("n{n}");
@@ -195,26 +258,55 @@ impl TopologyBuilder {
             .ip(&["link", "set", &port, "master", "br0", "up"])?;
         let ip = Ipv4Addr::new(10, 250, s, host);
         ns.ip(&["addr", "add", &format!("{ip}/24"), "dev", UPLINK])?;
+        let ip6 = self.family.has_v6().then(|| underlay6(s, host.into()));
+        if let Some(ip6) = ip6 {
+            ns.ip(&[
+                "-6",
+                "addr",
+                "add",
+                &format!("{ip6}/64"),
+                "dev",
+                UPLINK,
+                "nodad",
+            ])?;
+        }
         ns.ip(&["link", "set", UPLINK, "up"])?;
         if topo.router.is_some() {
             let gw = Ipv4Addr::new(10, 250, s, 254).to_string();
             ns.ip(&["route", "add", "default", "via", &gw, "dev", UPLINK])?;
+            if ip6.is_some() {
+                let gw6 = underlay6(s, 254).to_string();
+                ns.ip(&["-6", "route", "add", "default", "via", &gw6, "dev", UPLINK])?;
+            }
         }
         let pod_cidr = Ipv4Network::new(Ipv4Addr::new(10, 244, host, 0), 24)
             .map_err(|e| Error::invalid("network", e.to_string()))?;
+        let pod_cidr6 = match ip6 {
+            Some(_) => Some(
+                Ipv6Network::new(pod6(host, 0), 64)
+                    .map_err(|e| Error::invalid("network", e.to_string()))?,
+            ),
+            None => None,
+        };
         let mut pods = Vec::new();
         for k in 0..self.pods_per_node {
             let last =
                 u8::try_from(k + 2).map_err(|_| Error::invalid("pods_per_node", "too many"))?;
-            pods.push(self.add_pod(topo, &node_ns, n, k, Ipv4Addr::new(10, 244, host, last))?);
+            let ips = (
+                Ipv4Addr::new(10, 244, host, last),
+                pod_cidr6.map(|_| pod6(host, last.into())),
+            );
+            pods.push(self.add_pod(topo, &node_ns, n, k, ips)?);
         }
         topo.nodes.push(NodeInfo {
             name: format!("node-{n}"),
             netns: node_ns,
             ip,
+            ip6,
             uplink: UPLINK.to_string(),
             uplink_mtu: self.uplink_mtu,
             pod_cidr,
+            pod_cidr6,
             pods,
         });
         Ok(())
@@ -226,9 +318,9 @@ impl TopologyBuilder {
         node_ns: &str,
         n: usize,
         k: usize,
-        ip: Ipv4Addr,
+        (ip, ip6): (Ipv4Addr, Option<Ipv6Addr>),
     ) -> Result<PodInfo> {
-        let pod_ns = topo.create_ns(&format!("n{n}p{k}"))?;
+        let pod_ns = self.create_ns(topo, &format!("n{n}p{k}"))?;
         let pod = topo.netns_by_name(&pod_ns)?;
         let host_veth = format!("pod{k}");
         let mtu = self.uplink_mtu.to_string();
@@ -280,11 +372,29 @@ impl TopologyBuilder {
             "scope",
             "link",
         ])?;
+        if let Some(ip6) = ip6 {
+            add_pod_v6(node, pod, &host_veth, ip6)?;
+        }
         Ok(PodInfo {
             netns: pod_ns,
             ip,
+            ip6,
             host_veth,
         })
+    }
+
+    /// A namespace of the topology. With IPv6, its devices skip duplicate
+    /// address detection: addresses are unique by construction, and a
+    /// tentative link-local address loses the first packets after the
+    /// build (seen as a lost first probe).
+    fn create_ns(&self, topo: &mut Topology, role: &str) -> Result<String> {
+        let name = topo.create_ns(role)?;
+        if self.family.has_v6() {
+            let ns = topo.netns_by_name(&name)?;
+            ns.sysctl("net.ipv6.conf.all.accept_dad", "0")?;
+            ns.sysctl("net.ipv6.conf.default.accept_dad", "0")?;
+        }
+        Ok(name)
     }
 
     /// A veth `local` in `ns` whose peer `peer` is created directly in `peer_ns`.
@@ -296,6 +406,52 @@ impl TopologyBuilder {
         ])?;
         Ok(())
     }
+}
+
+/// The IPv6 half of a pod, as Calico's CNI does it: the node side of the veth
+/// answers for `fe80::1`, the pod's default gateway, and holds a route to the
+/// pod's /128 (no proxy NDP needed: the gateway is a real address there).
+fn add_pod_v6(node: &Netns, pod: &Netns, host_veth: &str, ip6: Ipv6Addr) -> Result<()> {
+    let gw = POD_GATEWAY_IP6.to_string();
+    node.ip(&[
+        "-6",
+        "addr",
+        "add",
+        &format!("{gw}/64"),
+        "dev",
+        host_veth,
+        "nodad",
+    ])?;
+    pod.ip(&[
+        "-6",
+        "addr",
+        "add",
+        &format!("{ip6}/128"),
+        "dev",
+        UPLINK,
+        "nodad",
+    ])?;
+    pod.ip(&["-6", "route", "add", "default", "via", &gw, "dev", UPLINK])?;
+    // Default protocol (boot), like the IPv4 one: foreign to the engine.
+    node.ip(&[
+        "-6",
+        "route",
+        "add",
+        &format!("{ip6}/128"),
+        "dev",
+        host_veth,
+    ])?;
+    Ok(())
+}
+
+/// `fd00:250:<subnet>::<host>`, a node's (or the router's) underlay address.
+fn underlay6(subnet: u8, host: u16) -> Ipv6Addr {
+    Ipv6Addr::new(0xfd00, 0x250, subnet.into(), 0, 0, 0, 0, host)
+}
+
+/// `fd00:244:<node>::<host>`: node `node`'s IPv6 pod CIDR (host 0) and its pods.
+fn pod6(node: u8, host: u16) -> Ipv6Addr {
+    Ipv6Addr::new(0xfd00, 0x244, node.into(), 0, 0, 0, 0, host)
 }
 
 /// The built cluster. Dropping it deletes all its namespaces (and with them
@@ -350,8 +506,10 @@ impl Topology {
             .map(|n| crate::model::Node {
                 name: n.name.clone(),
                 node_ip: n.ip,
-                node_ip6: None,
-                pod_cidrs: vec![n.pod_cidr.into()],
+                node_ip6: n.ip6,
+                pod_cidrs: std::iter::once(n.pod_cidr.into())
+                    .chain(n.pod_cidr6.map(Into::into))
+                    .collect(),
             })
             .collect()
     }
@@ -384,7 +542,8 @@ impl Topology {
     }
 
     /// Gives the router a route to every pod CIDR via its node, like a cloud
-    /// route table (native mode `underlay`).
+    /// route table (native mode `underlay`): in both families when the lab
+    /// is dual-stack.
     pub fn add_router_pod_routes(&self) -> Result<()> {
         let router = self
             .router
@@ -394,6 +553,10 @@ impl Topology {
         for node in &self.nodes {
             let cidr = node.pod_cidr.to_string();
             ns.ip(&["route", "replace", &cidr, "via", &node.ip.to_string()])?;
+            if let (Some(cidr6), Some(ip6)) = (node.pod_cidr6, node.ip6) {
+                let (cidr6, ip6) = (cidr6.to_string(), ip6.to_string());
+                ns.ip(&["-6", "route", "replace", &cidr6, "via", &ip6])?;
+            }
         }
         Ok(())
     }
