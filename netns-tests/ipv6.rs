@@ -1,7 +1,7 @@
 //! IPv6 pod CIDRs of a dual-stack lab: native routes read back from the
-//! kernel and proven with packets in both families, their removal, the
-//! tunnel modes that leave IPv6 unrouted (and say so), off-subnet peers via
-//! the underlay router, and a foreign IPv6 route that stays.
+//! kernel and proven with packets in both families, their removal,
+//! off-subnet peers via the underlay router, and a foreign IPv6 route that
+//! stays. The tunnel modes are in `vxlan6`.
 
 use podroute::api::{Mode, OffSubnet};
 use podroute::lab::topology::{IpFamily, Topology};
@@ -112,35 +112,6 @@ fn ipv6_routes_are_removed_when_the_plan_goes() {
         "IPv6 pods still talk with no routes"
     );
     assert!(!lab.udp6("node-2", "node-1", 64, false));
-}
-
-#[test]
-fn ipv6_unrouted_in_vxlan_mode_says_so() {
-    if !have_root() {
-        return;
-    }
-    let lab = Lab::dual(2);
-    let plan = steady(Mode::Vxlan);
-    let out = lab.converge_all(&plan);
-    let mtu = out["node-1"].pod_mtu.expect("pod mtu");
-    assert_eq!(mtu, 1450);
-    lab.assert_all_pods_talk_in(Family::V4, mtu);
-
-    for node in lab.names() {
-        let peers: Vec<String> = our_routes6(&lab, &node)
-            .into_iter()
-            .filter(|r| !r.starts_with("unreachable "))
-            .collect();
-        assert!(peers.is_empty(), "{node}: IPv6 peer routes: {peers:?}");
-    }
-    assert!(!lab.udp6("node-1", "node-2", 64, false));
-
-    // The engine's Outcome carries no notes: they are in the desired state.
-    let notes = lab.desired("node-1", &plan).notes;
-    assert!(
-        notes.iter().any(|n| n.starts_with("ipv6:")),
-        "no ipv6 note: {notes:?}"
-    );
 }
 
 #[test]

@@ -30,3 +30,4 @@ mod ownership;
 mod restricted_agent;
 mod subnets;
 mod switching;
+mod vxlan6;

@@ -21,6 +21,9 @@ pub struct Outcome {
     pub kept: Vec<String>,
     /// Peers this node leaves out, with why.
     pub excluded: Vec<Excluded>,
+    /// What the plan leaves unrouted or carries differently, as a whole
+    /// (`ipv6: ...`).
+    pub notes: Vec<String>,
     pub pod_mtu: Option<u32>,
     /// Our routes in the kernel now.
     pub routes: usize,
@@ -36,6 +39,7 @@ impl Outcome {
             conflicts: diff.conflicts,
             kept: diff.kept,
             excluded: desired.excluded.clone(),
+            notes: desired.notes.clone(),
             pod_mtu: desired.pod_mtu,
         }
     }

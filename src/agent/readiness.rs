@@ -95,6 +95,7 @@ mod tests {
             conflicts: Vec::new(),
             kept: Vec::new(),
             excluded: Vec::new(),
+            notes: Vec::new(),
             pod_mtu: Some(1450),
             routes: 2,
         }

@@ -35,6 +35,8 @@ pub struct ApplyReport {
     pub conflicts: Vec<RouteKey>,
     /// Devices left in place because they carry state that is not ours.
     pub kept: Vec<String>,
+    /// How the plan treats a family as a whole (`ipv6: ...`).
+    pub notes: Vec<String>,
     pub pod_mtu: Option<u32>,
 }
 
@@ -60,6 +62,7 @@ pub async fn run(args: ApplyArgs) -> Result<()> {
         steps: outcome.steps,
         conflicts: outcome.conflicts,
         kept: outcome.kept,
+        notes: outcome.notes,
         pod_mtu: desired.pod_mtu,
     };
     args.output.print(&report, render)
@@ -83,7 +86,20 @@ fn render(r: &ApplyReport) -> String {
     }
     out.push_str(&conflicts_text(&r.conflicts));
     out.push_str(&warnings_text(&r.kept));
+    out.push_str(&notes_text(&r.notes));
     out
+}
+
+pub(super) fn notes_text(notes: &[String]) -> String {
+    notes
+        .iter()
+        .map(|n| {
+            format!(
+                "note: {n}
+"
+            )
+        })
+        .collect()
 }
 
 pub(super) fn warnings_text(warnings: &[String]) -> String {

@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use super::apply::{conflicts_text, steps_table, warnings_text};
+use super::apply::{conflicts_text, notes_text, steps_table, warnings_text};
 use super::host::{ClusterArgs, Host};
 use super::{ConfigArgs, Output};
 use crate::engine;
@@ -28,6 +28,8 @@ pub struct PlanReport {
     pub conflicts: Vec<RouteKey>,
     /// Devices left in place because they carry state that is not ours.
     pub kept: Vec<String>,
+    /// How the plan treats a family as a whole (`ipv6: ...`).
+    pub notes: Vec<String>,
     pub pod_mtu: Option<u32>,
 }
 
@@ -46,6 +48,7 @@ pub async fn run(args: PlanArgs) -> Result<()> {
         ops: outcome.steps,
         conflicts: outcome.conflicts,
         kept: outcome.kept,
+        notes: outcome.notes,
         pod_mtu: desired.pod_mtu,
     };
     args.output.print(&report, |r| {
@@ -62,6 +65,7 @@ pub async fn run(args: PlanArgs) -> Result<()> {
         };
         out.push_str(&conflicts_text(&r.conflicts));
         out.push_str(&warnings_text(&r.kept));
+        out.push_str(&notes_text(&r.notes));
         out
     })
 }

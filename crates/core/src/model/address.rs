@@ -178,10 +178,7 @@ mod tests {
             "10.244.1.1/24",
             "10.244.1.0/31",
         ] {
-            assert!(
-                pod_cidr_problem(cidr(bad)).is_some(),
-                "{bad} accepted"
-            );
+            assert!(pod_cidr_problem(cidr(bad)).is_some(), "{bad} accepted");
         }
         for good in [
             "10.244.0.0/16",
