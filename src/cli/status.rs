@@ -12,6 +12,7 @@ use super::output::table;
 use super::{ConfigArgs, Output};
 use crate::dataplane::{read_sysctl, Dataplane};
 use crate::engine;
+use crate::input::read_text;
 use crate::plan::health::{self, rp_filter_key};
 use crate::plan::{self, ForeignState, Observed, Step, Uplink};
 use crate::Result;
@@ -40,6 +41,18 @@ pub struct Device {
     pub detail: String,
 }
 
+#[derive(Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FamilyCounts {
+    pub owned_routes: usize,
+    pub neighbours: usize,
+    pub fdb_entries: usize,
+}
+
+/// Where firewalld keeps its settings; its IPv6_rpfilter is IPv6's
+/// reverse-path check.
+const FIREWALLD_CONF: &str = "/etc/firewalld/firewalld.conf";
+
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StatusReport {
@@ -55,6 +68,8 @@ pub struct StatusReport {
     pub foreign_devices: BTreeMap<String, String>,
     pub neighbours: usize,
     pub fdb_entries: usize,
+    /// The counts above, per family (`ipv4`, `ipv6`).
+    pub families: BTreeMap<&'static str, FamilyCounts>,
     pub pod_mtu: Option<u32>,
     pub sysctls: BTreeMap<String, Option<String>>,
     /// Writes apply would make (only with --cluster).
@@ -82,18 +97,39 @@ pub async fn run(args: StatusArgs) -> Result<()> {
     }
 
     let mut sysctls = BTreeMap::new();
+    let ipv6_devices = [
+        uplink.as_ref().map(|u| u.name.clone()),
+        observed.vxlan6.as_ref().map(|v| v.identity.link.clone()),
+    ];
     let keys = ["net/ipv4/ip_forward".to_string(), rp_filter_key("all")]
         .into_iter()
         .chain(
             health::watched_devices(&observed, uplink.as_ref())
                 .into_iter()
                 .map(|d| rp_filter_key(&d)),
+        )
+        .chain([health::IPV6_FORWARDING.to_string()])
+        .chain(
+            ipv6_devices
+                .into_iter()
+                .flatten()
+                .map(|d| health::accept_ra_key(&d)),
         );
     for key in keys {
         let value = read_sysctl(&config.proc_sys, &key)?;
         sysctls.insert(key, value);
     }
-    let warnings = health::warnings(&observed, uplink.as_ref(), &sysctls, &config);
+    let mut warnings = health::warnings(&observed, uplink.as_ref(), &sysctls, &config);
+    let firewalld = std::path::Path::new(FIREWALLD_CONF);
+    let firewalld = firewalld
+        .exists()
+        .then(|| read_text(firewalld, "firewalld.conf", 1 << 20).ok())
+        .flatten();
+    warnings.extend(health::ipv6_warnings(
+        &observed,
+        &sysctls,
+        firewalld.as_deref(),
+    ));
     let adopted = observed
         .adoptable
         .values()
@@ -106,6 +142,7 @@ pub async fn run(args: StatusArgs) -> Result<()> {
         adopted_routes: adopted,
         neighbours: observed.neighs.len(),
         fdb_entries: observed.fdb.len(),
+        families: family_counts(&observed),
         pod_mtu: observed.pod_mtu,
         foreign_state: observed.foreign_state.clone(),
         foreign_devices: observed.foreign_devices.clone(),
@@ -179,6 +216,21 @@ fn devices(observed: &Observed) -> Vec<Device> {
     out
 }
 
+fn family_counts(observed: &Observed) -> BTreeMap<&'static str, FamilyCounts> {
+    let name = |ip: std::net::IpAddr| if ip.is_ipv4() { "ipv4" } else { "ipv6" };
+    let mut out: BTreeMap<&'static str, FamilyCounts> = BTreeMap::new();
+    for key in observed.routes.keys() {
+        out.entry(name(key.dst.ip())).or_default().owned_routes += 1;
+    }
+    for ip in observed.neighs.keys() {
+        out.entry(name(*ip)).or_default().neighbours += 1;
+    }
+    for fdb in observed.fdb.values() {
+        out.entry(name(fdb.dst)).or_default().fdb_entries += 1;
+    }
+    out
+}
+
 fn host_addresses(addresses: &std::collections::BTreeSet<std::net::IpAddr>) -> Vec<String> {
     let prefix = |a: &std::net::IpAddr| if a.is_ipv4() { 32 } else { 128 };
     addresses
@@ -222,6 +274,14 @@ fn render(r: &StatusReport) -> String {
         r.fdb_entries,
         r.pod_mtu.map_or("missing".into(), |m| m.to_string())
     ));
+    if r.families.len() > 1 {
+        for (family, c) in &r.families {
+            out.push_str(&format!(
+                "  {family}: {} routes, {} neighbours, {} fdb\n",
+                c.owned_routes, c.neighbours, c.fdb_entries
+            ));
+        }
+    }
     for (key, value) in &r.sysctls {
         out.push_str(&format!(
             "{} = {}\n",

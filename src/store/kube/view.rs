@@ -485,7 +485,7 @@ mod tests {
     }
 
     #[test]
-    fn ipv6_first_dual_stack_routes_the_ipv4_cidr_and_pod_cidr_is_the_fallback() {
+    fn ipv6_first_pod_cidrs_keep_the_ipv4_one_and_pod_cidr_is_the_fallback() {
         let mut n = node_json(json!({}));
         n["spec"] = json!({"podCIDRs": ["fd00:1::/64", "10.244.7.0/24"]});
         let view: KubeNode = serde_json::from_value(n).unwrap();
@@ -500,6 +500,38 @@ mod tests {
             view.fields.node.unwrap().pod_cidr().to_string(),
             "10.244.8.0/24"
         );
+    }
+
+    #[test]
+    fn dual_stack_nodes_carry_the_first_internal_ip_of_each_family() {
+        let mut n = node_json(json!({"addresses": [
+            {"type": "InternalIP", "address": "fd00:250::7"},
+            {"type": "ExternalIP", "address": "2001:470::7"},
+            {"type": "InternalIP", "address": "10.250.0.7"},
+            {"type": "InternalIP", "address": "fd00:250::8"},
+        ]}));
+        n["spec"] = json!({"podCIDRs": ["fd00:244:7::/64", "10.244.7.0/24"]});
+        let view: KubeNode = serde_json::from_value(n).unwrap();
+        let node = view.fields.node.unwrap();
+        assert_eq!(node.node_ip.to_string(), "10.250.0.7");
+        assert_eq!(node.node_ip6.unwrap().to_string(), "fd00:250::7");
+        let (_, cidr6) = node.v6().expect("routes IPv6");
+        assert_eq!(cidr6.to_string(), "fd00:244:7::/64");
+
+        // A bad IPv6 InternalIP names the field on the Node.
+        let mut n = node_json(json!({"addresses": [
+            {"type": "InternalIP", "address": "10.250.0.7"},
+            {"type": "InternalIP", "address": "fe80::7"},
+        ]}));
+        n["spec"] = json!({"podCIDRs": ["10.244.7.0/24", "fd00:244:7::/64"]});
+        let view: KubeNode = serde_json::from_value(n).unwrap();
+        match view.fields.node {
+            Err(LeftOut::Invalid { field, reason }) => {
+                assert_eq!(field, "status.addresses (InternalIP)");
+                assert!(reason.contains("link-local"), "{reason}");
+            }
+            other => panic!("expected an invalid node, got {other:?}"),
+        }
     }
 
     #[test]

@@ -7,6 +7,7 @@ use crate::api::Mode;
 use crate::model::Config;
 
 use super::diff::foreign_on;
+use super::family6::VXLAN6_OVERHEAD;
 use super::state::{IpipDevice, Observed, RouteKind, Uplink};
 
 /// The mode(s) our routes use now: `vxlan`, `native`, `ipip+native`, or `none`.
@@ -107,14 +108,18 @@ pub fn warnings(
     if let Some(uplink) = uplink {
         let base = config.mtu.unwrap_or(uplink.mtu);
         let tunnels = [
-            in_play_ipip(observed).map(|d| (Mode::Ipip, &d.name, d.mtu)),
+            in_play_ipip(observed).map(|d| (Mode::Ipip, &d.name, d.mtu, Mode::Ipip.overhead())),
             observed
                 .vxlan
                 .as_ref()
-                .map(|d| (Mode::Vxlan, &d.name, d.mtu)),
+                .map(|d| (Mode::Vxlan, &d.name, d.mtu, Mode::Vxlan.overhead())),
+            observed
+                .vxlan6
+                .as_ref()
+                .map(|d| (Mode::Vxlan, &d.name, d.mtu, VXLAN6_OVERHEAD)),
         ];
-        for (mode, name, mtu) in tunnels.into_iter().flatten() {
-            let max = base.saturating_sub(mode.overhead());
+        for (mode, name, mtu, overhead) in tunnels.into_iter().flatten() {
+            let max = base.saturating_sub(overhead);
             if mtu > max {
                 out.push(format!(
                     "{name} has MTU {mtu}, over the {max} that {} (MTU {base}) leaves for {mode}: large packets are dropped",
@@ -126,6 +131,7 @@ pub fn warnings(
     let smallest_tunnel = [
         in_play_ipip(observed).map(|d| d.mtu),
         observed.vxlan.as_ref().map(|d| d.mtu),
+        observed.vxlan6.as_ref().map(|d| d.mtu),
     ]
     .into_iter()
     .flatten()
@@ -139,6 +145,63 @@ pub fn warnings(
             "pod MTU {pod} is over the tunnel MTU {tunnel}: pods will see drops of large packets"
         )),
         _ => {}
+    }
+    out
+}
+
+pub const IPV6_FORWARDING: &str = "net/ipv6/conf/all/forwarding";
+
+pub fn accept_ra_key(dev: &str) -> String {
+    format!("net/ipv6/conf/{dev}/accept_ra")
+}
+
+/// What endangers IPv6 pod traffic: forwarding off, router advertisements
+/// ignored once forwarding is on, and the reverse-path check IPv6 has in
+/// place of rp_filter, firewalld's (`firewalld_conf`: the text of
+/// firewalld.conf, when there is one).
+pub fn ipv6_warnings(
+    observed: &Observed,
+    sysctls: &BTreeMap<String, Option<String>>,
+    firewalld_conf: Option<&str>,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    if !observed.routes.keys().any(|k| k.dst.is_ipv6()) {
+        return out;
+    }
+    let value = |key: &str| sysctls.get(key).cloned().flatten();
+    let forwarding = value(IPV6_FORWARDING);
+    if forwarding.as_deref() != Some("1") {
+        out.push(
+            "net.ipv6.conf.all.forwarding is not 1: this node does not forward IPv6 pod traffic"
+                .into(),
+        );
+    }
+    for (key, v) in sysctls {
+        let dev = key
+            .strip_prefix("net/ipv6/conf/")
+            .and_then(|k| k.strip_suffix("/accept_ra"));
+        if let (Some(dev), Some("1"), Some("1")) = (dev, v.as_deref(), forwarding.as_deref()) {
+            out.push(format!(
+                "accept_ra is 1 on {dev} while IPv6 forwarding is on: its router advertisements \
+                 are ignored, and routes learned from them are gone (2 keeps them; the agent sets \
+                 2 on the IPv6 uplink)"
+            ));
+        }
+    }
+    let rpfilter = firewalld_conf.map(|text| {
+        text.lines()
+            .filter_map(|l| l.trim().strip_prefix("IPv6_rpfilter="))
+            .last()
+            .map_or("yes".to_string(), |v| {
+                v.trim().trim_matches('"').to_lowercase()
+            })
+    });
+    if let Some(v) = rpfilter.filter(|v| !["loose", "loose-forward", "no"].contains(&v.as_str())) {
+        out.push(format!(
+            "firewalld's IPv6_rpfilter is {v:?} (strict): IPv6 has no rp_filter sysctl, this is \
+             its reverse-path check, and it drops IPv6 pod packets while nodes disagree on the \
+             mode; set it to loose, or exempt the pod CIDRs"
+        ));
     }
     out
 }
@@ -353,5 +416,56 @@ mod tests {
         // Nothing of ours on the host: no MTU file is expected.
         let nothing = Observed::default();
         assert_eq!(warn(&nothing, &sysctls), Vec::<String>::new());
+    }
+
+    #[test]
+    fn ipv6_warnings_name_forwarding_accept_ra_and_firewalld() {
+        let v6 = with_routes(&[route("fd00:244:2::/64", "eth0", 91)]);
+        let sysctls = |pairs: &[(&str, &str)]| -> BTreeMap<String, Option<String>> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), Some(v.to_string())))
+                .collect()
+        };
+        let fine = sysctls(&[
+            (IPV6_FORWARDING, "1"),
+            ("net/ipv6/conf/eth0/accept_ra", "2"),
+        ]);
+        let loose = "# comment\nIPv6_rpfilter=loose\n";
+        assert!(ipv6_warnings(&v6, &fine, Some(loose)).is_empty());
+        assert!(
+            ipv6_warnings(&v6, &fine, None).is_empty(),
+            "no firewalld, no warning"
+        );
+
+        let off = sysctls(&[(IPV6_FORWARDING, "0")]);
+        let w = ipv6_warnings(&v6, &off, None);
+        assert!(
+            w[0].starts_with("net.ipv6.conf.all.forwarding is not 1"),
+            "{w:?}"
+        );
+
+        let ra = sysctls(&[
+            (IPV6_FORWARDING, "1"),
+            ("net/ipv6/conf/eth0/accept_ra", "1"),
+        ]);
+        let w = ipv6_warnings(&v6, &ra, None);
+        assert!(w[0].starts_with("accept_ra is 1 on eth0"), "{w:?}");
+
+        for strict in [
+            "IPv6_rpfilter=yes",
+            "IPv6_rpfilter=strict-forward",
+            "",
+            "IPv6_rpfilter=\"strict\"",
+        ] {
+            let w = ipv6_warnings(&v6, &fine, Some(strict));
+            assert!(
+                w.iter().any(|w| w.starts_with("firewalld's IPv6_rpfilter")),
+                "{strict}: {w:?}"
+            );
+        }
+        // No IPv6 routes of ours: nothing to warn about.
+        let v4 = with_routes(&[route("10.244.2.0/24", "eth0", 91)]);
+        assert!(ipv6_warnings(&v4, &off, Some("IPv6_rpfilter=yes")).is_empty());
     }
 }
