@@ -190,8 +190,8 @@ pub fn ipv6_warnings(
     }
     let rpfilter = firewalld_conf.map(|text| {
         text.lines()
-            .filter_map(|l| l.trim().strip_prefix("IPv6_rpfilter="))
-            .last()
+            .rev()
+            .find_map(|l| l.trim().strip_prefix("IPv6_rpfilter="))
             .map_or("yes".to_string(), |v| {
                 v.trim().trim_matches('"').to_lowercase()
             })
