@@ -6,7 +6,7 @@
 use podroute::api::{Mode, OffSubnet};
 use podroute::lab::topology::{IpFamily, Topology};
 
-use crate::support::{have_root, our_routes, steady, Family, Lab};
+use crate::support::{have_root, our_routes, steady, Lab};
 
 /// Lines of `ip -6 route show proto 91` in `node` (ip leaves the protocol
 /// out: the filter proves it).

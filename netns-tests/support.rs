@@ -13,7 +13,7 @@ use podroute::lab::netns::unique_name;
 use podroute::lab::probe::{overhead, udp_roundtrip, EchoServer};
 use podroute::lab::topology::{IpFamily, NodeInfo, Topology, TopologyBuilder};
 use podroute::model::{Cluster, Config, Node, Settings};
-use podroute::plan::{Desired, Observed};
+use podroute::plan::Observed;
 
 pub const PORT: u16 = 7777;
 
@@ -144,23 +144,6 @@ impl Lab {
             plan: plan.clone(),
             settings: Settings::default(),
         }
-    }
-
-    /// What the engine would want of `node` under `plan` (with the uplinks
-    /// read from its kernel), written nowhere.
-    pub fn desired(&self, node: &str, plan: &Plan) -> Desired {
-        let cluster = self.cluster(plan);
-        let config = self.config(node);
-        let netns = self.topo.node_netns(node).expect("netns");
-        netns
-            .run_async(|| async {
-                let mut dp = Dataplane::connect(config)?;
-                let local = engine::local_node(&dp, &cluster, Some(node)).await?;
-                engine::desired_for(&mut dp, &cluster, local).await
-            })
-            .and_then(|r| r)
-            .map(|(desired, _)| desired)
-            .unwrap_or_else(|e| panic!("desired {node}: {e}"))
     }
 
     /// Run the engine once in `node`'s namespace.
