@@ -462,6 +462,72 @@ async fn nodes_keep_pod_cidrs_and_internal_ips() {
     }
 }
 
+/// A dual-stack Node as the API server stores it: pod CIDRs one per family
+/// in either order (two of one family refused), InternalIPs of both; and
+/// `podroute nodes` names the families each node routes.
+#[tokio::test]
+async fn dual_stack_nodes_carry_both_families() {
+    let Some(cp) = kube_env::shared() else { return };
+    let client = cp.client().await;
+    let nodes: Api<Node> = Api::all(client.clone());
+    let dual = |name: &str, cidrs: &[&str]| {
+        let mut node = test_node(name, "10.251.1.1", cidrs[0]);
+        node.spec.as_mut().unwrap().pod_cidr = Some(cidrs[0].into());
+        node.spec.as_mut().unwrap().pod_cidrs = Some(cidrs.iter().map(|c| c.to_string()).collect());
+        let addresses = node.status.as_mut().unwrap().addresses.as_mut().unwrap();
+        addresses.push(NodeAddress {
+            type_: "InternalIP".into(),
+            address: "fd00:251:1::1".into(),
+        });
+        node
+    };
+    let (v6_first, v4_only) = (unique_name("node-dual"), unique_name("node-v4"));
+    nodes
+        .create(
+            &PostParams::default(),
+            &dual(&v6_first, &["fd00:244:1::/64", "10.244.41.0/24"]),
+        )
+        .await
+        .expect("IPv6 first is a valid dual-stack Node");
+    create_node(&client, &v4_only, "10.251.1.2", "10.244.42.0/24").await;
+    let two_v4 = nodes
+        .create(
+            &PostParams::default(),
+            &dual(
+                &unique_name("node-bad"),
+                &["10.244.43.0/24", "10.244.44.0/24"],
+            ),
+        )
+        .await;
+    assert_eq!(status_code(&two_v4), Some(422), "{two_v4:?}");
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_podroute"))
+        .args(["nodes", "-o", "json", "--kubeconfig"])
+        .arg(cp.admin_kubeconfig())
+        .output()
+        .expect("run podroute nodes");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).expect("json");
+    let families = |name: &str| {
+        rows.iter()
+            .find(|r| r["name"] == name)
+            .map(|r| r["families"].clone())
+            .unwrap_or_else(|| panic!("{name} not listed"))
+    };
+    assert_eq!(families(&v6_first), json!(["ipv4", "ipv6"]));
+    assert_eq!(families(&v4_only), json!(["ipv4"]));
+    for name in [v6_first, v4_only] {
+        nodes
+            .delete(&name, &DeleteParams::default())
+            .await
+            .expect("delete node");
+    }
+}
+
 /// docs/design.md: the agent reports NetworkUnavailable with a strategic merge patch
 /// on nodes/status. Conditions are a list merged by `type`, so the kubelet's
 /// conditions survive; a JSON merge patch replaces the whole list and wipes them.

@@ -25,6 +25,8 @@ pub struct NodesArgs {
 #[serde(rename_all = "camelCase")]
 pub struct NodeRow {
     pub name: String,
+    /// The families it has an InternalIP and a pod CIDR of (`ipv4`, `ipv6`).
+    pub families: Vec<&'static str>,
     /// `podroute.io/applied`: `<generation>/<mode>`.
     pub applied: Option<String>,
     pub ready: Option<String>,
@@ -65,6 +67,7 @@ pub async fn run(args: NodesArgs) -> Result<()> {
                 .annotations
                 .as_ref()
                 .and_then(|a| a.get(APPLIED_ANNOTATION).cloned());
+            let families = families(&node);
             let conditions = node.status.and_then(|s| s.conditions).unwrap_or_default();
             let find = |t: &str| conditions.iter().find(|c| c.type_ == t);
             let network = find("NetworkUnavailable");
@@ -78,6 +81,7 @@ pub async fn run(args: NodesArgs) -> Result<()> {
                 "ok"
             };
             NodeRow {
+                families,
                 applied,
                 ready: find("Ready").map(|c| c.status.clone()),
                 network_unavailable: network.map(|c| c.status.clone()),
@@ -98,6 +102,10 @@ pub async fn run(args: NodesArgs) -> Result<()> {
             .map(|r| {
                 vec![
                     r.name.clone(),
+                    match r.families.join(",") {
+                        f if f.is_empty() => "-".into(),
+                        f => f,
+                    },
                     r.applied.clone().unwrap_or_else(|| "-".into()),
                     r.ready.clone().unwrap_or_else(|| "-".into()),
                     match (&r.network_unavailable, &r.network_reason) {
@@ -110,7 +118,14 @@ pub async fn run(args: NodesArgs) -> Result<()> {
             })
             .collect();
         let mut out = table(
-            &["NODE", "APPLIED", "READY", "NETWORKUNAVAILABLE", "STATE"],
+            &[
+                "NODE",
+                "FAMILIES",
+                "APPLIED",
+                "READY",
+                "NETWORKUNAVAILABLE",
+                "STATE",
+            ],
             &cells,
         );
         if let Some(plan) = &plan {
@@ -118,4 +133,30 @@ pub async fn run(args: NodesArgs) -> Result<()> {
         }
         out
     })
+}
+
+/// The families `node` has both an InternalIP and a pod CIDR of.
+fn families(node: &Node) -> Vec<&'static str> {
+    let family = |text: &str| match text.split('/').next()?.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(_)) => Some("ipv4"),
+        Ok(std::net::IpAddr::V6(_)) => Some("ipv6"),
+        Err(_) => None,
+    };
+    let spec = node.spec.as_ref();
+    let cidrs = spec.and_then(|s| s.pod_cidrs.clone()).unwrap_or_default();
+    let cidrs = cidrs
+        .into_iter()
+        .chain(spec.and_then(|s| s.pod_cidr.clone()));
+    let cidr_families: Vec<&str> = cidrs.filter_map(|c| family(&c)).collect();
+    let addresses = node.status.as_ref().and_then(|s| s.addresses.as_ref());
+    let ip_families: Vec<&str> = addresses
+        .into_iter()
+        .flatten()
+        .filter(|a| a.type_ == "InternalIP")
+        .filter_map(|a| family(&a.address))
+        .collect();
+    ["ipv4", "ipv6"]
+        .into_iter()
+        .filter(|f| cidr_families.contains(f) && ip_families.contains(f))
+        .collect()
 }
