@@ -1198,7 +1198,7 @@ fn address_cases() -> Vec<Case> {
         peer("podCIDR /31", "10.244.2.0/31", "nodes[1].podCIDRs[0]"),
         peer("podCIDR /32", "10.244.2.0/32", "nodes[1].podCIDRs[0]"),
         Case::text(Apply, "podCIDR /30 (control)", with_peer("vxlan", "10.250.0.2", "10.244.2.0/30"), Expect::Accepted),
-        Case::text(Apply, "IPv6 peer ip", with_peer("vxlan", "fd00::2", "10.244.2.0/24"), refused(&["nodes[1].ip"])),
+        Case::text(Apply, "IPv6 peer ip", with_peer("vxlan", "fd00::2", "10.244.2.0/24"), refused(&["nodes[1].podCIDRs"])),
         Case::text(Apply, "IPv4-mapped IPv6 peer ip", with_peer("vxlan", "\"::ffff:10.250.0.2\"", "10.244.2.0/24"), refused(&["nodes[1].ip"])),
         two("IPv6-only podCIDRs", "[\"fd00:2::/64\"]", "nodes[1].podCIDRs"),
         two("IPv6 podCIDR with host bits", "[10.244.2.0/24, \"fd00:2::1/64\"]", "nodes[1].podCIDRs[1]"),

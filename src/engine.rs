@@ -59,7 +59,7 @@ pub async fn local_node<'c>(
     }
     let local = dp.local_addresses(None).await?;
     let mut found = cluster.nodes.iter().filter(|n| {
-        let ips = [Some(IpAddr::V4(n.node_ip)), n.node_ip6.map(IpAddr::V6)];
+        let ips = [n.node_ip.map(IpAddr::V4), n.node_ip6.map(IpAddr::V6)];
         local.iter().any(|a| ips.contains(&Some(a.ip())))
     });
     match (found.next(), found.next()) {
@@ -78,13 +78,17 @@ pub async fn local_node<'c>(
     }
 }
 
-/// Desired state of `local` in `cluster`, with the uplink read from the kernel.
+/// Desired state of `local` in `cluster`, with the uplinks read from the
+/// kernel; the one returned is the IPv4 uplink, else the IPv6 one.
 pub async fn desired_for(
     dp: &mut Dataplane,
     cluster: &Cluster,
     local: &Node,
 ) -> Result<(Desired, Uplink)> {
-    let uplink = dp.uplink(IpAddr::V4(local.node_ip)).await?;
+    let uplink = match local.v4() {
+        Some((ip, _)) => Some(dp.uplink(IpAddr::V4(ip)).await?),
+        None => None,
+    };
     let uplink6 = match local.v6() {
         Some((ip6, _)) => Some(dp.uplink(IpAddr::V6(ip6)).await?),
         None => None,
@@ -97,8 +101,12 @@ pub async fn desired_for(
         nodes: &cluster.nodes,
         plan: &cluster.plan,
         config: &config,
-        uplink: &uplink,
+        uplink: uplink.as_ref(),
         uplink6: uplink6.as_ref(),
+    })?;
+    let uplink = uplink.or(uplink6).ok_or_else(|| {
+        let why = "no family with both a node IP and a pod CIDR";
+        Error::invalid("node", format!("{}: {why}", local.name))
     })?;
     Ok((desired, uplink))
 }

@@ -261,7 +261,7 @@ fn expected_cluster(v: &ValidCluster) -> Cluster {
         .iter()
         .map(|n| Node {
             name: n.name.clone(),
-            node_ip: n.ip.parse().expect("a good IP"),
+            node_ip: Some(n.ip.parse().expect("a good IP")),
             node_ip6: None,
             pod_cidrs: n
                 .cidrs
@@ -327,7 +327,7 @@ fn write_cluster(c: &Cluster) -> String {
         .map(|n| {
             Y::Map(vec![
                 (Y::key("name"), Y::Quoted(n.name.clone())),
-                (Y::key("ip"), Y::plain(n.node_ip.to_string())),
+                (Y::key("ip"), Y::plain(n.node_ip.unwrap().to_string())),
                 (
                     Y::key("podCIDRs"),
                     Y::Seq(
@@ -426,8 +426,8 @@ fn check_node_snapshot(s: &Snapshot, expects: &[&NodeExpect], hostile: bool) -> 
                     return Err(format!("{name} is valid but missing"));
                 };
                 let want_applied = applied.as_deref().and_then(|a| a.parse::<Applied>().ok());
-                if n.node.node_ip.to_string() != *ip
-                    || n.node.pod_cidr().to_string() != *cidr
+                if n.node.node_ip.unwrap().to_string() != *ip
+                    || n.node.pod_cidr().unwrap().to_string() != *cidr
                     || n.ready != *ready
                     || n.report.applied != want_applied
                 {

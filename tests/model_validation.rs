@@ -57,8 +57,8 @@ nodes:
         (None, None, None)
     );
     let n = c.node("node-1").unwrap();
-    assert_eq!(n.pod_cidr(), net("10.244.1.0/24"));
-    assert_eq!(n.tunnel_ip(), ip("10.244.1.0"));
+    assert_eq!(n.pod_cidr().unwrap(), net("10.244.1.0/24"));
+    assert_eq!(n.tunnel_ip().unwrap(), ip("10.244.1.0"));
     assert!(c.node("node-2").is_none());
 }
 
@@ -67,8 +67,8 @@ fn three_node_file_keeps_order_and_values() {
     let c = Cluster::parse(&three_nodes()).unwrap();
     let names: Vec<_> = c.nodes.iter().map(|n| n.name.as_str()).collect();
     assert_eq!(names, ["node-1", "node-2", "node-3"]);
-    assert_eq!(c.nodes[2].node_ip, ip("10.250.0.3"));
-    assert_eq!(c.nodes[2].pod_cidr(), net("10.244.3.0/24"));
+    assert_eq!(c.nodes[2].node_ip.unwrap(), ip("10.250.0.3"));
+    assert_eq!(c.nodes[2].pod_cidr().unwrap(), net("10.244.3.0/24"));
     assert_eq!(c.settings.off_subnet, None);
 }
 
@@ -96,8 +96,8 @@ fn dual_stack_pod_cidrs_keep_v4_as_pod_cidr() {
                 .parse::<IpNetwork>()
                 .unwrap()
         );
-        assert_eq!(n.pod_cidr(), net(&format!("10.244.{k}.0/24")));
-        assert_eq!(n.tunnel_ip(), ip(&format!("10.244.{k}.0")));
+        assert_eq!(n.pod_cidr().unwrap(), net(&format!("10.244.{k}.0/24")));
+        assert_eq!(n.tunnel_ip().unwrap(), ip(&format!("10.244.{k}.0")));
     }
 }
 
@@ -303,8 +303,11 @@ fn missing_node_ip() {
 
 #[test]
 fn ipv6_or_unusable_node_ip() {
+    // An IPv6 address with only an IPv4 pod CIDR: no family to route.
+    let text = cluster("  - {name: n1, ip: 'fd00::1', podCIDR: 10.244.1.0/24}\n");
+    let reason = assert_invalid(Cluster::parse(&text), "nodes[0].podCIDRs");
+    assert!(reason.contains("no family has both"), "{reason}");
     for bad in [
-        "fd00::1",
         "::1",
         "not-an-ip",
         "10.250.0",
@@ -354,12 +357,17 @@ fn pod_cidrs_take_one_per_family_in_any_order() {
         "  - {name: n1, ip: 10.250.0.1, podCIDRs: ['fd00:10:244:1::/64', 10.244.1.0/24]}\n",
     );
     let node = &Cluster::parse(&text).unwrap().nodes[0];
-    assert_eq!(node.pod_cidr().to_string(), "10.244.1.0/24");
+    assert_eq!(node.pod_cidr().unwrap().to_string(), "10.244.1.0/24");
     assert_eq!(node.pod_cidr6().unwrap().to_string(), "fd00:10:244:1::/64");
-    // IPv6 alone: IPv6-only nodes are refused by name until they are routed.
+    // An IPv6 pod CIDR with an IPv4 address only: no family to route.
     let text = cluster("  - {name: n1, ip: 10.250.0.1, podCIDR: 'fd00:10:244:1::/64'}\n");
     let reason = assert_invalid(Cluster::parse(&text), "nodes[0].podCIDRs");
-    assert!(reason.contains("IPv6-only"), "{reason}");
+    assert!(reason.contains("no family has both"), "{reason}");
+    // IPv6 alone, both halves: an IPv6-only node.
+    let text = cluster("  - {name: n1, ip: 'fd00:250::1', podCIDR: 'fd00:10:244:1::/64'}\n");
+    let node = &Cluster::parse(&text).unwrap().nodes[0];
+    assert_eq!((node.node_ip, node.pod_cidr()), (None, None));
+    assert!(node.v6().is_some());
     let text = cluster(
         "  - {name: n1, ip: 10.250.0.1, podCIDRs: ['fd00:1::/64', 'fd00:2::/64', 10.244.1.0/24]}\n",
     );
@@ -374,7 +382,7 @@ fn node_ips_take_one_per_family() {
         ))
     };
     let dual = Cluster::parse(&node("['fd00:250::1', 10.250.0.1]")).unwrap();
-    assert_eq!(dual.nodes[0].node_ip.to_string(), "10.250.0.1");
+    assert_eq!(dual.nodes[0].node_ip.unwrap().to_string(), "10.250.0.1");
     assert_eq!(dual.nodes[0].node_ip6.unwrap().to_string(), "fd00:250::1");
     let reason = assert_invalid(
         Cluster::parse(&node("[10.250.0.1, 10.250.0.2]")),
@@ -393,8 +401,10 @@ fn node_ips_take_one_per_family() {
         Cluster::parse(&node("[10.250.0.1, 'ff02::1']")),
         "nodes[0].ips[1]",
     );
-    let reason = assert_invalid(Cluster::parse(&node("['fd00:250::1']")), "nodes[0].ips[0]");
-    assert!(reason.contains("IPv6-only"), "{reason}");
+    // IPv6 only: IPv4's half (a pod CIDR) stays unrouted.
+    let v6 = Cluster::parse(&node("['fd00:250::1']")).unwrap();
+    assert_eq!(v6.nodes[0].v4(), None);
+    assert!(v6.nodes[0].v6().is_some());
     let both =
         cluster("  - {name: n1, ip: 10.250.0.1, ips: [10.250.0.1], podCIDR: 10.244.1.0/24}\n");
     assert_invalid(Cluster::parse(&both), "nodes[0]");

@@ -50,7 +50,7 @@ fn run(nodes: &[Node], plan: &Plan, config: &Config, uplink: &Uplink) -> Result<
         nodes,
         plan,
         config,
-        uplink,
+        uplink: Some(uplink),
         uplink6: None,
     })
 }
@@ -111,7 +111,10 @@ fn node1(mut d: Desired) -> Desired {
     };
     d.routes.insert(own.key, own);
     d.adopt = AdoptScope {
-        within: cluster().iter().map(|n| n.pod_cidr().into()).collect(),
+        within: cluster()
+            .iter()
+            .map(|n| n.pod_cidr().unwrap().into())
+            .collect(),
         devices: ["tunl0", "vxlan.calico", "vxlan-v6.calico"]
             .map(String::from)
             .into(),
@@ -239,14 +242,14 @@ fn vxlan() {
 fn vxlan_identity_follows_the_local_node() {
     let nodes = cluster();
     for (i, local) in nodes.iter().enumerate() {
-        let up = uplink("ens5", 9001, &format!("{}/24", local.node_ip));
+        let up = uplink("ens5", 9001, &format!("{}/24", local.node_ip.unwrap()));
         let config = Config::default();
         let d = desired(Inputs {
             local,
             nodes: &nodes,
             plan: &Plan::steady(Mode::Vxlan, 1),
             config: &config,
-            uplink: &up,
+            uplink: Some(&up),
             uplink6: None,
         })
         .unwrap();
@@ -256,7 +259,7 @@ fn vxlan_identity_follows_the_local_node() {
             VxlanIdentity {
                 vni: 4096,
                 port: 4789,
-                local: local.node_ip.into(),
+                local: local.node_ip.unwrap().into(),
                 link: "ens5".into(),
                 mac: Mac::for_node(&local.name),
                 learning: false,
@@ -264,9 +267,12 @@ fn vxlan_identity_follows_the_local_node() {
             "local node {i}"
         );
         assert_eq!(dev.mtu, 8951);
-        assert_eq!(dev.addresses, BTreeSet::from([local.tunnel_ip().into()]));
+        assert_eq!(
+            dev.addresses,
+            BTreeSet::from([local.tunnel_ip().unwrap().into()])
+        );
         assert_eq!(d.neighs.len(), 2);
-        assert!(!d.neighs.contains_key(&local.tunnel_ip().into()));
+        assert!(!d.neighs.contains_key(&local.tunnel_ip().unwrap().into()));
         assert!(!d.fdb.contains_key(&Mac::for_node(&local.name)));
     }
 }
@@ -638,7 +644,7 @@ fn the_local_node_is_never_a_destination() {
         transition(Mode::Native, &[Mode::Ipip, Mode::Vxlan]),
     ];
     for local in &nodes {
-        let up = uplink("eth0", 1500, &format!("{}/24", local.node_ip));
+        let up = uplink("eth0", 1500, &format!("{}/24", local.node_ip.unwrap()));
         for plan in &plans {
             for config in [
                 Config::default(),
@@ -652,7 +658,7 @@ fn the_local_node_is_never_a_destination() {
                     nodes: &nodes,
                     plan,
                     config: &config,
-                    uplink: &up,
+                    uplink: Some(&up),
                     uplink6: None,
                 })
                 .unwrap();
@@ -660,17 +666,23 @@ fn the_local_node_is_never_a_destination() {
                 assert!(
                     peer_routes(&d)
                         .keys()
-                        .all(|k| k.dst != local.pod_cidr().into()),
+                        .all(|k| k.dst != local.pod_cidr().unwrap().into()),
                     "{ctx}: route to the local pod CIDR"
                 );
                 assert!(
                     d.routes
                         .values()
-                        .all(|r| r.via != Some(local.node_ip.into())),
+                        .all(|r| r.via != Some(local.node_ip.unwrap().into())),
                     "{ctx}: route via the local node"
                 );
-                assert!(!d.neighs.contains_key(&local.tunnel_ip().into()), "{ctx}");
-                assert!(d.fdb.values().all(|f| f.dst != local.node_ip), "{ctx}");
+                assert!(
+                    !d.neighs.contains_key(&local.tunnel_ip().unwrap().into()),
+                    "{ctx}"
+                );
+                assert!(
+                    d.fdb.values().all(|f| f.dst != local.node_ip.unwrap()),
+                    "{ctx}"
+                );
                 // One route per peer, and the local pod CIDR unreachable.
                 assert_eq!(peer_routes(&d).len(), 2, "{ctx}");
                 assert_eq!(d.routes.len(), 3, "{ctx}");

@@ -67,7 +67,7 @@ fn run_with(
         nodes,
         plan,
         config,
-        uplink: &uplink("eth0", uplink6.mtu, "10.250.0.1/24"),
+        uplink: Some(&uplink("eth0", uplink6.mtu, "10.250.0.1/24")),
         uplink6: Some(uplink6),
     })
 }
@@ -333,4 +333,117 @@ fn every_switch_reaches_its_target_in_one_diff() {
         let ours6 = observed.routes.keys().filter(|k| k.dst.is_ipv6()).count();
         assert_eq!(ours6, 3, "{from}->{to}: two peers and the own unreachable");
     }
+}
+
+/// `node-N` with IPv6 only: fd00:250::N and fd00:244:N::/64.
+fn v6_only(n: u8) -> Node {
+    let ips = [format!("fd00:250::{n}")];
+    let cidrs = [format!("fd00:244:{n}::/64")];
+    Node::parse("", &format!("node-{n}"), NodeIps::List(&ips), &cidrs).expect("a valid node")
+}
+
+fn run_v6_only(nodes: &[Node], route_mode: Mode) -> Desired {
+    desired(Inputs {
+        local: &nodes[0],
+        nodes,
+        plan: &plan(route_mode, &[]),
+        config: &Config::default(),
+        uplink: None,
+        uplink6: Some(&eth0_v6()),
+    })
+    .expect("plan")
+}
+
+#[test]
+fn an_ipv6_only_node_has_no_ipv4_state_in_any_mode() {
+    let nodes = vec![v6_only(1), v6_only(2), v6_only(3)];
+    for mode in [Mode::Native, Mode::Vxlan, Mode::Ipip] {
+        let d = run_v6_only(&nodes, mode);
+        assert!(d.ipip.is_none() && d.vxlan.is_none(), "{mode}");
+        assert!(
+            d.routes.keys().all(|k| k.dst.is_ipv6()),
+            "{mode}: {:?}",
+            d.routes.keys()
+        );
+        assert_eq!(
+            d.routes.len(),
+            3,
+            "{mode}: two peers and the own unreachable"
+        );
+        assert!(
+            d.sysctls.keys().all(|k| k.starts_with("net/ipv6/")),
+            "{mode}: {:?}",
+            d.sysctls
+        );
+        assert_eq!(d.vxlan6.is_some(), mode != Mode::Native, "{mode}");
+        let mtu = if mode == Mode::Native { 1500 } else { 1430 };
+        assert_eq!(d.pod_mtu, Some(mtu), "{mode}");
+    }
+}
+
+#[test]
+fn mixed_clusters_route_each_family_to_the_peers_that_have_it() {
+    let v4_only = {
+        let ips = ["10.250.0.4".to_string()];
+        let cidrs = ["10.244.4.0/24".to_string()];
+        Node::parse("", "node-4", NodeIps::List(&ips), &cidrs).expect("node")
+    };
+    let nodes = vec![dual(1, 0), v6_only(2), dual(3, 0), v4_only];
+    let d = run_with(
+        &nodes,
+        &plan(Mode::Vxlan, &[]),
+        &Config::default(),
+        &eth0_v6(),
+    )
+    .expect("plan");
+    assert!(
+        v6_route(&d, "fd00:244:2::/64").is_some(),
+        "the IPv6-only peer"
+    );
+    assert!(v6_route(&d, "fd00:244:3::/64").is_some());
+    assert!(v6_route(&d, "10.244.3.0/24").is_some());
+    assert!(
+        v6_route(&d, "10.244.4.0/24").is_some(),
+        "the IPv4-only peer"
+    );
+    // VTEPs: per family, only the peers of that family.
+    let (v4, v6): (Vec<IpAddr>, Vec<IpAddr>) =
+        d.fdb.values().map(|f| f.dst).partition(IpAddr::is_ipv4);
+    assert_eq!((v4.len(), v6.len()), (2, 2), "{:?}", d.fdb);
+
+    // An IPv6-only node among them needs no IPv4 uplink.
+    let mut from_v6_only = nodes.clone();
+    from_v6_only.swap(0, 1);
+    let d = desired(Inputs {
+        local: &from_v6_only[0],
+        nodes: &from_v6_only,
+        plan: &plan(Mode::Vxlan, &[]),
+        config: &Config::default(),
+        uplink: None,
+        uplink6: Some(&eth0_v6().with_address("fd00:250::2/64")),
+    })
+    .expect("plan");
+    assert!(d.vxlan.is_none() && d.vxlan6.is_some());
+    assert_eq!(
+        d.routes.len(),
+        3,
+        "node-1 and node-3 in IPv6, and the own unreachable"
+    );
+}
+
+#[test]
+fn a_dual_stack_node_without_its_ipv4_uplink_is_refused_naming_uplink() {
+    let nodes = cluster();
+    let reason = assert_invalid(
+        desired(Inputs {
+            local: &nodes[0],
+            nodes: &nodes,
+            plan: &plan(Mode::Native, &[]),
+            config: &Config::default(),
+            uplink: None,
+            uplink6: Some(&eth0_v6()),
+        }),
+        "uplink",
+    );
+    assert!(reason.contains("10.250.0.1"), "{reason}");
 }

@@ -45,7 +45,7 @@ impl Scenario {
             nodes: &self.nodes,
             plan: &self.plan,
             config: &self.config,
-            uplink: &self.uplink,
+            uplink: Some(&self.uplink),
             uplink6: self.uplink6.as_ref(),
         })
         .expect("generated scenarios are valid")
@@ -94,7 +94,7 @@ fn arb_nodes() -> impl Strategy<Value = Vec<Node>> {
                     }
                     Node {
                         name,
-                        node_ip: Ipv4Addr::new(a, b, c, host),
+                        node_ip: Some(Ipv4Addr::new(a, b, c, host)),
                         node_ip6: dual.then_some(ip6),
                         pod_cidrs,
                     }
@@ -159,7 +159,7 @@ fn arb_scenario() -> impl Strategy<Value = Scenario> {
                 let uplink = Uplink {
                     name: name.into(),
                     mtu,
-                    address: Ipv4Network::new(nodes[local].node_ip, prefix)
+                    address: Ipv4Network::new(nodes[local].node_ip.unwrap(), prefix)
                         .unwrap()
                         .into(),
                     accept_ra: None,
@@ -964,14 +964,14 @@ proptest! {
         let want = s.desired();
         let local = &s.nodes[s.local];
         let peers: Vec<&Node> = s.nodes.iter().filter(|n| n.name != local.name).collect();
-        let on_link = |p: &Node| s.uplink.address.contains(p.node_ip.into());
+        let on_link = |p: &Node| s.uplink.address.contains(p.node_ip.unwrap().into());
         let off_link = peers.iter().filter(|p| !on_link(p)).count();
         let underlay = s.plan.route_mode == Mode::Native && s.config.off_subnet == OffSubnet::Underlay;
         let expected_routes = if underlay { peers.len() - off_link } else { peers.len() };
         // One per peer, and the local pod CIDR, unreachable, last in line.
         let v4_routes = want.routes.keys().filter(|k| k.dst.is_ipv4()).count();
         prop_assert_eq!(v4_routes, expected_routes + 1);
-        let own: Vec<&Route> = want.routes.values().filter(|r| r.key.dst == local.pod_cidr().into()).collect();
+        let own: Vec<&Route> = want.routes.values().filter(|r| r.key.dst == local.pod_cidr().unwrap().into()).collect();
         prop_assert_eq!(own.len(), 1);
         prop_assert_eq!(own[0].kind, RouteKind::Unreachable);
         prop_assert_eq!(own[0].key.metric, LOCAL_UNREACHABLE_METRIC);
@@ -1057,7 +1057,7 @@ fn want(mode: Mode, config: &Config) -> Desired {
         nodes: &nodes,
         plan: &Plan::steady(mode, 1),
         config,
-        uplink: &uplink("eth0", 1500, "10.250.0.1/24"),
+        uplink: Some(&uplink("eth0", 1500, "10.250.0.1/24")),
         uplink6: None,
     })
     .unwrap()
@@ -1199,7 +1199,7 @@ fn a_peer_inside_the_underlay_subnet_is_left_out() {
         nodes: &nodes,
         plan: &Plan::steady(Mode::Native, 1),
         config: &Config::default(),
-        uplink: &up,
+        uplink: Some(&up),
         uplink6: None,
     })
     .unwrap();
@@ -1215,7 +1215,7 @@ fn a_peer_inside_the_underlay_subnet_is_left_out() {
         nodes: &nodes,
         plan: &Plan::steady(Mode::Native, 1),
         config: &Config::default(),
-        uplink: &uplink("eth0", 1500, "10.250.0.9/24"),
+        uplink: Some(&uplink("eth0", 1500, "10.250.0.9/24")),
         uplink6: None,
     })
     .unwrap_err();
@@ -1455,7 +1455,7 @@ fn switch_phases_keep_old_routes_until_new_ones_are_in() {
                 decap: decap.iter().copied().collect(),
             },
             config: &config,
-            uplink: &up,
+            uplink: Some(&up),
             uplink6: None,
         })
         .unwrap()

@@ -73,7 +73,9 @@ impl Kernel for FakeKernel {
             let uplink = Uplink {
                 name: "eth0".into(),
                 mtu: 1500,
-                address: Ipv4Network::new(node.node_ip, 24).expect("prefix").into(),
+                address: Ipv4Network::new(node.node_ip.expect("IPv4"), 24)
+                    .expect("prefix")
+                    .into(),
                 accept_ra: None,
             };
             let config = Config::default();
@@ -82,7 +84,7 @@ impl Kernel for FakeKernel {
                 nodes: &cluster.nodes,
                 plan: &cluster.plan,
                 config: &config,
-                uplink: &uplink,
+                uplink: Some(&uplink),
                 uplink6: None,
             })?;
             let mut observed = self.observed.lock().expect("lock");
@@ -98,7 +100,7 @@ impl Kernel for FakeKernel {
 fn cluster() -> Cluster {
     let node = |i: u8| Node {
         name: format!("node-{i}"),
-        node_ip: std::net::Ipv4Addr::new(10, 250, 0, i),
+        node_ip: Some(std::net::Ipv4Addr::new(10, 250, 0, i)),
         node_ip6: None,
         pod_cidrs: vec![format!("10.244.{i}.0/24").parse().expect("cidr")],
     };

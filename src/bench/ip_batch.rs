@@ -83,16 +83,19 @@ pub(super) fn ip_batch_cycle(
 /// Returns the number of writes.
 fn vxlan_device_up(ns: &Netns, cluster: &Cluster) -> Result<usize> {
     let local = &cluster.nodes[0];
+    let Some((local_ip, local_cidr)) = local.v4() else {
+        return Err(crate::Error::invalid("bench", "the local node has no IPv4"));
+    };
     let config = Config::default();
     let mac = Mac::for_node(&local.name);
     let mtu = UPLINK_MTU - Mode::Vxlan.overhead();
     let dev = config.vxlan_device.as_str();
     let add = format!(
         "link add {dev} address {mac} mtu {mtu} type vxlan id {} dstport {} local {} dev {UPLINK} nolearning",
-        config.vxlan_vni, config.vxlan_port, local.node_ip
+        config.vxlan_vni, config.vxlan_port, local_ip
     );
     ns.ip(&add.split(' ').collect::<Vec<_>>())?;
-    let address = format!("{}/32", local.tunnel_ip());
+    let address = format!("{}/32", local_cidr.network());
     ns.ip(&["addr", "add", &address, "dev", dev])?;
     ns.ip(&["link", "set", dev, "up"])?;
     Ok(3)
@@ -119,8 +122,11 @@ impl BatchFiles {
         let peers = &cluster.nodes[1..];
         if mode == Mode::Vxlan {
             for peer in peers {
+                let Some((ip, cidr)) = peer.v4() else {
+                    continue;
+                };
                 let mac = Mac::for_node(&peer.name);
-                let (vtep, ip) = (peer.tunnel_ip(), peer.node_ip);
+                let vtep = cidr.network();
                 let _ = writeln!(
                     ip_add,
                     "neigh replace {vtep} lladdr {mac} dev {vxlan} nud permanent"
@@ -135,13 +141,15 @@ impl BatchFiles {
             }
         }
         for peer in peers {
-            let cidr = peer.pod_cidr();
+            let Some((ip, cidr)) = peer.v4() else {
+                continue;
+            };
             let line = match mode {
                 Mode::Vxlan => format!(
                     "{cidr} via {} dev {vxlan} onlink mtu {tunnel_mtu} proto {protocol}",
-                    peer.tunnel_ip()
+                    cidr.network()
                 ),
-                _ => format!("{cidr} via {} dev {UPLINK} proto {protocol}", peer.node_ip),
+                _ => format!("{cidr} via {ip} dev {UPLINK} proto {protocol}"),
             };
             let _ = writeln!(ip_add, "route replace {line}");
             let _ = writeln!(ip_del, "route del {line}");

@@ -46,7 +46,7 @@ pub(super) fn cluster(peers: usize, mode: Mode) -> Cluster {
             let pod = Ipv4Addr::from(u32::from(POD_RANGE) + (i << (32 - POD_PREFIX)));
             Node {
                 name: format!("node-{i}"),
-                node_ip: Ipv4Addr::from(u32::from(NODE_IP) + i),
+                node_ip: Some(Ipv4Addr::from(u32::from(NODE_IP) + i)),
                 node_ip6: None,
                 pod_cidrs: vec![IpNetwork::V4(
                     Ipv4Network::new(pod, POD_PREFIX).expect("a /24 is a valid prefix"),
@@ -69,12 +69,18 @@ mod tests {
     fn cluster_addresses_are_on_link_and_disjoint() {
         let c = cluster(300, Mode::Native);
         assert_eq!(c.nodes.len(), 301);
-        assert_eq!(c.nodes[0].node_ip, NODE_IP);
-        assert_eq!(c.nodes[0].pod_cidr().to_string(), "100.64.0.0/24");
-        assert_eq!(c.nodes[300].node_ip, Ipv4Addr::new(10, 250, 1, 45));
-        assert_eq!(c.nodes[300].pod_cidr().to_string(), "100.65.44.0/24");
+        assert_eq!(c.nodes[0].node_ip, Some(NODE_IP));
+        assert_eq!(c.nodes[0].pod_cidr().unwrap().to_string(), "100.64.0.0/24");
+        assert_eq!(c.nodes[300].node_ip, Some(Ipv4Addr::new(10, 250, 1, 45)));
+        assert_eq!(
+            c.nodes[300].pod_cidr().unwrap().to_string(),
+            "100.65.44.0/24"
+        );
         let underlay = Ipv4Network::new(NODE_IP, UNDERLAY_PREFIX).unwrap();
-        assert!(c.nodes.iter().all(|n| underlay.contains(n.node_ip)));
+        assert!(c
+            .nodes
+            .iter()
+            .all(|n| n.node_ip.is_some_and(|ip| underlay.contains(ip))));
         crate::model::validate_nodes(&c.nodes).unwrap();
     }
 
@@ -82,6 +88,8 @@ mod tests {
     fn the_largest_cluster_fits_the_pod_range() {
         let c = cluster(MAX_PEERS, Mode::Native);
         let range = Ipv4Network::new(POD_RANGE, POD_RANGE_PREFIX).unwrap();
-        assert!(range.contains(c.nodes[MAX_PEERS].pod_cidr().network()));
+        assert!(c.nodes[MAX_PEERS]
+            .pod_cidr()
+            .is_some_and(|c| range.contains(c.network())));
     }
 }

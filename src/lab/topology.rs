@@ -505,7 +505,7 @@ impl Topology {
             .iter()
             .map(|n| crate::model::Node {
                 name: n.name.clone(),
-                node_ip: n.ip,
+                node_ip: Some(n.ip),
                 node_ip6: n.ip6,
                 pod_cidrs: std::iter::once(n.pod_cidr.into())
                     .chain(n.pod_cidr6.map(Into::into))

@@ -20,7 +20,7 @@ pub fn net(s: &str) -> Ipv4Network {
 pub fn node(name: &str, node_ip: &str, pod_cidr: &str) -> Node {
     Node {
         name: name.into(),
-        node_ip: ip(node_ip),
+        node_ip: Some(ip(node_ip)),
         node_ip6: None,
         pod_cidrs: vec![IpNetwork::V4(net(pod_cidr))],
     }

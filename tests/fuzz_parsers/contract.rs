@@ -55,7 +55,7 @@ pub fn pod_cidr_problem(cidr: &IpNetwork) -> Option<String> {
 /// Every rule a set of nodes that a parser or store hands on must satisfy.
 pub fn check_nodes(nodes: &[Node]) -> Result<(), String> {
     for (i, node) in nodes.iter().enumerate() {
-        if let Some(p) = node_ip_problem(node.node_ip) {
+        if let Some(p) = node_ip_problem(node.node_ip.unwrap()) {
             return Err(format!("nodes[{i}] ({:?}): {p}", node.name));
         }
         if let Some(p) = node.pod_cidrs.iter().find_map(pod_cidr_problem) {
@@ -66,7 +66,7 @@ pub fn check_nodes(nodes: &[Node]) -> Result<(), String> {
         }
         // What was accepted once is accepted again from its own text.
         let cidrs: Vec<String> = node.pod_cidrs.iter().map(|c| c.to_string()).collect();
-        let ips: Vec<String> = std::iter::once(node.node_ip.to_string())
+        let ips: Vec<String> = std::iter::once(node.node_ip.unwrap().to_string())
             .chain(node.node_ip6.map(|ip| ip.to_string()))
             .collect();
         let again = Node::parse("again", &node.name, NodeIps::List(&ips), &cidrs)

@@ -274,29 +274,21 @@ fn project_node(
         .filter(|a| a.type_ == "InternalIP")
         .map(|a| a.address.as_str())
         .collect();
+    let ip = internal.iter().find(|a| a.parse::<Ipv4Addr>().is_ok());
     let ip6 = internal.iter().find(|a| a.parse::<Ipv6Addr>().is_ok());
-    let ip = match internal.iter().find(|a| a.parse::<Ipv4Addr>().is_ok()) {
-        Some(v4) => *v4,
-        None if internal.is_empty() => {
-            return Err(LeftOut::Pending("no InternalIP address".into()))
-        }
-        None => {
-            return Err(LeftOut::Invalid {
+    let ips: Vec<String> = ip.into_iter().chain(ip6).map(|a| a.to_string()).collect();
+    if ips.is_empty() {
+        return Err(match internal.first() {
+            None => LeftOut::Pending("no InternalIP address".into()),
+            Some(bad) => LeftOut::Invalid {
                 field: ADDRESSES_FIELD.into(),
-                reason: format!(
-                    "no IPv4 InternalIP (has {}); IPv6-only nodes are not supported yet",
-                    internal.join(", ")
-                ),
-            })
-        }
-    };
+                reason: format!("{bad:?} is not an IP address"),
+            },
+        });
+    }
     if pod_cidrs.is_empty() {
         return Err(LeftOut::Pending("no pod CIDR yet".into()));
     }
-    let ips: Vec<String> = std::iter::once(ip)
-        .chain(ip6.copied())
-        .map(String::from)
-        .collect();
     Node::parse("", name, NodeIps::List(&ips), &pod_cidrs).map_err(|e| match e {
         crate::Error::Invalid { field, reason } => LeftOut::Invalid {
             field: node_field(&field),
@@ -432,8 +424,8 @@ mod tests {
         assert_eq!(view.resource_version(), Some("42"));
         assert!(view.meta().annotations.is_none() && view.meta().managed_fields.is_none());
         let node = view.fields.node.as_ref().unwrap();
-        assert_eq!(node.node_ip, Ipv4Addr::new(10, 251, 0, 1));
-        assert_eq!(node.pod_cidr().to_string(), "10.244.1.0/24");
+        assert_eq!(node.node_ip, Some(Ipv4Addr::new(10, 251, 0, 1)));
+        assert_eq!(node.pod_cidr().unwrap().to_string(), "10.244.1.0/24");
         assert_eq!(node.pod_cidrs.len(), 2);
         assert!(view.fields.ready);
         assert_eq!(
@@ -461,14 +453,16 @@ mod tests {
             Err(LeftOut::Pending("no pod CIDR yet".into()))
         );
 
-        let v6 = node_json(json!({"addresses": [{"type": "InternalIP", "address": "fd00::1"}]}));
+        // An IPv6 InternalIP with only an IPv4 pod CIDR: no family to route.
+        let mut v6 =
+            node_json(json!({"addresses": [{"type": "InternalIP", "address": "fd00::1"}]}));
+        v6["spec"] = json!({"podCIDRs": ["10.244.1.0/24"]});
         let view: KubeNode = serde_json::from_value(v6).unwrap();
-        assert!(view
-            .fields
-            .node
-            .unwrap_err()
-            .to_string()
-            .contains("status.addresses: no IPv4 InternalIP"));
+        let err = view.fields.node.unwrap_err().to_string();
+        assert!(
+            err.contains("spec.podCIDRs") && err.contains("no family has both"),
+            "{err}"
+        );
 
         let none =
             node_json(json!({"addresses": [{"type": "ExternalIP", "address": "198.51.100.1"}]}));
@@ -478,10 +472,22 @@ mod tests {
             Err(LeftOut::Pending("no InternalIP address".into()))
         );
 
-        let mut v6_only = node_json(json!({}));
+        let mut v6_only =
+            node_json(json!({"addresses": [{"type": "InternalIP", "address": "10.251.0.1"}]}));
         v6_only["spec"] = json!({"podCIDRs": ["fd00:1::/64"]});
         let view: KubeNode = serde_json::from_value(v6_only).unwrap();
-        assert!(view.fields.node.is_err());
+        assert!(view.fields.node.is_err(), "IPv6 pods, an IPv4 address only");
+    }
+
+    #[test]
+    fn ipv6_only_nodes_route_ipv6() {
+        let mut n =
+            node_json(json!({"addresses": [{"type": "InternalIP", "address": "fd00:250::9"}]}));
+        n["spec"] = json!({"podCIDRs": ["fd00:244:9::/64"]});
+        let view: KubeNode = serde_json::from_value(n).unwrap();
+        let node = view.fields.node.expect("an IPv6-only node");
+        assert_eq!((node.v4(), node.node_ip), (None, None));
+        assert_eq!(node.v6().expect("v6").1.to_string(), "fd00:244:9::/64");
     }
 
     #[test]
@@ -490,14 +496,14 @@ mod tests {
         n["spec"] = json!({"podCIDRs": ["fd00:1::/64", "10.244.7.0/24"]});
         let view: KubeNode = serde_json::from_value(n).unwrap();
         assert_eq!(
-            view.fields.node.unwrap().pod_cidr().to_string(),
+            view.fields.node.unwrap().pod_cidr().unwrap().to_string(),
             "10.244.7.0/24"
         );
         let mut n = node_json(json!({}));
         n["spec"] = json!({"podCIDR": "10.244.8.0/24"});
         let view: KubeNode = serde_json::from_value(n).unwrap();
         assert_eq!(
-            view.fields.node.unwrap().pod_cidr().to_string(),
+            view.fields.node.unwrap().pod_cidr().unwrap().to_string(),
             "10.244.8.0/24"
         );
     }
@@ -513,7 +519,7 @@ mod tests {
         n["spec"] = json!({"podCIDRs": ["fd00:244:7::/64", "10.244.7.0/24"]});
         let view: KubeNode = serde_json::from_value(n).unwrap();
         let node = view.fields.node.unwrap();
-        assert_eq!(node.node_ip.to_string(), "10.250.0.7");
+        assert_eq!(node.node_ip.unwrap().to_string(), "10.250.0.7");
         assert_eq!(node.node_ip6.unwrap().to_string(), "fd00:250::7");
         let (_, cidr6) = node.v6().expect("routes IPv6");
         assert_eq!(cidr6.to_string(), "fd00:244:7::/64");

@@ -8,14 +8,15 @@ use super::address;
 use crate::{Error, Result};
 
 /// A Kubernetes node as podroute sees it: a name, the addresses peers
-/// reach it on, and its pod CIDRs, at most one of each per family. A node
-/// routes IPv4 always and IPv6 when it has both an IPv6 address and an
-/// IPv6 pod CIDR ([`Node::v6`]); half an IPv6 family is kept, unrouted.
+/// reach it on, and its pod CIDRs, at most one of each per family. It routes
+/// each family it has both an address and a pod CIDR of ([`Node::v4`],
+/// [`Node::v6`]), one at least; half a family is kept, unrouted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Node {
     pub name: String,
-    pub node_ip: Ipv4Addr,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_ip: Option<Ipv4Addr>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub node_ip6: Option<Ipv6Addr>,
     pub pod_cidrs: Vec<IpNetwork>,
@@ -38,23 +39,41 @@ impl Node {
         }
         let (node_ip, node_ip6) = parse_ips(field, ips)?;
         let pod_cidrs = parse_pod_cidrs(field, pod_cidrs)?;
-        Ok(Node {
+        let node = Node {
             name: name.to_string(),
             node_ip,
             node_ip6,
             pod_cidrs,
+        };
+        if node.v4().is_none() && node.v6().is_none() {
+            let families = |v4: bool, v6: bool| match (v4, v6) {
+                (true, true) => "IPv4 and IPv6",
+                (true, false) => "IPv4",
+                (false, true) => "IPv6",
+                (false, false) => "no family",
+            };
+            let ips = families(node.node_ip.is_some(), node.node_ip6.is_some());
+            let cidrs = families(node.pod_cidr().is_some(), node.pod_cidr6().is_some());
+            return Err(Error::invalid(
+                at(field, "podCIDRs"),
+                format!(
+                    "pod CIDRs of {cidrs} but addresses of {ips}: no family has both, nothing to route"
+                ),
+            ));
+        }
+        Ok(node)
+    }
+
+    pub fn pod_cidr(&self) -> Option<Ipv4Network> {
+        self.pod_cidrs.iter().find_map(|c| match c {
+            IpNetwork::V4(v4) => Some(*v4),
+            IpNetwork::V6(_) => None,
         })
     }
 
-    /// The IPv4 pod CIDR. Validated nodes always have exactly one.
-    pub fn pod_cidr(&self) -> Ipv4Network {
-        self.pod_cidrs
-            .iter()
-            .find_map(|c| match c {
-                IpNetwork::V4(v4) => Some(*v4),
-                IpNetwork::V6(_) => None,
-            })
-            .unwrap_or_else(|| Ipv4Network::from(Ipv4Addr::UNSPECIFIED))
+    /// The IPv4 address and pod CIDR, when the node routes IPv4.
+    pub fn v4(&self) -> Option<(Ipv4Addr, Ipv4Network)> {
+        Some((self.node_ip?, self.pod_cidr()?))
     }
 
     pub fn pod_cidr6(&self) -> Option<Ipv6Network> {
@@ -69,10 +88,10 @@ impl Node {
         Some((self.node_ip6?, self.pod_cidr6()?))
     }
 
-    /// The node's tunnel address: the network address of its pod CIDR, as
-    /// flannel does. It sits as a /32 on the tunnel device and is the VTEP IP.
-    pub fn tunnel_ip(&self) -> Ipv4Addr {
-        self.pod_cidr().network()
+    /// The node's IPv4 tunnel address: the network address of its pod CIDR,
+    /// as flannel does. It sits as a /32 on the tunnel device and is the VTEP IP.
+    pub fn tunnel_ip(&self) -> Option<Ipv4Addr> {
+        Some(self.pod_cidr()?.network())
     }
 }
 
@@ -116,7 +135,7 @@ fn at(field: &str, sub: &str) -> String {
     }
 }
 
-fn parse_ips(field: &str, ips: NodeIps<'_>) -> Result<(Ipv4Addr, Option<Ipv6Addr>)> {
+fn parse_ips(field: &str, ips: NodeIps<'_>) -> Result<(Option<Ipv4Addr>, Option<Ipv6Addr>)> {
     let named = |i: usize| match ips {
         NodeIps::One(_) => at(field, "ip"),
         NodeIps::List(_) => format!("{}[{i}]", at(field, "ips")),
@@ -144,14 +163,10 @@ fn parse_ips(field: &str, ips: NodeIps<'_>) -> Result<(Ipv4Addr, Option<Ipv6Addr
             ));
         }
     }
-    match (v4, list.is_empty()) {
-        (Some(v4), _) => Ok((v4, v6)),
-        (None, true) => Err(Error::invalid(named(0), "missing node IP")),
-        (None, false) => Err(Error::invalid(
-            named(0),
-            "no IPv4 node address; IPv6-only nodes are not supported yet",
-        )),
+    if list.is_empty() {
+        return Err(Error::invalid(named(0), "missing node IP"));
     }
+    Ok((v4, v6))
 }
 
 fn parse_pod_cidrs(field: &str, raw: &[String]) -> Result<Vec<IpNetwork>> {
@@ -176,13 +191,10 @@ fn parse_pod_cidrs(field: &str, raw: &[String]) -> Result<Vec<IpNetwork>> {
         }
         cidrs.push(cidr);
     }
-    match cidrs.iter().filter(|c| c.is_ipv4()).count() {
-        0 => Err(Error::invalid(
-            list,
-            "no IPv4 pod CIDR; IPv6-only nodes are not supported yet",
-        )),
-        1 => Ok(cidrs),
-        _ => Err(Error::invalid(list, "more than one IPv4 pod CIDR")),
+    match (cidrs.iter().filter(|c| c.is_ipv4()).count(), cidrs.len()) {
+        (n, _) if n > 1 => Err(Error::invalid(list, "more than one IPv4 pod CIDR")),
+        (0, 2) => Err(Error::invalid(list, "more than one IPv6 pod CIDR")),
+        _ => Ok(cidrs),
     }
 }
 
@@ -206,7 +218,7 @@ pub fn cross_node_conflicts<N: AsRef<Node>>(nodes: &[N]) -> Vec<Conflict> {
     let nodes: Vec<&Node> = nodes.iter().map(AsRef::as_ref).collect();
     let ips: BTreeMap<u32, &str> = nodes
         .iter()
-        .map(|n| (u32::from(n.node_ip), n.name.as_str()))
+        .filter_map(|n| Some((u32::from(n.node_ip?), n.name.as_str())))
         .collect();
     let ips6: BTreeMap<u128, &str> = nodes
         .iter()
@@ -221,29 +233,31 @@ pub fn cross_node_conflicts<N: AsRef<Node>>(nodes: &[N]) -> Vec<Conflict> {
     for (index, node) in nodes.iter().enumerate() {
         let cidr = node.pod_cidr();
         let cidr6 = node.pod_cidr6();
-        let (start, end) = (u32::from(cidr.network()), u32::from(cidr.broadcast()));
-        let overlap =
-            |other: Ipv4Network, name: &str| format!("{cidr} overlaps {other} of node {name:?}");
-        let overlapping = cidrs
-            .range(..=end)
-            .next_back()
-            .filter(|(_, (other, _))| u32::from(other.broadcast()) >= start)
-            .map(|(_, (other, name))| overlap(*other, name));
+        let range = cidr.map(|c| (u32::from(c.network()), u32::from(c.broadcast())));
+        let overlapping = cidr.zip(range).and_then(|(c, (start, end))| {
+            let (_, (other, name)) = cidrs.range(..=end).next_back()?;
+            let overlaps = u32::from(other.broadcast()) >= start;
+            overlaps.then(|| format!("{c} overlaps {other} of node {name:?}"))
+        });
         let overlapping6 = cidr6.and_then(|c6| {
             let (_, (other, name)) = cidrs6.range(..=last_of(c6)).next_back()?;
             let overlaps = last_of(*other) >= u128::from(c6.network());
             overlaps.then(|| format!("{c6} overlaps {other} of node {name:?}"))
         });
-        let swallowed = ips
-            .range(start..=end)
-            .next()
-            .map(|(ip, victim)| (cidr.to_string(), IpAddr::from(Ipv4Addr::from(*ip)), *victim));
+        let swallowed = cidr.zip(range).and_then(|(c, (start, end))| {
+            let (ip, victim) = ips.range(start..=end).next()?;
+            Some((c.to_string(), IpAddr::from(Ipv4Addr::from(*ip)), *victim))
+        });
         let swallowed6 = cidr6.and_then(|c6| {
             let (ip, victim) = ips6.range(u128::from(c6.network())..=last_of(c6)).next()?;
             Some((c6.to_string(), IpAddr::from(Ipv6Addr::from(*ip)), *victim))
         });
-        let own_ips =
-            std::iter::once(IpAddr::from(node.node_ip)).chain(node.node_ip6.map(IpAddr::from));
+        let own_ips = [
+            node.node_ip.map(IpAddr::from),
+            node.node_ip6.map(IpAddr::from),
+        ]
+        .into_iter()
+        .flatten();
         let clash = if names.contains(node.name.as_str()) {
             Some(("name", format!("duplicate node name {:?}", node.name)))
         } else if let Some((ip, other)) = own_ips
@@ -272,7 +286,9 @@ pub fn cross_node_conflicts<N: AsRef<Node>>(nodes: &[N]) -> Vec<Conflict> {
             None => {
                 names.insert(&node.name);
                 taken_ips.extend(own_ips.map(|ip| (ip, node.name.as_str())));
-                cidrs.insert(start, (cidr, &node.name));
+                if let Some((c, (start, _))) = cidr.zip(range) {
+                    cidrs.insert(start, (c, &node.name));
+                }
                 if let Some(c6) = cidr6 {
                     cidrs6.insert(u128::from(c6.network()), (c6, &node.name));
                 }

@@ -464,7 +464,7 @@ mod tests {
     fn node(i: u8) -> Node {
         Node {
             name: format!("node-{i}"),
-            node_ip: Ipv4Addr::new(10, 250, 0, i),
+            node_ip: Some(Ipv4Addr::new(10, 250, 0, i)),
             node_ip6: None,
             pod_cidrs: vec![IpNetwork::V4(
                 format!("10.244.{i}.0/24").parse().expect("cidr"),
@@ -479,12 +479,12 @@ mod tests {
             nodes,
             plan: &Plan::steady(mode, 1),
             config: &Config::default(),
-            uplink: &Uplink {
+            uplink: Some(&Uplink {
                 name: "eth0".into(),
                 mtu: 1500,
                 address: "10.250.0.1/24".parse().expect("address"),
                 accept_ra: None,
-            },
+            }),
             uplink6: None,
         })
         .expect("valid inputs")

@@ -2,6 +2,7 @@
 
 mod desired;
 mod diff;
+mod family4;
 mod family6;
 pub mod health;
 mod ops;
