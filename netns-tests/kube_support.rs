@@ -283,7 +283,7 @@ impl PodProbes {
                 let nodes = [a.clone(), b.clone()];
                 let pods = nodes.clone().map(|n| Pod {
                     netns: lab.node(&n).pods[0].netns.clone(),
-                    ip: lab.pod_ip(&n),
+                    ip: lab.pod_ip(&n).into(),
                 });
                 let echo = pods
                     .clone()

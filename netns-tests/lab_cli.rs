@@ -292,3 +292,72 @@ fn compare_shows_both_rollouts_and_says_why_the_mode() {
         "{stderr}"
     );
 }
+
+/// `--ip-family ipv6` is bad input until the model has IPv6-only nodes: exit
+/// 2, the flag named, nothing built; an unknown family is refused by clap.
+#[test]
+fn ip_family_ipv6_and_unknown_families_exit_2() {
+    let _turn = one_lab();
+    for (family, says) in [("ipv6", "not supported"), ("bogus", "invalid value")] {
+        let (out, pid) = run_quick(&["--ip-family", family]);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{family}: {stderr}");
+        assert!(
+            stderr.contains("--ip-family") && stderr.contains(says),
+            "{family}: {stderr}"
+        );
+        assert!(out.stdout.is_empty(), "{family}: {}", text(&out.stdout));
+        assert_nothing_left(pid);
+    }
+}
+
+#[test]
+fn a_dual_stack_compare_shows_sent_and_lost_per_family() {
+    if !have_root() {
+        return;
+    }
+    let _turn = one_lab();
+    let (out, pid) = run_quick(&["--ip-family", "dual", "--from", "vxlan", "--compare"]);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{stderr}\n{stdout}");
+    assert_nothing_left(pid);
+
+    let header = "PHASE          GEN  TIME  SENT v4/v6  LOST v4/v6  DF AT POD MTU v4/v6";
+    assert_eq!(stdout.matches(header).count(), 2, "{stdout}");
+    assert!(stdout.contains("(1 subnet, dual):"), "{stdout}");
+    // Every phase row (between a header and its total):
+    // "<sent4>/<sent6>  <lost4>/<lost6>  <mtu> <ok>/<n> <ok>/<n>".
+    let mut rows = Vec::new();
+    let mut in_table = false;
+    for line in stdout.lines() {
+        if line == header {
+            in_table = true;
+        } else if line.starts_with("total: ") {
+            in_table = false;
+        } else if in_table {
+            rows.push(line);
+        }
+    }
+    assert!(rows.len() >= 6, "{stdout}");
+    for row in &rows {
+        let cells: Vec<&str> = row.split_whitespace().collect();
+        let pairs = cells.iter().filter(|c| c.split('/').count() == 2).count();
+        assert_eq!(pairs, 4, "not two families in {row:?}:\n{stdout}");
+    }
+    // The totals line keeps its four numbers; the per-family one follows.
+    let (seamless_lost, seamless_sent, _, naive_sent) = compare_totals(&stdout);
+    assert_eq!(seamless_lost, 0, "{stdout}");
+    assert!(seamless_sent > 0 && naive_sent > 0, "{stdout}");
+    let per_family = stdout
+        .lines()
+        .find(|l| l.starts_with("per family: seamless lost 0/0 (v4/v6) of "))
+        .unwrap_or_else(|| panic!("no per-family comparison:\n{stdout}"));
+    assert!(per_family.contains("; naive lost "), "{per_family}");
+    // Not a terminal: the progress lines count probes per family too.
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.contains(" | phase ") && l.contains(" (v4/v6)")),
+        "{stderr}"
+    );
+}

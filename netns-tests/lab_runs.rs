@@ -181,3 +181,112 @@ fn every_pair_of_modes_switches_without_loss() {
         }
     }
 }
+
+/// The per-family counts of `part` (the run or one phase) add up to its
+/// totals; returns them as (family, counts).
+fn families_sum_to_totals<'a>(part: &'a Value, families: &[&str]) -> Vec<(String, &'a Value)> {
+    let per: Vec<(String, &Value)> = families
+        .iter()
+        .map(|f| {
+            let counts = &part["families"][*f];
+            assert!(counts.is_object(), "no families.{f}: {part:#}");
+            (f.to_string(), counts)
+        })
+        .collect();
+    let sum = |key: &str| -> u64 {
+        per.iter()
+            .map(|(_, c)| c[key].as_u64().expect("a count"))
+            .sum()
+    };
+    assert_eq!(Some(sum("sent")), part["sent"].as_u64(), "{part:#}");
+    assert_eq!(Some(sum("lost")), part["lost"].as_u64(), "{part:#}");
+    for key in ["ok", "total"] {
+        let sum: u64 = per
+            .iter()
+            .map(|(_, c)| c["mtuCheck"][key].as_u64().expect("a DF count"))
+            .sum();
+        if part.get("mtuCheck").is_some() {
+            assert_eq!(Some(sum), part["mtuCheck"][key].as_u64(), "{part:#}");
+        }
+    }
+    per
+}
+
+/// Zero lost probes and every DF packet through, in each family on its
+/// own: a family that sent nothing would hide behind the other's count.
+fn assert_seamless_in_each_family(report: &Value) {
+    assert_seamless(report);
+    assert_eq!(report["ipFamily"], "dual", "{report:#}");
+    for (family, counts) in families_sum_to_totals(report, &["ipv4", "ipv6"]) {
+        assert!(counts["sent"].as_u64() > Some(50), "{family}: {report:#}");
+        assert_eq!(counts["lost"], 0, "{family} lost probes: {report:#}");
+    }
+    for phase in report["phases"].as_array().expect("phases") {
+        for (family, counts) in families_sum_to_totals(phase, &["ipv4", "ipv6"]) {
+            assert!(counts["sent"].as_u64() > Some(0), "{family}: {phase:#}");
+            assert_eq!(counts["lost"], 0, "{family} lost probes: {phase:#}");
+            let df = &counts["mtuCheck"];
+            assert!(df["total"].as_u64() > Some(0), "{family}: {phase:#}");
+            assert_eq!(
+                df["ok"], df["total"],
+                "{family} DF at the pod MTU: {phase:#}"
+            );
+        }
+    }
+}
+
+/// Issue 13: the dual-stack lab (the default) switches vxlan <-> native
+/// without a lost probe in either family, while the naive rollout of the
+/// same switch loses some; an IPv4 lab still reports IPv4 alone.
+#[test]
+fn a_dual_stack_lab_switches_without_loss_in_each_family() {
+    if !have_root() {
+        return;
+    }
+    for (from, to) in [("vxlan", "native"), ("native", "vxlan")] {
+        let report = lab(&[
+            "--ip-family",
+            "dual",
+            "--from",
+            from,
+            "--to",
+            to,
+            "--nodes",
+            "3",
+        ]);
+        let f = &report["families"];
+        println!(
+            "dual {from} -> {to}: sent {}/{}, lost {}/{} (v4/v6)",
+            f["ipv4"]["sent"], f["ipv6"]["sent"], f["ipv4"]["lost"], f["ipv6"]["lost"]
+        );
+        assert_seamless_in_each_family(&report);
+    }
+
+    let naive = lab(&[
+        "--ip-family",
+        "dual",
+        "--from",
+        "vxlan",
+        "--naive",
+        "--nodes",
+        "3",
+    ]);
+    let per = families_sum_to_totals(&naive, &["ipv4", "ipv6"]);
+    assert!(
+        per.iter().all(|(_, c)| c["sent"].as_u64() > Some(0)),
+        "{naive:#}"
+    );
+    assert!(
+        per.iter().any(|(_, c)| c["lost"].as_u64() > Some(0)),
+        "the naive rollout lost nothing in either family: {naive:#}"
+    );
+    for phase in naive["phases"].as_array().expect("phases") {
+        families_sum_to_totals(phase, &["ipv4", "ipv6"]);
+    }
+
+    let ipv4 = lab(&["--ip-family", "ipv4", "--from", "vxlan", "--nodes", "2"]);
+    assert_seamless(&ipv4);
+    assert_eq!(ipv4["ipFamily"], "ipv4", "{ipv4:#}");
+    assert!(ipv4["families"].get("ipv6").is_none(), "{ipv4:#}");
+    families_sum_to_totals(&ipv4, &["ipv4"]);
+}

@@ -12,8 +12,9 @@ use nix::fcntl::{Flock, FlockArg};
 use super::{table, Output};
 use crate::api::Mode;
 use crate::lab::netns::Netns;
-use crate::lab::report::{LabReport, RunReport};
+use crate::lab::report::{FamilyReport, LabReport, MtuCheck, RunReport};
 use crate::lab::run::{Lab, LabOptions, Progress};
+use crate::lab::topology::IpFamily;
 use crate::privilege;
 use crate::{Error, Result};
 
@@ -36,6 +37,10 @@ pub struct LabArgs {
     /// Mode after the switch.
     #[arg(long, default_value = "native")]
     pub to: Mode,
+    /// Address families of nodes and pods; probes and the DF check run in
+    /// each. ipv6 (IPv6-only nodes) is not supported yet.
+    #[arg(long, value_enum, default_value = "dual")]
+    pub ip_family: IpFamilyArg,
     /// rp_filter the nodes start with (the agent sets loose on its devices).
     #[arg(long, value_parser = ["strict", "loose"], default_value = "loose")]
     pub rp_filter: String,
@@ -64,7 +69,32 @@ pub struct LabArgs {
     pub json: bool,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum IpFamilyArg {
+    Ipv4,
+    Ipv6,
+    Dual,
+}
+
+impl IpFamilyArg {
+    /// The lab's family; ipv6 is refused (exit 2) until the model has
+    /// IPv6-only nodes.
+    fn family(self) -> Result<IpFamily> {
+        match self {
+            IpFamilyArg::Ipv4 => Ok(IpFamily::V4),
+            IpFamilyArg::Dual => Ok(IpFamily::Dual),
+            IpFamilyArg::Ipv6 => Err(Error::invalid(
+                "--ip-family",
+                "ipv6: IPv6-only nodes are not supported yet (a node needs an IPv4 \
+                 address); use --ip-family dual or ipv4",
+            )),
+        }
+    }
+}
+
 pub async fn run(args: LabArgs) -> Result<()> {
+    // Bad input first: nothing to clean up, no root needed to be told.
+    let ip_family = args.ip_family.family()?;
     privilege::require(
         privilege::NETNS,
         "lab",
@@ -90,6 +120,7 @@ pub async fn run(args: LabArgs) -> Result<()> {
         subnets: args.subnets,
         from,
         to: args.to,
+        ip_family,
         strict_rp_filter: args.rp_filter == "strict",
         naive: args.naive,
         interval: Duration::from_millis(args.interval_ms.max(1)),
@@ -174,6 +205,14 @@ fn render(r: &LabReport) -> String {
             "\nseamless lost {} of {} probes; naive lost {} of {}\n",
             r.run.lost, r.run.sent, naive.lost, naive.sent
         ));
+        if let (Some(s6), Some(n6)) = (&r.run.families.ipv6, &naive.families.ipv6) {
+            let s4 = &r.run.families.ipv4;
+            let n4 = &naive.families.ipv4;
+            out.push_str(&format!(
+                "per family: seamless lost {}/{} (v4/v6) of {}/{}; naive lost {}/{} of {}/{}\n",
+                s4.lost, s6.lost, s4.sent, s6.sent, n4.lost, n6.lost, n4.sent, n6.sent
+            ));
+        }
     }
     if !r.kept_namespaces.is_empty() {
         out.push('\n');
@@ -183,35 +222,78 @@ fn render(r: &LabReport) -> String {
 }
 
 fn render_run(run: &RunReport) -> String {
+    let dual = run.families.ipv6.is_some();
     let rows: Vec<Vec<String>> = run
         .phases
         .iter()
         .map(|p| {
-            vec![
+            let f = &p.families;
+            let mut row = vec![
                 p.name.clone(),
                 p.generation.to_string(),
                 format!("{:.1}s", p.duration_ms as f64 / 1000.0),
-                p.sent.to_string(),
-                p.lost.to_string(),
-                p.mtu_check
-                    .as_ref()
-                    .map_or("-".into(), |m| format!("{} {}/{}", m.mtu, m.ok, m.total)),
-            ]
+            ];
+            match &f.ipv6 {
+                Some(v6) => row.extend([
+                    format!("{}/{}", f.ipv4.sent, v6.sent),
+                    format!("{}/{}", f.ipv4.lost, v6.lost),
+                    df_cells(&f.ipv4, v6),
+                ]),
+                None => row.extend([
+                    p.sent.to_string(),
+                    p.lost.to_string(),
+                    p.mtu_check
+                        .as_ref()
+                        .map_or("-".into(), |m| format!("{} {}/{}", m.mtu, m.ok, m.total)),
+                ]),
+            }
+            row
         })
         .collect();
-    let header = ["PHASE", "GEN", "TIME", "SENT", "LOST", "DF AT POD MTU"];
+    let header: &[&str] = if dual {
+        &[
+            "PHASE",
+            "GEN",
+            "TIME",
+            "SENT v4/v6",
+            "LOST v4/v6",
+            "DF AT POD MTU v4/v6",
+        ]
+    } else {
+        &["PHASE", "GEN", "TIME", "SENT", "LOST", "DF AT POD MTU"]
+    };
+    let total = match &run.families.ipv6 {
+        Some(v6) => format!(
+            "total: {} probes sent ({}/{} v4/v6), {} lost ({}/{})\n",
+            run.sent, run.families.ipv4.sent, v6.sent, run.lost, run.families.ipv4.lost, v6.lost
+        ),
+        None => format!("total: {} probes sent, {} lost\n", run.sent, run.lost),
+    };
     format!(
-        "{} rollout {} -> {} on {} nodes ({} subnet{}):\n{}total: {} probes sent, {} lost\n",
+        "{} rollout {} -> {} on {} nodes ({} subnet{}{}):\n{}{total}",
         run.rollout,
         run.from,
         run.to,
         run.nodes,
         run.subnets,
         if run.subnets == 1 { "" } else { "s" },
-        table(&header, &rows),
-        run.sent,
-        run.lost
+        if dual { ", dual" } else { "" },
+        table(header, &rows),
     )
+}
+
+/// `1430 12/12 12/12`: the pod MTU, then ok/total in each family.
+fn df_cells(v4: &FamilyReport, v6: &FamilyReport) -> String {
+    let counts = |m: &Option<MtuCheck>| m.map_or("-".into(), |m| format!("{}/{}", m.ok, m.total));
+    match v4.mtu_check.or(v6.mtu_check) {
+        Some(m) => format!(
+            "{} {} {}",
+            m.mtu,
+            counts(&v4.mtu_check),
+            counts(&v6.mtu_check)
+        ),
+        None => "-".into(),
+    }
 }
 
 fn how_to_enter(kept: &[String]) -> String {
@@ -270,12 +352,21 @@ fn spawn_ticker(progress: Arc<Mutex<Progress>>) -> (Arc<AtomicBool>, std::thread
         let mut last_phase = String::new();
         while !done.load(Ordering::SeqCst) {
             let p = progress.lock().map(|p| p.clone()).unwrap_or_default();
-            let (sent, lost) = p
-                .traffic
-                .as_ref()
-                .map_or((0, 0), |live| (live.sent(), live.lost()));
+            let probes = p.traffic.as_ref().map_or("sent 0 lost 0".into(), |live| {
+                if live.sent_of(1) > 0 {
+                    format!(
+                        "sent {}/{} lost {}/{} (v4/v6)",
+                        live.sent_of(0),
+                        live.sent_of(1),
+                        live.lost_of(0),
+                        live.lost_of(1)
+                    )
+                } else {
+                    format!("sent {} lost {}", live.sent(), live.lost())
+                }
+            });
             let line = format!(
-                "{} | phase {:<16} | nodes {}/{} | probes sent {sent} lost {lost}",
+                "{} | phase {:<16} | nodes {}/{} | probes {probes}",
                 p.rollout, p.phase, p.applied, p.total
             );
             let mut err = std::io::stderr();

@@ -4,7 +4,7 @@ use serde::Serialize;
 
 use crate::api::Mode;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct MtuCheck {
     /// Size of the DF packets sent, equal to the pods' MTU.
@@ -13,15 +13,79 @@ pub struct MtuCheck {
     pub total: usize,
 }
 
+impl MtuCheck {
+    /// Both checks as one: the smaller MTU, the counts added up.
+    pub fn merge(a: Option<MtuCheck>, b: Option<MtuCheck>) -> Option<MtuCheck> {
+        match (a, b) {
+            (Some(a), Some(b)) => Some(MtuCheck {
+                mtu: a.mtu.min(b.mtu),
+                ok: a.ok + b.ok,
+                total: a.total + b.total,
+            }),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+/// What one address family measured, in a phase or over the whole run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FamilyReport {
+    pub sent: u64,
+    pub lost: u64,
+    /// In a phase, its DF check in this family; over the run, every
+    /// phase's checks added up, at the smallest pod MTU of the run.
+    pub mtu_check: Option<MtuCheck>,
+}
+
+impl FamilyReport {
+    pub fn add(&mut self, other: &FamilyReport) {
+        self.sent += other.sent;
+        self.lost += other.lost;
+        self.mtu_check = MtuCheck::merge(self.mtu_check, other.mtu_check);
+    }
+}
+
+/// The families the lab has: IPv4 always, IPv6 in a dual-stack lab.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Families {
+    pub ipv4: FamilyReport,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ipv6: Option<FamilyReport>,
+}
+
+impl Families {
+    /// Sent, lost and the DF check over every family.
+    pub fn total(&self) -> FamilyReport {
+        let mut total = self.ipv4;
+        if let Some(v6) = &self.ipv6 {
+            total.add(v6);
+        }
+        total
+    }
+
+    pub fn add(&mut self, other: &Families) {
+        self.ipv4.add(&other.ipv4);
+        match (&mut self.ipv6, &other.ipv6) {
+            (Some(a), Some(b)) => a.add(b),
+            (a @ None, Some(b)) => *a = Some(*b),
+            _ => {}
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PhaseReport {
     pub name: String,
     pub generation: u64,
     pub duration_ms: u64,
+    /// Both families added up (as [`PhaseReport::families`] has them apart).
     pub sent: u64,
     pub lost: u64,
     pub mtu_check: Option<MtuCheck>,
+    pub families: Families,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -32,8 +96,12 @@ pub struct RunReport {
     pub to: Mode,
     pub nodes: usize,
     pub subnets: usize,
+    /// `ipv4` or `dual`.
+    pub ip_family: &'static str,
+    /// Both families added up.
     pub sent: u64,
     pub lost: u64,
+    pub families: Families,
     pub phases: Vec<PhaseReport>,
 }
 

@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 
 use super::netns::unique_name;
 use super::node_agent::NodeAgent;
-use super::probe::{udp_roundtrip, EchoServer, OVERHEAD};
-use super::report::{MtuCheck, PhaseReport, RunReport};
-use super::topology::{Topology, UPLINK};
-use super::traffic::{Live, Pod, Traffic};
+use super::probe::{overhead, udp_roundtrip, EchoServer};
+use super::report::{Families, FamilyReport, MtuCheck, PhaseReport, RunReport};
+use super::topology::{IpFamily, Topology, UPLINK};
+use super::traffic::{family_index, FamilyTallies, Live, Pod, Traffic};
 use crate::agent::AgentOptions;
 use crate::api::{Mode, Phase, Plan};
 use crate::coordinator::memory::LocalCoordinator;
@@ -29,6 +29,8 @@ pub struct LabOptions {
     pub subnets: usize,
     pub from: Mode,
     pub to: Mode,
+    /// IPv4 only, or dual-stack nodes and pods probed in both families.
+    pub ip_family: IpFamily,
     /// rp_filter the nodes start with: strict (1) or loose (2).
     pub strict_rp_filter: bool,
     /// Roll straight to B (what an uncoordinated DaemonSet roll does).
@@ -62,6 +64,13 @@ impl LabOptions {
                     "{} must be 1..=50 and at most the number of nodes",
                     self.subnets
                 ),
+            ));
+        }
+        if self.ip_family == IpFamily::V6 {
+            return Err(Error::invalid(
+                "--ip-family",
+                "ipv6: IPv6-only nodes are not supported yet (a node needs an IPv4 \
+                 address); use dual or ipv4",
             ));
         }
         if self.from == self.to {
@@ -113,6 +122,7 @@ impl Lab {
     /// pods of a rolling DaemonSet would: the same skew for both rollouts.
     pub fn build(opts: &LabOptions) -> Result<Lab> {
         let mut builder = Topology::builder()
+            .ip_family(opts.ip_family)
             .router(opts.subnets > 1)
             .pods_per_node(opts.pods);
         for subnet in 0..opts.subnets {
@@ -173,16 +183,20 @@ impl Lab {
         self.topo.keep()
     }
 
+    /// Every pod once per address it has: the IPv4 ones, then the IPv6 ones.
     fn pods(&self) -> Vec<Pod> {
-        self.topo
-            .nodes()
-            .iter()
-            .flat_map(|n| &n.pods)
-            .map(|p| Pod {
+        let pods = || self.topo.nodes().iter().flat_map(|n| &n.pods);
+        let v4 = pods().map(|p| Pod {
+            netns: p.netns.clone(),
+            ip: p.ip.into(),
+        });
+        let v6 = pods().filter_map(|p| {
+            Some(Pod {
                 netns: p.netns.clone(),
-                ip: p.ip,
+                ip: p.ip6?.into(),
             })
-            .collect()
+        });
+        v4.chain(v6).collect()
     }
 
     /// Nodes that report `generation` (or a later one: the coordinator may
@@ -207,18 +221,25 @@ impl Lab {
             .min()
     }
 
-    /// A DF packet of exactly `mtu` from every pod to every other pod.
-    fn mtu_check(&self, mtu: u32) -> Result<MtuCheck> {
+    /// A DF packet of exactly `mtu` from every pod to every other pod, in
+    /// each family the pods have (IPv6 has no DF bit: its probes are sent
+    /// with IPV6_PMTUDISC_DO, so the kernel never fragments them either).
+    fn mtu_check(&self, mtu: u32) -> Result<[Option<MtuCheck>; 2]> {
         let pods = self.pods();
-        let mut check = MtuCheck {
-            mtu,
-            ok: 0,
-            total: 0,
-        };
+        let mut checks = [None, None];
         for from in &pods {
-            for to in pods.iter().filter(|p| p.ip != from.ip) {
+            let family = family_index(from.ip);
+            for to in pods
+                .iter()
+                .filter(|p| p.ip != from.ip && family_index(p.ip) == family)
+            {
+                let check = checks[family].get_or_insert(MtuCheck {
+                    mtu,
+                    ok: 0,
+                    total: 0,
+                });
                 check.total += 1;
-                let payload = mtu as usize - OVERHEAD;
+                let payload = mtu as usize - overhead(to.ip);
                 if udp_roundtrip(
                     &from.netns,
                     to.ip,
@@ -231,7 +252,7 @@ impl Lab {
                 }
             }
         }
-        Ok(check)
+        Ok(checks)
     }
 
     fn set_pod_mtu(&self, mtu: u32) -> Result<()> {
@@ -304,15 +325,29 @@ impl Lab {
         // published; each gets its DF check once every node holds its plan.
         let target = format!("steady {}", opts.to);
         let total = self.agents.len();
+        let dual = opts.ip_family.has_v6();
         let mut record =
             |name: &str, generation: u64, began: Instant, pod_mtu: u32| -> Result<()> {
+                let duration_ms = began.elapsed().as_millis() as u64;
+                let [v4, v6] = self.mtu_check(pod_mtu)?;
+                let families = Families {
+                    ipv4: FamilyReport {
+                        mtu_check: v4,
+                        ..FamilyReport::default()
+                    },
+                    ipv6: dual.then_some(FamilyReport {
+                        mtu_check: v6,
+                        ..FamilyReport::default()
+                    }),
+                };
                 reports.push(PhaseReport {
                     name: name.to_string(),
                     generation,
-                    duration_ms: began.elapsed().as_millis() as u64,
+                    duration_ms,
                     sent: 0,
                     lost: 0,
-                    mtu_check: Some(self.mtu_check(pod_mtu)?),
+                    mtu_check: families.total().mtu_check,
+                    families,
                 });
                 phase.store(reports.len(), Ordering::SeqCst);
                 Ok(())
@@ -355,10 +390,14 @@ impl Lab {
         pause(opts.settle, cancel)?;
         pod_mtu = self.lower_pod_mtu(pod_mtu)?;
         record(&current.0, current.1, began, pod_mtu)?;
-        let tallies = traffic.stop()?;
+        let tallies = traffic.stop_per_family()?;
+        let mut families = Families {
+            ipv6: dual.then(FamilyReport::default),
+            ..Families::default()
+        };
         for (report, tally) in reports.iter_mut().zip(&tallies) {
-            report.sent = tally.sent;
-            report.lost = tally.lost;
+            fill(report, tally);
+            families.add(&report.families);
         }
         Ok(RunReport {
             rollout,
@@ -366,8 +405,10 @@ impl Lab {
             to: opts.to,
             nodes: opts.nodes,
             subnets: opts.subnets,
+            ip_family: family_name(opts.ip_family),
             sent: reports.iter().map(|r| r.sent).sum(),
             lost: reports.iter().map(|r| r.lost).sum(),
+            families,
             phases: reports,
         })
     }
@@ -418,6 +459,28 @@ impl Lab {
             }
             pause(Duration::from_millis(5), cancel)?;
         }
+    }
+}
+
+/// The probes a phase sent and lost, per family and in total.
+fn fill(report: &mut PhaseReport, [v4, v6]: &FamilyTallies) {
+    report.families.ipv4.sent = v4.sent;
+    report.families.ipv4.lost = v4.lost;
+    if let Some(f) = &mut report.families.ipv6 {
+        f.sent = v6.sent;
+        f.lost = v6.lost;
+    }
+    let total = report.families.total();
+    report.sent = total.sent;
+    report.lost = total.lost;
+}
+
+/// `--ip-family`'s spelling of `family`.
+pub fn family_name(family: IpFamily) -> &'static str {
+    match family {
+        IpFamily::V4 => "ipv4",
+        IpFamily::V6 => "ipv6",
+        IpFamily::Dual => "dual",
     }
 }
 

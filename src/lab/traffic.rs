@@ -1,9 +1,11 @@
 //! Steady pod-to-pod traffic during a run: every pod probes every other pod
 //! at a fixed interval, each probe tagged with the phase it was sent in, so
-//! losses are counted per phase once the late echoes had their chance.
+//! losses are counted per phase once the late echoes had their chance. In a
+//! dual-stack lab each pod sends in both families, each family from its own
+//! socket, and every count is kept per family.
 
 use std::collections::{HashMap, VecDeque};
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -17,16 +19,23 @@ use crate::{Error, Result};
 /// so the live count and the final tallies agree.
 pub const LOST_AFTER: Duration = Duration::from_millis(500);
 
-/// The pods that take part: their namespace and address.
+/// The pods that take part: their namespace and one address. A pod with
+/// an address in each family is listed once per family; a pod probes the
+/// other pods of its address's family.
 #[derive(Debug, Clone)]
 pub struct Pod {
     pub netns: String,
-    pub ip: Ipv4Addr,
+    pub ip: IpAddr,
 }
 
-/// Live counters, readable while the traffic runs.
+/// Index of `ip`'s family in the per-family arrays: 0 IPv4, 1 IPv6.
+pub fn family_index(ip: IpAddr) -> usize {
+    usize::from(ip.is_ipv6())
+}
+
+/// Live counters of one family.
 #[derive(Debug, Default)]
-pub struct Live {
+pub struct LiveFamily {
     pub sent: AtomicU64,
     pub received: AtomicU64,
     /// Probes the kernel refused, plus those still unanswered [`LOST_AFTER`]
@@ -34,12 +43,25 @@ pub struct Live {
     pub lost: AtomicU64,
 }
 
+/// Live counters, readable while the traffic runs: per family
+/// (see [`family_index`]) and in total.
+#[derive(Debug, Default)]
+pub struct Live {
+    pub families: [LiveFamily; 2],
+}
+
 impl Live {
     pub fn sent(&self) -> u64 {
-        self.sent.load(Ordering::Relaxed)
+        (0..2).map(|f| self.sent_of(f)).sum()
     }
     pub fn lost(&self) -> u64 {
-        self.lost.load(Ordering::Relaxed)
+        (0..2).map(|f| self.lost_of(f)).sum()
+    }
+    pub fn sent_of(&self, family: usize) -> u64 {
+        self.families[family].sent.load(Ordering::Relaxed)
+    }
+    pub fn lost_of(&self, family: usize) -> u64 {
+        self.families[family].lost.load(Ordering::Relaxed)
     }
 }
 
@@ -50,6 +72,16 @@ pub struct Tally {
     pub lost: u64,
 }
 
+impl std::ops::AddAssign for Tally {
+    fn add_assign(&mut self, add: Tally) {
+        self.sent += add.sent;
+        self.lost += add.lost;
+    }
+}
+
+/// The tallies of one phase by family (see [`family_index`]).
+pub type FamilyTallies = [Tally; 2];
+
 /// The sender threads. [`Traffic::stop`] collects their tallies; dropping
 /// the value (a failed or cancelled run) stops them without waiting for
 /// late echoes, so no thread outlives the run.
@@ -57,12 +89,13 @@ pub struct Traffic {
     stop: Arc<AtomicBool>,
     abandon: Arc<AtomicBool>,
     live: Arc<Live>,
-    threads: Vec<JoinHandle<Result<Vec<Tally>>>>,
+    /// Each thread with the family it sends in.
+    threads: Vec<(usize, JoinHandle<Result<Vec<Tally>>>)>,
 }
 
 impl Traffic {
-    /// Start one sender thread per pod. `phase` is read at each send; it
-    /// indexes the tallies returned by [`Traffic::stop`].
+    /// Start one sender thread per pod and family. `phase` is read at each
+    /// send; it indexes the tallies returned by [`Traffic::stop`].
     pub fn start(
         pods: &[Pod],
         port: u16,
@@ -76,25 +109,31 @@ impl Traffic {
             threads: Vec::new(),
         };
         for (i, pod) in pods.iter().enumerate() {
-            let targets: Vec<SocketAddrV4> = pods
+            let family = family_index(pod.ip);
+            let targets: Vec<SocketAddr> = pods
                 .iter()
                 .enumerate()
-                .filter(|(j, _)| *j != i)
-                .map(|(_, p)| SocketAddrV4::new(p.ip, port))
+                .filter(|(j, p)| *j != i && family_index(p.ip) == family)
+                .map(|(_, p)| SocketAddr::new(p.ip, port))
                 .collect();
             // On error the threads started so far stop with `traffic`.
-            let prober = Prober::new(&pod.netns, false)?;
+            let prober = Prober::for_family(&pod.netns, pod.ip, false)?;
             let sender = Sender {
                 stop: traffic.stop.clone(),
                 abandon: traffic.abandon.clone(),
                 live: traffic.live.clone(),
+                family,
                 phase: phase.clone(),
             };
             let thread = std::thread::Builder::new()
-                .name(format!("probe-{}", pod.netns))
+                .name(format!(
+                    "probe{}-{}",
+                    if family == 0 { 4 } else { 6 },
+                    pod.netns
+                ))
                 .spawn(move || sender.run(prober, &targets, interval))
                 .map_err(|e| Error::io(format!("spawning a probe thread for {}", pod.netns), e))?;
-            traffic.threads.push(thread);
+            traffic.threads.push((family, thread));
         }
         Ok(traffic)
     }
@@ -105,20 +144,31 @@ impl Traffic {
     }
 
     /// Stop sending, wait [`LOST_AFTER`] for late echoes, and return the
-    /// tallies per phase index.
-    pub fn stop(mut self) -> Result<Vec<Tally>> {
+    /// tallies per phase index, both families added up.
+    pub fn stop(self) -> Result<Vec<Tally>> {
+        Ok(self
+            .stop_per_family()?
+            .into_iter()
+            .map(|[v4, v6]| Tally {
+                sent: v4.sent + v6.sent,
+                lost: v4.lost + v6.lost,
+            })
+            .collect())
+    }
+
+    /// [`Traffic::stop`], the tallies kept apart per family.
+    pub fn stop_per_family(mut self) -> Result<Vec<FamilyTallies>> {
         self.stop.store(true, Ordering::SeqCst);
-        let mut total: Vec<Tally> = Vec::new();
-        for thread in std::mem::take(&mut self.threads) {
+        let mut total: Vec<FamilyTallies> = Vec::new();
+        for (family, thread) in std::mem::take(&mut self.threads) {
             let tallies = thread
                 .join()
                 .map_err(|_| Error::io("probe thread", std::io::Error::other("panicked")))??;
             if total.len() < tallies.len() {
-                total.resize(tallies.len(), Tally::default());
+                total.resize(tallies.len(), FamilyTallies::default());
             }
             for (t, add) in total.iter_mut().zip(tallies) {
-                t.sent += add.sent;
-                t.lost += add.lost;
+                t[family] += add;
             }
         }
         Ok(total)
@@ -129,7 +179,7 @@ impl Drop for Traffic {
     fn drop(&mut self) {
         self.abandon.store(true, Ordering::SeqCst);
         self.stop.store(true, Ordering::SeqCst);
-        for thread in self.threads.drain(..) {
+        for (_, thread) in self.threads.drain(..) {
             let _ = thread.join();
         }
     }
@@ -140,6 +190,8 @@ struct Sender {
     stop: Arc<AtomicBool>,
     abandon: Arc<AtomicBool>,
     live: Arc<Live>,
+    /// The family this sender's probes are counted under.
+    family: usize,
     phase: Arc<AtomicUsize>,
 }
 
@@ -147,18 +199,19 @@ impl Sender {
     fn run(
         self,
         mut prober: Prober,
-        targets: &[SocketAddrV4],
+        targets: &[SocketAddr],
         interval: Duration,
     ) -> Result<Vec<Tally>> {
         let mut phase_of: HashMap<u64, usize> = HashMap::new();
         let mut tallies: Vec<Tally> = Vec::new();
         let mut losses = LiveLoss::default();
+        let live = &self.live.families[self.family];
         let mut next = Instant::now();
         while !self.stop.load(Ordering::SeqCst) {
             let now_phase = self.phase.load(Ordering::SeqCst);
             for to in targets {
                 tally(&mut tallies, now_phase).sent += 1;
-                self.live.sent.fetch_add(1, Ordering::Relaxed);
+                live.sent.fetch_add(1, Ordering::Relaxed);
                 match prober.send(*to, HEADER_LEN)? {
                     Some(seq) => {
                         phase_of.insert(seq, now_phase);
@@ -172,7 +225,7 @@ impl Sender {
             }
             next += interval;
             self.receive_until(&mut prober, next)?;
-            losses.update(&prober, &self.live);
+            losses.update(&prober, live);
         }
         if self.abandon.load(Ordering::SeqCst) {
             return Ok(tallies);
@@ -183,14 +236,14 @@ impl Sender {
                 tally(&mut tallies, *p).lost += 1;
             }
         }
-        losses.finish(&prober, &self.live);
+        losses.finish(&prober, live);
         Ok(tallies)
     }
 
     fn receive_until(&self, prober: &mut Prober, deadline: Instant) -> Result<()> {
         let before = prober.stats().received;
         prober.recv_until(deadline, None)?;
-        self.live
+        self.live.families[self.family]
             .received
             .fetch_add(prober.stats().received - before, Ordering::Relaxed);
         Ok(())
@@ -213,7 +266,7 @@ impl LiveLoss {
         self.young.push_back((seq, Instant::now()));
     }
 
-    fn update(&mut self, prober: &Prober, live: &Live) {
+    fn update(&mut self, prober: &Prober, live: &LiveFamily) {
         while let Some(&(seq, at)) = self.young.front() {
             if at.elapsed() < LOST_AFTER {
                 break;
@@ -227,11 +280,11 @@ impl LiveLoss {
 
     /// After the last wait: every probe still pending is lost, exactly as
     /// the final tallies count it.
-    fn finish(&mut self, prober: &Prober, live: &Live) {
+    fn finish(&mut self, prober: &Prober, live: &LiveFamily) {
         self.publish(self.refused + prober.pending().count() as u64, live);
     }
 
-    fn publish(&mut self, lost: u64, live: &Live) {
+    fn publish(&mut self, lost: u64, live: &LiveFamily) {
         if lost > self.published {
             live.lost
                 .fetch_add(lost - self.published, Ordering::Relaxed);
