@@ -32,9 +32,10 @@ use crate::kube_support::{
     create_lab_nodes, install_routing, start_agent, start_coordinator, switch, wait_for, PairCount,
     PodProbes, Process,
 };
-use crate::support::{have_root, Lab};
+use crate::support::{have_root, Family, Lab};
 
-const POD_MTU: u32 = 1450;
+/// The smallest MTU of vxlan over both families: IPv6 costs 70 bytes, IPv4 50.
+const POD_MTU: u32 = 1430;
 
 fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -157,7 +158,13 @@ impl Cluster<'_> {
         let probes = PodProbes::start(self.lab, watch.index.clone());
         let result = body();
         let counts = probes.stop();
-        assert_no_probe_lost(what, &counts, &watch.stop());
+        let families: Vec<usize> = self
+            .lab
+            .families()
+            .into_iter()
+            .map(|f| if f == Family::V4 { 0 } else { 1 })
+            .collect();
+        assert_no_probe_lost(what, &counts, &watch.stop(), &families);
         result
     }
 }
@@ -230,14 +237,19 @@ fn read_phase(rt: &Handle, api: &Api<ClusterRouting>) -> Option<String> {
 }
 
 /// Every pair sent both ways and lost nothing; prints the counts.
-fn assert_no_probe_lost(what: &str, counts: &[PairCount], phases: &[String]) {
+fn assert_no_probe_lost(what: &str, counts: &[PairCount], phases: &[String], families: &[usize]) {
     let mut report = format!("probes during {what}:\n");
     for pair in counts {
         let [a, b] = &pair.nodes;
+        let (v4, v6) = (pair.in_family(0), pair.in_family(1));
         report += &format!(
-            "  {a} <-> {b}: {} sent, {} lost; arrived at {a} {}, at {b} {}\n",
+            "  {a} <-> {b}: {} sent, {} lost (IPv4 {}/{}, IPv6 {}/{}); arrived at {a} {}, at {b} {}\n",
             pair.sent(),
             pair.lost(),
+            v4.sent,
+            v4.lost,
+            v6.sent,
+            v6.lost,
             pair.arrived[0],
             pair.arrived[1]
         );
@@ -246,6 +258,7 @@ fn assert_no_probe_lost(what: &str, counts: &[PairCount], phases: &[String]) {
         let (sent, lost) = counts
             .iter()
             .filter_map(|pair| pair.tallies.get(i))
+            .flatten()
             .fold((0, 0), |(s, l), t| (s + t.sent, l + t.lost));
         report += &format!("  {label}: {sent} sent, {lost} lost\n");
     }
@@ -256,6 +269,13 @@ fn assert_no_probe_lost(what: &str, counts: &[PairCount], phases: &[String]) {
             "{:?} did not probe both ways\n{report}",
             pair.nodes
         );
+        for &family in families {
+            assert!(
+                pair.in_family(family).sent > 0,
+                "{:?} sent nothing in family {family}\n{report}",
+                pair.nodes
+            );
+        }
     }
     let lost: u64 = counts.iter().map(PairCount::lost).sum();
     assert_eq!(lost, 0, "probes lost\n{report}");
@@ -271,7 +291,8 @@ fn coordinator_on_a_real_api_server() {
     };
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let client = rt.block_on(cp.client());
-    let lab = Lab::flat(3);
+    // Dual-stack: the switch must hold for both families at once.
+    let lab = Lab::dual(3);
     rt.block_on(install(&client, &lab));
     let kubeconfig: PathBuf = cp.admin_kubeconfig().to_path_buf();
     let logs = tempfile::tempdir().expect("log dir");

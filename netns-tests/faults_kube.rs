@@ -253,6 +253,7 @@ impl Probes {
             let (sent, phase_lost) = counts
                 .iter()
                 .filter_map(|pair| pair.tallies.get(i))
+                .flatten()
                 .fold((0, 0), |(s, l), t| (s + t.sent, l + t.lost));
             let note = if Some(i) == excused { " (excused)" } else { "" };
             report += &format!("  {label}: {sent} sent, {phase_lost} lost{note}\n");

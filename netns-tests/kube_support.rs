@@ -3,21 +3,21 @@
 //! a cluster starts with.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{Node, NodeCondition};
+use k8s_openapi::api::core::v1::{Node, NodeAddress, NodeCondition};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::{Client, CustomResourceExt};
 use podroute::api::{ClusterRouting, ClusterRoutingSpec};
 use podroute::api::{Mode, Plan};
 use podroute::lab::probe::EchoServer;
-use podroute::lab::traffic::{Pod, Tally, Traffic};
+use podroute::lab::traffic::{FamilyTallies, Pod, Tally, Traffic};
 use serde_json::json;
 
 pub use crate::kube_env::kube_node;
@@ -220,13 +220,33 @@ pub async fn install_routing(client: &Client, mode: Mode) {
 /// The lab's nodes as Nodes in the API server.
 pub async fn create_lab_nodes(client: &Client, lab: &Lab) {
     let nodes: Api<Node> = Api::all(client.clone());
-    for n in lab.topo.nodes() {
-        let node = kube_node(&n.name, &n.ip.to_string(), &n.pod_cidr.to_string());
+    for n in lab.topo.model_nodes() {
+        let node = kube_node_of(&n);
         nodes
             .create(&PostParams::default(), &node)
             .await
             .expect("create node");
     }
+}
+
+/// The Node a kubelet and the node IPAM make for a lab node: an InternalIP
+/// and a pod CIDR per family it has.
+fn kube_node_of(n: &podroute::model::Node) -> Node {
+    let ips = [n.node_ip.map(IpAddr::from), n.node_ip6.map(IpAddr::from)];
+    let mut ips = ips.into_iter().flatten().map(|ip| ip.to_string());
+    let cidrs: Vec<String> = n.pod_cidrs.iter().map(|c| c.to_string()).collect();
+    let mut node = kube_node(&n.name, &ips.next().unwrap_or_default(), &cidrs[0]);
+    if let Some(spec) = node.spec.as_mut() {
+        spec.pod_cidrs = Some(cidrs.clone());
+    }
+    let addresses = node.status.as_mut().and_then(|s| s.addresses.as_mut());
+    if let Some(addresses) = addresses {
+        addresses.extend(ips.map(|address| NodeAddress {
+            type_: "InternalIP".into(),
+            address,
+        }));
+    }
+    node
 }
 
 /// Echo ports of [`PodProbes`], one per pod pair: above the Lab's 7777 and
@@ -255,19 +275,29 @@ struct PairProbes {
 #[derive(Debug)]
 pub struct PairCount {
     pub nodes: [String; 2],
-    /// Both directions, per phase index of [`PodProbes::start`].
-    pub tallies: Vec<Tally>,
+    /// Both directions, per phase index of [`PodProbes::start`], per family
+    /// (IPv4, IPv6).
+    pub tallies: Vec<FamilyTallies>,
     /// Probes that arrived in the pod of `nodes[0]` and of `nodes[1]`.
     pub arrived: [u64; 2],
 }
 
 impl PairCount {
     pub fn sent(&self) -> u64 {
-        self.tallies.iter().map(|t| t.sent).sum()
+        self.tallies.iter().flatten().map(|t| t.sent).sum()
     }
 
     pub fn lost(&self) -> u64 {
-        self.tallies.iter().map(|t| t.lost).sum()
+        self.tallies.iter().flatten().map(|t| t.lost).sum()
+    }
+
+    /// Sent and lost in one family (0 IPv4, 1 IPv6), over all phases.
+    pub fn in_family(&self, family: usize) -> Tally {
+        let mut total = Tally::default();
+        for t in &self.tallies {
+            total += t[family];
+        }
+        total
     }
 }
 
@@ -281,13 +311,21 @@ impl PodProbes {
             for b in &names[i + 1..] {
                 let port = PAIR_PORT_BASE + pairs.len() as u16;
                 let nodes = [a.clone(), b.clone()];
-                let pods = nodes.clone().map(|n| Pod {
-                    netns: lab.node(&n).pods[0].netns.clone(),
-                    ip: lab.pod_ip(&n).into(),
+                // Each pod once per family: probes stay within a family.
+                let pods: Vec<Pod> = lab
+                    .families()
+                    .into_iter()
+                    .flat_map(|family| {
+                        nodes.clone().map(|n| Pod {
+                            netns: lab.node(&n).pods[0].netns.clone(),
+                            ip: lab.pod_addr(&n, family),
+                        })
+                    })
+                    .collect();
+                let echo = nodes.clone().map(|n| {
+                    let netns = &lab.node(&n).pods[0].netns;
+                    EchoServer::start(netns, port).expect("echo server")
                 });
-                let echo = pods
-                    .clone()
-                    .map(|p| EchoServer::start(&p.netns, port).expect("echo server"));
                 let traffic =
                     Traffic::start(&pods, port, PROBE_INTERVAL, phase.clone()).expect("probes");
                 pairs.push(PairProbes {
@@ -319,7 +357,7 @@ impl PodProbes {
 
 impl PairProbes {
     fn stop(self) -> PairCount {
-        let tallies = self.traffic.stop().expect("probe threads");
+        let tallies = self.traffic.stop_per_family().expect("probe threads");
         let arrived = self.echo.map(|e| e.stop().expect("echo server"));
         PairCount {
             nodes: self.nodes,
