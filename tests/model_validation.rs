@@ -737,6 +737,8 @@ fn adopted_protocols() {
         "3",
         "4",
         "bird,static",
+        "ra",
+        "9",
     ] {
         let reason = assert_invalid(parse_adopted_protocols(refused), "adopt-route-protocols");
         assert!(reason.contains("never adopted"), "{refused}: {reason}");
@@ -744,6 +746,17 @@ fn adopted_protocols() {
     for garbage in ["calico", "bird;80", "1000", "bird,x"] {
         assert_invalid(parse_adopted_protocols(garbage), "adopt-route-protocols");
     }
+}
+
+#[test]
+fn router_advertisement_routes_are_never_ours() {
+    // IPv6 routes learned from router advertisements carry proto ra (9).
+    let config = Config {
+        route_protocol: 9,
+        ..Config::default()
+    };
+    let reason = assert_invalid(config.validate(), "route-protocol");
+    assert!(reason.contains("router advertisements"), "{reason}");
 }
 
 // ------------------------------------------------------------------ modes

@@ -1131,7 +1131,7 @@ fn adopting_bird_routes_stays_inside_the_pod_network_and_our_devices() {
     // The operator names the pod network: the block of the node that left
     // goes too; the unrelated network never does.
     let config = Config {
-        pod_network: vec![net("10.244.0.0/16")],
+        pod_network: vec![net("10.244.0.0/16").into()],
         ..config
     };
     let d = diff(&want(Mode::Native, &config), &observed);

@@ -1,7 +1,7 @@
 use std::path::PathBuf;
 use std::str::FromStr;
 
-use ipnetwork::Ipv4Network;
+use ipnetwork::IpNetwork;
 use serde::{Deserialize, Serialize};
 
 use crate::api::{Mode, OffSubnet};
@@ -48,7 +48,7 @@ pub struct Config {
     /// The cluster's pod network (Calico's IP pool, the controller manager's
     /// cluster CIDR): adopted routes are taken over only inside it, inside a
     /// node's pod CIDR, or on our devices.
-    pub pod_network: Vec<Ipv4Network>,
+    pub pod_network: Vec<IpNetwork>,
     pub route_table: u32,
     pub route_metric: u32,
     pub ipip_device: String,
@@ -94,13 +94,20 @@ impl Default for Config {
     }
 }
 
+/// The kernel's and the admin's protocols (unspec, redirect, kernel, boot,
+/// static), and router advertisements' (ra, 9): routes learned from RAs are
+/// the host's own.
+fn reserved_protocol(protocol: u8) -> bool {
+    matches!(protocol, 0..=4 | 9)
+}
+
 impl Config {
     pub fn validate(&self) -> Result<()> {
-        if matches!(self.route_protocol, 0..=4) {
+        if reserved_protocol(self.route_protocol) {
             return Err(Error::invalid(
                 "route-protocol",
                 format!(
-                    "{} is reserved for the kernel and admins (use 5-255)",
+                    "{} is reserved for the kernel, admins and router advertisements (use 5-8 or 10-255)",
                     self.route_protocol
                 ),
             ));
@@ -114,11 +121,11 @@ impl Config {
         if let Some(p) = self
             .adopt_route_protocols
             .iter()
-            .find(|p| matches!(p, 0..=4))
+            .find(|p| reserved_protocol(**p))
         {
             return Err(Error::invalid(
                 "adopt-route-protocols",
-                format!("{p} is the kernel's or the admin's; it is never adopted"),
+                format!("{p} is the kernel's, the admin's or router advertisements'; it is never adopted"),
             ));
         }
         if matches!(self.route_table, 0 | 253 | 255) {
@@ -228,10 +235,10 @@ pub fn parse_adopted_protocols(text: &str) -> Result<Vec<u8>> {
     let mut out = Vec::new();
     for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let number = parse_route_protocol(field, part)?;
-        if matches!(number, 0..=4) {
+        if reserved_protocol(number) {
             return Err(Error::invalid(
                 field,
-                format!("{part:?} ({number}) is the kernel's or the admin's; it is never adopted"),
+                format!("{part:?} ({number}) is the kernel's, the admin's or router advertisements'; it is never adopted"),
             ));
         }
         if !out.contains(&number) {
@@ -241,15 +248,15 @@ pub fn parse_adopted_protocols(text: &str) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-/// Parse `--pod-network 10.244.0.0/16,10.245.0.0/16`: IPv4 networks without
-/// host bits.
-pub fn parse_pod_network(text: &str) -> Result<Vec<Ipv4Network>> {
+/// Parse `--pod-network 10.244.0.0/16,fd00:244::/48`: networks of either
+/// family without host bits.
+pub fn parse_pod_network(text: &str) -> Result<Vec<IpNetwork>> {
     let field = "pod-network";
     let mut out = Vec::new();
     for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let net: Ipv4Network = part
+        let net: IpNetwork = part
             .parse()
-            .map_err(|_| Error::invalid(field, format!("{part:?} is not an IPv4 CIDR")))?;
+            .map_err(|_| Error::invalid(field, format!("{part:?} is not a CIDR")))?;
         if net.ip() != net.network() {
             return Err(Error::invalid(
                 field,
@@ -263,7 +270,7 @@ pub fn parse_pod_network(text: &str) -> Result<Vec<Ipv4Network>> {
         if net.prefix() == 0 {
             return Err(Error::invalid(
                 field,
-                "0.0.0.0/0 is everything, not a pod network",
+                format!("{net} is everything, not a pod network"),
             ));
         }
         out.push(net);

@@ -180,7 +180,7 @@ fn adopt_scope(config: &Config, nodes: &[Node]) -> AdoptScope {
         within: nodes
             .iter()
             .flat_map(|n| n.pod_cidrs.iter().copied())
-            .chain(config.pod_network.iter().map(|n| IpNetwork::V4(*n)))
+            .chain(config.pod_network.iter().copied())
             .collect(),
         devices: BTreeSet::from([
             config.ipip_device.clone(),
