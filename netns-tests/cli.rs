@@ -346,6 +346,88 @@ fn bench_reports_every_phase() {
     assert!(results[0]["peakRssKib"].as_u64().is_some_and(|k| k > 0));
 }
 
+/// `bench --family ipv6|dual` in both modes: every phase reported, the
+/// engine writes each family's routes (the bench itself fails when the
+/// kernel does not hold them after either tool, or when a resync writes),
+/// and ip -batch writes the same peers' routes, neighbours and FDB entries.
+#[test]
+fn bench_reports_ipv6_and_dual_families() {
+    if !have_root() {
+        return;
+    }
+    // (family, mode, engine route writes, ip -batch lines, VXLAN devices)
+    let cases = [
+        // Ten IPv6 peer routes and the node's own IPv6 pod CIDR, unreachable.
+        ("ipv6", "native", 11, 10, 0),
+        // Per peer a neighbour, an FDB entry and a route.
+        ("ipv6", "vxlan", 11, 10 * 3, 1),
+        ("dual", "native", 22, 20, 0),
+        ("dual", "vxlan", 22, 2 * 10 * 3, 2),
+    ];
+    for (family, mode, engine_routes, ip_lines, devices) in cases {
+        let out = Command::new(env!("CARGO_BIN_EXE_podroute"))
+            .args(["bench", "--peers", "10", "--repeat", "1", "-o", "json"])
+            .args(["--family", family, "--mode", mode])
+            .output()
+            .expect("run podroute bench");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let context = format!(
+            "{family} {mode}: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(out.status.code(), Some(0), "{context}");
+        let report = json(&stdout);
+        assert_eq!(report["family"], family, "{context}");
+        assert_eq!(report["mode"], mode, "{context}");
+        assert_eq!(report["failures"], serde_json::json!([]), "{context}");
+        let phases = report["results"][0]["phases"].as_array().expect("phases");
+        let phase = |tool: &str, name: &str| {
+            phases
+                .iter()
+                .find(|p| p["tool"] == tool && p["phase"] == name)
+                .unwrap_or_else(|| panic!("no {tool} {name} phase in {context}"))
+        };
+        for name in ["plan", "program", "observe", "resync", "delete"] {
+            assert!(phase("podroute", name)["ms"].is_number(), "{context}");
+        }
+        let program = phase("podroute", "program");
+        assert_eq!(program["routeWrites"], engine_routes, "{context}");
+        assert!(program["ratioToIpBatch"].is_number(), "{context}");
+        assert_eq!(phase("podroute", "resync")["writes"], 0, "{context}");
+        // Deleting a VXLAN device takes its routes along.
+        let deleted = if devices == 0 {
+            engine_routes
+        } else {
+            family_count(family)
+        };
+        assert_eq!(
+            phase("podroute", "delete")["routeWrites"],
+            deleted,
+            "{context}"
+        );
+        let ip_routes = 10 * family_count(family);
+        // A device is three writes to create (link, address, up), one to delete.
+        for (name, device_writes) in [("program", 3), ("delete", 1)] {
+            let ip = phase("ip-batch", name);
+            assert_eq!(
+                ip["writes"],
+                ip_lines + devices * device_writes,
+                "{context}"
+            );
+            assert_eq!(ip["routeWrites"], ip_routes, "{context}");
+        }
+    }
+}
+
+/// Address families `bench --family` programs.
+fn family_count(family: &str) -> usize {
+    if family == "dual" {
+        2
+    } else {
+        1
+    }
+}
+
 /// The lab's per-test directory (where the MTU file lives), created.
 fn lab_dir(lab: &Lab) -> std::path::PathBuf {
     let mtu_file = lab.config("node-1").mtu_file;

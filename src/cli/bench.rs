@@ -1,10 +1,11 @@
-//! `podroute bench [--peers 100,1000,10000] [--mode native|vxlan] [--repeat R] [-o table|json]`:
+//! `podroute bench [--peers 100,1000,10000] [--mode native|vxlan] [--family ipv4|ipv6|dual]
+//! [--repeat R] [-o table|json]`:
 //! runs [`crate::bench`] and prints its report.
 
 use super::output::table;
 use super::Output;
 use crate::api::Mode;
-use crate::bench::{self, kib_to_mib, BenchReport, Settings};
+use crate::bench::{self, kib_to_mib, BenchReport, Family, Settings};
 use crate::{Error, Result};
 
 #[derive(Debug, clap::Args)]
@@ -16,6 +17,11 @@ pub struct BenchArgs {
     /// routes, neighbours and FDB entries).
     #[arg(long, value_enum, default_value = "native")]
     pub mode: BenchMode,
+    /// Address family to program: ipv4; ipv6 (the IPv6 half of a
+    /// dual-stack plan, against ip -6 -batch); dual (both, against ip -batch
+    /// and ip -6 -batch).
+    #[arg(long, value_enum, default_value = "ipv4")]
+    pub family: BenchFamily,
     /// Run every phase this many times per N (engine and ip -batch
     /// alternating) and report the median.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
@@ -34,6 +40,23 @@ pub enum BenchMode {
     Vxlan,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchFamily {
+    Ipv4,
+    Ipv6,
+    Dual,
+}
+
+impl From<BenchFamily> for Family {
+    fn from(family: BenchFamily) -> Family {
+        match family {
+            BenchFamily::Ipv4 => Family::Ipv4,
+            BenchFamily::Ipv6 => Family::Ipv6,
+            BenchFamily::Dual => Family::Dual,
+        }
+    }
+}
+
 impl BenchMode {
     fn mode(self) -> Mode {
         match self {
@@ -46,6 +69,7 @@ impl BenchMode {
 pub fn run(args: BenchArgs) -> Result<()> {
     let settings = Settings {
         mode: args.mode.mode(),
+        family: args.family.into(),
         repeat: args.repeat,
         step_logs: args.step_logs,
         progress: |line| eprintln!("bench: {line}"),
@@ -68,12 +92,24 @@ fn render(r: &BenchReport) -> String {
     } else {
         String::new()
     };
+    let family = match r.family.as_str() {
+        "ipv4" => String::new(),
+        "ipv6" => " ipv6 (the IPv6 half of a dual-stack plan),".into(),
+        family => format!(" {family},"),
+    };
     let mut out = format!(
-        "podroute bench: {} mode{runs}; netlink = requests sent (a dump counts once); RSS = {}\n",
+        "podroute bench:{family} {} mode{runs}; netlink = requests sent (a dump counts once); RSS = {}\n",
         r.mode, r.rss_scope
     );
+    let batch = match r.family.as_str() {
+        "ipv4" => "ip -batch",
+        "ipv6" => "ip -6 -batch",
+        _ => "ip -batch + ip -6 -batch",
+    };
     if r.mode == "vxlan" {
-        out.push_str("ip -batch side: device (ip link/addr), neighbours and routes (ip -batch), FDB (bridge -batch)\n");
+        out.push_str(&format!("ip -batch side: device (ip link/addr), neighbours and routes ({batch}), FDB (bridge -batch)\n"));
+    } else if r.family != "ipv4" {
+        out.push_str(&format!("ip -batch side: routes ({batch})\n"));
     }
     for result in &r.results {
         out.push_str(&format!(
