@@ -21,8 +21,8 @@ fn routes6(lab: &Lab, node: &str) -> Vec<String> {
         .collect()
 }
 
-/// The route of `peer`'s pod CIDR in `node` that starts with `head`
-/// (`<cidr6> via <gateway> dev <dev> `), as the kernel shows it.
+/// The route `<peer's cidr6> via <via> dev <dev> ...` in `node`, as the
+/// kernel shows it.
 fn route6_to(lab: &Lab, node: &str, peer: &str, via: &str, dev: &str) -> Option<String> {
     let cidr = lab.node(peer).pod_cidr6.expect("an IPv6 pod CIDR");
     let head = format!("{cidr} via {via} dev {dev} ");
