@@ -21,6 +21,7 @@ mod faults;
 mod faults_kube;
 mod hostile;
 mod ipv6;
+mod ipv6_only;
 mod lab_cli;
 mod lab_plumbing;
 mod lab_runs;

@@ -114,13 +114,27 @@ impl Lab {
         Lab::new(Topology::builder().ip_family(IpFamily::Dual).nodes(0, n))
     }
 
-    /// The families the pods have: IPv4, and IPv6 in a dual-stack lab.
+    /// [`Lab::flat`], IPv6 only: no IPv4 address anywhere.
+    pub fn v6_only(n: usize) -> Lab {
+        Lab::new(Topology::builder().ip_family(IpFamily::V6).nodes(0, n))
+    }
+
+    /// The families every node's pods have: IPv4 unless the lab is
+    /// IPv6-only, IPv6 in a dual-stack or IPv6-only lab.
     pub fn families(&self) -> Vec<Family> {
-        let dual = self.topo.nodes().iter().all(|n| n.pod_cidr6.is_some());
-        match dual && !self.topo.nodes().is_empty() {
-            true => vec![Family::V4, Family::V6],
-            false => vec![Family::V4],
-        }
+        let nodes = self.topo.nodes();
+        let all = |has: fn(&NodeInfo) -> bool| !nodes.is_empty() && nodes.iter().all(has);
+        let v4 = all(|n| n.v4().is_some()).then_some(Family::V4);
+        let v6 = all(|n| n.pod_cidr6.is_some()).then_some(Family::V6);
+        v4.into_iter().chain(v6).collect()
+    }
+
+    /// Panics, naming `what`, when the lab has no IPv4 (an IPv6-only lab).
+    fn expect_v4(&self, what: &str) {
+        assert!(
+            self.families().contains(&Family::V4),
+            "{what}: this lab is IPv6-only, it has no IPv4 (use the IPv6 helpers)"
+        );
     }
 
     pub fn node(&self, name: &str) -> &NodeInfo {
@@ -218,13 +232,17 @@ impl Lab {
             .unwrap_or_else(|e| panic!("{e}"))
     }
 
+    /// The first pod's IPv4 address; panics in an IPv6-only lab.
     pub fn pod_ip(&self, node: &str) -> Ipv4Addr {
+        self.expect_v4("pod_ip");
         self.node(node).pods[0].ip
     }
 
-    /// The first pod's IPv6 address; the lab must be dual-stack.
+    /// The first pod's IPv6 address; the lab must be dual-stack or IPv6-only.
     pub fn pod_ip6(&self, node: &str) -> Ipv6Addr {
-        self.node(node).pods[0].ip6.expect("a dual-stack lab")
+        self.node(node).pods[0]
+            .ip6
+            .expect("a dual-stack or IPv6-only lab")
     }
 
     /// The first pod's address in `family`.
@@ -265,7 +283,9 @@ impl Lab {
     /// exactly the pod MTU (the pod veth MTU the engine chose), in each
     /// family of the lab.
     pub fn assert_all_pods_talk(&self, pod_mtu: u32) {
-        for family in self.families() {
+        let families = self.families();
+        assert!(!families.is_empty(), "a lab without pods in any family");
+        for family in families {
             self.assert_all_pods_talk_in(family, pod_mtu);
         }
     }
@@ -338,6 +358,7 @@ pub fn our_routes(lab: &Lab, node: &str) -> Vec<String> {
 
 /// Our `unreachable <own pod CIDR>` route of `node`, if the kernel holds it.
 pub fn own_unreachable(lab: &Lab, node: &str) -> Option<String> {
+    lab.expect_v4("own_unreachable");
     let cidr = lab.node(node).pod_cidr.to_string();
     lab.ip(
         node,
@@ -393,6 +414,7 @@ pub fn write_cluster(lab: &Lab, path: &Path, mode: &str, nodes: &[&str]) {
 
 /// [`write_cluster`] with `extra` top-level lines (`mtu: 9000\n`, ...).
 pub fn write_cluster_with(lab: &Lab, path: &Path, mode: &str, extra: &str, nodes: &[&str]) {
+    lab.expect_v4("write_cluster");
     let mut yaml = format!("mode: {mode}\n{extra}nodes:\n");
     for n in lab
         .topo

@@ -38,7 +38,7 @@ pub struct LabArgs {
     #[arg(long, default_value = "native")]
     pub to: Mode,
     /// Address families of nodes and pods; probes and the DF check run in
-    /// each. ipv6 (IPv6-only nodes) is not supported yet.
+    /// each.
     #[arg(long, value_enum, default_value = "dual")]
     pub ip_family: IpFamilyArg,
     /// rp_filter the nodes start with (the agent sets loose on its devices).
@@ -76,25 +76,17 @@ pub enum IpFamilyArg {
     Dual,
 }
 
-impl IpFamilyArg {
-    /// The lab's family; ipv6 is refused (exit 2) until the model has
-    /// IPv6-only nodes.
-    fn family(self) -> Result<IpFamily> {
-        match self {
-            IpFamilyArg::Ipv4 => Ok(IpFamily::V4),
-            IpFamilyArg::Dual => Ok(IpFamily::Dual),
-            IpFamilyArg::Ipv6 => Err(Error::invalid(
-                "--ip-family",
-                "ipv6: IPv6-only nodes are not supported yet (a node needs an IPv4 \
-                 address); use --ip-family dual or ipv4",
-            )),
+impl From<IpFamilyArg> for IpFamily {
+    fn from(arg: IpFamilyArg) -> IpFamily {
+        match arg {
+            IpFamilyArg::Ipv4 => IpFamily::V4,
+            IpFamilyArg::Ipv6 => IpFamily::V6,
+            IpFamilyArg::Dual => IpFamily::Dual,
         }
     }
 }
 
 pub async fn run(args: LabArgs) -> Result<()> {
-    // Bad input first: nothing to clean up, no root needed to be told.
-    let ip_family = args.ip_family.family()?;
     privilege::require(
         privilege::NETNS,
         "lab",
@@ -120,7 +112,7 @@ pub async fn run(args: LabArgs) -> Result<()> {
         subnets: args.subnets,
         from,
         to: args.to,
-        ip_family,
+        ip_family: args.ip_family.into(),
         strict_rp_filter: args.rp_filter == "strict",
         naive: args.naive,
         interval: Duration::from_millis(args.interval_ms.max(1)),
@@ -205,9 +197,7 @@ fn render(r: &LabReport) -> String {
             "\nseamless lost {} of {} probes; naive lost {} of {}\n",
             r.run.lost, r.run.sent, naive.lost, naive.sent
         ));
-        if let (Some(s6), Some(n6)) = (&r.run.families.ipv6, &naive.families.ipv6) {
-            let s4 = &r.run.families.ipv4;
-            let n4 = &naive.families.ipv4;
+        if let (Some((s4, s6)), Some((n4, n6))) = (r.run.families.dual(), naive.families.dual()) {
             out.push_str(&format!(
                 "per family: seamless lost {}/{} (v4/v6) of {}/{}; naive lost {}/{} of {}/{}\n",
                 s4.lost, s6.lost, s4.sent, s6.sent, n4.lost, n6.lost, n4.sent, n6.sent
@@ -222,7 +212,7 @@ fn render(r: &LabReport) -> String {
 }
 
 fn render_run(run: &RunReport) -> String {
-    let dual = run.families.ipv6.is_some();
+    let dual = run.families.dual().is_some();
     let rows: Vec<Vec<String>> = run
         .phases
         .iter()
@@ -233,11 +223,11 @@ fn render_run(run: &RunReport) -> String {
                 p.generation.to_string(),
                 format!("{:.1}s", p.duration_ms as f64 / 1000.0),
             ];
-            match &f.ipv6 {
-                Some(v6) => row.extend([
-                    format!("{}/{}", f.ipv4.sent, v6.sent),
-                    format!("{}/{}", f.ipv4.lost, v6.lost),
-                    df_cells(&f.ipv4, v6),
+            match f.dual() {
+                Some((v4, v6)) => row.extend([
+                    format!("{}/{}", v4.sent, v6.sent),
+                    format!("{}/{}", v4.lost, v6.lost),
+                    df_cells(v4, v6),
                 ]),
                 None => row.extend([
                     p.sent.to_string(),
@@ -250,24 +240,36 @@ fn render_run(run: &RunReport) -> String {
             row
         })
         .collect();
-    let header: &[&str] = if dual {
-        &[
+    // One family alone reads like the IPv4 table; IPv6 alone names itself.
+    let header: &[&str] = match (dual, run.families.ipv4.is_some()) {
+        (true, _) => &[
             "PHASE",
             "GEN",
             "TIME",
             "SENT v4/v6",
             "LOST v4/v6",
             "DF AT POD MTU v4/v6",
-        ]
-    } else {
-        &["PHASE", "GEN", "TIME", "SENT", "LOST", "DF AT POD MTU"]
+        ],
+        (false, true) => &["PHASE", "GEN", "TIME", "SENT", "LOST", "DF AT POD MTU"],
+        (false, false) => &[
+            "PHASE",
+            "GEN",
+            "TIME",
+            "SENT v6",
+            "LOST v6",
+            "DF AT POD MTU v6",
+        ],
     };
-    let total = match &run.families.ipv6 {
-        Some(v6) => format!(
+    let total = match run.families.dual() {
+        Some((v4, v6)) => format!(
             "total: {} probes sent ({}/{} v4/v6), {} lost ({}/{})\n",
-            run.sent, run.families.ipv4.sent, v6.sent, run.lost, run.families.ipv4.lost, v6.lost
+            run.sent, v4.sent, v6.sent, run.lost, v4.lost, v6.lost
         ),
         None => format!("total: {} probes sent, {} lost\n", run.sent, run.lost),
+    };
+    let family = match run.ip_family {
+        "ipv4" => String::new(),
+        other => format!(", {other}"),
     };
     format!(
         "{} rollout {} -> {} on {} nodes ({} subnet{}{}):\n{}{total}",
@@ -277,7 +279,7 @@ fn render_run(run: &RunReport) -> String {
         run.nodes,
         run.subnets,
         if run.subnets == 1 { "" } else { "s" },
-        if dual { ", dual" } else { "" },
+        family,
         table(header, &rows),
     )
 }
@@ -352,19 +354,20 @@ fn spawn_ticker(progress: Arc<Mutex<Progress>>) -> (Arc<AtomicBool>, std::thread
         let mut last_phase = String::new();
         while !done.load(Ordering::SeqCst) {
             let p = progress.lock().map(|p| p.clone()).unwrap_or_default();
-            let probes = p.traffic.as_ref().map_or("sent 0 lost 0".into(), |live| {
-                if live.sent_of(1) > 0 {
-                    format!(
-                        "sent {}/{} lost {}/{} (v4/v6)",
-                        live.sent_of(0),
-                        live.sent_of(1),
-                        live.lost_of(0),
-                        live.lost_of(1)
-                    )
-                } else {
-                    format!("sent {} lost {}", live.sent(), live.lost())
-                }
-            });
+            let probes =
+                p.traffic
+                    .as_ref()
+                    .map_or("sent 0 lost 0".into(), |live| match p.ip_family {
+                        IpFamily::Dual => format!(
+                            "sent {}/{} lost {}/{} (v4/v6)",
+                            live.sent_of(0),
+                            live.sent_of(1),
+                            live.lost_of(0),
+                            live.lost_of(1)
+                        ),
+                        IpFamily::V6 => format!("sent {} lost {} (v6)", live.sent(), live.lost()),
+                        IpFamily::V4 => format!("sent {} lost {}", live.sent(), live.lost()),
+                    });
             let line = format!(
                 "{} | phase {:<16} | nodes {}/{} | probes {probes}",
                 p.rollout, p.phase, p.applied, p.total

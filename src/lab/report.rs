@@ -2,6 +2,7 @@
 
 use serde::Serialize;
 
+use super::topology::IpFamily;
 use crate::api::Mode;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -46,31 +47,47 @@ impl FamilyReport {
     }
 }
 
-/// The families the lab has: IPv4 always, IPv6 in a dual-stack lab.
+/// The families the lab has, each measured on its own: `None` (and left
+/// out of the JSON) for a family the lab's pods do not have.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Families {
-    pub ipv4: FamilyReport,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ipv4: Option<FamilyReport>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ipv6: Option<FamilyReport>,
 }
 
 impl Families {
+    /// An empty report for each family of `family`.
+    pub fn of(family: IpFamily) -> Families {
+        Families {
+            ipv4: family.has_v4().then(FamilyReport::default),
+            ipv6: family.has_v6().then(FamilyReport::default),
+        }
+    }
+
     /// Sent, lost and the DF check over every family.
     pub fn total(&self) -> FamilyReport {
-        let mut total = self.ipv4;
-        if let Some(v6) = &self.ipv6 {
-            total.add(v6);
+        let mut total = FamilyReport::default();
+        for family in [&self.ipv4, &self.ipv6].into_iter().flatten() {
+            total.add(family);
         }
         total
     }
 
+    /// Both families' reports when the lab has both.
+    pub fn dual(&self) -> Option<(&FamilyReport, &FamilyReport)> {
+        Some((self.ipv4.as_ref()?, self.ipv6.as_ref()?))
+    }
+
     pub fn add(&mut self, other: &Families) {
-        self.ipv4.add(&other.ipv4);
-        match (&mut self.ipv6, &other.ipv6) {
-            (Some(a), Some(b)) => a.add(b),
-            (a @ None, Some(b)) => *a = Some(*b),
-            _ => {}
+        for (mine, theirs) in [(&mut self.ipv4, &other.ipv4), (&mut self.ipv6, &other.ipv6)] {
+            match (mine, theirs) {
+                (Some(a), Some(b)) => a.add(b),
+                (a @ None, Some(b)) => *a = Some(*b),
+                _ => {}
+            }
         }
     }
 }
@@ -81,7 +98,7 @@ pub struct PhaseReport {
     pub name: String,
     pub generation: u64,
     pub duration_ms: u64,
-    /// Both families added up (as [`PhaseReport::families`] has them apart).
+    /// Every family added up (as [`PhaseReport::families`] has them apart).
     pub sent: u64,
     pub lost: u64,
     pub mtu_check: Option<MtuCheck>,
@@ -96,9 +113,9 @@ pub struct RunReport {
     pub to: Mode,
     pub nodes: usize,
     pub subnets: usize,
-    /// `ipv4` or `dual`.
+    /// `ipv4`, `ipv6` or `dual`.
     pub ip_family: &'static str,
-    /// Both families added up.
+    /// Every family added up.
     pub sent: u64,
     pub lost: u64,
     pub families: Families,

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use super::netns::unique_name;
 use super::node_agent::NodeAgent;
 use super::probe::{overhead, udp_roundtrip, EchoServer};
-use super::report::{Families, FamilyReport, MtuCheck, PhaseReport, RunReport};
+use super::report::{Families, MtuCheck, PhaseReport, RunReport};
 use super::topology::{IpFamily, Topology, UPLINK};
 use super::traffic::{family_index, FamilyTallies, Live, Pod, Traffic};
 use crate::agent::AgentOptions;
@@ -29,7 +29,7 @@ pub struct LabOptions {
     pub subnets: usize,
     pub from: Mode,
     pub to: Mode,
-    /// IPv4 only, or dual-stack nodes and pods probed in both families.
+    /// IPv4 only, IPv6 only, or dual-stack nodes and pods probed in both families.
     pub ip_family: IpFamily,
     /// rp_filter the nodes start with: strict (1) or loose (2).
     pub strict_rp_filter: bool,
@@ -66,13 +66,6 @@ impl LabOptions {
                 ),
             ));
         }
-        if self.ip_family == IpFamily::V6 {
-            return Err(Error::invalid(
-                "--ip-family",
-                "ipv6: IPv6-only nodes are not supported yet (a node needs an IPv4 \
-                 address); use dual or ipv4",
-            ));
-        }
         if self.from == self.to {
             return Err(Error::invalid(
                 "to",
@@ -90,6 +83,8 @@ pub struct Progress {
     pub phase: String,
     pub applied: usize,
     pub total: usize,
+    /// The families the probes run in.
+    pub ip_family: IpFamily,
     /// The probes' live counters, once traffic runs.
     pub traffic: Option<Arc<Live>>,
 }
@@ -144,8 +139,10 @@ impl Lab {
         let mut mtu_files = Vec::new();
         for (i, node) in topo.nodes().iter().enumerate() {
             let netns = topo.node_netns(&node.name)?;
-            netns.sysctl("net.ipv4.conf.all.rp_filter", rp)?;
-            netns.sysctl(&format!("net.ipv4.conf.{UPLINK}.rp_filter"), rp)?;
+            if opts.ip_family.has_v4() {
+                netns.sysctl("net.ipv4.conf.all.rp_filter", rp)?;
+                netns.sysctl(&format!("net.ipv4.conf.{UPLINK}.rp_filter"), rp)?;
+            }
             let config = Config {
                 mtu_file: dir.join(&node.name).join("mtu"),
                 ..Config::default()
@@ -186,9 +183,11 @@ impl Lab {
     /// Every pod once per address it has: the IPv4 ones, then the IPv6 ones.
     fn pods(&self) -> Vec<Pod> {
         let pods = || self.topo.nodes().iter().flat_map(|n| &n.pods);
-        let v4 = pods().map(|p| Pod {
-            netns: p.netns.clone(),
-            ip: p.ip.into(),
+        let v4 = pods().filter_map(|p| {
+            Some(Pod {
+                netns: p.netns.clone(),
+                ip: p.ip4()?.into(),
+            })
         });
         let v6 = pods().filter_map(|p| {
             Some(Pod {
@@ -296,6 +295,7 @@ impl Lab {
         let rollout = if opts.naive { "naive" } else { "seamless" };
         update(progress, |p| {
             p.rollout = rollout.into();
+            p.ip_family = opts.ip_family;
             p.phase = format!("start {}", opts.from);
             p.total = self.agents.len();
         });
@@ -325,21 +325,16 @@ impl Lab {
         // published; each gets its DF check once every node holds its plan.
         let target = format!("steady {}", opts.to);
         let total = self.agents.len();
-        let dual = opts.ip_family.has_v6();
         let mut record =
             |name: &str, generation: u64, began: Instant, pod_mtu: u32| -> Result<()> {
                 let duration_ms = began.elapsed().as_millis() as u64;
                 let [v4, v6] = self.mtu_check(pod_mtu)?;
-                let families = Families {
-                    ipv4: FamilyReport {
-                        mtu_check: v4,
-                        ..FamilyReport::default()
-                    },
-                    ipv6: dual.then_some(FamilyReport {
-                        mtu_check: v6,
-                        ..FamilyReport::default()
-                    }),
-                };
+                let mut families = Families::of(opts.ip_family);
+                for (family, check) in [(&mut families.ipv4, v4), (&mut families.ipv6, v6)] {
+                    if let Some(f) = family {
+                        f.mtu_check = check;
+                    }
+                }
                 reports.push(PhaseReport {
                     name: name.to_string(),
                     generation,
@@ -391,10 +386,7 @@ impl Lab {
         pod_mtu = self.lower_pod_mtu(pod_mtu)?;
         record(&current.0, current.1, began, pod_mtu)?;
         let tallies = traffic.stop_per_family()?;
-        let mut families = Families {
-            ipv6: dual.then(FamilyReport::default),
-            ..Families::default()
-        };
+        let mut families = Families::of(opts.ip_family);
         for (report, tally) in reports.iter_mut().zip(&tallies) {
             fill(report, tally);
             families.add(&report.families);
@@ -464,11 +456,12 @@ impl Lab {
 
 /// The probes a phase sent and lost, per family and in total.
 fn fill(report: &mut PhaseReport, [v4, v6]: &FamilyTallies) {
-    report.families.ipv4.sent = v4.sent;
-    report.families.ipv4.lost = v4.lost;
-    if let Some(f) = &mut report.families.ipv6 {
-        f.sent = v6.sent;
-        f.lost = v6.lost;
+    let families = &mut report.families;
+    for (family, tally) in [(&mut families.ipv4, v4), (&mut families.ipv6, v6)] {
+        if let Some(f) = family {
+            f.sent = tally.sent;
+            f.lost = tally.lost;
+        }
     }
     let total = report.families.total();
     report.sent = total.sent;

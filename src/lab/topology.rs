@@ -9,7 +9,8 @@
 //! [`IpFamily::Dual`] adds IPv6 beside it, as Calico's CNI does: pod
 //! `fd00:244:N::<k+2>/128` with its default route via `fe80::1`, which the node
 //! side of the pod veth holds; uplinks `fd00:250:S::N/64`, router legs
-//! `fd00:250:S::254/64`; every IPv6 address `nodad`.
+//! `fd00:250:S::254/64`; every IPv6 address `nodad`. [`IpFamily::V6`] has
+//! that IPv6 half alone: no IPv4 address, route or neighbour anywhere.
 //!
 //! Nothing is routed between pod CIDRs and node namespaces keep forwarding
 //! off in both families: that is the engine's job. Everything lives in namespaces owned by the
@@ -34,17 +35,24 @@ pub const POD_GATEWAY_IP6: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1)
 /// Name of the node's uplink and of the pod's interface.
 pub const UPLINK: &str = "eth0";
 
+/// The IPv4 fields of [`NodeInfo`] and [`PodInfo`] in an IPv6-only lab: no
+/// interface holds it (see [`NodeInfo::v4`] and [`PodInfo::ip4`]).
+pub const NO_IPV4: Ipv4Addr = Ipv4Addr::UNSPECIFIED;
+
 /// The address families of the lab's nodes and pods.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum IpFamily {
     #[default]
     V4,
-    /// IPv6-only nodes: not supported by the model yet, so `build` refuses it.
+    /// IPv6-only nodes and pods.
     V6,
     Dual,
 }
 
 impl IpFamily {
+    pub fn has_v4(self) -> bool {
+        self != IpFamily::V6
+    }
     pub fn has_v6(self) -> bool {
         self != IpFamily::V4
     }
@@ -53,6 +61,7 @@ impl IpFamily {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PodInfo {
     pub netns: String,
+    /// `10.244.<n>.<k+2>`; [`NO_IPV4`] in an IPv6-only lab.
     pub ip: Ipv4Addr,
     /// `fd00:244:<n>::<k+2>` in a dual-stack lab.
     pub ip6: Option<Ipv6Addr>,
@@ -65,16 +74,32 @@ pub struct NodeInfo {
     /// Kubernetes-style node name, `node-<n>`.
     pub name: String,
     pub netns: String,
+    /// `10.250.<subnet>.<n>`; [`NO_IPV4`] in an IPv6-only lab.
     pub ip: Ipv4Addr,
-    /// `fd00:250:<subnet>::<n>` in a dual-stack lab.
+    /// `fd00:250:<subnet>::<n>` in a dual-stack or IPv6-only lab.
     pub ip6: Option<Ipv6Addr>,
     pub uplink: String,
     pub uplink_mtu: u32,
     /// e.g. 10.244.<n>.0/24; its .0 is the node's tunnel address, never a pod's.
+    /// `NO_IPV4/32` in an IPv6-only lab.
     pub pod_cidr: Ipv4Network,
-    /// `fd00:244:<n>::/64` in a dual-stack lab.
+    /// `fd00:244:<n>::/64` in a dual-stack or IPv6-only lab.
     pub pod_cidr6: Option<Ipv6Network>,
     pub pods: Vec<PodInfo>,
+}
+
+impl NodeInfo {
+    /// The node's IPv4 address and pod CIDR; None on an IPv6-only node.
+    pub fn v4(&self) -> Option<(Ipv4Addr, Ipv4Network)> {
+        (self.ip != NO_IPV4).then_some((self.ip, self.pod_cidr))
+    }
+}
+
+impl PodInfo {
+    /// The pod's IPv4 address; None in an IPv6-only lab.
+    pub fn ip4(&self) -> Option<Ipv4Addr> {
+        (self.ip != NO_IPV4).then_some(self.ip)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -134,7 +159,7 @@ impl TopologyBuilder {
         self.router = router;
         self
     }
-    /// IPv4 only (the default) or dual-stack nodes and pods.
+    /// IPv4 only (the default), IPv6 only or dual-stack nodes and pods.
     pub fn ip_family(mut self, family: IpFamily) -> Self {
         self.family = family;
         self
@@ -182,12 +207,6 @@ impl TopologyBuilder {
         if !(68..=65535).contains(&self.uplink_mtu) {
             return Err(Error::invalid("uplink_mtu", "must be within 68..=65535"));
         }
-        if self.family == IpFamily::V6 {
-            return Err(Error::invalid(
-                "ip_family",
-                "IPv6-only nodes are not supported yet: use dual",
-            ));
-        }
         if self.family.has_v6() && self.uplink_mtu < 1280 {
             return Err(Error::invalid("uplink_mtu", "IPv6 needs at least 1280"));
         }
@@ -210,9 +229,11 @@ impl TopologyBuilder {
     fn add_router(&self, topo: &mut Topology) -> Result<()> {
         let name = self.create_ns(topo, "rt")?;
         let ns = topo.netns_by_name(&name)?;
-        ns.sysctl("net.ipv4.ip_forward", "1")?;
-        ns.sysctl("net.ipv4.conf.all.rp_filter", "0")?;
-        ns.sysctl("net.ipv4.conf.default.rp_filter", "0")?;
+        if self.family.has_v4() {
+            ns.sysctl("net.ipv4.ip_forward", "1")?;
+            ns.sysctl("net.ipv4.conf.all.rp_filter", "0")?;
+            ns.sysctl("net.ipv4.conf.default.rp_filter", "0")?;
+        }
         if self.family.has_v6() {
             ns.sysctl("net.ipv6.conf.all.forwarding", "1")?;
         }
@@ -222,7 +243,9 @@ impl TopologyBuilder {
             self.veth(ns, &leg, "rt", &subnet.netns)?;
             topo.netns_by_name(&subnet.netns)?
                 .ip(&["link", "set", "rt", "master", "br0", "up"])?;
-            ns.ip(&["addr", "add", &format!("{addr}/24"), "dev", &leg])?;
+            if self.family.has_v4() {
+                ns.ip(&["addr", "add", &format!("{addr}/24"), "dev", &leg])?;
+            }
             if self.family.has_v6() {
                 let addr6 = underlay6(subnet.index, 254);
                 ns.ip(&[
@@ -245,7 +268,8 @@ impl TopologyBuilder {
         let host = u8::try_from(n).map_err(|_| Error::invalid("nodes", "too many"))?;
         let node_ns = self.create_ns(topo, &format!("n{n}"))?;
         let ns = topo.netns_by_name(&node_ns)?;
-        // A new namespace copies the host's ip_forward; start from a known 0.
+        // A new namespace copies the host's ip_forward; start from a known 0
+        // (in an IPv6-only lab too: that the agent leaves it at 0 is tested).
         ns.sysctl("net.ipv4.ip_forward", "0")?;
         if self.family.has_v6() {
             ns.sysctl("net.ipv6.conf.all.forwarding", "0")?;
@@ -256,8 +280,13 @@ impl TopologyBuilder {
         self.veth(ns, UPLINK, &port, &underlay)?;
         topo.netns_by_name(&underlay)?
             .ip(&["link", "set", &port, "master", "br0", "up"])?;
-        let ip = Ipv4Addr::new(10, 250, s, host);
-        ns.ip(&["addr", "add", &format!("{ip}/24"), "dev", UPLINK])?;
+        let ip = match self.family.has_v4() {
+            true => Ipv4Addr::new(10, 250, s, host),
+            false => NO_IPV4,
+        };
+        if self.family.has_v4() {
+            ns.ip(&["addr", "add", &format!("{ip}/24"), "dev", UPLINK])?;
+        }
         let ip6 = self.family.has_v6().then(|| underlay6(s, host.into()));
         if let Some(ip6) = ip6 {
             ns.ip(&[
@@ -272,15 +301,20 @@ impl TopologyBuilder {
         }
         ns.ip(&["link", "set", UPLINK, "up"])?;
         if topo.router.is_some() {
-            let gw = Ipv4Addr::new(10, 250, s, 254).to_string();
-            ns.ip(&["route", "add", "default", "via", &gw, "dev", UPLINK])?;
+            if self.family.has_v4() {
+                let gw = Ipv4Addr::new(10, 250, s, 254).to_string();
+                ns.ip(&["route", "add", "default", "via", &gw, "dev", UPLINK])?;
+            }
             if ip6.is_some() {
                 let gw6 = underlay6(s, 254).to_string();
                 ns.ip(&["-6", "route", "add", "default", "via", &gw6, "dev", UPLINK])?;
             }
         }
-        let pod_cidr = Ipv4Network::new(Ipv4Addr::new(10, 244, host, 0), 24)
-            .map_err(|e| Error::invalid("network", e.to_string()))?;
+        let pod_cidr = match self.family.has_v4() {
+            true => Ipv4Network::new(Ipv4Addr::new(10, 244, host, 0), 24),
+            false => Ipv4Network::new(NO_IPV4, 32),
+        }
+        .map_err(|e| Error::invalid("network", e.to_string()))?;
         let pod_cidr6 = match ip6 {
             Some(_) => Some(
                 Ipv6Network::new(pod6(host, 0), 64)
@@ -293,7 +327,9 @@ impl TopologyBuilder {
             let last =
                 u8::try_from(k + 2).map_err(|_| Error::invalid("pods_per_node", "too many"))?;
             let ips = (
-                Ipv4Addr::new(10, 244, host, last),
+                self.family
+                    .has_v4()
+                    .then(|| Ipv4Addr::new(10, 244, host, last)),
                 pod_cidr6.map(|_| pod6(host, last.into())),
             );
             pods.push(self.add_pod(topo, &node_ns, n, k, ips)?);
@@ -318,7 +354,7 @@ impl TopologyBuilder {
         node_ns: &str,
         n: usize,
         k: usize,
-        (ip, ip6): (Ipv4Addr, Option<Ipv6Addr>),
+        (ip, ip6): (Option<Ipv4Addr>, Option<Ipv6Addr>),
     ) -> Result<PodInfo> {
         let pod_ns = self.create_ns(topo, &format!("n{n}p{k}"))?;
         let pod = topo.netns_by_name(&pod_ns)?;
@@ -345,39 +381,16 @@ impl TopologyBuilder {
         ])?;
         let node = topo.netns_by_name(node_ns)?;
         node.ip(&["link", "set", &host_veth, "up"])?;
-        node.sysctl(&format!("net.ipv4.conf.{host_veth}.proxy_arp"), "1")?;
-        pod.ip(&["addr", "add", &format!("{ip}/32"), "dev", UPLINK])?;
         pod.ip(&["link", "set", UPLINK, "up"])?;
-        let gw = POD_GATEWAY_IP.to_string();
-        pod.ip(&["route", "add", &gw, "dev", UPLINK, "scope", "link"])?;
-        pod.ip(&["route", "add", "default", "via", &gw, "dev", UPLINK])?;
-        pod.ip(&[
-            "neigh",
-            "replace",
-            &gw,
-            "lladdr",
-            POD_GATEWAY_MAC,
-            "dev",
-            UPLINK,
-            "nud",
-            "permanent",
-        ])?;
-        // Default protocol (boot): foreign to the engine, like a CNI's route.
-        node.ip(&[
-            "route",
-            "add",
-            &format!("{ip}/32"),
-            "dev",
-            &host_veth,
-            "scope",
-            "link",
-        ])?;
+        if let Some(ip) = ip {
+            add_pod_v4(node, pod, &host_veth, ip)?;
+        }
         if let Some(ip6) = ip6 {
             add_pod_v6(node, pod, &host_veth, ip6)?;
         }
         Ok(PodInfo {
             netns: pod_ns,
-            ip,
+            ip: ip.unwrap_or(NO_IPV4),
             ip6,
             host_veth,
         })
@@ -406,6 +419,39 @@ impl TopologyBuilder {
         ])?;
         Ok(())
     }
+}
+
+/// The IPv4 half of a pod, as Calico's CNI does it: the pod's default route
+/// goes via `169.254.1.1`, a permanent neighbour at the node side's MAC,
+/// which answers ARP by proxy.
+fn add_pod_v4(node: &Netns, pod: &Netns, host_veth: &str, ip: Ipv4Addr) -> Result<()> {
+    node.sysctl(&format!("net.ipv4.conf.{host_veth}.proxy_arp"), "1")?;
+    pod.ip(&["addr", "add", &format!("{ip}/32"), "dev", UPLINK])?;
+    let gw = POD_GATEWAY_IP.to_string();
+    pod.ip(&["route", "add", &gw, "dev", UPLINK, "scope", "link"])?;
+    pod.ip(&["route", "add", "default", "via", &gw, "dev", UPLINK])?;
+    pod.ip(&[
+        "neigh",
+        "replace",
+        &gw,
+        "lladdr",
+        POD_GATEWAY_MAC,
+        "dev",
+        UPLINK,
+        "nud",
+        "permanent",
+    ])?;
+    // Default protocol (boot): foreign to the engine, like a CNI's route.
+    node.ip(&[
+        "route",
+        "add",
+        &format!("{ip}/32"),
+        "dev",
+        host_veth,
+        "scope",
+        "link",
+    ])?;
+    Ok(())
 }
 
 /// The IPv6 half of a pod, as Calico's CNI does it: the node side of the veth
@@ -505,9 +551,12 @@ impl Topology {
             .iter()
             .map(|n| crate::model::Node {
                 name: n.name.clone(),
-                node_ip: Some(n.ip),
+                node_ip: n.v4().map(|(ip, _)| ip),
                 node_ip6: n.ip6,
-                pod_cidrs: std::iter::once(n.pod_cidr.into())
+                pod_cidrs: n
+                    .v4()
+                    .map(|(_, cidr)| cidr.into())
+                    .into_iter()
                     .chain(n.pod_cidr6.map(Into::into))
                     .collect(),
             })
@@ -542,8 +591,7 @@ impl Topology {
     }
 
     /// Gives the router a route to every pod CIDR via its node, like a cloud
-    /// route table (native mode `underlay`): in both families when the lab
-    /// is dual-stack.
+    /// route table (native mode `underlay`): in each family the lab has.
     pub fn add_router_pod_routes(&self) -> Result<()> {
         let router = self
             .router
@@ -551,8 +599,10 @@ impl Topology {
             .ok_or_else(|| Error::invalid("topology", "has no router"))?;
         let ns = self.netns_by_name(&router.netns)?;
         for node in &self.nodes {
-            let cidr = node.pod_cidr.to_string();
-            ns.ip(&["route", "replace", &cidr, "via", &node.ip.to_string()])?;
+            if let Some((ip, cidr)) = node.v4() {
+                let (cidr, ip) = (cidr.to_string(), ip.to_string());
+                ns.ip(&["route", "replace", &cidr, "via", &ip])?;
+            }
             if let (Some(cidr6), Some(ip6)) = (node.pod_cidr6, node.ip6) {
                 let (cidr6, ip6) = (cidr6.to_string(), ip6.to_string());
                 ns.ip(&["-6", "route", "replace", &cidr6, "via", &ip6])?;
