@@ -40,6 +40,109 @@ fn write_cluster(lab: &Lab, dir: &Path, mode: &str, tweak: &str) -> String {
     path.display().to_string()
 }
 
+/// A dual-stack cluster file: `ips` and `podCIDRs` per node.
+fn write_dual_cluster(lab: &Lab, dir: &Path, mode: &str) -> String {
+    let mut yaml = format!("mode: {mode}\nnodes:\n");
+    for n in lab.topo.model_nodes() {
+        let ips = [
+            n.node_ip.map(|ip| ip.to_string()),
+            n.node_ip6.map(|ip| ip.to_string()),
+        ];
+        let ips: Vec<String> = ips
+            .into_iter()
+            .flatten()
+            .map(|ip| format!("'{ip}'"))
+            .collect();
+        let cidrs: Vec<String> = n.pod_cidrs.iter().map(|c| format!("'{c}'")).collect();
+        yaml.push_str(&format!(
+            "  - name: {}\n    ips: [{}]\n    podCIDRs: [{}]\n",
+            n.name,
+            ips.join(", "),
+            cidrs.join(", ")
+        ));
+    }
+    let path = dir.join(format!("dual-{mode}.yaml"));
+    std::fs::write(&path, yaml).expect("write cluster file");
+    path.display().to_string()
+}
+
+/// plan says what carries each family, and that ipip carries IPv6 over
+/// vxlan-v6.calico; apply in vxlan then programs both families.
+#[test]
+fn plan_and_apply_show_each_family() {
+    if !have_root() {
+        return;
+    }
+    let lab = Lab::dual(2);
+    let dir = lab_dir(&lab);
+    let mtu_file = dir.join("mtu").display().to_string();
+    for (mode, v4_dev) in [
+        ("ipip", "tunl0"),
+        ("vxlan", "vxlan.calico"),
+        ("native", "eth0"),
+    ] {
+        let cluster = write_dual_cluster(&lab, &dir, mode);
+        let args = [
+            "plan",
+            "--cluster",
+            &cluster,
+            "--node",
+            "node-1",
+            "--mtu-file",
+            &mtu_file,
+        ];
+        let (code, out, err) = podroute(&lab, "node-1", &[&args[..], &["-o", "json"]].concat());
+        assert_eq!(code, 0, "{mode}: {err}");
+        let report = json(&out);
+        let v6_dev = if mode == "native" {
+            "eth0"
+        } else {
+            "vxlan-v6.calico"
+        };
+        assert_eq!(
+            report["families"]["ipv4"]["devices"],
+            serde_json::json!([v4_dev]),
+            "{out}"
+        );
+        assert_eq!(
+            report["families"]["ipv6"]["devices"],
+            serde_json::json!([v6_dev]),
+            "{out}"
+        );
+        assert_eq!(report["families"]["ipv6"]["routes"], 1, "{out}");
+        let ipip_note = report["notes"].as_array().expect("notes").iter().any(|n| {
+            n.as_str()
+                .is_some_and(|n| n.contains("carries IPv6 over vxlan-v6.calico"))
+        });
+        assert_eq!(ipip_note, mode == "ipip", "{mode}: {out}");
+        let (_, text, _) = podroute(&lab, "node-1", &args);
+        assert!(
+            text.contains(&format!("ipv6: 1 peer routes via {v6_dev}")),
+            "{text}"
+        );
+    }
+    let cluster = write_dual_cluster(&lab, &dir, "vxlan");
+    let args = [
+        "apply",
+        "--cluster",
+        &cluster,
+        "--node",
+        "node-1",
+        "--mtu-file",
+        &mtu_file,
+    ];
+    let (code, _, err) = podroute(&lab, "node-1", &args);
+    assert_eq!(code, 0, "{err}");
+    let routes6 = lab.ip("node-1", &["-6", "route", "show", "proto", "91"]);
+    assert!(routes6.contains("dev vxlan-v6.calico"), "{routes6}");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("mtu"))
+            .expect("mtu")
+            .trim(),
+        "1430"
+    );
+}
+
 #[test]
 fn apply_plan_status_cleanup_from_the_command_line() {
     if !have_root() {

@@ -570,3 +570,62 @@ fn coordinator_on_a_real_api_server() {
         cluster.lease_holder().is_none()
     });
 }
+
+/// An IPv6-only cluster: Nodes with IPv6 InternalIPs and pod CIDRs only.
+/// The coordinator switches it vxlan -> native -> vxlan under continuous
+/// IPv6 probes without losing one, and no node holds IPv4 state of ours.
+#[test]
+fn an_ipv6_only_cluster_switches_on_a_real_api_server() {
+    if !have_root() {
+        return;
+    }
+    let Some(cp) = ControlPlane::start_or_skip() else {
+        return;
+    };
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let client = rt.block_on(cp.client());
+    let lab = Lab::v6_only(3);
+    rt.block_on(install(&client, &lab));
+    let kubeconfig: PathBuf = cp.admin_kubeconfig().to_path_buf();
+    let logs = tempfile::tempdir().expect("log dir");
+    let log = logs.path().join("coordinator.log");
+    let cluster = Cluster {
+        rt: &rt,
+        client: client.clone(),
+        lab: &lab,
+    };
+    let _coordinator = start_coordinator("coordinator", &kubeconfig, &log, "127.0.0.1:0");
+    let _agents: Vec<Process> = lab
+        .names()
+        .iter()
+        .map(|n| start_agent(&lab, n, &kubeconfig))
+        .collect();
+    let dump = || {
+        eprintln!(
+            "--- coordinator:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        )
+    };
+    wait_for("steady vxlan", Duration::from_secs(30), || {
+        cluster.applied() == vec![Some("1/vxlan".to_string()); 3]
+    });
+    for node in lab.names() {
+        lab.topo.set_pod_mtu(&node, POD_MTU).expect("pod mtu");
+    }
+    lab.assert_all_pods_talk(POD_MTU);
+    for to in ["native", "vxlan"] {
+        let (ok, out) = cluster.under_probes(&format!("IPv6-only -> {to}"), || {
+            switch(&kubeconfig, &["--to", to, "--wait"])
+        });
+        if !ok {
+            dump();
+        }
+        assert!(ok, "switch to {to}: {out}");
+    }
+    for node in lab.names() {
+        let v4 = lab.ip(&node, &["-4", "route", "show", "proto", "91"]);
+        assert!(v4.trim().is_empty(), "{node}: IPv4 routes of ours: {v4}");
+        let links = lab.ip(&node, &["link", "show"]);
+        assert!(!links.contains("vxlan.calico:"), "{node}: {links}");
+    }
+}

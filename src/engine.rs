@@ -1,13 +1,14 @@
 //! One reconcile: read the kernel, plan, write, read back. The CLI's `apply`
 //! runs it once; the agent runs it on every trigger.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use serde::Serialize;
 
 use crate::dataplane::Dataplane;
 use crate::model::{Cluster, Node};
-use crate::plan::{self, Desired, Diff, Excluded, Inputs, RouteKey, Step, Uplink};
+use crate::plan::{self, Desired, Diff, Excluded, Inputs, RouteKey, RouteKind, Step, Uplink};
 use crate::{Error, Result};
 
 #[derive(Debug, Clone, Serialize)]
@@ -24,9 +25,39 @@ pub struct Outcome {
     /// What the plan leaves unrouted or carries differently, as a whole
     /// (`ipv6: ...`).
     pub notes: Vec<String>,
+    /// What each family's peer routes go through (`ipv4`, `ipv6`).
+    pub families: BTreeMap<&'static str, FamilyRoutes>,
     pub pod_mtu: Option<u32>,
     /// Our routes in the kernel now.
     pub routes: usize,
+}
+
+/// A family's peer routes in a plan: how many, and the devices they use.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct FamilyRoutes {
+    pub routes: usize,
+    pub devices: BTreeSet<String>,
+}
+
+impl FamilyRoutes {
+    fn of(desired: &Desired) -> BTreeMap<&'static str, FamilyRoutes> {
+        let mut out: BTreeMap<&'static str, FamilyRoutes> = BTreeMap::new();
+        let peer_routes = desired
+            .routes
+            .values()
+            .filter(|r| r.kind == RouteKind::Unicast);
+        for route in peer_routes {
+            let family = if route.key.dst.is_ipv4() {
+                "ipv4"
+            } else {
+                "ipv6"
+            };
+            let entry = out.entry(family).or_default();
+            entry.routes += 1;
+            entry.devices.insert(route.dev.clone());
+        }
+        out
+    }
 }
 
 impl Outcome {
@@ -40,6 +71,7 @@ impl Outcome {
             kept: diff.kept,
             excluded: desired.excluded.clone(),
             notes: desired.notes.clone(),
+            families: FamilyRoutes::of(desired),
             pod_mtu: desired.pod_mtu,
         }
     }

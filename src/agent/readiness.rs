@@ -96,6 +96,7 @@ mod tests {
             kept: Vec::new(),
             excluded: Vec::new(),
             notes: Vec::new(),
+            families: Default::default(),
             pod_mtu: Some(1450),
             routes: 2,
         }

@@ -1,11 +1,13 @@
 //! `podroute apply --cluster FILE [--node NAME] [--dry-run]`
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
 
 use super::host::{ClusterArgs, Host};
 use super::output::table;
 use super::{ConfigArgs, Output};
-use crate::engine;
+use crate::engine::{self, FamilyRoutes};
 use crate::plan::{RouteKey, Step};
 use crate::Result;
 
@@ -37,6 +39,8 @@ pub struct ApplyReport {
     pub kept: Vec<String>,
     /// How the plan treats a family as a whole (`ipv6: ...`).
     pub notes: Vec<String>,
+    /// Each family's peer routes: how many, through which devices.
+    pub families: BTreeMap<&'static str, FamilyRoutes>,
     pub pod_mtu: Option<u32>,
 }
 
@@ -63,6 +67,7 @@ pub async fn run(args: ApplyArgs) -> Result<()> {
         conflicts: outcome.conflicts,
         kept: outcome.kept,
         notes: outcome.notes,
+        families: outcome.families,
         pod_mtu: desired.pod_mtu,
     };
     args.output.print(&report, render)
@@ -86,8 +91,25 @@ fn render(r: &ApplyReport) -> String {
     }
     out.push_str(&conflicts_text(&r.conflicts));
     out.push_str(&warnings_text(&r.kept));
+    out.push_str(&families_text(&r.families));
     out.push_str(&notes_text(&r.notes));
     out
+}
+
+/// `ipv6: 2 peer routes via vxlan-v6.calico`, when the plan routes IPv6.
+pub(super) fn families_text(families: &BTreeMap<&'static str, FamilyRoutes>) -> String {
+    if !families.contains_key("ipv6") {
+        return String::new();
+    }
+    let line = |(family, f): (&&str, &FamilyRoutes)| {
+        let devices: Vec<&str> = f.devices.iter().map(String::as_str).collect();
+        format!(
+            "{family}: {} peer routes via {}\n",
+            f.routes,
+            devices.join(", ")
+        )
+    };
+    families.iter().map(line).collect()
 }
 
 pub(super) fn notes_text(notes: &[String]) -> String {

@@ -1,11 +1,13 @@
 //! `podroute plan --cluster FILE [--node NAME]`: the ops apply would run.
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
 
-use super::apply::{conflicts_text, notes_text, steps_table, warnings_text};
+use super::apply::{conflicts_text, families_text, notes_text, steps_table, warnings_text};
 use super::host::{ClusterArgs, Host};
 use super::{ConfigArgs, Output};
-use crate::engine;
+use crate::engine::{self, FamilyRoutes};
 use crate::plan::{RouteKey, Step};
 use crate::Result;
 
@@ -30,6 +32,8 @@ pub struct PlanReport {
     pub kept: Vec<String>,
     /// How the plan treats a family as a whole (`ipv6: ...`).
     pub notes: Vec<String>,
+    /// Each family's peer routes: how many, through which devices.
+    pub families: BTreeMap<&'static str, FamilyRoutes>,
     pub pod_mtu: Option<u32>,
 }
 
@@ -49,6 +53,7 @@ pub async fn run(args: PlanArgs) -> Result<()> {
         conflicts: outcome.conflicts,
         kept: outcome.kept,
         notes: outcome.notes,
+        families: outcome.families,
         pod_mtu: desired.pod_mtu,
     };
     args.output.print(&report, |r| {
@@ -65,6 +70,7 @@ pub async fn run(args: PlanArgs) -> Result<()> {
         };
         out.push_str(&conflicts_text(&r.conflicts));
         out.push_str(&warnings_text(&r.kept));
+        out.push_str(&families_text(&r.families));
         out.push_str(&notes_text(&r.notes));
         out
     })
