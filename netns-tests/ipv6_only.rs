@@ -273,7 +273,10 @@ fn an_ipv6_only_lab_switches_vxlan_native_vxlan_without_loss() {
         assert!(v6["sent"].as_u64() > Some(0), "{report:#}");
         assert_eq!(v6["lost"], 0, "{from} -> {to}: {report:#}");
         let phases = report["phases"].as_array().expect("phases");
-        assert!(phases.len() >= 4, "{report:#}");
+        // Start, at least one transition, target. The runner records the
+        // phases it sees; on a slow machine (the TCG VM) the coordinator may
+        // move on before it looks, so two transitions can show as one.
+        assert!(phases.len() >= 3, "{report:#}");
         for phase in phases {
             let v6 = ipv6_alone(phase);
             assert!(v6["sent"].as_u64() > Some(0), "{phase:#}");

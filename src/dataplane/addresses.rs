@@ -76,7 +76,9 @@ pub async fn add(handle: &Handle, index: u32, dev: &str, ip: IpAddr, protocol: u
     }
     let done = request.execute().await;
     // Someone holds the same address already: it serves, and it is theirs.
-    ignoring(done, libc::EEXIST, format!("adding {ip}/{prefix} to {dev}"))
+    ignoring(done, libc::EEXIST, || {
+        format!("adding {ip}/{prefix} to {dev}")
+    })
 }
 
 pub async fn del(handle: &Handle, index: u32, dev: &str, ip: IpAddr) -> Result<()> {
@@ -84,11 +86,9 @@ pub async fn del(handle: &Handle, index: u32, dev: &str, ip: IpAddr) -> Result<(
     let mut request = handle.address().add(index, ip, prefix);
     let message = std::mem::take(request.message_mut());
     let done = handle.address().del(message).execute().await;
-    ignoring(
-        done,
-        libc::EADDRNOTAVAIL,
-        format!("removing {ip}/{prefix} from {dev}"),
-    )
+    ignoring(done, libc::EADDRNOTAVAIL, || {
+        format!("removing {ip}/{prefix} from {dev}")
+    })
 }
 
 pub fn host_prefix(ip: IpAddr) -> u8 {

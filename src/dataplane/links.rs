@@ -99,7 +99,7 @@ pub async fn create_ipip(handle: &Handle, name: &str) -> Result<()> {
             ),
             source: e.into(),
         }),
-        Err(e) => Err(nl_err(format!("creating {name} (ipip)"))(e)),
+        Err(e) => Err(nl_err(|| format!("creating {name} (ipip)"))(e)),
     }
 }
 
@@ -119,13 +119,13 @@ pub async fn create_vxlan(handle: &Handle, device: &VxlanDevice, link_index: u32
         .build();
     let done = handle.link().add(msg).execute().await;
     let (name, vni) = (&device.name, id.vni);
-    done.map_err(nl_err(format!("creating {name} (vxlan id {vni})")))
+    done.map_err(nl_err(|| format!("creating {name} (vxlan id {vni})")))
 }
 
 pub async fn set_mtu(handle: &Handle, index: u32, name: &str, mtu: u32) -> Result<()> {
     let msg = LinkUnspec::new_with_index(index).mtu(mtu).build();
     let done = handle.link().set(msg).execute().await;
-    done.map_err(nl_err(format!("setting mtu {mtu} on {name}")))
+    done.map_err(nl_err(|| format!("setting mtu {mtu} on {name}")))
 }
 
 pub async fn set_up(handle: &Handle, index: u32, name: &str, up: bool) -> Result<()> {
@@ -133,10 +133,10 @@ pub async fn set_up(handle: &Handle, index: u32, name: &str, up: bool) -> Result
     let msg = if up { builder.up() } else { builder.down() }.build();
     let state = if up { "up" } else { "down" };
     let done = handle.link().set(msg).execute().await;
-    done.map_err(nl_err(format!("setting {name} {state}")))
+    done.map_err(nl_err(|| format!("setting {name} {state}")))
 }
 
 pub async fn delete(handle: &Handle, index: u32, name: &str) -> Result<()> {
     let done = handle.link().del(index).execute().await;
-    done.map_err(nl_err(format!("deleting {name}")))
+    done.map_err(nl_err(|| format!("deleting {name}")))
 }

@@ -105,7 +105,9 @@ pub async fn replace_arp(handle: &Handle, index: u32, neigh: &Neigh) -> Result<(
         .replace()
         .execute()
         .await
-        .map_err(nl_err(format!("neigh replace {ip} lladdr {mac} dev {dev}")))
+        .map_err(nl_err(|| {
+            format!("neigh replace {ip} lladdr {mac} dev {dev}")
+        }))
 }
 
 pub async fn del_arp(handle: &Handle, index: u32, neigh: &Neigh) -> Result<()> {
@@ -116,7 +118,7 @@ pub async fn del_arp(handle: &Handle, index: u32, neigh: &Neigh) -> Result<()> {
     let dst = NeighbourAttribute::Destination(NeighbourAddress::from(*ip));
     message.attributes.push(dst);
     let done = handle.neighbours().del(message).execute().await;
-    ignoring(done, libc::ENOENT, format!("neigh del {ip} dev {dev}"))
+    ignoring(done, libc::ENOENT, || format!("neigh del {ip} dev {dev}"))
 }
 
 pub async fn replace_fdb(handle: &Handle, index: u32, fdb: &Fdb) -> Result<()> {
@@ -130,7 +132,7 @@ pub async fn replace_fdb(handle: &Handle, index: u32, fdb: &Fdb) -> Result<()> {
         .replace()
         .execute()
         .await
-        .map_err(nl_err(format!("fdb replace {mac} dev {dev} dst {dst}")))
+        .map_err(nl_err(|| format!("fdb replace {mac} dev {dev} dst {dst}")))
 }
 
 pub async fn del_fdb(handle: &Handle, index: u32, fdb: &Fdb) -> Result<()> {
@@ -143,11 +145,9 @@ pub async fn del_fdb(handle: &Handle, index: u32, fdb: &Fdb) -> Result<()> {
     let dst_attr = NeighbourAttribute::Destination(NeighbourAddress::from(*dst));
     message.attributes.extend([lladdr, dst_attr]);
     let done = handle.neighbours().del(message).execute().await;
-    ignoring(
-        done,
-        libc::ENOENT,
-        format!("fdb del {mac} dev {dev} dst {dst}"),
-    )
+    ignoring(done, libc::ENOENT, || {
+        format!("fdb del {mac} dev {dev} dst {dst}")
+    })
 }
 
 fn family(ip: IpAddr) -> AddressFamily {

@@ -158,7 +158,7 @@ pub async fn replace(handle: &Handle, route: &Route, oif: Option<u32>) -> Result
         RouteKind::Other(n) => RouteType::from(n),
     };
     let done = handle.route().add(message).replace().execute().await;
-    done.map_err(nl_err(format!("route replace {route}")))
+    done.map_err(nl_err(|| format!("route replace {route}")))
 }
 
 /// Delete exactly this route: the kernel matches table, destination,
@@ -170,7 +170,7 @@ pub async fn del(handle: &Handle, route: &Route) -> Result<()> {
     msg.attributes
         .retain(|a| !matches!(a, RouteAttribute::Gateway(_) | RouteAttribute::Metrics(_)));
     let done = handle.route().del(msg).execute().await;
-    ignoring(done, libc::ESRCH, format!("route del {route}"))
+    ignoring(done, libc::ESRCH, || format!("route del {route}"))
 }
 
 impl Dumped {
