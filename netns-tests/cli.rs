@@ -120,6 +120,24 @@ fn plan_and_apply_show_each_family() {
             text.contains(&format!("ipv6: 1 peer routes via {v6_dev}")),
             "{text}"
         );
+        // status with the cluster file says it too.
+        let status = [
+            "status",
+            "--cluster",
+            &cluster,
+            "--node",
+            "node-1",
+            "--mtu-file",
+            &mtu_file,
+        ];
+        let (code, out, err) = podroute(&lab, "node-1", &[&status[..], &["-o", "json"]].concat());
+        assert_eq!(code, 0, "{mode}: {err}");
+        let notes = json(&out)["notes"].to_string();
+        assert_eq!(
+            notes.contains("carries IPv6 over vxlan-v6.calico"),
+            mode == "ipip",
+            "{out}"
+        );
     }
     let cluster = write_dual_cluster(&lab, &dir, "vxlan");
     let args = [

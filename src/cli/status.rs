@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use ipnetwork::IpNetwork;
 use serde::Serialize;
 
-use super::apply::{steps_table, warnings_text};
+use super::apply::{notes_text, steps_table, warnings_text};
 use super::host::{Host, NodeArgs};
 use super::output::table;
 use super::{ConfigArgs, Output};
@@ -74,20 +74,29 @@ pub struct StatusReport {
     pub sysctls: BTreeMap<String, Option<String>>,
     /// Writes apply would make (only with --cluster).
     pub drift: Option<Vec<Step>>,
+    /// How the plan treats a family as a whole (only with --cluster).
+    pub notes: Vec<String>,
     pub warnings: Vec<String>,
 }
 
 pub async fn run(args: StatusArgs) -> Result<()> {
-    let (mut dp, drift, mut uplink, adopt) = match &args.cluster {
+    let (mut dp, drift, mut uplink, adopt, notes) = match &args.cluster {
         Some(path) => {
             let mut host = Host::load(path, &args.node, &args.config).await?;
             let drift = engine::dry_run(&mut host.dp, &host.desired).await?.steps;
-            (host.dp, Some(drift), Some(host.uplink), host.desired.adopt)
+            let desired = host.desired;
+            (
+                host.dp,
+                Some(drift),
+                Some(host.uplink),
+                desired.adopt,
+                desired.notes,
+            )
         }
         None => {
             let config = args.config.config(None)?;
             let adopt = plan::nothing(&config).adopt;
-            (Dataplane::connect(config)?, None, None, adopt)
+            (Dataplane::connect(config)?, None, None, adopt, Vec::new())
         }
     };
     let config = dp.config().clone();
@@ -149,6 +158,7 @@ pub async fn run(args: StatusArgs) -> Result<()> {
         uplink,
         sysctls,
         drift,
+        notes,
         warnings,
     };
     args.output.print(&report, render)
@@ -298,6 +308,7 @@ fn render(r: &StatusReport) -> String {
             steps_table(steps)
         )),
     }
+    out.push_str(&notes_text(&r.notes));
     out.push_str(&warnings_text(&r.warnings));
     out
 }
