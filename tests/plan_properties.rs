@@ -705,12 +705,16 @@ fn ipip_retired_ok(before: &Observed, after: &Observed) -> Result<(), TestCaseEr
 
 /// The VXLAN device after a diff that retires it: gone, or, when it carries
 /// state that is not ours, still there without anything of ours on it.
-fn vxlan_retired_ok(before: &Observed, after: &Observed) -> Result<(), TestCaseError> {
-    match (&before.vxlan, &after.vxlan) {
+fn vxlan_retired_ok(
+    before: Option<&podroute::plan::VxlanDevice>,
+    after: Option<&podroute::plan::VxlanDevice>,
+    before_state: &Observed,
+) -> Result<(), TestCaseError> {
+    match (before, after) {
         (_, None) => {}
-        (Some(b), Some(a)) if shared(before, &b.name) => {
+        (Some(b), Some(a)) if shared(before_state, &b.name) => {
             prop_assert!(
-                a.addresses.is_empty() || keeps_our_address(before, &b.name),
+                a.addresses.is_empty() || keeps_our_address(before_state, &b.name),
                 "kept vxlan keeps our addresses"
             );
         }
@@ -726,14 +730,17 @@ fn expected_blocked(want: &Desired, before: &Observed) -> bool {
     let foreign_kind = [
         want.ipip.as_ref().map(|d| &d.name),
         want.vxlan.as_ref().map(|d| &d.name),
+        want.vxlan6.as_ref().map(|d| &d.name),
     ]
     .into_iter()
     .flatten()
     .any(|name| before.foreign_devices.contains_key(name));
-    let recreate_shared = match (&want.vxlan, &before.vxlan) {
-        (Some(w), Some(h)) => w.identity != h.identity && shared(before, &h.name),
-        _ => false,
-    };
+    let recreate_shared = [(&want.vxlan, &before.vxlan), (&want.vxlan6, &before.vxlan6)]
+        .into_iter()
+        .any(|pair| match pair {
+            (Some(w), Some(h)) => w.identity != h.identity && shared(before, &h.name),
+            _ => false,
+        });
     foreign_kind || recreate_shared
 }
 
@@ -741,15 +748,18 @@ fn expected_blocked(want: &Desired, before: &Observed) -> bool {
 /// an adoptable one the plan does not cover) and not already ours as wanted
 /// (on a device that survives the diff).
 fn expected_conflicts(want: &Desired, before: &Observed) -> Vec<RouteKey> {
-    let recreated = match (&want.vxlan, &before.vxlan) {
-        (Some(w), Some(h)) => (w.identity != h.identity).then(|| h.name.clone()),
-        _ => None,
-    };
+    let recreated: Vec<&str> = [(&want.vxlan, &before.vxlan), (&want.vxlan6, &before.vxlan6)]
+        .into_iter()
+        .filter_map(|pair| match pair {
+            (Some(w), Some(h)) => (w.identity != h.identity).then_some(h.name.as_str()),
+            _ => None,
+        })
+        .collect();
     want.routes
         .iter()
         .filter(|(key, route)| {
-            let in_place = before.routes.get(key) == Some(route)
-                && recreated.as_deref() != Some(route.dev.as_str());
+            let in_place =
+                before.routes.get(key) == Some(route) && !recreated.contains(&route.dev.as_str());
             let theirs = before.foreign_routes.contains(key)
                 || before
                     .adoptable
@@ -832,9 +842,14 @@ fn check_converges(want: &Desired, before: &Observed) -> Result<Observed, TestCa
         );
     }
     prop_assert_eq!(after.pod_mtu, want.pod_mtu);
-    match &want.vxlan {
-        Some(w) => prop_assert_eq!(after.vxlan.as_ref(), Some(w)),
-        None => vxlan_retired_ok(before, &after)?,
+    for (want_dev, before_dev, after_dev) in [
+        (&want.vxlan, &before.vxlan, &after.vxlan),
+        (&want.vxlan6, &before.vxlan6, &after.vxlan6),
+    ] {
+        match want_dev {
+            Some(w) => prop_assert_eq!(after_dev.as_ref(), Some(w)),
+            None => vxlan_retired_ok(before_dev.as_ref(), after_dev.as_ref(), before)?,
+        }
     }
     match &want.ipip {
         Some(w) => prop_assert_eq!(after.ipip.as_ref(), Some(w)),
@@ -949,7 +964,8 @@ proptest! {
         prop_assert!(after.routes.is_empty(), "{:?}", after.routes);
         prop_assert!(after.neighs.is_empty());
         prop_assert!(after.fdb.is_empty());
-        vxlan_retired_ok(&before, &after)?;
+        vxlan_retired_ok(before.vxlan.as_ref(), after.vxlan.as_ref(), &before)?;
+        vxlan_retired_ok(before.vxlan6.as_ref(), after.vxlan6.as_ref(), &before)?;
         prop_assert_eq!(after.pod_mtu, None);
         ipip_retired_ok(&before, &after)?;
         check_foreign_untouched(&none, &before, &after, &d.steps)?;

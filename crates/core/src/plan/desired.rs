@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use ipnetwork::IpNetwork;
 
-use crate::api::{Mode, Plan};
+use crate::api::{Mode, OffSubnet, Plan};
 
 use crate::model::{Config, Node, MIN_MTU};
 use crate::{Error, Result};
@@ -139,6 +139,14 @@ fn no_uplink(local: &Node, ip: IpAddr) -> Error {
         "uplink",
         format!("no interface holds the node IP {ip} of {}", local.name),
     )
+}
+
+/// Native with `encap` sends to off-subnet peers through a tunnel. Any plan
+/// where a node may route native (native in decap: a switch to or from
+/// native is under way) must be able to receive that tunnel too.
+pub(super) fn may_encap_off_subnet(plan: &Plan, config: &Config) -> bool {
+    (plan.route_mode == Mode::Native || plan.decap.contains(&Mode::Native))
+        && config.off_subnet == OffSubnet::Encap
 }
 
 fn check_uplink(local: &Node, uplink: &Uplink, node_ip: IpAddr) -> Result<()> {

@@ -11,7 +11,7 @@ use crate::api::{Mode, OffSubnet};
 use crate::model::{address, Config, Mac, Node, RpFilter};
 use crate::{Error, Result};
 
-use super::desired::{keep, local_unreachable, Inputs, Mtus};
+use super::desired::{keep, local_unreachable, may_encap_off_subnet, Inputs, Mtus};
 use super::state::{
     Desired, Excluded, Fdb, IpipDevice, Neigh, Route, RouteKey, RouteKind, Uplink, VxlanDevice,
     VxlanIdentity,
@@ -61,13 +61,8 @@ pub(super) fn add(
         .collect();
     let on_link = |peer: &Peer| uplink.address.contains(IpAddr::V4(peer.ip));
 
-    // Native with `encap` sends to off-subnet peers through a tunnel. Any
-    // plan where a node may route native (native in decap: a switch to or
-    // from native is under way) must be able to receive that tunnel too.
-    let cross_subnet_encap = (plan.route_mode == Mode::Native
-        || plan.decap.contains(&Mode::Native))
-        && config.off_subnet == OffSubnet::Encap
-        && peers.iter().any(|p| !on_link(p));
+    let cross_subnet_encap =
+        may_encap_off_subnet(plan, config) && peers.iter().any(|p| !on_link(p));
     let mut tunnels = plan.tunnels();
     if cross_subnet_encap {
         tunnels.insert(config.cross_subnet_tunnel);

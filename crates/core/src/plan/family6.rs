@@ -13,7 +13,9 @@ use crate::api::{Mode, OffSubnet};
 use crate::model::{address, Config, Mac, Node};
 use crate::{Error, Result};
 
-use super::desired::{keep, local_unreachable, Inputs, Mtus, IPV6_DEFAULT_METRIC, MIN_IPV6_MTU};
+use super::desired::{
+    keep, local_unreachable, may_encap_off_subnet, Inputs, Mtus, IPV6_DEFAULT_METRIC, MIN_IPV6_MTU,
+};
 use super::state::{
     Desired, Excluded, Fdb, Neigh, Route, RouteKey, RouteKind, Uplink, VxlanDevice, VxlanIdentity,
 };
@@ -55,12 +57,8 @@ pub(super) fn add(
         .collect();
     let on_link = |ip: Ipv6Addr| uplink6.address.contains(IpAddr::V6(ip));
 
-    // As in IPv4: a node that may route native must also receive the tunnel
-    // its off-subnet peers send through.
-    let cross_subnet_encap = (plan.route_mode == Mode::Native
-        || plan.decap.contains(&Mode::Native))
-        && config.off_subnet == OffSubnet::Encap
-        && peers.iter().any(|(_, ip, _)| !on_link(*ip));
+    let cross_subnet_encap =
+        may_encap_off_subnet(plan, config) && peers.iter().any(|(_, ip, _)| !on_link(*ip));
     let tunnel_in_play = !plan.tunnels().is_empty() || cross_subnet_encap;
     let tunnel_mtu = base.saturating_sub(VXLAN6_OVERHEAD);
     let pod_mtu = if tunnel_in_play { tunnel_mtu } else { base };
