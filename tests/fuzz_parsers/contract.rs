@@ -2,7 +2,7 @@
 //! independent statement of the rules, so that whatever a parser accepts can
 //! be checked against them.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnetwork::{IpNetwork, Ipv4Network};
 use podroute::model::{validate_nodes, Cluster, Node, NodeIps};
@@ -52,23 +52,48 @@ pub fn pod_cidr_problem(cidr: &IpNetwork) -> Option<String> {
         .map(|r| format!("pod CIDR {cidr} overlaps the special-purpose range {r}"))
 }
 
+/// Why `ip` cannot be a node's IPv6 address, if it cannot (std's own
+/// classification, independent of the model's table).
+pub fn node_ip6_problem(ip: Ipv6Addr) -> Option<String> {
+    let documentation = ip.segments()[..2] == [0x2001, 0x0db8];
+    let special = ip.is_loopback()
+        || ip.is_unspecified()
+        || ip.is_multicast()
+        || ip.is_unicast_link_local()
+        || ip.to_ipv4_mapped().is_some()
+        || documentation;
+    special.then(|| format!("node IP {ip} is a special-purpose IPv6 address"))
+}
+
 /// Every rule a set of nodes that a parser or store hands on must satisfy.
 pub fn check_nodes(nodes: &[Node]) -> Result<(), String> {
     for (i, node) in nodes.iter().enumerate() {
-        if let Some(p) = node_ip_problem(node.node_ip.unwrap()) {
+        let problem = node.node_ip.and_then(node_ip_problem);
+        if let Some(p) = problem.or_else(|| node.node_ip6.and_then(node_ip6_problem)) {
             return Err(format!("nodes[{i}] ({:?}): {p}", node.name));
         }
         if let Some(p) = node.pod_cidrs.iter().find_map(pod_cidr_problem) {
             return Err(format!("nodes[{i}] ({:?}): {p}", node.name));
         }
-        if node.pod_cidrs.iter().filter(|c| c.is_ipv4()).count() != 1 {
-            return Err(format!("nodes[{i}] has not exactly one IPv4 pod CIDR"));
+        let v4 = node.pod_cidrs.iter().filter(|c| c.is_ipv4()).count();
+        if v4 > 1 || node.pod_cidrs.len() - v4 > 1 {
+            return Err(format!("nodes[{i}] has more than one pod CIDR of a family"));
+        }
+        if node.v4().is_none() && node.v6().is_none() {
+            return Err(format!(
+                "nodes[{i}] has no family with an address and a pod CIDR"
+            ));
         }
         // What was accepted once is accepted again from its own text.
         let cidrs: Vec<String> = node.pod_cidrs.iter().map(|c| c.to_string()).collect();
-        let ips: Vec<String> = std::iter::once(node.node_ip.unwrap().to_string())
-            .chain(node.node_ip6.map(|ip| ip.to_string()))
-            .collect();
+        let ips: Vec<String> = [
+            node.node_ip.map(IpAddr::from),
+            node.node_ip6.map(IpAddr::from),
+        ]
+        .into_iter()
+        .flatten()
+        .map(|ip| ip.to_string())
+        .collect();
         let again = Node::parse("again", &node.name, NodeIps::List(&ips), &cidrs)
             .map_err(|e| format!("nodes[{i}] does not validate again: {e}"))?;
         if &again != node {
