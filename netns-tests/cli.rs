@@ -6,7 +6,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use crate::support::{have_root, our_routes, Lab};
+use crate::support::{have_root, our_routes, write_dual_cluster, Lab};
 
 fn podroute(lab: &Lab, node: &str, args: &[&str]) -> (i32, String, String) {
     let netns = &lab.node(node).netns;
@@ -40,32 +40,6 @@ fn write_cluster(lab: &Lab, dir: &Path, mode: &str, tweak: &str) -> String {
     path.display().to_string()
 }
 
-/// A dual-stack cluster file: `ips` and `podCIDRs` per node.
-fn write_dual_cluster(lab: &Lab, dir: &Path, mode: &str) -> String {
-    let mut yaml = format!("mode: {mode}\nnodes:\n");
-    for n in lab.topo.model_nodes() {
-        let ips = [
-            n.node_ip.map(|ip| ip.to_string()),
-            n.node_ip6.map(|ip| ip.to_string()),
-        ];
-        let ips: Vec<String> = ips
-            .into_iter()
-            .flatten()
-            .map(|ip| format!("'{ip}'"))
-            .collect();
-        let cidrs: Vec<String> = n.pod_cidrs.iter().map(|c| format!("'{c}'")).collect();
-        yaml.push_str(&format!(
-            "  - name: {}\n    ips: [{}]\n    podCIDRs: [{}]\n",
-            n.name,
-            ips.join(", "),
-            cidrs.join(", ")
-        ));
-    }
-    let path = dir.join(format!("dual-{mode}.yaml"));
-    std::fs::write(&path, yaml).expect("write cluster file");
-    path.display().to_string()
-}
-
 /// plan says what carries each family, and that ipip carries IPv6 over
 /// vxlan-v6.calico; apply in vxlan then programs both families.
 #[test]
@@ -81,7 +55,7 @@ fn plan_and_apply_show_each_family() {
         ("vxlan", "vxlan.calico"),
         ("native", "eth0"),
     ] {
-        let cluster = write_dual_cluster(&lab, &dir, mode);
+        let cluster = write_dual_cluster(&lab, &dir.join(format!("dual-{mode}.yaml")), mode);
         let args = [
             "plan",
             "--cluster",
@@ -139,7 +113,7 @@ fn plan_and_apply_show_each_family() {
             "{out}"
         );
     }
-    let cluster = write_dual_cluster(&lab, &dir, "vxlan");
+    let cluster = write_dual_cluster(&lab, &dir.join("dual-vxlan.yaml"), "vxlan");
     let args = [
         "apply",
         "--cluster",

@@ -432,6 +432,32 @@ pub fn write_cluster_with(lab: &Lab, path: &Path, mode: &str, extra: &str, nodes
     std::fs::rename(&tmp, path).expect("rename cluster file");
 }
 
+/// A cluster file with every family of the lab's nodes: `ips` and
+/// `podCIDRs` per node.
+pub fn write_dual_cluster(lab: &Lab, path: &Path, mode: &str) -> String {
+    let mut yaml = format!("mode: {mode}\nnodes:\n");
+    for n in lab.topo.model_nodes() {
+        let ips = [
+            n.node_ip.map(|ip| ip.to_string()),
+            n.node_ip6.map(|ip| ip.to_string()),
+        ];
+        let ips: Vec<String> = ips
+            .into_iter()
+            .flatten()
+            .map(|ip| format!("'{ip}'"))
+            .collect();
+        let cidrs: Vec<String> = n.pod_cidrs.iter().map(|c| format!("'{c}'")).collect();
+        yaml.push_str(&format!(
+            "  - name: {}\n    ips: [{}]\n    podCIDRs: [{}]\n",
+            n.name,
+            ips.join(", "),
+            cidrs.join(", ")
+        ));
+    }
+    std::fs::write(path, yaml).expect("write cluster file");
+    path.display().to_string()
+}
+
 pub fn cpu_ticks(pid: u32) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
     // After the command name (which may hold spaces and parentheses) come

@@ -1,12 +1,15 @@
 //! `vxlan-v6.calico`: the IPv6 tunnel of the vxlan and ipip modes, proven
 //! by the kernel's state and by pod packets in both families; routes via
 //! link-local gateways that replace native routes in place; its retirement,
-//! and a foreign address on it that keeps it.
+//! a foreign address on it that keeps it, and drift repaired by an agent.
+
+use std::time::Duration;
 
 use podroute::api::{Mode, Plan};
 use podroute::model::Mac;
 
-use crate::support::{have_ipip, have_root, steady, Family, Lab};
+use crate::agent::{bridge, wait_for, AgentProcess};
+use crate::support::{have_ipip, have_root, steady, write_dual_cluster, Family, Lab};
 
 fn routes6(lab: &Lab, node: &str) -> Vec<String> {
     lab.ip(node, &["-6", "route", "show", "proto", "91"])
@@ -239,4 +242,84 @@ fn a_foreign_address_keeps_vxlan_v6_and_survives() {
         .converge("node-1", &steady(Mode::Native))
         .steps
         .is_empty());
+}
+
+/// A running agent repairs IPv6 drift at once: a deleted route, neighbour,
+/// FDB entry or tunnel address of vxlan-v6.calico comes back.
+#[test]
+fn an_agent_repairs_ipv6_drift() {
+    if !have_root() {
+        return;
+    }
+    let lab = Lab::dual(2);
+    let dir = lab.config("node-1").mtu_file;
+    let dir = dir.parent().and_then(std::path::Path::parent).expect("dir");
+    let cluster = write_dual_cluster(&lab, &dir.join("dual.yaml"), "vxlan");
+    let _agents: Vec<AgentProcess> = ["node-1", "node-2"]
+        .iter()
+        .map(|n| AgentProcess::start(&lab, n, std::path::Path::new(&cluster)))
+        .collect();
+    let converged = || tunnel_route6(&lab, "node-1", "node-2").is_some();
+    wait_for("IPv6 over vxlan-v6", Duration::from_secs(10), converged);
+
+    let cidr = lab
+        .node("node-2")
+        .pod_cidr6
+        .expect("dual-stack")
+        .to_string();
+    lab.ip("node-1", &["-6", "route", "del", &cidr, "proto", "91"]);
+    wait_for("the IPv6 route back", Duration::from_secs(5), converged);
+
+    let mac = Mac::for_node_v6("node-2");
+    let gateway = mac.link_local().to_string();
+    let neigh = || lab.ip("node-1", &["-6", "neigh", "show", "dev", "vxlan-v6.calico"]);
+    lab.ip(
+        "node-1",
+        &["-6", "neigh", "del", &gateway, "dev", "vxlan-v6.calico"],
+    );
+    wait_for("the neighbour back", Duration::from_secs(5), || {
+        neigh().contains(&format!("{gateway} lladdr {mac} PERMANENT"))
+    });
+
+    let dst = lab.node("node-2").ip6.expect("dual-stack").to_string();
+    let fdb = || bridge(&lab, "node-1", &["fdb", "show", "dev", "vxlan-v6.calico"]);
+    let mac = mac.to_string();
+    bridge(
+        &lab,
+        "node-1",
+        &[
+            "fdb",
+            "del",
+            &mac,
+            "dev",
+            "vxlan-v6.calico",
+            "dst",
+            &dst,
+            "self",
+        ],
+    );
+    wait_for("the FDB entry back", Duration::from_secs(5), || {
+        fdb().contains(&format!("{mac} dst {dst} self permanent"))
+    });
+
+    let own = format!(
+        "{}/128",
+        lab.node("node-1").pod_cidr6.expect("dual-stack").network()
+    );
+    let addr = || lab.ip("node-1", &["-6", "addr", "show", "dev", "vxlan-v6.calico"]);
+    lab.ip(
+        "node-1",
+        &["-6", "addr", "del", &own, "dev", "vxlan-v6.calico"],
+    );
+    wait_for("the tunnel address back", Duration::from_secs(5), || {
+        addr().contains(&format!("inet6 {own}"))
+    });
+    wait_for(
+        "the IPv6 route still there",
+        Duration::from_secs(5),
+        converged,
+    );
+    lab.topo.set_pod_mtu("node-1", 1430).expect("mtu");
+    lab.topo.set_pod_mtu("node-2", 1430).expect("mtu");
+    lab.assert_all_pods_talk(1430);
 }
