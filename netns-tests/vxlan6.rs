@@ -323,3 +323,29 @@ fn an_agent_repairs_ipv6_drift() {
     lab.topo.set_pod_mtu("node-2", 1430).expect("mtu");
     lab.assert_all_pods_talk(1430);
 }
+
+/// A host whose new devices come without IPv6 (`default.disable_ipv6=1`):
+/// vxlan-v6.calico gets IPv6 turned on before its address, and carries.
+#[test]
+fn vxlan_v6_works_where_new_devices_have_ipv6_disabled() {
+    if !have_root() {
+        return;
+    }
+    let lab = Lab::dual(2);
+    for node in lab.names() {
+        let ns = lab.topo.node_netns(&node).expect("netns");
+        ns.sysctl("net.ipv6.conf.default.disable_ipv6", "1")
+            .expect("sysctl");
+    }
+    let out = lab.converge_all(&steady(Mode::Vxlan));
+    let addr = lab.ip("node-1", &["-6", "addr", "show", "dev", "vxlan-v6.calico"]);
+    let own = lab.node("node-1").pod_cidr6.expect("dual-stack").network();
+    assert!(addr.contains(&format!("inet6 {own}/128")), "{addr}");
+    assert!(tunnel_route6(&lab, "node-1", "node-2").is_some());
+    lab.assert_all_pods_talk(out["node-1"].pod_mtu.expect("pod mtu"));
+    // Converged: the sysctl is not written again.
+    assert!(lab
+        .converge("node-1", &steady(Mode::Vxlan))
+        .steps
+        .is_empty());
+}

@@ -447,3 +447,18 @@ fn a_dual_stack_node_without_its_ipv4_uplink_is_refused_naming_uplink() {
     );
     assert!(reason.contains("10.250.0.1"), "{reason}");
 }
+
+#[test]
+fn vxlan_v6_gets_ipv6_enabled_before_its_address() {
+    let d = run(Mode::Vxlan, &[]);
+    let key = "net/ipv6/conf/vxlan-v6.calico/disable_ipv6";
+    assert_eq!(d.sysctls.get(key).map(String::as_str), Some("0"));
+    let steps = diff(&d, &Observed::default()).steps;
+    let at = |pred: &dyn Fn(&Op) -> bool| steps.iter().position(|s| pred(&s.op)).expect("step");
+    let enable = at(&|op| matches!(op, Op::SetSysctl { key: k, .. } if k == key));
+    let create =
+        at(&|op| matches!(op, Op::CreateVxlan { device } if device.name == "vxlan-v6.calico"));
+    let address = at(&|op| matches!(op, Op::AddAddress { ip, .. } if ip.is_ipv6()));
+    assert!(create < enable && enable < address, "{steps:?}");
+    assert!(!run(Mode::Native, &[]).sysctls.contains_key(key));
+}

@@ -95,6 +95,10 @@ pub(super) fn add(
             up: true,
             addresses: [IpAddr::V6(cidr6.network())].into(),
         });
+        // A host whose `default/disable_ipv6` is 1 creates devices without
+        // IPv6; ours needs it.
+        let key = format!("net/ipv6/conf/{}/disable_ipv6", config.vxlan6_device);
+        out.sysctls.insert(key, "0".into());
         for (peer, ip, _) in &peers {
             let mac = Mac::for_node_v6(&peer.name);
             let dev = config.vxlan6_device.clone();

@@ -97,6 +97,9 @@ impl Op {
             Op::CreateIpip { .. } | Op::CreateVxlan { .. } => Stage::Links,
             Op::DeleteLink { stage, .. } | Op::DelAddress { stage, .. } => *stage,
             Op::SetMtu { .. } | Op::SetUp { .. } => Stage::LinkAttrs,
+            // Before the device's addresses: an IPv6 address cannot go on a
+            // device where IPv6 is disabled.
+            Op::SetSysctl { key, .. } if key.ends_with("/disable_ipv6") => Stage::LinkAttrs,
             Op::AddAddress { .. } => Stage::Addresses,
             Op::SetSysctl { .. } | Op::WritePodMtu { .. } | Op::RemovePodMtu => Stage::Host,
             Op::ReplaceNeigh { .. } | Op::ReplaceFdb { .. } => Stage::Neighbours,
