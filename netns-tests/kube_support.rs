@@ -3,7 +3,7 @@
 //! a cluster starts with.
 
 use std::io::{Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::AtomicUsize;
@@ -232,8 +232,7 @@ pub async fn create_lab_nodes(client: &Client, lab: &Lab) {
 /// The Node a kubelet and the node IPAM make for a lab node: an InternalIP
 /// and a pod CIDR per family it has.
 fn kube_node_of(n: &podroute::model::Node) -> Node {
-    let ips = [n.node_ip.map(IpAddr::from), n.node_ip6.map(IpAddr::from)];
-    let mut ips = ips.into_iter().flatten().map(|ip| ip.to_string());
+    let mut ips = n.ips().map(|ip| ip.to_string());
     let cidrs: Vec<String> = n.pod_cidrs.iter().map(|c| c.to_string()).collect();
     let mut node = kube_node(&n.name, &ips.next().unwrap_or_default(), &cidrs[0]);
     if let Some(spec) = node.spec.as_mut() {

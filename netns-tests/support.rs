@@ -437,15 +437,7 @@ pub fn write_cluster_with(lab: &Lab, path: &Path, mode: &str, extra: &str, nodes
 pub fn write_dual_cluster(lab: &Lab, path: &Path, mode: &str) -> String {
     let mut yaml = format!("mode: {mode}\nnodes:\n");
     for n in lab.topo.model_nodes() {
-        let ips = [
-            n.node_ip.map(|ip| ip.to_string()),
-            n.node_ip6.map(|ip| ip.to_string()),
-        ];
-        let ips: Vec<String> = ips
-            .into_iter()
-            .flatten()
-            .map(|ip| format!("'{ip}'"))
-            .collect();
+        let ips: Vec<String> = n.ips().map(|ip| format!("'{ip}'")).collect();
         let cidrs: Vec<String> = n.pod_cidrs.iter().map(|c| format!("'{c}'")).collect();
         yaml.push_str(&format!(
             "  - name: {}\n    ips: [{}]\n    podCIDRs: [{}]\n",

@@ -7,6 +7,7 @@ use std::net::IpAddr;
 use serde::Serialize;
 
 use crate::dataplane::Dataplane;
+use crate::model::address::family_name;
 use crate::model::{Cluster, Node};
 use crate::plan::{self, Desired, Diff, Excluded, Inputs, RouteKey, RouteKind, Step, Uplink};
 use crate::{Error, Result};
@@ -47,12 +48,7 @@ impl FamilyRoutes {
             .values()
             .filter(|r| r.kind == RouteKind::Unicast);
         for route in peer_routes {
-            let family = if route.key.dst.is_ipv4() {
-                "ipv4"
-            } else {
-                "ipv6"
-            };
-            let entry = out.entry(family).or_default();
+            let entry = out.entry(family_name(route.key.dst.ip())).or_default();
             entry.routes += 1;
             entry.devices.insert(route.dev.clone());
         }
@@ -90,10 +86,10 @@ pub async fn local_node<'c>(
             .ok_or_else(|| Error::invalid("node", format!("{name:?} is not in the cluster file")));
     }
     let local = dp.local_addresses(None).await?;
-    let mut found = cluster.nodes.iter().filter(|n| {
-        let ips = [n.node_ip.map(IpAddr::V4), n.node_ip6.map(IpAddr::V6)];
-        local.iter().any(|a| ips.contains(&Some(a.ip())))
-    });
+    let mut found = cluster
+        .nodes
+        .iter()
+        .filter(|n| n.ips().any(|ip| local.iter().any(|a| a.ip() == ip)));
     match (found.next(), found.next()) {
         (Some(node), None) => Ok(node),
         (None, _) => Err(Error::invalid(
@@ -117,14 +113,16 @@ pub async fn desired_for(
     cluster: &Cluster,
     local: &Node,
 ) -> Result<(Desired, Uplink)> {
-    let uplink = match local.v4() {
-        Some((ip, _)) => Some(dp.uplink(IpAddr::V4(ip)).await?),
-        None => None,
-    };
-    let uplink6 = match local.v6() {
-        Some((ip6, _)) => Some(dp.uplink(IpAddr::V6(ip6)).await?),
-        None => None,
-    };
+    let routed = [
+        local.v4().map(|(ip, _)| IpAddr::V4(ip)),
+        local.v6().map(|(ip, _)| IpAddr::V6(ip)),
+    ];
+    let uplinks = dp
+        .uplinks(&routed.into_iter().flatten().collect::<Vec<_>>())
+        .await?;
+    let (uplink, uplink6): (Vec<Uplink>, Vec<Uplink>) =
+        uplinks.into_iter().partition(|u| u.address.is_ipv4());
+    let (uplink, uplink6) = (uplink.into_iter().next(), uplink6.into_iter().next());
     let mut config = dp.config().clone();
     cluster.apply_to(&mut config);
     config.validate()?;

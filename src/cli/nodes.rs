@@ -137,10 +137,9 @@ pub async fn run(args: NodesArgs) -> Result<()> {
 
 /// The families `node` has both an InternalIP and a pod CIDR of.
 fn families(node: &Node) -> Vec<&'static str> {
-    let family = |text: &str| match text.split('/').next()?.parse::<std::net::IpAddr>() {
-        Ok(std::net::IpAddr::V4(_)) => Some("ipv4"),
-        Ok(std::net::IpAddr::V6(_)) => Some("ipv6"),
-        Err(_) => None,
+    let family = |text: &str| {
+        let ip = text.split('/').next()?.parse::<std::net::IpAddr>().ok()?;
+        Some(crate::model::address::family_name(ip))
     };
     let spec = node.spec.as_ref();
     let cidrs = spec.and_then(|s| s.pod_cidrs.clone()).unwrap_or_default();

@@ -13,6 +13,7 @@ use super::{ConfigArgs, Output};
 use crate::dataplane::{read_sysctl, Dataplane};
 use crate::engine;
 use crate::input::read_text;
+use crate::model::address::family_name;
 use crate::plan::health::{self, rp_filter_key};
 use crate::plan::{self, ForeignState, Observed, Step, Uplink};
 use crate::Result;
@@ -227,25 +228,26 @@ fn devices(observed: &Observed) -> Vec<Device> {
 }
 
 fn family_counts(observed: &Observed) -> BTreeMap<&'static str, FamilyCounts> {
-    let name = |ip: std::net::IpAddr| if ip.is_ipv4() { "ipv4" } else { "ipv6" };
     let mut out: BTreeMap<&'static str, FamilyCounts> = BTreeMap::new();
     for key in observed.routes.keys() {
-        out.entry(name(key.dst.ip())).or_default().owned_routes += 1;
+        out.entry(family_name(key.dst.ip()))
+            .or_default()
+            .owned_routes += 1;
     }
     for ip in observed.neighs.keys() {
-        out.entry(name(*ip)).or_default().neighbours += 1;
+        out.entry(family_name(*ip)).or_default().neighbours += 1;
     }
     for fdb in observed.fdb.values() {
-        out.entry(name(fdb.dst)).or_default().fdb_entries += 1;
+        out.entry(family_name(fdb.dst)).or_default().fdb_entries += 1;
     }
     out
 }
 
+/// Our tunnel addresses as host networks: `10.244.1.0/32`, `fd00:244:1::/128`.
 fn host_addresses(addresses: &std::collections::BTreeSet<std::net::IpAddr>) -> Vec<String> {
-    let prefix = |a: &std::net::IpAddr| if a.is_ipv4() { 32 } else { 128 };
     addresses
         .iter()
-        .map(|a| format!("{a}/{}", prefix(a)))
+        .map(|a| IpNetwork::from(*a).to_string())
         .collect()
 }
 

@@ -64,7 +64,7 @@ pub fn by_index(addresses: &[Address]) -> BTreeMap<u32, Vec<Address>> {
 /// once) and the prefix route IPv6 adds even for a /128: that route, proto
 /// kernel through our device, would be state that is not ours.
 pub async fn add(handle: &Handle, index: u32, dev: &str, ip: IpAddr, protocol: u8) -> Result<()> {
-    let prefix = host_prefix(ip);
+    let prefix = IpNetwork::from(ip).prefix();
     let mut request = handle.address().add(index, ip, prefix);
     let message = request.message_mut();
     message
@@ -82,18 +82,11 @@ pub async fn add(handle: &Handle, index: u32, dev: &str, ip: IpAddr, protocol: u
 }
 
 pub async fn del(handle: &Handle, index: u32, dev: &str, ip: IpAddr) -> Result<()> {
-    let prefix = host_prefix(ip);
+    let prefix = IpNetwork::from(ip).prefix();
     let mut request = handle.address().add(index, ip, prefix);
     let message = std::mem::take(request.message_mut());
     let done = handle.address().del(message).execute().await;
     ignoring(done, libc::EADDRNOTAVAIL, || {
         format!("removing {ip}/{prefix} from {dev}")
     })
-}
-
-pub fn host_prefix(ip: IpAddr) -> u8 {
-    match ip {
-        IpAddr::V4(_) => 32,
-        IpAddr::V6(_) => 128,
-    }
 }

@@ -21,6 +21,7 @@ use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::Handle;
 
 use crate::model::Config;
+use crate::plan::health::accept_ra_key;
 use crate::plan::{
     is_our_device, route_owner, Diff, Fdb, IpipDevice, Neigh, Observed, Op, Route, RouteOwner,
     Stage, Step, Uplink, VxlanDevice, VxlanIdentity,
@@ -134,38 +135,41 @@ impl Dataplane {
             .collect())
     }
 
-    /// The interface that holds `node_ip`.
-    pub async fn uplink(&mut self, node_ip: IpAddr) -> Result<Uplink> {
+    /// The interface that holds each of `node_ips`, from one read of the
+    /// links and addresses.
+    pub async fn uplinks(&mut self, node_ips: &[IpAddr]) -> Result<Vec<Uplink>> {
         self.refresh_links().await?;
         self.count(1);
-        let found = addresses::dump(&self.handle)
-            .await?
-            .into_iter()
-            .find(|a| a.network.ip() == node_ip);
-        let address = found.ok_or_else(|| {
-            Error::invalid(
-                "node ip",
-                format!("{node_ip} is not an address of any interface here"),
-            )
-        })?;
-        let link = self.links.iter().find(|l| l.index == address.index);
-        let link = link.ok_or_else(|| Error::Device {
-            name: format!("#{}", address.index),
-            reason: format!("it held {node_ip}, then vanished"),
-        })?;
-        let accept_ra = match node_ip {
-            IpAddr::V4(_) => None,
-            IpAddr::V6(_) => {
-                let key = format!("net/ipv6/conf/{}/accept_ra", link.name);
-                host::read_sysctl(&self.config.proc_sys, &key)?.and_then(|v| v.parse().ok())
-            }
-        };
-        Ok(Uplink {
-            name: link.name.clone(),
-            mtu: link.mtu,
-            address: address.network,
-            accept_ra,
-        })
+        let addresses = addresses::dump(&self.handle).await?;
+        let mut out = Vec::with_capacity(node_ips.len());
+        for &node_ip in node_ips {
+            let found = addresses.iter().find(|a| a.network.ip() == node_ip);
+            let address = found.ok_or_else(|| {
+                Error::invalid(
+                    "node ip",
+                    format!("{node_ip} is not an address of any interface here"),
+                )
+            })?;
+            let link = self.links.iter().find(|l| l.index == address.index);
+            let link = link.ok_or_else(|| Error::Device {
+                name: format!("#{}", address.index),
+                reason: format!("it held {node_ip}, then vanished"),
+            })?;
+            let accept_ra = match node_ip {
+                IpAddr::V4(_) => None,
+                IpAddr::V6(_) => {
+                    let key = accept_ra_key(&link.name);
+                    host::read_sysctl(&self.config.proc_sys, &key)?.and_then(|v| v.parse().ok())
+                }
+            };
+            out.push(Uplink {
+                name: link.name.clone(),
+                mtu: link.mtu,
+                address: address.network,
+                accept_ra,
+            });
+        }
+        Ok(out)
     }
 
     /// What the kernel holds of ours, plus the sysctls named in `sysctl_keys`.
@@ -209,8 +213,7 @@ impl Dataplane {
                 .flatten()
                 .filter(|a| !is_link_local(a.network.ip()))
                 .partition(|a| {
-                    let ip = a.network.ip();
-                    a.protocol == protocol && a.network.prefix() == addresses::host_prefix(ip)
+                    a.protocol == protocol && a.network == IpNetwork::from(a.network.ip())
                 });
             let ours: BTreeSet<IpAddr> = ours.iter().map(|a| a.network.ip()).collect();
             if !theirs.is_empty() {

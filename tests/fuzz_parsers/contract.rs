@@ -2,7 +2,7 @@
 //! independent statement of the rules, so that whatever a parser accepts can
 //! be checked against them.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use ipnetwork::{IpNetwork, Ipv4Network};
 use podroute::model::{validate_nodes, Cluster, Node, NodeIps};
@@ -86,14 +86,7 @@ pub fn check_nodes(nodes: &[Node]) -> Result<(), String> {
         }
         // What was accepted once is accepted again from its own text.
         let cidrs: Vec<String> = node.pod_cidrs.iter().map(|c| c.to_string()).collect();
-        let ips: Vec<String> = [
-            node.node_ip.map(IpAddr::from),
-            node.node_ip6.map(IpAddr::from),
-        ]
-        .into_iter()
-        .flatten()
-        .map(|ip| ip.to_string())
-        .collect();
+        let ips: Vec<String> = node.ips().map(|ip| ip.to_string()).collect();
         let again = Node::parse("again", &node.name, NodeIps::List(&ips), &cidrs)
             .map_err(|e| format!("nodes[{i}] does not validate again: {e}"))?;
         if &again != node {

@@ -67,6 +67,15 @@ fn special_v6() -> impl Iterator<Item = (IpNetwork, &'static str)> {
         .filter_map(|(b, why)| Some((b.parse().ok()?, *why)))
 }
 
+/// `ipv4` or `ipv6`, as podroute's output names the families.
+pub fn family_name(ip: IpAddr) -> &'static str {
+    if ip.is_ipv4() {
+        "ipv4"
+    } else {
+        "ipv6"
+    }
+}
+
 /// Why `ip` cannot be a node's address, if it cannot.
 pub fn node_ip_problem(ip: IpAddr) -> Option<String> {
     let v4 = special().map(|(block, why)| (IpNetwork::V4(block), why));

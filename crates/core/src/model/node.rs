@@ -64,6 +64,16 @@ impl Node {
         Ok(node)
     }
 
+    /// Its node addresses, IPv4 first.
+    pub fn ips(&self) -> impl Iterator<Item = IpAddr> + Clone {
+        [
+            self.node_ip.map(IpAddr::from),
+            self.node_ip6.map(IpAddr::from),
+        ]
+        .into_iter()
+        .flatten()
+    }
+
     pub fn pod_cidr(&self) -> Option<Ipv4Network> {
         self.pod_cidrs.iter().find_map(|c| match c {
             IpNetwork::V4(v4) => Some(*v4),
@@ -252,12 +262,7 @@ pub fn cross_node_conflicts<N: AsRef<Node>>(nodes: &[N]) -> Vec<Conflict> {
             let (ip, victim) = ips6.range(u128::from(c6.network())..=last_of(c6)).next()?;
             Some((c6.to_string(), IpAddr::from(Ipv6Addr::from(*ip)), *victim))
         });
-        let own_ips = [
-            node.node_ip.map(IpAddr::from),
-            node.node_ip6.map(IpAddr::from),
-        ]
-        .into_iter()
-        .flatten();
+        let own_ips = node.ips();
         let clash = if names.contains(node.name.as_str()) {
             Some(("name", format!("duplicate node name {:?}", node.name)))
         } else if let Some((ip, other)) = own_ips

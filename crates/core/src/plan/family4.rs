@@ -2,7 +2,7 @@
 //! tunnel devices in play with their neighbours and FDB entries, and the
 //! IPv4 sysctls.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr};
 
 use ipnetwork::{IpNetwork, Ipv4Network};
@@ -12,6 +12,7 @@ use crate::model::{address, Config, Mac, Node, RpFilter};
 use crate::{Error, Result};
 
 use super::desired::{keep, local_unreachable, may_encap_off_subnet, Inputs, Mtus};
+use super::health::rp_filter_key;
 use super::state::{
     Desired, Excluded, Fdb, IpipDevice, Neigh, Route, RouteKey, RouteKind, Uplink, VxlanDevice,
     VxlanIdentity,
@@ -170,14 +171,13 @@ fn peer_route(config: &Config, uplink: &Uplink, mtus: Mtus, mode: Mode, peer: &P
 }
 
 fn add_sysctls(out: &mut Desired, config: &Config, uplink: &Uplink) {
-    let mut sysctls = BTreeMap::from([("net/ipv4/ip_forward".to_string(), "1".to_string())]);
+    out.sysctls.insert("net/ipv4/ip_forward".into(), "1".into());
     if config.rp_filter == RpFilter::Loose {
         let devices = std::iter::once(&uplink.name)
             .chain(out.ipip.as_ref().map(|d| &d.name))
             .chain(out.vxlan.as_ref().map(|d| &d.name));
         for dev in devices {
-            sysctls.insert(format!("net/ipv4/conf/{dev}/rp_filter"), "2".into());
+            out.sysctls.insert(rp_filter_key(dev), "2".into());
         }
     }
-    out.sysctls = sysctls;
 }

@@ -16,6 +16,7 @@ use crate::{Error, Result};
 use super::desired::{
     keep, local_unreachable, may_encap_off_subnet, Inputs, Mtus, IPV6_DEFAULT_METRIC, MIN_IPV6_MTU,
 };
+use super::health::{accept_ra_key, IPV6_FORWARDING};
 use super::state::{
     Desired, Excluded, Fdb, Neigh, Route, RouteKey, RouteKind, Uplink, VxlanDevice, VxlanIdentity,
 };
@@ -134,16 +135,11 @@ pub(super) fn add(
             config.vxlan6_device
         ));
     }
-    let mut unreachable = local_unreachable(config, IpNetwork::V6(cidr6));
-    unreachable.key.metric = metric6(unreachable.key.metric);
+    let unreachable = local_unreachable(config, IpNetwork::V6(cidr6));
     out.routes.insert(unreachable.key, unreachable);
-    out.sysctls
-        .insert("net/ipv6/conf/all/forwarding".into(), "1".into());
+    out.sysctls.insert(IPV6_FORWARDING.into(), "1".into());
     if uplink6.accept_ra == Some(1) {
-        out.sysctls.insert(
-            format!("net/ipv6/conf/{}/accept_ra", uplink6.name),
-            "2".into(),
-        );
+        out.sysctls.insert(accept_ra_key(&uplink6.name), "2".into());
     }
     Ok(())
 }
