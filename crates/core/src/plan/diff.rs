@@ -3,8 +3,11 @@
 
 use std::collections::BTreeSet;
 
+use itertools::merge_join_by;
+use itertools::EitherOrBoth::{Both, Left, Right};
+
 use super::ops::{Op, Stage, Step};
-use super::state::{Desired, ForeignState, IpipDevice, Observed, RouteKey, VxlanDevice};
+use super::state::{Desired, ForeignState, IpipDevice, Observed, Route, RouteKey, VxlanDevice};
 
 /// The result of a diff: the steps, in stage order, the desired routes left
 /// out because a route that is not ours holds their key, and what keeps the
@@ -112,24 +115,51 @@ pub fn diff(desired: &Desired, observed: &Observed) -> Diff {
         _ => {}
     }
 
-    for (ip, neigh) in &desired.neighs {
-        match observed.neighs.get(ip).filter(|n| alive(&n.dev)) {
-            Some(have) if have == neigh => {}
-            have => push(
+    // Desired and observed are maps sorted by the same key: one merge walk
+    // each meets every key once, in O(n) rather than a lookup per entry.
+    // Removals are collected and pushed after every create or replace.
+    let mut stale = Vec::new();
+    for entry in merge_join_by(&desired.neighs, &observed.neighs, |a, b| a.0.cmp(b.0)) {
+        match entry {
+            Both((_, want), (_, have)) if have == want && alive(&have.dev) => {}
+            Both((_, want), (_, have)) => push(
                 Op::ReplaceNeigh {
-                    neigh: neigh.clone(),
+                    neigh: want.clone(),
                 },
-                missing_or_differs(have.is_some()),
+                missing_or_differs(alive(&have.dev)),
             ),
+            Left((_, want)) => push(
+                Op::ReplaceNeigh {
+                    neigh: want.clone(),
+                },
+                missing_or_differs(false),
+            ),
+            Right((_, have)) if alive(&have.dev) => stale.push(Step {
+                op: Op::DelNeigh {
+                    neigh: have.clone(),
+                },
+                why: "no longer a peer".into(),
+            }),
+            Right(_) => {}
         }
     }
-    for (mac, fdb) in &desired.fdb {
-        match observed.fdb.get(mac).filter(|f| alive(&f.dev)) {
-            Some(have) if have == fdb => {}
-            have => push(
-                Op::ReplaceFdb { fdb: fdb.clone() },
-                missing_or_differs(have.is_some()),
+    let mut stale_fdb = Vec::new();
+    for entry in merge_join_by(&desired.fdb, &observed.fdb, |a, b| a.0.cmp(b.0)) {
+        match entry {
+            Both((_, want), (_, have)) if have == want && alive(&have.dev) => {}
+            Both((_, want), (_, have)) => push(
+                Op::ReplaceFdb { fdb: want.clone() },
+                missing_or_differs(alive(&have.dev)),
             ),
+            Left((_, want)) => push(
+                Op::ReplaceFdb { fdb: want.clone() },
+                missing_or_differs(false),
+            ),
+            Right((_, have)) if alive(&have.dev) => stale_fdb.push(Step {
+                op: Op::DelFdb { fdb: have.clone() },
+                why: "no longer a peer".into(),
+            }),
+            Right(_) => {}
         }
     }
 
@@ -141,13 +171,23 @@ pub fn diff(desired: &Desired, observed: &Observed) -> Diff {
             .get(key)
             .filter(|r| desired.adopt.covers(r))
     };
-    let owned = |key: &RouteKey| observed.routes.get(key).or_else(|| adopted(key));
     let foreign = |key: &RouteKey| {
         observed.foreign_routes.contains(key)
             || (observed.adoptable.contains_key(key) && adopted(key).is_none())
     };
-    for (key, route) in &desired.routes {
-        match owned(key).filter(|r| alive(&r.dev)) {
+    let mut stale_routes = Vec::new();
+    for entry in merge_join_by(&desired.routes, &observed.routes, |a, b| a.0.cmp(b.0)) {
+        let (key, route, ours) = match entry {
+            Both((key, route), (_, have)) => (key, route, Some(have)),
+            Left((key, route)) => (key, route, None),
+            Right((_, have)) => {
+                if alive(&have.dev) {
+                    stale_routes.push(stale_route(have));
+                }
+                continue;
+            }
+        };
+        match ours.or_else(|| adopted(key)).filter(|r| alive(&r.dev)) {
             Some(have) if have == route => {}
             _ if foreign(key) => out.conflicts.push(*key),
             Some(have) if have.protocol != route.protocol => push(
@@ -164,37 +204,12 @@ pub fn diff(desired: &Desired, observed: &Observed) -> Diff {
             ),
         }
     }
-
-    let stale = observed.routes.values().chain(
-        observed
-            .adoptable
-            .values()
-            .filter(|r| desired.adopt.covers(r)),
-    );
-    for route in stale {
-        if !desired.routes.contains_key(&route.key) && alive(&route.dev) {
-            push(
-                Op::DelRoute {
-                    route: route.clone(),
-                },
-                format!("not in the plan (proto {})", route.protocol),
-            );
-        }
-    }
-    for (ip, neigh) in &observed.neighs {
-        if !desired.neighs.contains_key(ip) && alive(&neigh.dev) {
-            push(
-                Op::DelNeigh {
-                    neigh: neigh.clone(),
-                },
-                "no longer a peer".into(),
-            );
-        }
-    }
-    for (mac, fdb) in &observed.fdb {
-        if !desired.fdb.contains_key(mac) && alive(&fdb.dev) {
-            push(Op::DelFdb { fdb: fdb.clone() }, "no longer a peer".into());
-        }
+    let stale_adopted = observed.adoptable.values().filter(|r| {
+        desired.adopt.covers(r) && !desired.routes.contains_key(&r.key) && alive(&r.dev)
+    });
+    stale_routes.extend(stale_adopted.map(stale_route));
+    for step in stale_routes.into_iter().chain(stale).chain(stale_fdb) {
+        push(step.op, step.why);
     }
 
     retire(desired, observed, &mut push, &mut out.kept);
@@ -214,6 +229,15 @@ pub fn sysctl_device(key: &str) -> Option<&str> {
     rest.or_else(|| key.strip_prefix("net/ipv6/conf/"))?
         .split('/')
         .next()
+}
+
+fn stale_route(route: &Route) -> Step {
+    Step {
+        op: Op::DelRoute {
+            route: route.clone(),
+        },
+        why: format!("not in the plan (proto {})", route.protocol),
+    }
 }
 
 fn missing_or_differs(present: bool) -> String {
