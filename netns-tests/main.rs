@@ -17,6 +17,7 @@ mod agent_promises;
 mod cli;
 mod coexist_kube;
 mod coordinator_kube;
+mod dumps;
 mod faults;
 mod faults_kube;
 mod hostile;

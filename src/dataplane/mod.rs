@@ -3,6 +3,7 @@
 //! that called [`Dataplane::connect`].
 
 mod addresses;
+mod dump;
 mod host;
 mod links;
 pub mod monitor;
@@ -56,6 +57,8 @@ impl Held {
 
 pub struct Dataplane {
     handle: Handle,
+    /// For the dumps of routes, neighbours and FDB entries.
+    dumps: dump::DumpSocket,
     config: Config,
     links: Vec<Link>,
     held: Option<Held>,
@@ -74,6 +77,7 @@ impl Dataplane {
         tokio::spawn(connection);
         Ok(Dataplane {
             handle,
+            dumps: dump::DumpSocket::open()?,
             config,
             links: Vec::new(),
             held: None,
@@ -186,7 +190,7 @@ impl Dataplane {
         self.count(2);
         let addrs = addresses::by_index(&addresses::dump(&self.handle).await?);
         let mut observed = Observed::default();
-        routes::dump(&self.handle, self.config.route_table, |dumped| {
+        routes::dump(&self.dumps, self.config.route_table, |dumped| {
             self.record_route(&mut observed, dumped.named(&names));
         })
         .await?;
@@ -248,12 +252,12 @@ impl Dataplane {
         for (vxlan, family) in vxlans {
             self.count(2);
             let dev = &vxlan.name;
-            neighbours::dump_neighbours(&self.handle, vxlan.index, family, |ip, mac| {
+            neighbours::dump_neighbours(&self.dumps, vxlan.index, family, |ip, mac| {
                 let dev = dev.clone();
                 observed.neighs.insert(ip, Neigh { dev, ip, mac });
             })
             .await?;
-            neighbours::dump_fdb(&self.handle, vxlan.index, |mac, dst| {
+            neighbours::dump_fdb(&self.dumps, vxlan.index, |mac, dst| {
                 let dev = dev.clone();
                 observed.fdb.insert(mac, Fdb { dev, mac, dst });
             })

@@ -1,6 +1,6 @@
 //! Small helpers shared by the netlink wrappers.
 
-use futures::{future, Stream, TryStreamExt};
+use futures::{Stream, TryStreamExt};
 
 use crate::Error;
 
@@ -28,23 +28,6 @@ pub async fn collect<T>(
 ) -> Result<Vec<T>, Error> {
     stream
         .try_collect()
-        .await
-        .map_err(nl_err(|| format!("dumping {what}")))
-}
-
-/// Hand a dump to `each` message by message, so no Vec of whole messages
-/// is built next to the compact form. (The rtnetlink connection itself
-/// still queues a whole dump before its first message reaches us.)
-pub async fn for_each<T>(
-    stream: impl Stream<Item = Result<T, rtnetlink::Error>>,
-    what: &str,
-    mut each: impl FnMut(T),
-) -> Result<(), Error> {
-    stream
-        .try_for_each(|message| {
-            each(message);
-            future::ready(Ok(()))
-        })
         .await
         .map_err(nl_err(|| format!("dumping {what}")))
 }

@@ -5,16 +5,21 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnetwork::IpNetwork;
+use rtnetlink::packet_core::{NlasIterator, ParseableParametrized};
 use rtnetlink::packet_route::route::{
-    RouteAddress, RouteAttribute, RouteFlags, RouteMessage, RouteMetric, RouteProtocol, RouteScope,
-    RouteType,
+    RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteLwEnCapType, RouteMessage,
+    RouteMetric, RouteProtocol, RouteScope, RouteType,
 };
-use rtnetlink::packet_route::AddressFamily;
+use rtnetlink::packet_route::{AddressFamily, RouteNetlinkMessage};
 use rtnetlink::{Handle, RouteMessageBuilder};
 
-use super::netlink::{for_each, ignoring, nl_err};
+use super::dump::DumpSocket;
+use super::netlink::{ignoring, nl_err};
 use crate::plan::{Route, RouteKey, RouteKind};
 use crate::Result;
+
+/// `struct rtmsg`, before the attributes.
+const RTMSG_LEN: usize = 12;
 
 /// A route as dumped, with its device still an index.
 #[derive(Debug, Clone)]
@@ -26,7 +31,7 @@ pub struct Dumped {
 /// Every route of `table`, IPv4 then IPv6, handed to `each` as it is
 /// parsed. The kernel filters by table and family (NETLINK_GET_STRICT_CHK);
 /// ownership is decided by the caller.
-pub async fn dump(handle: &Handle, table: u32, mut each: impl FnMut(Dumped)) -> Result<()> {
+pub async fn dump(socket: &DumpSocket, table: u32, mut each: impl FnMut(Dumped)) -> Result<()> {
     for mut message in [
         RouteMessageBuilder::<Ipv4Addr>::new()
             .table_id(table)
@@ -39,14 +44,28 @@ pub async fn dump(handle: &Handle, table: u32, mut each: impl FnMut(Dumped)) -> 
         message.header.protocol = RouteProtocol::Unspec;
         message.header.kind = RouteType::Unspec;
         message.header.scope = RouteScope::Universe;
-        for_each(handle.route().get(message).execute(), "routes", |m| {
-            if let Some(d) = parse(&m).filter(|d| d.route.key.table == table) {
-                each(d);
-            }
-        })
-        .await?;
+        let request = RouteNetlinkMessage::GetRoute(message);
+        socket
+            .dump(request, "routes", |kind, payload| {
+                if kind != libc::RTM_NEWROUTE {
+                    return;
+                }
+                if let Some(d) = parse(payload).filter(|d| d.route.key.table == table) {
+                    each(d);
+                }
+            })
+            .await?;
     }
     Ok(())
+}
+
+/// The attributes a route is read from; the rest are not even parsed.
+fn wanted(kind: u16) -> bool {
+    use libc::{RTA_DST, RTA_GATEWAY, RTA_METRICS, RTA_OIF, RTA_PRIORITY, RTA_TABLE};
+    matches!(
+        kind,
+        RTA_DST | RTA_OIF | RTA_GATEWAY | RTA_PRIORITY | RTA_METRICS | RTA_TABLE
+    )
 }
 
 fn address(a: &RouteAddress) -> Option<IpAddr> {
@@ -57,8 +76,13 @@ fn address(a: &RouteAddress) -> Option<IpAddr> {
     }
 }
 
-fn parse(msg: &RouteMessage) -> Option<Dumped> {
-    let h = &msg.header;
+/// One message of a route dump (an `rtmsg` and its attributes).
+fn parse(payload: &[u8]) -> Option<Dumped> {
+    let h = &RouteHeader::parse(payload).ok()?;
+    let encap = (h.address_family, h.kind, RouteLwEnCapType::None);
+    let attributes = NlasIterator::new(payload.get(RTMSG_LEN..)?)
+        .filter_map(|nla| nla.ok().filter(|nla| wanted(nla.kind())))
+        .filter_map(|nla| RouteAttribute::parse_with_param(&nla, encap).ok());
     let mut dst = match h.address_family {
         AddressFamily::Inet => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
         AddressFamily::Inet6 => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
@@ -85,17 +109,17 @@ fn parse(msg: &RouteMessage) -> Option<Dumped> {
         protocol: u8::from(h.protocol),
     };
     let mut oif = None;
-    for attr in &msg.attributes {
+    for attr in attributes {
         match attr {
-            RouteAttribute::Destination(a) => dst = address(a)?,
-            RouteAttribute::Gateway(a) => route.via = address(a),
-            RouteAttribute::Oif(index) => oif = Some(*index),
-            RouteAttribute::Priority(metric) => route.key.metric = *metric,
-            RouteAttribute::Table(t) => table = *t,
+            RouteAttribute::Destination(a) => dst = address(&a)?,
+            RouteAttribute::Gateway(a) => route.via = address(&a),
+            RouteAttribute::Oif(index) => oif = Some(index),
+            RouteAttribute::Priority(metric) => route.key.metric = metric,
+            RouteAttribute::Table(t) => table = t,
             RouteAttribute::Metrics(metrics) => {
                 for m in metrics {
                     if let RouteMetric::Mtu(mtu) = m {
-                        route.mtu = Some(*mtu);
+                        route.mtu = Some(mtu);
                     }
                 }
             }
@@ -181,5 +205,67 @@ impl Dumped {
             route.dev = name.clone();
         }
         route
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rtnetlink::packet_core::Emitable;
+    use rtnetlink::packet_route::route::RoutePreference;
+
+    use super::*;
+
+    fn bytes(message: &RouteMessage) -> Vec<u8> {
+        let mut out = vec![0; message.buffer_len()];
+        message.emit(&mut out);
+        out
+    }
+
+    fn ours(dst: &str, via: Option<&str>) -> Route {
+        Route {
+            key: RouteKey {
+                table: 254,
+                dst: dst.parse().unwrap(),
+                metric: 1024,
+            },
+            kind: RouteKind::Unicast,
+            via: via.map(|v| v.parse().unwrap()),
+            dev: String::new(),
+            onlink: true,
+            mtu: Some(1430),
+            protocol: 91,
+        }
+    }
+
+    #[test]
+    fn a_dumped_route_reads_back_as_it_was_written() {
+        for route in [
+            ours("10.244.3.0/24", Some("10.244.3.0")),
+            ours("fd00:244:3::/64", Some("fe80::a:3")),
+        ] {
+            let mut message = message(&route, Some(7));
+            // What a dump adds that the reader skips.
+            message.attributes.extend([
+                RouteAttribute::Preference(RoutePreference::Medium),
+                RouteAttribute::Table(254),
+            ]);
+            let read = parse(&bytes(&message)).expect("parsed");
+            assert_eq!(read.oif, Some(7));
+            assert_eq!(read.route, route);
+        }
+    }
+
+    #[test]
+    fn a_reject_route_has_no_device() {
+        let mut unreachable = ours("fd00:244:1::/64", None);
+        unreachable.kind = RouteKind::Unreachable;
+        unreachable.onlink = false;
+        unreachable.mtu = None;
+        let mut message = message(&unreachable, Some(1));
+        message.header.kind = RouteType::Unreachable;
+        let read = parse(&bytes(&message)).expect("parsed");
+        assert_eq!(read.oif, None, "IPv6 reports lo for reject routes");
+        assert_eq!(read.route, unreachable);
+        assert!(parse(&[0; 5]).is_none(), "shorter than an rtmsg");
     }
 }
