@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use super::{Family, Sample, Settings};
+use super::{Sample, Settings};
 use crate::dataplane::Dataplane;
 use crate::engine;
 use crate::lab::netns::Netns;
@@ -35,10 +35,6 @@ pub(super) fn engine_cycle(
 
         let (start, before) = (Instant::now(), dp.requests());
         let (desired, _) = engine::desired_for(&mut dp, cluster, local).await?;
-        let desired = match settings.family {
-            Family::Ipv6 => ipv6_half(desired),
-            Family::Ipv4 | Family::Dual => desired,
-        };
         record("podroute plan", sample(start, &dp, before, &[], 0));
 
         let (start, before) = (Instant::now(), dp.requests());
@@ -96,22 +92,6 @@ pub(super) fn engine_cycle(
     })??;
     failures.extend(broken);
     Ok(samples)
-}
-
-/// The IPv6 half of a dual-stack plan: its routes, neighbours, FDB entries,
-/// device and sysctls, without IPv4's. The model requires an IPv4 address
-/// and pod CIDR on every node, so `--family ipv6` plans a dual-stack cluster
-/// and times what the engine writes for IPv6 alone. The pod MTU file stays.
-fn ipv6_half(mut desired: Desired) -> Desired {
-    desired.ipip = None;
-    desired.vxlan = None;
-    desired.routes.retain(|key, _| key.dst.is_ipv6());
-    desired.neighs.retain(|ip, _| ip.is_ipv6());
-    desired.fdb.retain(|_, fdb| fdb.dst.is_ipv6());
-    desired
-        .sysctls
-        .retain(|key, _| key.starts_with("net/ipv6/"));
-    desired
 }
 
 fn sample(

@@ -9,13 +9,11 @@
 //! 100.64.0.0/10 (the local node has the first).
 //!
 //! `--family` picks what is timed. `ipv4` (the default) is the above.
-//! `ipv6` and `dual` give every node also an IPv6 address fd00:250::<i + 1>
-//! (on-link: fd00:250::1/64 is on `eth0` too) and the pod CIDR
-//! fd00:244:<i>::/64. The model requires the IPv4 half of every node, so
-//! `ipv6` plans that dual-stack cluster and the engine programs the IPv6
-//! half of the plan alone (its routes, neighbours, FDB entries,
-//! `vxlan-v6.calico` and IPv6 sysctls), against `ip -6 -batch` with the same
-//! routes. `dual` programs both halves at once, against `ip -batch` plus
+//! `ipv6` gives every node an IPv6 address fd00:250::<i + 1> (on-link:
+//! fd00:250::1/64 is on `eth0` too) and the pod CIDR fd00:244:<i>::/64
+//! instead: an IPv6-only cluster (`vxlan-v6.calico` in vxlan mode), against
+//! `ip -6 -batch` with the same routes. `dual` gives every node both and
+//! programs both families at once, against `ip -batch` plus
 //! `ip -6 -batch`. The engine's observe always dumps both families' routes. Namespaces are deleted when
 //! they go out of scope, also on error; the MTU file and the batch files live
 //! in a temporary directory that is removed at the end.
@@ -79,7 +77,7 @@ const TARGET_RSS_MIB_DUAL: f64 = 40.0;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Family {
     Ipv4,
-    /// The IPv6 half of a dual-stack plan (the model needs IPv4 on every node).
+    /// An IPv6-only cluster.
     Ipv6,
     Dual,
 }
@@ -119,7 +117,7 @@ pub struct Settings {
 #[serde(rename_all = "camelCase")]
 pub struct BenchReport {
     pub mode: String,
-    /// `ipv4`, `ipv6` (the IPv6 half of a dual-stack plan) or `dual`.
+    /// `ipv4`, `ipv6` (IPv6-only nodes) or `dual`.
     pub family: String,
     /// Runs per phase; times are the median.
     pub repeat: u32,

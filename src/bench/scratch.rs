@@ -57,10 +57,14 @@ pub(super) fn cluster(peers: usize, mode: Mode, family: Family) -> Cluster {
     let nodes = (0..=peers)
         .map(|i| {
             let i = i as u32;
-            let pod = Ipv4Addr::from(u32::from(POD_RANGE) + (i << (32 - POD_PREFIX)));
-            let mut pod_cidrs = vec![IpNetwork::V4(
-                Ipv4Network::new(pod, POD_PREFIX).expect("a /24 is a valid prefix"),
-            )];
+            let mut pod_cidrs = Vec::with_capacity(2);
+            let node_ip = family.has_v4().then(|| {
+                let pod = Ipv4Addr::from(u32::from(POD_RANGE) + (i << (32 - POD_PREFIX)));
+                pod_cidrs.push(IpNetwork::V4(
+                    Ipv4Network::new(pod, POD_PREFIX).expect("a /24 is a valid prefix"),
+                ));
+                Ipv4Addr::from(u32::from(NODE_IP) + i)
+            });
             let node_ip6 = family.has_v6().then(|| {
                 let pod6 = Ipv6Addr::from(u128::from(POD6_RANGE) + (u128::from(i) << 80));
                 pod_cidrs.push(IpNetwork::V6(
@@ -70,7 +74,7 @@ pub(super) fn cluster(peers: usize, mode: Mode, family: Family) -> Cluster {
             });
             Node {
                 name: format!("node-{i}"),
-                node_ip: Some(Ipv4Addr::from(u32::from(NODE_IP) + i)),
+                node_ip,
                 node_ip6,
                 pod_cidrs,
             }
@@ -112,7 +116,9 @@ mod tests {
         for family in [Family::Ipv6, Family::Dual] {
             let c = cluster(300, Mode::Vxlan, family);
             assert_eq!(c.nodes.len(), 301);
-            assert_eq!(c.nodes[0].node_ip, Some(NODE_IP));
+            let ip4 = (family == Family::Dual).then_some(NODE_IP);
+            assert_eq!(c.nodes[0].node_ip, ip4);
+            assert_eq!(c.nodes[0].v4().is_some(), family == Family::Dual);
             assert_eq!(c.nodes[0].v6().unwrap().0, NODE_IP6);
             assert_eq!(c.nodes[0].v6().unwrap().1.to_string(), "fd00:244::/64");
             let (ip6, cidr6) = c.nodes[300].v6().unwrap();

@@ -17,9 +17,8 @@ pub struct BenchArgs {
     /// routes, neighbours and FDB entries).
     #[arg(long, value_enum, default_value = "native")]
     pub mode: BenchMode,
-    /// Address family to program: ipv4; ipv6 (the IPv6 half of a
-    /// dual-stack plan, against ip -6 -batch); dual (both, against ip -batch
-    /// and ip -6 -batch).
+    /// Address family to program: ipv4; ipv6 (IPv6-only nodes, against
+    /// ip -6 -batch); dual (both, against ip -batch and ip -6 -batch).
     #[arg(long, value_enum, default_value = "ipv4")]
     pub family: BenchFamily,
     /// Run every phase this many times per N (engine and ip -batch
@@ -94,7 +93,7 @@ fn render(r: &BenchReport) -> String {
     };
     let family = match r.family.as_str() {
         "ipv4" => String::new(),
-        "ipv6" => " ipv6 (the IPv6 half of a dual-stack plan),".into(),
+        "ipv6" => " ipv6 (IPv6-only nodes),".into(),
         family => format!(" {family},"),
     };
     let mut out = format!(
