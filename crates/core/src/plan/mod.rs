@@ -7,6 +7,7 @@ mod family6;
 pub mod health;
 mod ops;
 mod ownership;
+mod repair;
 pub mod simulate;
 mod state;
 
@@ -15,6 +16,7 @@ pub use diff::{diff, Diff};
 pub use family6::VXLAN6_OVERHEAD;
 pub use ops::{sysctl_name, Op, Stage, Step};
 pub use ownership::{is_our_device, route_owner, RouteOwner};
+pub use repair::{repair, Repair, Touched};
 pub use state::{
     AdoptScope, Desired, Excluded, Fdb, ForeignState, IpipDevice, Neigh, Observed, Route, RouteKey,
     RouteKind, Uplink, VxlanDevice, VxlanIdentity, LOCAL_UNREACHABLE_METRIC,
