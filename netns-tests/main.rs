@@ -29,6 +29,7 @@ mod lab_runs;
 mod modes;
 mod monitor;
 mod ownership;
+mod repair;
 mod restricted_agent;
 mod subnets;
 mod switching;

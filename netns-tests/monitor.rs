@@ -64,7 +64,9 @@ async fn expect(monitor: &mut Monitor, needles: &[&str]) -> String {
     let mut seen = Vec::new();
     loop {
         match tokio::time::timeout_at(deadline, monitor.next()).await {
-            Ok(Some(KernelEvent::Changed(what))) if needles.iter().all(|n| what.contains(n)) => {
+            Ok(Some(KernelEvent::Changed(what) | KernelEvent::Object { what, .. }))
+                if needles.iter().all(|n| what.contains(n)) =>
+            {
                 return what
             }
             Ok(Some(other)) => seen.push(other),
@@ -393,7 +395,7 @@ fn overrun_is_reported_and_the_monitor_keeps_going() {
             loop {
                 match tokio::time::timeout_at(deadline, monitor.next()).await {
                     Ok(Some(KernelEvent::Overrun)) => break,
-                    Ok(Some(KernelEvent::Changed(_))) => changed += 1,
+                    Ok(Some(KernelEvent::Changed(_) | KernelEvent::Object { .. })) => changed += 1,
                     Ok(None) => panic!("monitor ended"),
                     Err(_) => panic!("no overrun within {WAIT:?} ({changed} events)"),
                 }

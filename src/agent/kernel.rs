@@ -6,6 +6,7 @@ use futures::future::BoxFuture;
 use crate::dataplane::{Dataplane, Held};
 use crate::engine::{self, Outcome};
 use crate::model::{Cluster, Node};
+use crate::plan::Touched;
 use crate::Result;
 
 pub trait Kernel: Send {
@@ -26,6 +27,13 @@ pub trait Kernel: Send {
     fn held(&self) -> Option<Held> {
         None
     }
+
+    /// Put back the one object a kernel event names, against the plan the
+    /// last converge verified. `Ok(Some(writes))` when settled alone,
+    /// `Ok(None)` when only a full pass will do.
+    fn repair<'a>(&'a mut self, _touched: &'a Touched) -> BoxFuture<'a, Result<Option<usize>>> {
+        Box::pin(async { Ok(None) })
+    }
 }
 
 impl Kernel for Dataplane {
@@ -35,10 +43,17 @@ impl Kernel for Dataplane {
         node: &'a Node,
     ) -> BoxFuture<'a, Result<Outcome>> {
         Box::pin(async move {
+            self.last_desired = None;
             let (desired, uplink) = engine::desired_for(self, cluster, node).await?;
             self.last_uplink = Some(uplink.name);
-            engine::converge(self, &desired).await
+            let outcome = engine::converge(self, &desired).await?;
+            self.last_desired = Some(desired);
+            Ok(outcome)
         })
+    }
+
+    fn repair<'a>(&'a mut self, touched: &'a Touched) -> BoxFuture<'a, Result<Option<usize>>> {
+        Box::pin(Dataplane::repair(self, touched))
     }
 
     fn uplink(&self) -> Option<String> {

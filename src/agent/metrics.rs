@@ -97,7 +97,7 @@ impl Default for Metrics {
         let reconciles = counter("reconciles", "Reconcile passes");
         let drift_repairs = counter(
             "drift_repairs",
-            "Passes that rewrote state someone else had changed",
+            "Repairs of state someone else had changed: one write for the object a kernel event named, or a full pass",
         );
         let netlink_errors = counter("netlink_errors", "Reconciles that failed");
         let refused_updates = counter(

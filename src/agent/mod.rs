@@ -136,6 +136,9 @@ pub struct Agent<K: Kernel> {
     excluded: Vec<Excluded>,
     kept: Vec<String>,
     contest: Contest,
+    /// The last pass made the kernel hold a plan (not waiting, not failed):
+    /// only then may a kernel event be repaired alone against that plan.
+    last_pass_applied: bool,
     metrics: Arc<Metrics>,
     uplink: watch::Sender<Option<String>>,
     passes: Option<mpsc::UnboundedSender<Pass>>,
@@ -161,6 +164,7 @@ impl<K: Kernel> Agent<K> {
             excluded: Vec::new(),
             kept: Vec::new(),
             contest: Contest::default(),
+            last_pass_applied: false,
             metrics,
             uplink: watch::Sender::new(None),
             passes: None,
@@ -215,6 +219,7 @@ impl<K: Kernel> Agent<K> {
                     self.retry_report(snapshot.as_deref()).await;
                 } else {
                     let pass = self.reconcile(snapshot.as_deref()).await;
+                    self.last_pass_applied = matches!(pass, Pass::Applied { .. });
                     self.record(&pass, wake);
                     if wake.resync {
                         next_resync = Deadline::now() + self.options.resync;
@@ -237,7 +242,10 @@ impl<K: Kernel> Agent<K> {
                 event = events.recv(), if events_open => match event {
                     Some(event) => {
                         note_kernel_event(&event);
-                        wake.kernel = true;
+                        let store_changed = snapshots.has_changed().unwrap_or(true);
+                        if !self.repair_alone(&event, store_changed).await {
+                            wake.kernel = true;
+                        }
                     }
                     None => {
                         tracing::warn!("kernel event stream ended; relying on the periodic resync");
@@ -247,6 +255,36 @@ impl<K: Kernel> Agent<K> {
                 _ = tokio::time::sleep_until(next_resync) => wake.resync = true,
                 _ = retry => wake.retry = true,
                 _ = shutdown.changed() => {}
+            }
+        }
+    }
+
+    /// Repair the one object `event` names at once, without a dump and
+    /// without the debounce, when the last pass succeeded and no store
+    /// change waits. False: a full pass must follow.
+    async fn repair_alone(&mut self, event: &KernelEvent, store_changed: bool) -> bool {
+        let KernelEvent::Object { touched, .. } = event else {
+            return false;
+        };
+        if store_changed || !self.last_pass_applied {
+            return false;
+        }
+        let started = Instant::now();
+        match self.kernel.repair(touched).await {
+            Ok(Some(0)) => true,
+            Ok(Some(changes)) => {
+                self.metrics.drift_repairs.inc();
+                tracing::info!(
+                    changes,
+                    took_ms = started.elapsed().as_secs_f64() * 1000.0,
+                    "drift repaired: {touched}"
+                );
+                true
+            }
+            Ok(None) => false,
+            Err(e) => {
+                tracing::warn!("repairing {touched} alone failed, doing a full pass: {e}");
+                false
             }
         }
     }
@@ -480,7 +518,9 @@ impl<K: Kernel> Agent<K> {
 
 fn note_kernel_event(event: &KernelEvent) {
     match event {
-        KernelEvent::Changed(what) => tracing::debug!("kernel: {what}"),
+        KernelEvent::Changed(what) | KernelEvent::Object { what, .. } => {
+            tracing::debug!("kernel: {what}")
+        }
         KernelEvent::Overrun => tracing::warn!("netlink notifications were lost; full resync"),
     }
 }

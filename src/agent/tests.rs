@@ -23,6 +23,9 @@ struct FakeKernel {
     converges: Arc<AtomicU32>,
     running: Arc<AtomicU32>,
     overlapped: Arc<AtomicBool>,
+    /// The plan of the last converge that succeeded, and repairs made alone.
+    last_desired: Arc<Mutex<Option<plan::Desired>>>,
+    repairs: Arc<AtomicU32>,
 }
 
 impl FakeKernel {
@@ -91,7 +94,28 @@ impl Kernel for FakeKernel {
             let diff = plan::diff(&desired, &observed);
             simulate::apply_all(&mut observed, diff.steps.iter().map(|s| &s.op));
             let changes = diff.steps.len();
-            Ok(Outcome::of(&desired, diff, changes))
+            let outcome = Outcome::of(&desired, diff, changes);
+            *self.last_desired.lock().expect("lock") = Some(desired);
+            Ok(outcome)
+        })
+    }
+
+    fn repair<'a>(
+        &'a mut self,
+        touched: &'a plan::Touched,
+    ) -> BoxFuture<'a, Result<Option<usize>>> {
+        Box::pin(async move {
+            let Some(desired) = self.last_desired.lock().expect("lock").clone() else {
+                return Ok(None);
+            };
+            let mut observed = self.observed.lock().expect("lock");
+            match plan::repair(&desired, touched) {
+                plan::Repair::Nothing => return Ok(Some(0)),
+                plan::Repair::Restore(route) => _ = observed.routes.insert(route.key, route),
+                plan::Repair::Write(op) => simulate::apply(&mut observed, &op),
+            }
+            self.repairs.fetch_add(1, Ordering::SeqCst);
+            Ok(Some(1))
         })
     }
 }
@@ -270,6 +294,57 @@ async fn a_kernel_event_repairs_drift_at_once() {
         1,
         "a repair is not news to the cluster"
     );
+    agent.stop().await;
+}
+
+/// An event that names the route it deleted.
+fn route_deleted(key: plan::RouteKey) -> KernelEvent {
+    KernelEvent::Object {
+        what: format!("route {} deleted", key.dst),
+        touched: plan::Touched::Route { key, now: None },
+    }
+}
+
+#[tokio::test]
+async fn an_event_naming_one_object_is_repaired_alone_without_a_pass() {
+    let store = store_of(&cluster());
+    let kernel = FakeKernel::default();
+    let mut agent = start(store.clone(), kernel.clone());
+    agent.next_applied().await;
+    // The report changes the snapshot, which wakes one more pass: wait
+    // until the loop is quiet.
+    let quiet = Duration::from_millis(100);
+    while tokio::time::timeout(quiet, agent.passes.recv())
+        .await
+        .is_ok()
+    {}
+    let converges = kernel.converges();
+
+    let gone = kernel.lose_a_route();
+    agent.events.send(route_deleted(gone)).await.expect("send");
+    eventually(|| kernel.holds_route(&gone)).await;
+    assert_eq!(kernel.repairs.load(Ordering::SeqCst), 1);
+    assert_eq!(kernel.converges(), converges, "no full pass");
+    let remaining = agent.stop().await;
+    assert!(remaining.is_empty(), "no pass was reported: {remaining:?}");
+}
+
+#[tokio::test]
+async fn a_node_left_out_of_the_cluster_gets_no_repair_alone() {
+    let store = store_of(&cluster());
+    let kernel = FakeKernel::default();
+    let mut agent = start(store.clone(), kernel.clone());
+    agent.next_applied().await;
+    store.remove_node("node-1");
+    assert!(matches!(agent.next_pass().await, Pass::Waiting(_)));
+
+    // The kernel is left alone while the node is not in the cluster, also
+    // when someone deletes a route the last plan had.
+    let gone = kernel.lose_a_route();
+    agent.events.send(route_deleted(gone)).await.expect("send");
+    assert!(matches!(agent.next_pass().await, Pass::Waiting(_)));
+    assert!(!kernel.holds_route(&gone));
+    assert_eq!(kernel.repairs.load(Ordering::SeqCst), 0);
     agent.stop().await;
 }
 

@@ -9,7 +9,8 @@ mod links;
 pub mod monitor;
 mod neighbours;
 mod netlink;
-mod routes;
+mod repair;
+pub(crate) mod routes;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
@@ -64,6 +65,10 @@ pub struct Dataplane {
     held: Option<Held>,
     /// The uplink found by the last `uplink()` lookup.
     pub last_uplink: Option<String>,
+    /// The plan the last converge made the kernel hold: what a drift
+    /// repair of one object puts back.
+    pub last_desired: Option<crate::plan::Desired>,
+    recent_repairs: repair::Recent,
     requests: AtomicU64,
 }
 
@@ -82,6 +87,8 @@ impl Dataplane {
             links: Vec::new(),
             held: None,
             last_uplink: None,
+            last_desired: None,
+            recent_repairs: repair::Recent::default(),
             requests: AtomicU64::new(0),
         })
     }

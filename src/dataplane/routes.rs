@@ -14,7 +14,7 @@ use rtnetlink::packet_route::{AddressFamily, RouteNetlinkMessage};
 use rtnetlink::{Handle, RouteMessageBuilder};
 
 use super::dump::DumpSocket;
-use super::netlink::{ignoring, nl_err};
+use super::netlink::{errno, ignoring, nl_err};
 use crate::plan::{Route, RouteKey, RouteKind};
 use crate::Result;
 
@@ -74,6 +74,14 @@ fn address(a: &RouteAddress) -> Option<IpAddr> {
         RouteAddress::Inet6(v6) => Some(IpAddr::V6(*v6)),
         _ => None,
     }
+}
+
+/// A route notification, read exactly as a dump would read it.
+pub fn parse_message(message: &RouteMessage) -> Option<Dumped> {
+    use rtnetlink::packet_core::Emitable;
+    let mut payload = vec![0; message.buffer_len()];
+    message.emit(&mut payload);
+    parse(&payload)
 }
 
 /// One message of a route dump (an `rtmsg` and its attributes).
@@ -173,6 +181,26 @@ fn message(route: &Route, oif: Option<u32>) -> RouteMessage {
 }
 
 pub async fn replace(handle: &Handle, route: &Route, oif: Option<u32>) -> Result<()> {
+    let done = handle
+        .route()
+        .add(typed(route, oif))
+        .replace()
+        .execute()
+        .await;
+    done.map_err(nl_err(|| format!("route replace {route}")))
+}
+
+/// Add `route` only where its key is free (NLM_F_EXCL); `false` when a
+/// route already holds the key, whoever's it is.
+pub async fn add(handle: &Handle, route: &Route, oif: Option<u32>) -> Result<bool> {
+    match handle.route().add(typed(route, oif)).execute().await {
+        Ok(()) => Ok(true),
+        Err(e) if errno(&e) == Some(libc::EEXIST) => Ok(false),
+        Err(e) => Err(nl_err(|| format!("route add {route}"))(e)),
+    }
+}
+
+fn typed(route: &Route, oif: Option<u32>) -> RouteMessage {
     let mut message = message(route, oif);
     message.header.kind = match route.kind {
         RouteKind::Unicast => RouteType::Unicast,
@@ -181,8 +209,7 @@ pub async fn replace(handle: &Handle, route: &Route, oif: Option<u32>) -> Result
         RouteKind::Prohibit => RouteType::Prohibit,
         RouteKind::Other(n) => RouteType::from(n),
     };
-    let done = handle.route().add(message).replace().execute().await;
-    done.map_err(nl_err(|| format!("route replace {route}")))
+    message
 }
 
 /// Delete exactly this route: the kernel matches table, destination,

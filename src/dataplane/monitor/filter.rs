@@ -15,8 +15,9 @@ use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteMessage}
 use rtnetlink::packet_route::{AddressFamily, RouteNetlinkMessage};
 
 use crate::dataplane::neighbours::{destination, is_permanent, lladdr};
+use crate::dataplane::routes;
 use crate::model::Config;
-use crate::plan::{is_our_device, route_owner, RouteOwner};
+use crate::plan::{is_our_device, route_owner, Fdb, Neigh, RouteOwner, Touched};
 
 /// What the monitor remembers of a link.
 #[derive(Debug, Clone, PartialEq)]
@@ -70,6 +71,69 @@ impl Filter {
             RouteNetlinkMessage::DelNeighbour(m) => self.neighbour(m, true),
             RouteNetlinkMessage::NewAddress(m) => self.address(m, "added"),
             RouteNetlinkMessage::DelAddress(m) => self.address(m, "deleted"),
+            _ => None,
+        }
+    }
+
+    /// The one object of ours a notification names, when repairing it
+    /// alone is enough: a route of our own protocol, a neighbour or an FDB
+    /// entry on our VXLAN devices. Call after [`Filter::event`] said it is
+    /// ours. `None`: only a full pass will do.
+    pub(super) fn touched(&self, message: &RouteNetlinkMessage) -> Option<Touched> {
+        match message {
+            RouteNetlinkMessage::NewRoute(m) => self.touched_route(m, false),
+            RouteNetlinkMessage::DelRoute(m) => self.touched_route(m, true),
+            RouteNetlinkMessage::NewNeighbour(m) => self.touched_neighbour(m, false),
+            RouteNetlinkMessage::DelNeighbour(m) => self.touched_neighbour(m, true),
+            _ => None,
+        }
+    }
+
+    fn touched_route(&self, m: &RouteMessage, deleted: bool) -> Option<Touched> {
+        let dumped = routes::parse_message(m)?;
+        let mut route = dumped.route;
+        if route.protocol != self.config.route_protocol
+            || route.key.table != self.config.route_table
+        {
+            return None;
+        }
+        if let Some(index) = dumped.oif {
+            route.dev = self.name_of(index)?.to_string();
+        }
+        let key = route.key;
+        Some(Touched::Route {
+            key,
+            now: (!deleted).then_some(route),
+        })
+    }
+
+    fn touched_neighbour(&self, m: &NeighbourMessage, deleted: bool) -> Option<Touched> {
+        let dev = self.name_of(m.header.ifindex)?.to_string();
+        match m.header.family {
+            AddressFamily::Inet | AddressFamily::Inet6 => {
+                let ip = destination(m)?;
+                let now = match deleted {
+                    true => None,
+                    false => Some(Neigh {
+                        dev,
+                        ip,
+                        mac: lladdr(m)?,
+                    }),
+                };
+                Some(Touched::Neigh { ip, now })
+            }
+            AddressFamily::Bridge => {
+                let mac = lladdr(m)?;
+                let now = match deleted {
+                    true => None,
+                    false => Some(Fdb {
+                        dev,
+                        mac,
+                        dst: destination(m)?,
+                    }),
+                };
+                Some(Touched::Fdb { mac, now })
+            }
             _ => None,
         }
     }
@@ -242,7 +306,7 @@ mod tests {
     use rtnetlink::packet_route::neighbour::{
         NeighbourAddress, NeighbourAttribute, NeighbourState,
     };
-    use rtnetlink::packet_route::route::RouteProtocol;
+    use rtnetlink::packet_route::route::{RouteProtocol, RouteType};
 
     use super::*;
     use crate::dataplane::neighbours::NUD_PERMANENT;
@@ -305,6 +369,67 @@ mod tests {
         m.attributes
             .push(NeighbourAttribute::LinkLayerAddress(vec![2, 0, 0, 0, 0, 1]));
         m
+    }
+
+    #[test]
+    fn objects_of_ours_are_named_whole_for_a_repair_alone() {
+        let f = filter();
+        let mut ours = route([10, 244, 2, 0], 24, 91, 254);
+        ours.header.kind = RouteType::Unicast;
+        let gateway = RouteAddress::Inet(Ipv4Addr::new(10, 244, 2, 0));
+        ours.attributes
+            .extend([RouteAttribute::Oif(VXLAN), RouteAttribute::Gateway(gateway)]);
+        match f.touched(&M::NewRoute(ours.clone())) {
+            Some(Touched::Route { key, now: Some(r) }) => {
+                assert_eq!(key.dst.to_string(), "10.244.2.0/24");
+                assert_eq!((r.dev.as_str(), r.protocol), ("vxlan.calico", 91));
+                assert_eq!(r.via, Some(Ipv4Addr::new(10, 244, 2, 0).into()));
+            }
+            other => panic!("{other:?}"),
+        }
+        let deleted = f.touched(&M::DelRoute(ours.clone()));
+        assert!(matches!(deleted, Some(Touched::Route { now: None, .. })));
+        // An adopted protocol, another table, a device the monitor does
+        // not know: only a full pass can judge those.
+        let bird = route([10, 244, 3, 0], 24, 12, 254);
+        assert_eq!(f.touched(&M::DelRoute(bird)), None);
+        let elsewhere = route([10, 244, 2, 0], 24, 91, 100);
+        assert_eq!(f.touched(&M::DelRoute(elsewhere)), None);
+        let mut unknown = ours;
+        unknown.attributes.push(RouteAttribute::Oif(99));
+        unknown
+            .attributes
+            .retain(|a| *a != RouteAttribute::Oif(VXLAN));
+        assert_eq!(f.touched(&M::NewRoute(unknown)), None);
+
+        let permanent = neigh(AddressFamily::Inet, VXLAN, NUD_PERMANENT);
+        let ip: IpAddr = Ipv4Addr::new(10, 244, 2, 0).into();
+        let mac = crate::model::Mac([2, 0, 0, 0, 0, 1]);
+        let dev = "vxlan.calico".to_string();
+        let neigh_now = Neigh { dev, ip, mac };
+        assert_eq!(
+            f.touched(&M::NewNeighbour(permanent.clone())),
+            Some(Touched::Neigh {
+                ip,
+                now: Some(neigh_now)
+            })
+        );
+        assert_eq!(
+            f.touched(&M::DelNeighbour(permanent)),
+            Some(Touched::Neigh { ip, now: None })
+        );
+        let mut fdb = neigh(AddressFamily::Bridge, VXLAN, NUD_PERMANENT);
+        let dst = NeighbourAddress::Inet(Ipv4Addr::new(10, 250, 0, 2));
+        fdb.attributes.push(NeighbourAttribute::Destination(dst));
+        match f.touched(&M::NewNeighbour(fdb)) {
+            Some(Touched::Fdb {
+                mac: m,
+                now: Some(entry),
+            }) => {
+                assert_eq!((m, entry.dst), (mac, Ipv4Addr::new(10, 250, 0, 2).into()));
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

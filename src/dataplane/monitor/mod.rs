@@ -30,6 +30,7 @@ use rtnetlink::MulticastGroup;
 use tokio::task::JoinHandle;
 
 use crate::model::Config;
+use crate::plan::Touched;
 use crate::{Error, Result};
 use dump::LinkDumper;
 use filter::Filter;
@@ -44,6 +45,8 @@ pub enum KernelEvent {
     /// Something of ours changed (deleted or modified): a short description
     /// for the log, e.g. "route 10.244.2.0/24 (proto 91) deleted".
     Changed(String),
+    /// One object of ours changed, named whole: it can be repaired alone.
+    Object { what: String, touched: Touched },
     /// The kernel dropped notifications (ENOBUFS): only a full resync is safe.
     Overrun,
 }
@@ -137,7 +140,10 @@ impl Monitor {
                 NetlinkPayload::InnerMessage(inner) => {
                     if let Some(what) = self.filter.event(&inner) {
                         tracing::debug!(%what, "netlink monitor");
-                        return Some(KernelEvent::Changed(what));
+                        return Some(match self.filter.touched(&inner) {
+                            Some(touched) => KernelEvent::Object { what, touched },
+                            None => KernelEvent::Changed(what),
+                        });
                     }
                 }
                 NetlinkPayload::Overrun(_) => {
