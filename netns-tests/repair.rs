@@ -134,10 +134,10 @@ fn a_deleted_route_neighbour_or_fdb_entry_comes_back_without_a_full_pass() {
     }
 
     std::thread::sleep(Duration::from_millis(100));
-    assert_eq!(
-        passes(&mut rx),
-        0,
-        "each repair was one write, not a full pass"
+    let full: Vec<Pass> = std::iter::from_fn(|| rx.try_recv().ok()).collect();
+    assert!(
+        full.is_empty(),
+        "each repair was one write, not a full pass; passes: {full:#?}"
     );
     let repaired = agent.metrics().drift_repairs.get() - repairs;
     assert!(repaired >= 30, "repairs counted: {repaired}");

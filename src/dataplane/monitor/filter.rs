@@ -89,6 +89,19 @@ impl Filter {
         }
     }
 
+    /// Linux before 6.x sends, beside the VXLAN driver's own FDB notice
+    /// (which names the destination), a generic one without NDA_DST for
+    /// every FDB change made through netlink. It repeats what the first
+    /// said; acting on it would cost a full pass per FDB change.
+    pub(super) fn is_fdb_echo_without_destination(message: &RouteNetlinkMessage) -> bool {
+        match message {
+            RouteNetlinkMessage::NewNeighbour(m) | RouteNetlinkMessage::DelNeighbour(m) => {
+                m.header.family == AddressFamily::Bridge && destination(m).is_none()
+            }
+            _ => false,
+        }
+    }
+
     fn touched_route(&self, m: &RouteMessage, deleted: bool) -> Option<Touched> {
         let dumped = routes::parse_message(m)?;
         let mut route = dumped.route;
@@ -419,8 +432,13 @@ mod tests {
             Some(Touched::Neigh { ip, now: None })
         );
         let mut fdb = neigh(AddressFamily::Bridge, VXLAN, NUD_PERMANENT);
+        let generic = M::NewNeighbour(fdb.clone());
+        assert!(Filter::is_fdb_echo_without_destination(&generic));
         let dst = NeighbourAddress::Inet(Ipv4Addr::new(10, 250, 0, 2));
         fdb.attributes.push(NeighbourAttribute::Destination(dst));
+        assert!(!Filter::is_fdb_echo_without_destination(&M::NewNeighbour(
+            fdb.clone()
+        )));
         match f.touched(&M::NewNeighbour(fdb)) {
             Some(Touched::Fdb {
                 mac: m,

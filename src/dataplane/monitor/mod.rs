@@ -138,6 +138,12 @@ impl Monitor {
             let (message, _) = self.messages.next().await?;
             match message.payload {
                 NetlinkPayload::InnerMessage(inner) => {
+                    if Filter::is_fdb_echo_without_destination(&inner) {
+                        tracing::debug!(
+                            "netlink monitor: FDB notice without destination, a repeat"
+                        );
+                        continue;
+                    }
                     if let Some(what) = self.filter.event(&inner) {
                         tracing::debug!(%what, "netlink monitor");
                         return Some(match self.filter.touched(&inner) {
