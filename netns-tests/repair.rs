@@ -10,9 +10,11 @@ use podroute::agent::{AgentOptions, Pass};
 use podroute::api::{Mode, Plan};
 use podroute::lab::netns::Netns;
 use podroute::lab::node_agent::NodeAgent;
+use podroute::model::Cluster;
 use podroute::store::{ClusterStore, MemoryStore, Snapshot};
 use tokio::sync::mpsc;
 
+use crate::agent::bridge;
 use crate::support::{have_root, our_routes, wait_until, Lab};
 
 /// Long enough that a periodic resync never runs during the test.
@@ -36,6 +38,22 @@ fn agent(lab: &Lab, store: Arc<MemoryStore>) -> (NodeAgent, mpsc::UnboundedRecei
     (agent, rx)
 }
 
+/// An agent on node-1 of `cluster`, once the kernel holds a route to every
+/// peer and the agent is quiet (its report wakes one more pass).
+fn converged_agent(lab: &Lab, cluster: &Cluster) -> (NodeAgent, mpsc::UnboundedReceiver<Pass>) {
+    let store = Arc::new(MemoryStore::new(Snapshot::from_cluster(cluster)));
+    let (agent, mut rx) = agent(lab, store);
+    let peers = cluster.nodes.len() - 1;
+    wait_until(
+        "converged",
+        Duration::from_secs(60),
+        Duration::from_millis(10),
+        || our_routes(lab, "node-1").len() == peers,
+    );
+    wait_quiet(&mut rx);
+    (agent, rx)
+}
+
 /// Full passes reported so far, without waiting.
 fn passes(rx: &mut mpsc::UnboundedReceiver<Pass>) -> usize {
     std::iter::from_fn(|| rx.try_recv().ok()).count()
@@ -43,16 +61,6 @@ fn passes(rx: &mut mpsc::UnboundedReceiver<Pass>) -> usize {
 
 fn node_1(lab: &Lab) -> &Netns {
     lab.topo.node_netns("node-1").expect("node-1's namespace")
-}
-
-/// `bridge ARGS` in node-1's namespace; its stdout.
-fn bridge(lab: &Lab, args: &[&str]) -> String {
-    let out = node_1(lab)
-        .run(|| std::process::Command::new("bridge").args(args).output())
-        .expect("netns")
-        .expect("bridge");
-    assert!(out.status.success(), "bridge {}", args.join(" "));
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Until no full pass has been reported for 200 ms.
@@ -86,17 +94,10 @@ fn a_deleted_route_neighbour_or_fdb_entry_comes_back_without_a_full_pass() {
         return;
     }
     let lab = Lab::flat(3);
-    let cluster = lab.cluster(&Plan::steady(Mode::Vxlan, 1));
-    let store = Arc::new(MemoryStore::new(Snapshot::from_cluster(&cluster)));
-    let (agent, mut rx) = agent(&lab, store);
+    let (agent, mut rx) = converged_agent(&lab, &lab.cluster(&Plan::steady(Mode::Vxlan, 1)));
     let poll = Duration::from_micros(200);
     let wait = Duration::from_secs(10);
     let route_of = |n: &str| lab.node(n).pod_cidr.to_string();
-    wait_until("converged", wait, poll, || {
-        our_routes(&lab, "node-1").len() == 2
-    });
-    // Our report changes the snapshot and wakes one more pass.
-    wait_quiet(&mut rx);
     let repairs = agent.metrics().drift_repairs.get();
 
     // A route: its destination in /proc/net/route as the kernel prints it.
@@ -120,16 +121,16 @@ fn a_deleted_route_neighbour_or_fdb_entry_comes_back_without_a_full_pass() {
             in_proc(&lab, "arp", &format!("{gateway} "))
         });
     }
-    let fdb = bridge(&lab, &["fdb", "show", "dev", "vxlan.calico"]);
+    let fdb = bridge(&lab, "node-1", &["fdb", "show", "dev", "vxlan.calico"]);
     let entry = fdb
         .lines()
         .find(|l| l.contains(" dst "))
         .expect("an FDB entry");
     let mac = entry.split_whitespace().next().expect("mac").to_string();
     for _ in 0..5 {
-        bridge(&lab, &["fdb", "del", &mac, "dev", "vxlan.calico"]);
+        bridge(&lab, "node-1", &["fdb", "del", &mac, "dev", "vxlan.calico"]);
         wait_until("fdb back", wait, poll, || {
-            bridge(&lab, &["fdb", "show", "dev", "vxlan.calico"]).contains(&mac)
+            bridge(&lab, "node-1", &["fdb", "show", "dev", "vxlan.calico"]).contains(&mac)
         });
     }
 
@@ -157,15 +158,9 @@ fn a_route_of_someone_else_that_takes_a_deleted_key_is_never_replaced() {
         return;
     }
     let lab = Lab::flat(3);
-    let cluster = lab.cluster(&Plan::steady(Mode::Vxlan, 1));
-    let store = Arc::new(MemoryStore::new(Snapshot::from_cluster(&cluster)));
-    let (agent, mut rx) = agent(&lab, store);
+    let (agent, mut rx) = converged_agent(&lab, &lab.cluster(&Plan::steady(Mode::Vxlan, 1)));
     let wait = Duration::from_secs(10);
     let poll = Duration::from_millis(5);
-
-    wait_until("converged", wait, poll, || {
-        our_routes(&lab, "node-1").len() == 2
-    });
     let victim = lab.node("node-2").pod_cidr.to_string();
     let mut taken = 0;
     for round in 0..20 {
@@ -243,14 +238,8 @@ fn repair_at_5000_vxlan_peers() {
             pod_cidrs: vec![IpNetwork::V4(Ipv4Network::new(pod, 24).expect("a /24"))],
         });
     }
-    let store = Arc::new(MemoryStore::new(Snapshot::from_cluster(&cluster)));
-    let (agent, mut rx) = agent(&lab, store);
-    let wait = Duration::from_secs(60);
-    wait_until("converged", wait, Duration::from_millis(50), || {
-        our_routes(&lab, "node-1").len() == 4999
-    });
-    std::thread::sleep(Duration::from_secs(1));
-    passes(&mut rx);
+    let (agent, mut rx) = converged_agent(&lab, &cluster);
+    let wait = Duration::from_secs(10);
     let mut took: Vec<Duration> = node_1(&lab)
         .run(|| {
             let lookup = FibMatch::open();

@@ -8,8 +8,7 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use rtnetlink::packet_core::{
-    NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload, NLMSG_DONE, NLMSG_ERROR,
-    NLMSG_NOOP, NLM_F_DUMP, NLM_F_REQUEST,
+    NetlinkBuffer, NetlinkMessage, NLMSG_DONE, NLMSG_ERROR, NLMSG_NOOP, NLM_F_DUMP, NLM_F_REQUEST,
 };
 use rtnetlink::packet_route::RouteNetlinkMessage;
 use rtnetlink::sys::{
@@ -66,13 +65,7 @@ impl DumpSocket {
             .sequence
             .fetch_add(1, Ordering::Relaxed)
             .wrapping_add(1);
-        let mut header = NetlinkHeader::default();
-        header.flags = NLM_F_REQUEST | NLM_F_DUMP;
-        header.sequence_number = sequence;
-        let mut message = NetlinkMessage::new(header, NetlinkPayload::from(request));
-        message.finalize();
-        let mut bytes = vec![0; message.header.length as usize];
-        message.serialize(&mut bytes);
+        let bytes = dump_request(request, sequence);
         // Set first: a pass cancelled anywhere from here on leaves the
         // dump to be drained before the next one.
         self.unfinished.store(sequence, Ordering::Relaxed);
@@ -117,9 +110,22 @@ impl DumpSocket {
     }
 }
 
-/// Walk one datagram. `Some(result)` once the dump of `sequence` ended
-/// (done or refused); messages of other sequence numbers are skipped.
-fn messages(
+/// `request` as a dump request numbered `sequence`, ready to send.
+pub(super) fn dump_request(request: RouteNetlinkMessage, sequence: u32) -> Vec<u8> {
+    let mut message = NetlinkMessage::from(request);
+    message.header.flags = NLM_F_REQUEST | NLM_F_DUMP;
+    message.header.sequence_number = sequence;
+    message.finalize();
+    let mut bytes = vec![0; message.buffer_len()];
+    message.serialize(&mut bytes);
+    bytes
+}
+
+/// Walk one datagram of a dump: each message of `sequence` goes to `each`
+/// as (type, payload); messages of other sequence numbers (the tail of an
+/// abandoned dump) are skipped. `Some(result)` once the dump ended (done
+/// or refused).
+pub(super) fn messages(
     mut chunk: &[u8],
     sequence: u32,
     each: &mut impl FnMut(u16, &[u8]),

@@ -76,21 +76,22 @@ fn address(a: &RouteAddress) -> Option<IpAddr> {
     }
 }
 
-/// A route notification, read exactly as a dump would read it.
+/// A route notification (already parsed by rtnetlink), read as a dump is.
 pub fn parse_message(message: &RouteMessage) -> Option<Dumped> {
-    use rtnetlink::packet_core::Emitable;
-    let mut payload = vec![0; message.buffer_len()];
-    message.emit(&mut payload);
-    parse(&payload)
+    read(&message.header, message.attributes.iter().cloned())
 }
 
 /// One message of a route dump (an `rtmsg` and its attributes).
 fn parse(payload: &[u8]) -> Option<Dumped> {
-    let h = &RouteHeader::parse(payload).ok()?;
-    let encap = (h.address_family, h.kind, RouteLwEnCapType::None);
+    let header = RouteHeader::parse(payload).ok()?;
+    let encap = (header.address_family, header.kind, RouteLwEnCapType::None);
     let attributes = NlasIterator::new(payload.get(RTMSG_LEN..)?)
         .filter_map(|nla| nla.ok().filter(|nla| wanted(nla.kind())))
         .filter_map(|nla| RouteAttribute::parse_with_param(&nla, encap).ok());
+    read(&header, attributes)
+}
+
+fn read(h: &RouteHeader, attributes: impl Iterator<Item = RouteAttribute>) -> Option<Dumped> {
     let mut dst = match h.address_family {
         AddressFamily::Inet => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
         AddressFamily::Inet6 => IpAddr::V6(Ipv6Addr::UNSPECIFIED),

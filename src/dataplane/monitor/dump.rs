@@ -4,13 +4,12 @@ use std::io;
 
 use nix::sys::socket::{setsockopt, sockopt};
 use nix::sys::time::TimeVal;
-use rtnetlink::packet_core::{
-    NetlinkBuffer, NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_REQUEST,
-};
+use rtnetlink::packet_core::Parseable;
 use rtnetlink::packet_route::link::LinkMessage;
 use rtnetlink::packet_route::RouteNetlinkMessage;
 use rtnetlink::sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 
+use crate::dataplane::dump::{dump_request, messages};
 use crate::{Error, Result};
 
 const DUMP_TIMEOUT_SECS: i64 = 5;
@@ -44,43 +43,26 @@ impl LinkDumper {
         let context = "dumping links for the netlink monitor";
         let fail = |e: io::Error| Error::io(context, e);
         self.sequence = self.sequence.wrapping_add(1);
-        let mut request =
-            NetlinkMessage::from(RouteNetlinkMessage::GetLink(LinkMessage::default()));
-        request.header.flags = NLM_F_REQUEST | NLM_F_DUMP;
-        request.header.sequence_number = self.sequence;
-        request.finalize();
-        let mut buffer = vec![0; request.buffer_len()];
-        request.serialize(&mut buffer);
-        self.socket.send(&buffer, 0).map_err(fail)?;
+        let request = RouteNetlinkMessage::GetLink(LinkMessage::default());
+        let request = dump_request(request, self.sequence);
+        self.socket.send(&request, 0).map_err(fail)?;
 
         let mut links = Vec::new();
         loop {
             let (datagram, _) = self.socket.recv_from_full().map_err(fail)?;
-            let mut rest = datagram.as_slice();
-            while !rest.is_empty() {
-                let length = NetlinkBuffer::new_checked(rest)
-                    .map_err(|e| fail(io::Error::new(io::ErrorKind::InvalidData, e.to_string())))?
-                    .length() as usize;
-                let (this, next) = rest.split_at(length.next_multiple_of(4).min(rest.len()));
-                rest = next;
-                let message = match NetlinkMessage::<RouteNetlinkMessage>::deserialize(this) {
-                    Ok(m) => m,
+            let mut each = |kind, payload: &[u8]| {
+                if kind != libc::RTM_NEWLINK {
+                    return;
+                }
+                match LinkMessage::parse(payload) {
+                    Ok(link) => links.push(link),
                     Err(e) => {
-                        tracing::warn!(error = %e, "netlink monitor: unparsable link skipped");
-                        continue;
+                        tracing::warn!(error = %e, "netlink monitor: unparsable link skipped")
                     }
-                };
-                if message.header.sequence_number != self.sequence {
-                    continue; // the tail of an earlier, abandoned dump
                 }
-                match message.payload {
-                    NetlinkPayload::Done(_) => return Ok(links),
-                    NetlinkPayload::Error(e) if e.code.is_some() => return Err(fail(e.to_io())),
-                    NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(link)) => {
-                        links.push(link)
-                    }
-                    _ => {}
-                }
+            };
+            if let Some(done) = messages(&datagram, self.sequence, &mut each).map_err(fail)? {
+                return done.map(|()| links).map_err(fail);
             }
         }
     }

@@ -1,12 +1,12 @@
 //! (Desired, Observed) -> the ordered writes that make the kernel hold
 //! Desired. Nothing outside Observed's owned sets is ever in the result.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use itertools::merge_join_by;
 use itertools::EitherOrBoth::{Both, Left, Right};
 
-use super::ops::{Op, Stage, Step};
+use super::ops::{EntryWrites, Op, Stage, Step, FDB_WRITES, NEIGH_WRITES};
 use super::state::{Desired, ForeignState, IpipDevice, Observed, Route, RouteKey, VxlanDevice};
 
 /// The result of a diff: the steps, in stage order, the desired routes left
@@ -115,53 +115,22 @@ pub fn diff(desired: &Desired, observed: &Observed) -> Diff {
         _ => {}
     }
 
-    // Desired and observed are maps sorted by the same key: one merge walk
-    // each meets every key once, in O(n) rather than a lookup per entry.
     // Removals are collected and pushed after every create or replace.
-    let mut stale = Vec::new();
-    for entry in merge_join_by(&desired.neighs, &observed.neighs, |a, b| a.0.cmp(b.0)) {
-        match entry {
-            Both((_, want), (_, have)) if have == want && alive(&have.dev) => {}
-            Both((_, want), (_, have)) => push(
-                Op::ReplaceNeigh {
-                    neigh: want.clone(),
-                },
-                missing_or_differs(alive(&have.dev)),
-            ),
-            Left((_, want)) => push(
-                Op::ReplaceNeigh {
-                    neigh: want.clone(),
-                },
-                missing_or_differs(false),
-            ),
-            Right((_, have)) if alive(&have.dev) => stale.push(Step {
-                op: Op::DelNeigh {
-                    neigh: have.clone(),
-                },
-                why: "no longer a peer".into(),
-            }),
-            Right(_) => {}
-        }
-    }
-    let mut stale_fdb = Vec::new();
-    for entry in merge_join_by(&desired.fdb, &observed.fdb, |a, b| a.0.cmp(b.0)) {
-        match entry {
-            Both((_, want), (_, have)) if have == want && alive(&have.dev) => {}
-            Both((_, want), (_, have)) => push(
-                Op::ReplaceFdb { fdb: want.clone() },
-                missing_or_differs(alive(&have.dev)),
-            ),
-            Left((_, want)) => push(
-                Op::ReplaceFdb { fdb: want.clone() },
-                missing_or_differs(false),
-            ),
-            Right((_, have)) if alive(&have.dev) => stale_fdb.push(Step {
-                op: Op::DelFdb { fdb: have.clone() },
-                why: "no longer a peer".into(),
-            }),
-            Right(_) => {}
-        }
-    }
+    let (mut stale, mut stale_fdb) = (Vec::new(), Vec::new());
+    entries_on_devices(
+        (&desired.neighs, &observed.neighs),
+        |n| alive(&n.dev),
+        NEIGH_WRITES,
+        &mut push,
+        &mut stale,
+    );
+    entries_on_devices(
+        (&desired.fdb, &observed.fdb),
+        |f| alive(&f.dev),
+        FDB_WRITES,
+        &mut push,
+        &mut stale_fdb,
+    );
 
     // Routes of an adopted protocol are ours only where the plan's scope
     // covers them; elsewhere they are someone else's.
@@ -175,6 +144,8 @@ pub fn diff(desired: &Desired, observed: &Observed) -> Diff {
         observed.foreign_routes.contains(key)
             || (observed.adoptable.contains_key(key) && adopted(key).is_none())
     };
+    // Desired and observed are maps sorted by the same key: one merge walk
+    // meets every key once, in O(n) rather than a lookup per entry.
     let mut stale_routes = Vec::new();
     for entry in merge_join_by(&desired.routes, &observed.routes, |a, b| a.0.cmp(b.0)) {
         let (key, route, ours) = match entry {
@@ -229,6 +200,32 @@ pub fn sysctl_device(key: &str) -> Option<&str> {
     rest.or_else(|| key.strip_prefix("net/ipv6/conf/"))?
         .split('/')
         .next()
+}
+
+/// Neighbours or FDB entries, each on a device: the desired ones written
+/// (`replace`) where missing or different, the observed ones the plan lacks
+/// deleted (`delete`, into `stale`). One merge walk, as for routes.
+fn entries_on_devices<K: Ord, V: Clone + PartialEq>(
+    (desired, observed): (&BTreeMap<K, V>, &BTreeMap<K, V>),
+    alive: impl Fn(&V) -> bool,
+    (replace, delete): EntryWrites<V>,
+    push: &mut impl FnMut(Op, String),
+    stale: &mut Vec<Step>,
+) {
+    for entry in merge_join_by(desired, observed, |a, b| a.0.cmp(b.0)) {
+        match entry {
+            Both((_, want), (_, have)) if have == want && alive(have) => {}
+            Both((_, want), (_, have)) => {
+                push(replace(want.clone()), missing_or_differs(alive(have)))
+            }
+            Left((_, want)) => push(replace(want.clone()), missing_or_differs(false)),
+            Right((_, have)) if alive(have) => stale.push(Step {
+                op: delete(have.clone()),
+                why: "no longer a peer".into(),
+            }),
+            Right(_) => {}
+        }
+    }
 }
 
 fn stale_route(route: &Route) -> Step {

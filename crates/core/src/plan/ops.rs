@@ -91,6 +91,17 @@ pub enum Op {
     },
 }
 
+/// How an entry kind (neighbours, FDB entries) is written: replace, delete.
+pub(super) type EntryWrites<V> = (fn(V) -> Op, fn(V) -> Op);
+
+pub(super) const NEIGH_WRITES: EntryWrites<Neigh> = (
+    |neigh| Op::ReplaceNeigh { neigh },
+    |neigh| Op::DelNeigh { neigh },
+);
+
+pub(super) const FDB_WRITES: EntryWrites<Fdb> =
+    (|fdb| Op::ReplaceFdb { fdb }, |fdb| Op::DelFdb { fdb });
+
 impl Op {
     pub fn stage(&self) -> Stage {
         match self {

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use serde::Serialize;
 
-use super::ops::Op;
+use super::ops::{EntryWrites, Op, FDB_WRITES, NEIGH_WRITES};
 use super::state::{Desired, Fdb, Neigh, Route, RouteKey};
 use crate::model::Mac;
 
@@ -45,22 +45,23 @@ pub fn repair(desired: &Desired, touched: &Touched) -> Repair {
             }),
             (None, None) => Repair::Nothing,
         },
-        Touched::Neigh { ip, now } => match (desired.neighs.get(ip), now) {
-            (Some(want), Some(have)) if have == want => Repair::Nothing,
-            (Some(want), _) => Repair::Write(Op::ReplaceNeigh {
-                neigh: want.clone(),
-            }),
-            (None, Some(have)) => Repair::Write(Op::DelNeigh {
-                neigh: have.clone(),
-            }),
-            (None, None) => Repair::Nothing,
-        },
-        Touched::Fdb { mac, now } => match (desired.fdb.get(mac), now) {
-            (Some(want), Some(have)) if have == want => Repair::Nothing,
-            (Some(want), _) => Repair::Write(Op::ReplaceFdb { fdb: want.clone() }),
-            (None, Some(have)) => Repair::Write(Op::DelFdb { fdb: have.clone() }),
-            (None, None) => Repair::Nothing,
-        },
+        Touched::Neigh { ip, now } => entry(desired.neighs.get(ip), now.as_ref(), NEIGH_WRITES),
+        Touched::Fdb { mac, now } => entry(desired.fdb.get(mac), now.as_ref(), FDB_WRITES),
+    }
+}
+
+/// A neighbour or FDB entry: on our device every permanent entry is ours,
+/// so replace (idempotent) or delete settles it whatever the kernel holds.
+fn entry<V: Clone + PartialEq>(
+    want: Option<&V>,
+    now: Option<&V>,
+    (replace, delete): EntryWrites<V>,
+) -> Repair {
+    match (want, now) {
+        (Some(want), Some(have)) if have == want => Repair::Nothing,
+        (Some(want), _) => Repair::Write(replace(want.clone())),
+        (None, Some(have)) => Repair::Write(delete(have.clone())),
+        (None, None) => Repair::Nothing,
     }
 }
 
