@@ -13,10 +13,10 @@ use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, DeleteParams, PostParams};
 use podroute::api::{Mode, Plan};
 
-use crate::kube_env::ControlPlane;
+use crate::kube_env::{kubelet_shaped, ControlPlane};
 use crate::kube_support::{
-    create_lab_nodes, install_routing, kube_node, publish_plan, reported, start_agent, wait_for,
-    Process, WatchedAgent,
+    create_lab_nodes, install_routing, keep_records, kube_node, publish_plan, reported,
+    start_agent, wait_for, Process, WatchedAgent,
 };
 use crate::support::{cpu_ticks, have_root, our_routes, scale_peer, scratch_node, wait_until, Lab};
 
@@ -36,6 +36,8 @@ fn agents_on_a_real_api_server() {
         create_lab_nodes(&client, &lab).await;
     });
     rt.block_on(publish_plan(&client, &Plan::steady(Mode::Vxlan, 1)));
+    // The joiner below has no agent: the coordinator's record keeper writes its record.
+    let _records = keep_records(&rt, &client);
 
     let kubeconfig = cp.admin_kubeconfig().to_path_buf();
     let agents: Vec<Process> = lab
@@ -172,7 +174,7 @@ fn agent_resources_with_many_peers() {
     let ns = scratch_node("prbk");
     let node = |i: usize| {
         let (ip, cidr) = scale_peer(i);
-        with_kubelet_images(kube_node(&format!("bench-{i}"), &ip, &cidr), i)
+        kubelet_shaped(kube_node(&format!("bench-{i}"), &ip, &cidr), i)
     };
     let create = |from: usize, to: usize| {
         rt.block_on(async {
@@ -196,6 +198,7 @@ fn agent_resources_with_many_peers() {
     std::fs::create_dir_all(&dir).expect("dir");
     rt.block_on(install_routing(&client, Mode::Native));
     rt.block_on(publish_plan(&client, &Plan::steady(Mode::Native, 1)));
+    let _records = keep_records(&rt, &client);
     create(0, 1);
 
     let routes = || {
@@ -281,6 +284,25 @@ fn agent_resources_with_many_peers() {
             latencies[98],
         );
     }
+    // A node joins the 5000: from its Node's creation to its route in this
+    // agent's kernel (the coordinator's record write included).
+    let joiner = 5001;
+    let (_, cidr) = scale_peer(joiner);
+    let created = Instant::now();
+    create(joiner, joiner + 1);
+    let seen = ns
+        .run(|| {
+            while !main_table_has(&cidr) {
+                assert!(
+                    created.elapsed() < Duration::from_secs(30),
+                    "no route to the joiner"
+                );
+                std::thread::sleep(Duration::from_micros(500));
+            }
+            created.elapsed()
+        })
+        .expect("netns");
+    println!("a node joins 5000: Node created -> its route in the agent's kernel: {seen:.1?}");
     if let Some(mut child) = agent {
         let _ = child.kill();
         let _ = child.wait();
@@ -301,27 +323,4 @@ fn main_table_has(cidr: &str) -> bool {
         .skip(1)
         .map(|l| l.split_whitespace().collect::<Vec<_>>())
         .any(|f| f.get(1) == Some(&dst.as_str()) && f.get(7) == Some(&mask.as_str()))
-}
-
-/// `node` with the bulk a kubelet gives it: ~50 images with long names
-/// and sizes, about 10 kB of JSON, as on a real cluster.
-fn with_kubelet_images(mut node: Node, seed: usize) -> Node {
-    use k8s_openapi::api::core::v1::ContainerImage;
-    let images = (0..50)
-        .map(|i| {
-            let repo = format!(
-                "registry.example.internal/platform-team/service-{seed}-{i}/application-image"
-            );
-            let digest = format!("{:064x}", (seed as u128) << 64 | i as u128);
-            ContainerImage {
-                names: Some(vec![
-                    format!("{repo}@sha256:{digest}"),
-                    format!("{repo}:v1.{i}.{seed}"),
-                ]),
-                size_bytes: Some(50_000_000 + (i as i64) * 1_234_567),
-            }
-        })
-        .collect();
-    node.status.get_or_insert_with(Default::default).images = Some(images);
-    node
 }

@@ -26,8 +26,8 @@ use podroute::lab::probe::udp_roundtrip;
 
 use crate::kube_env::ControlPlane;
 use crate::kube_support::{
-    create_lab_nodes, install_routing, kube_node, publish_plan, reported, start_agent,
-    start_coordinator, switch, wait_for, PairCount, PodProbes, Process,
+    create_lab_nodes, install_routing, keep_records, kube_node, publish_plan, reported,
+    start_agent, start_coordinator, switch, wait_for, PairCount, PodProbes, Process,
 };
 use crate::support::{have_root, our_routes, wait_until, Lab, PORT};
 
@@ -465,9 +465,12 @@ fn node_recreated_with_a_new_pod_cidr_is_routed_and_reported() {
     let Some(kl) = KubeLab::start() else {
         return;
     };
-    // No coordinator: the plan is published as it would publish it.
+    // No coordinator: the plan is published as it would publish it, and
+    // the records are kept as it keeps them (in a cluster the garbage
+    // collector also deletes a record with its Node; none runs here).
     kl.rt
         .block_on(publish_plan(&kl.client, &Plan::steady(Mode::Vxlan, 1)));
+    let _records = keep_records(&kl.rt, &kl.client);
     let _agents = kl.agents();
     let (lab, rt) = (&kl.lab, &kl.rt);
     let nodes: Api<Node> = Api::all(kl.client.clone());

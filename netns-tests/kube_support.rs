@@ -14,10 +14,11 @@ use k8s_openapi::api::core::v1::{Node, NodeAddress, NodeCondition};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::{Client, CustomResourceExt};
-use podroute::api::{ClusterRouting, ClusterRoutingSpec};
+use podroute::api::{ClusterRouting, ClusterRoutingSpec, PodrouteNode};
 use podroute::api::{Mode, Plan};
 use podroute::lab::probe::EchoServer;
 use podroute::lab::traffic::{FamilyTallies, Pod, Tally, Traffic};
+use podroute::store::KubeStore;
 use serde_json::json;
 
 pub use crate::kube_env::kube_node;
@@ -191,12 +192,14 @@ pub async fn publish_plan(client: &Client, plan: &Plan) {
         .expect("publish plan");
 }
 
-/// The CRD and the `default` ClusterRouting object asking for `mode`.
+/// The CRDs and the `default` ClusterRouting object asking for `mode`.
 pub async fn install_routing(client: &Client, mode: Mode) {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    crds.create(&PostParams::default(), &ClusterRouting::crd())
-        .await
-        .expect("create CRD");
+    for crd in [ClusterRouting::crd(), PodrouteNode::crd()] {
+        crds.create(&PostParams::default(), &crd)
+            .await
+            .expect("create CRD");
+    }
     let routings: Api<ClusterRouting> = Api::all(client.clone());
     let spec = ClusterRoutingSpec {
         mode,
@@ -215,6 +218,14 @@ pub async fn install_routing(client: &Client, mode: Mode) {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// What the coordinator does for Nodes that have no agent (peers a test
+/// creates as bare Nodes): keep their PodrouteNode records, for as long as
+/// the value lives. Agents find peers through these records.
+pub fn keep_records(rt: &tokio::runtime::Runtime, client: &Client) -> KubeStore {
+    let _entered = rt.enter();
+    KubeStore::for_coordinator(client.clone()).expect("record keeper")
 }
 
 /// The lab's nodes as Nodes in the API server.

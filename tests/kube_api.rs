@@ -656,7 +656,9 @@ async fn a_kubelet_identity_cannot_touch_another_node() {
 // --- RBAC: the agent's ClusterRole as docs/design.md lists it --------------
 
 /// The agent's ClusterRole from docs/design.md "Kubernetes contract": nodes
-/// get/list/watch/patch, nodes/status patch, clusterroutings get/list/watch.
+/// get/list/watch/patch, nodes/status patch, clusterroutings get/list/watch,
+/// podroutenodes get/list/watch/create/update (the shipped role and what it
+/// allows on records are tested in tests/manifests.rs).
 fn agent_cluster_role(name: &str) -> ClusterRole {
     let rule = |groups: &[&str], resources: &[&str], verbs: &[&str]| PolicyRule {
         api_groups: Some(groups.iter().map(|s| s.to_string()).collect()),
@@ -676,6 +678,11 @@ fn agent_cluster_role(name: &str) -> ClusterRole {
                 &["podroute.io"],
                 &["clusterroutings"],
                 &["get", "list", "watch"],
+            ),
+            rule(
+                &["podroute.io"],
+                &["podroutenodes"],
+                &["get", "list", "watch", "create", "update"],
             ),
         ]),
         ..Default::default()

@@ -36,6 +36,7 @@ use kube::api::{
 use kube::discovery::{pinned_kind, Scope};
 use kube::Client;
 use kube_env::{status_code, unique_name};
+use podroute::api::{PodrouteNode, PodrouteNodeSpec};
 use serde_json::{json, Value};
 
 const AGENT_NS: &str = "podroute-system";
@@ -390,30 +391,30 @@ async fn create_for_real(client: &Client, obj: &Value) {
     }
 }
 
-/// The Namespace and the CRD, for real, so that the rest can be validated.
+/// The Namespace and the CRDs, for real, so that the rest can be validated.
 async fn create_prerequisites(client: &Client, objects: &[Value]) {
     create_for_real(client, find(objects, "Namespace", AGENT_NS)).await;
-    let crd = find(
-        objects,
-        "CustomResourceDefinition",
-        "clusterroutings.podroute.io",
-    );
-    create_for_real(client, crd).await;
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let c = crds.get("clusterroutings.podroute.io").await.unwrap();
-        let established = c
-            .status
-            .and_then(|s| s.conditions)
-            .unwrap_or_default()
-            .iter()
-            .any(|c| c.type_ == "Established" && c.status == "True");
-        if established {
-            return;
+    for name in ["clusterroutings.podroute.io", "podroutenodes.podroute.io"] {
+        create_for_real(client, find(objects, "CustomResourceDefinition", name)).await;
+        let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let c = crds.get(name).await.unwrap();
+            let established = c
+                .status
+                .and_then(|s| s.conditions)
+                .unwrap_or_default()
+                .iter()
+                .any(|c| c.type_ == "Established" && c.status == "True");
+            if established {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "CRD {name} never became Established"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        assert!(Instant::now() < deadline, "CRD never became Established");
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
@@ -444,34 +445,46 @@ async fn every_object_of_both_variants_passes_server_side_dry_run() {
     }
 }
 
-/// The API server takes the shipped CRD without a warning (kubectl prints
+/// The API server takes the shipped CRDs without a warning (kubectl prints
 /// each: `Warning: unrecognized format "uint16"` was one). Dry-run create,
 /// under a group of its own so that the real CRD may exist meanwhile.
 #[tokio::test]
 async fn the_crd_is_created_without_a_warning() {
     let Some(cp) = kube_env::shared() else { return };
     let admin = cp.client().await;
-    let mut crd = read_yaml_docs(&manifests().join("base/crd.yaml")).remove(0);
-    let group = format!("{}.podroute.io", unique_name("warnings"));
-    crd["metadata"]["name"] = json!(format!("clusterroutings.{group}"));
-    crd["spec"]["group"] = json!(group);
-    let request =
-        http::Request::post("/apis/apiextensions.k8s.io/v1/customresourcedefinitions?dryRun=All")
-            .header("content-type", "application/json")
-            .body(serde_json::to_vec(&crd).unwrap().into())
-            .unwrap();
-    let response = admin
-        .send(request)
-        .await
-        .expect("dry-run create of the CRD");
-    assert!(response.status().is_success(), "{}", response.status());
-    let warnings: Vec<&str> = response
-        .headers()
-        .get_all("warning")
-        .iter()
-        .map(|w| w.to_str().unwrap_or("(not text)"))
-        .collect();
-    assert!(warnings.is_empty(), "the API server warns: {warnings:#?}");
+    let crds = read_yaml_docs(&manifests().join("base/crd.yaml"));
+    assert_eq!(crds.len(), 2, "ClusterRouting and PodrouteNode");
+    for mut crd in crds {
+        let plural = crd["spec"]["names"]["plural"].as_str().unwrap().to_string();
+        let group = format!("{}.podroute.io", unique_name("warnings"));
+        crd["metadata"]["name"] = json!(format!("{plural}.{group}"));
+        crd["spec"]["group"] = json!(group);
+        let request = http::Request::post(
+            "/apis/apiextensions.k8s.io/v1/customresourcedefinitions?dryRun=All",
+        )
+        .header("content-type", "application/json")
+        .body(serde_json::to_vec(&crd).unwrap().into())
+        .unwrap();
+        let response = admin
+            .send(request)
+            .await
+            .expect("dry-run create of the CRD");
+        assert!(
+            response.status().is_success(),
+            "{plural}: {}",
+            response.status()
+        );
+        let warnings: Vec<&str> = response
+            .headers()
+            .get_all("warning")
+            .iter()
+            .map(|w| w.to_str().unwrap_or("(not text)"))
+            .collect();
+        assert!(
+            warnings.is_empty(),
+            "the API server warns about {plural}: {warnings:#?}"
+        );
+    }
 }
 
 /// The done-criterion as written: `kubectl apply --dry-run=server -k
@@ -546,6 +559,11 @@ async fn shipped_rbac_and_policy_confine_the_agent_to_its_own_node() {
         (
             "ValidatingAdmissionPolicyBinding",
             "podroute-agent-own-node",
+        ),
+        ("ValidatingAdmissionPolicy", "podroute-agent-own-record"),
+        (
+            "ValidatingAdmissionPolicyBinding",
+            "podroute-agent-own-record",
         ),
         ("ClusterRouting", "default"),
     ] {
@@ -679,6 +697,50 @@ async fn shipped_rbac_and_policy_confine_the_agent_to_its_own_node() {
     assert!(err.is_err(), "an Event outside default was allowed");
     let err = events.list(&ListParams::default()).await;
     assert_eq!(status_code(&err), Some(403), "list events: {err:?}");
+
+    // Its own node's PodrouteNode record: written; another node's: refused
+    // by the policy; all of them read and watched.
+    let records: Api<PodrouteNode> = Api::all(client.clone());
+    let record = |name: &str| {
+        PodrouteNode::new(
+            name,
+            PodrouteNodeSpec {
+                node_ips: vec!["10.250.0.70".into()],
+                pod_cidrs: vec!["10.244.70.0/24".into()],
+            },
+        )
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let refusal = loop {
+        match records
+            .create(&PostParams::default(), &record(&other))
+            .await
+        {
+            Err(kube::Error::Api(s)) if s.code == 403 && s.message.contains("own node") => break s,
+            _ if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(200)).await,
+            r => panic!("the shipped policy never refused another node's record: {r:?}"),
+        }
+    };
+    eprintln!("another node's record: refused: {}", refusal.message);
+    let mut mine = records
+        .create(&PostParams::default(), &record(&own))
+        .await
+        .expect("create own record");
+    mine.spec.pod_cidrs = vec!["10.244.71.0/24".into()];
+    records
+        .replace(&own, &PostParams::default(), &mine)
+        .await
+        .expect("update own record");
+    records
+        .list(&ListParams::default())
+        .await
+        .expect("list records");
+    let err = records.delete(&own, &DeleteParams::default()).await;
+    assert_eq!(status_code(&err), Some(403), "delete own record: {err:?}");
+    Api::<PodrouteNode>::all(admin.clone())
+        .delete(&own, &DeleteParams::default())
+        .await
+        .expect("admin deletes the record");
 
     // The same service account with a token bound to no Node writes no Node.
     let unbound = cp.service_account(AGENT_NS, AGENT_SA, None).await;

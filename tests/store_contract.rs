@@ -299,10 +299,18 @@ fn podroute_crd_prints_yaml_or_json() {
     };
     let yaml = run(&[]);
     let json = run(&["-o", "json"]);
-    let from_yaml: serde_json::Value = serde_yaml::from_str(&yaml).unwrap();
+    let from_yaml: Vec<serde_json::Value> = serde_yaml::Deserializer::from_str(&yaml)
+        .map(|doc| serde::Deserialize::deserialize(doc).unwrap())
+        .collect();
     let from_json: serde_json::Value = serde_json::from_str(&json).unwrap();
-    assert_eq!(from_yaml, from_json);
-    assert_eq!(from_json["metadata"]["name"], "clusterroutings.podroute.io");
+    assert_eq!(serde_json::Value::from(from_yaml), from_json["items"]);
+    let names: Vec<&str> = (from_json["items"].as_array().unwrap().iter())
+        .map(|crd| crd["metadata"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["clusterroutings.podroute.io", "podroutenodes.podroute.io"]
+    );
     assert_eq!(run(&["-o", "yaml"]), yaml);
     assert_eq!(run(&[]), yaml, "deterministic");
 }

@@ -30,6 +30,12 @@ pub struct AgentArgs {
     /// may list several files, ~/.kube/config, then the in-cluster service account).
     #[arg(long)]
     pub kubeconfig: Option<PathBuf>,
+    /// Where the peers' routing facts come from in Kubernetes: `records`,
+    /// the small PodrouteNode objects that change only when a node's
+    /// routing does; or `nodes`, every Node object, as before records
+    /// (every kubelet status write then reaches every agent).
+    #[arg(long, value_enum, default_value = "records")]
+    pub peers_from: PeersFrom,
     /// Full resync interval, in seconds, even when nothing was heard.
     #[arg(long, default_value_t = 60)]
     pub resync_seconds: u64,
@@ -48,6 +54,12 @@ pub struct AgentArgs {
     pub config: ConfigArgs,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PeersFrom {
+    Records,
+    Nodes,
+}
+
 pub async fn run(args: AgentArgs) -> Result<()> {
     privilege::require(
         privilege::NET_ADMIN,
@@ -64,7 +76,13 @@ pub async fn run(args: AgentArgs) -> Result<()> {
     let config = args.config.config(None)?;
     let store: Arc<dyn ClusterStore> = match &args.cluster {
         Some(path) => Arc::new(FileStore::open(path)?),
-        None => Arc::new(KubeStore::connect(args.kubeconfig.as_deref()).await?),
+        None => {
+            let client = KubeStore::client(args.kubeconfig.as_deref()).await?;
+            Arc::new(match args.peers_from {
+                PeersFrom::Records => KubeStore::for_agent(client, &args.node_name)?,
+                PeersFrom::Nodes => KubeStore::new(client)?,
+            })
+        }
     };
     let mut options = AgentOptions::new(&args.node_name);
     options.resync = Duration::from_secs(args.resync_seconds.max(1));

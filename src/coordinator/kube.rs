@@ -46,7 +46,7 @@ pub async fn run(
     if let Some(condition) = &options.underlay_signal_condition {
         signals::watch_underlay_signal(condition)?;
     }
-    let store = KubeStore::new(client.clone())?;
+    let store = KubeStore::for_coordinator(client.clone())?;
     let (signals_tx, signals) = watch::channel(SignalsByNode::new());
     let follow_signals = tokio::spawn(signals::follow(Api::all(client.clone()), signals_tx));
     let port = KubePort {

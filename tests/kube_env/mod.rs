@@ -224,6 +224,91 @@ pub fn kube_node(name: &str, ip: &str, pod_cidr: &str) -> Node {
     }
 }
 
+/// `node` with the bulk a kubelet gives it: ~50 images with long names and
+/// sizes, the five conditions, nodeInfo and capacity: about 13 kB as a watch
+/// event, as on a real cluster. `seed` makes the image names differ.
+pub fn kubelet_shaped(mut node: Node, seed: usize) -> Node {
+    use k8s_openapi::api::core::v1::{ContainerImage, NodeCondition, NodeSystemInfo};
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+    let images = (0..50)
+        .map(|i| {
+            let repo = format!(
+                "registry.example.internal/platform-team/service-{seed}-{i}/application-image"
+            );
+            let digest = format!("{:064x}", (seed as u128) << 64 | i as u128);
+            ContainerImage {
+                names: Some(vec![
+                    format!("{repo}@sha256:{digest}"),
+                    format!("{repo}:v1.{i}.{seed}"),
+                ]),
+                size_bytes: Some(50_000_000 + (i as i64) * 1_234_567),
+            }
+        })
+        .collect();
+    let condition = |type_: &str, status: &str, reason: &str, message: &str| NodeCondition {
+        type_: type_.into(),
+        status: status.into(),
+        reason: Some(reason.into()),
+        message: Some(message.into()),
+        ..Default::default()
+    };
+    let status = node.status.get_or_insert_with(Default::default);
+    status.images = Some(images);
+    status.conditions = Some(vec![
+        condition(
+            "MemoryPressure",
+            "False",
+            "KubeletHasSufficientMemory",
+            "kubelet has sufficient memory available",
+        ),
+        condition(
+            "DiskPressure",
+            "False",
+            "KubeletHasNoDiskPressure",
+            "kubelet has no disk pressure",
+        ),
+        condition(
+            "PIDPressure",
+            "False",
+            "KubeletHasSufficientPID",
+            "kubelet has sufficient PID available",
+        ),
+        condition(
+            "Ready",
+            "True",
+            "KubeletReady",
+            "kubelet is posting ready status",
+        ),
+    ]);
+    let quantities = |cpu: &str, memory: &str| {
+        [
+            ("cpu", cpu),
+            ("memory", memory),
+            ("pods", "110"),
+            ("ephemeral-storage", "101203600Ki"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), Quantity(v.into())))
+        .collect()
+    };
+    status.capacity = Some(quantities("8", "32869040Ki"));
+    status.allocatable = Some(quantities("7910m", "31717040Ki"));
+    status.node_info = Some(NodeSystemInfo {
+        architecture: "amd64".into(),
+        boot_id: format!("{:032x}", seed),
+        container_runtime_version: "containerd://1.7.22".into(),
+        kernel_version: "6.1.0-27-cloud-amd64".into(),
+        kube_proxy_version: String::new(),
+        kubelet_version: "v1.36.0".into(),
+        machine_id: format!("{:032x}", seed + 1),
+        operating_system: "linux".into(),
+        os_image: "Debian GNU/Linux 12 (bookworm)".into(),
+        system_uuid: format!("{:032x}", seed + 2),
+        ..Default::default()
+    });
+    node
+}
+
 /// The testenv `kubectl`, or `None` after printing why the caller skips;
 /// panics instead when `PODROUTE_REQUIRE_KUBE_TESTS=1`.
 pub fn kubectl_or_skip() -> Option<PathBuf> {

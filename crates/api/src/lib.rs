@@ -1,7 +1,7 @@
 //! The wire: what podroute reads and writes outside the process (the
 //! ClusterRouting CRD, Node annotations and conditions, the modes and plans
 //! in them). A leaf: it uses no other podroute crate. The `kube` feature adds
-//! the `ClusterRouting` resource type and RFC 3339 times.
+//! the `ClusterRouting` and `PodrouteNode` resource types and RFC 3339 times.
 
 mod crd;
 mod duration;
@@ -9,6 +9,7 @@ mod int_or_string;
 mod mode;
 mod node;
 mod plan;
+mod record;
 mod status;
 
 #[cfg(feature = "kube")]
@@ -21,6 +22,9 @@ pub use int_or_string::{Mtu, NodeTimeout};
 pub use mode::{Mode, OffSubnet};
 pub use node::{NodeCondition, APPLIED_ANNOTATION, NETWORK_UNAVAILABLE, REASON_ROUTE_CREATED};
 pub use plan::{Plan, MAX_GENERATION};
+#[cfg(feature = "kube")]
+pub use record::PodrouteNode;
+pub use record::PodrouteNodeSpec;
 #[cfg(feature = "kube")]
 pub use status::rfc3339;
 pub use status::{ClusterRoutingStatus, Condition, InFlight, NodesStatus, Phase};

@@ -1,5 +1,8 @@
-//! The Kubernetes store: Nodes and the ClusterRouting object `default`,
-//! followed with kube-runtime watchers, reports written to the Node.
+//! The Kubernetes store: Nodes (every one, or an agent's own), PodrouteNode
+//! records and the ClusterRouting object `default`, followed with
+//! kube-runtime watchers; reports written to the Node; records kept in step
+//! with their Nodes ([`records`]). An agent's peers come from the records,
+//! so a kubelet's status write reaches no agent but the node's own.
 //!
 //! Memory: a Node is parsed straight into a small record (name, IPv4
 //! InternalIP, pod CIDRs, Ready, our annotation and condition; see
@@ -15,6 +18,7 @@
 
 pub mod events;
 mod patch;
+mod records;
 mod state;
 mod view;
 pub(crate) use self::view::resource_view;
@@ -34,8 +38,9 @@ use kube::{Client, Config};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use self::state::{Source, State};
-use self::view::{KubeNode, RoutingView};
+pub use self::state::Peers;
+use self::state::{Source, State, Watched};
+use self::view::{KubeNode, RecordView, RoutingView};
 use super::{ClusterStore, NodeReport, Snapshot};
 use crate::api::{rfc3339, ClusterRouting, CLUSTER_ROUTING_NAME};
 use crate::{Error, Result};
@@ -44,6 +49,16 @@ use crate::{Error, Result};
 /// body: measured with 5000 Nodes of 11.5 kB JSON each, the store grows the
 /// process by ~6 MB with 100 per page and by ~24 MB with kube's default 500.
 pub const NODE_PAGE_SIZE: u32 = 100;
+
+/// Who the store is for: what it watches, and which records it keeps.
+enum Role {
+    /// Every Node, no records (`--peers-from nodes`, tests).
+    Watcher,
+    /// The records, this Node, and its own record kept.
+    Agent(String),
+    /// Every Node, and every record kept.
+    Coordinator,
+}
 
 /// [`ClusterStore`] on the Kubernetes API.
 pub struct KubeStore {
@@ -57,6 +72,32 @@ struct Shared {
     state: Mutex<State>,
     tx: watch::Sender<Option<Arc<Snapshot>>>,
     routing: watch::Sender<Option<Arc<ClusterRouting>>>,
+    /// Nodes or records changed: the record keeper looks again.
+    records_dirty: tokio::sync::Notify,
+    /// Something changed: the publisher builds a snapshot.
+    changed: tokio::sync::Notify,
+    publish_every: std::time::Duration,
+}
+
+/// The coordinator's shortest time between two snapshots. Events are
+/// applied as they come (a watcher that falls behind is cut off by the API
+/// server), but a snapshot of 5000 nodes is rebuilt at most 20 times a
+/// second, not once per event while 5000 nodes report. The first change
+/// after a quiet moment is published at once. Agents publish every change:
+/// their snapshots change only with routing, and their report logic reads
+/// their own Node's condition from the latest snapshot.
+const COORDINATOR_PUBLISHES_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Runs until the store is dropped: publishes the snapshot after changes
+/// the watches brought.
+async fn publisher(shared: Arc<Shared>) {
+    loop {
+        shared.changed.notified().await;
+        shared.publish(&mut shared.lock());
+        if !shared.publish_every.is_zero() {
+            tokio::time::sleep(shared.publish_every).await;
+        }
+    }
 }
 
 impl Shared {
@@ -64,13 +105,29 @@ impl Shared {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Run `f`; when it says something changed, publish the snapshot if its
-    /// content differs from the last one.
+    /// Run `f`; when it says something changed, have the snapshot
+    /// published (by [`publisher`]) and the records looked at.
     fn update(&self, f: impl FnOnce(&mut State) -> bool) {
-        let mut state = self.lock();
-        if !f(&mut state) {
-            return;
+        if f(&mut self.lock()) {
+            self.records_dirty.notify_one();
+            self.changed.notify_one();
         }
+    }
+
+    /// Like [`Shared::update`], with the snapshot published before it
+    /// returns: for the answer to our own write, so that the snapshot a
+    /// writer reads next never shows what it just overwrote.
+    fn update_now(&self, f: impl FnOnce(&mut State) -> bool) {
+        let mut state = self.lock();
+        if f(&mut state) {
+            self.records_dirty.notify_one();
+            self.publish(&mut state);
+        }
+    }
+
+    /// Publishes the snapshot when its content differs from the last one.
+    /// The caller holds the state's lock, so snapshots go out in order.
+    fn publish(&self, state: &mut State) {
         let Some(next) = state.snapshot() else { return };
         self.tx.send_if_modified(|current| {
             if current.as_deref() == Some(&next) {
@@ -99,33 +156,66 @@ impl KubeStore {
     /// Starts the Node and ClusterRouting watchers on the current tokio
     /// runtime; they stop when the store is dropped. The first snapshot
     /// arrives once both have listed (no ClusterRouting object: no plan).
+    /// Every Node is watched: for the CLI, and agents run with
+    /// `--peers-from nodes`.
     pub fn new(client: Client) -> Result<KubeStore> {
+        KubeStore::start(client, Role::Watcher)
+    }
+
+    /// The agent's store: PodrouteNode records for the peers, its own Node
+    /// alone (by field selector) for its report, and the ClusterRouting
+    /// object. It keeps its own node's record in step with its Node.
+    pub fn for_agent(client: Client, node: &str) -> Result<KubeStore> {
+        KubeStore::start(client, Role::Agent(node.to_string()))
+    }
+
+    /// The coordinator's store: every Node, and the records of all of them
+    /// kept in step (created, updated, deleted with their Node).
+    pub fn for_coordinator(client: Client) -> Result<KubeStore> {
+        KubeStore::start(client, Role::Coordinator)
+    }
+
+    fn start(client: Client, role: Role) -> Result<KubeStore> {
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|e| Error::io("starting the Kubernetes watchers", std::io::Error::other(e)))?;
+        let (peers, only) = match &role {
+            Role::Agent(own) => {
+                let only = format!("metadata.name={own}");
+                (Peers::Records { own: own.clone() }, Some(only))
+            }
+            Role::Watcher | Role::Coordinator => (Peers::Nodes, None),
+        };
         let shared = Arc::new(Shared {
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State::new(peers)),
             tx: watch::Sender::new(None),
             routing: watch::Sender::new(None),
+            records_dirty: tokio::sync::Notify::new(),
+            changed: tokio::sync::Notify::new(),
+            publish_every: match role {
+                Role::Coordinator => COORDINATOR_PUBLISHES_EVERY,
+                Role::Watcher | Role::Agent(_) => std::time::Duration::ZERO,
+            },
         });
         let nodes: Api<KubeNode> = Api::all(client.clone());
         let events = Api::namespaced(client.clone(), events::EVENTS_NAMESPACE);
-        let routings: Api<RoutingView> = Api::all(client);
-        let tasks = vec![
-            runtime.spawn(follow_nodes(nodes.clone(), shared.clone())),
+        let routings: Api<RoutingView> = Api::all(client.clone());
+        let mut tasks = vec![
+            runtime.spawn(publisher(shared.clone())),
+            runtime.spawn(follow_nodes(nodes.clone(), only, shared.clone())),
             runtime.spawn(follow_routing(routings, shared.clone())),
         ];
+        if matches!(role, Role::Agent(_) | Role::Coordinator) {
+            let records: Api<RecordView> = Api::all(client.clone());
+            tasks.push(runtime.spawn(follow_records(records, shared.clone())));
+            let writer = records::keep(shared.clone(), Api::all(client), nodes.clone());
+            tasks.push(runtime.spawn(writer));
+        }
         Ok(KubeStore {
             shared,
             nodes,
             events,
             tasks,
         })
-    }
-
-    /// A store on the cluster of `kubeconfig`, or on the inferred one
-    /// (`$KUBECONFIG`, `~/.kube/config`, then the in-cluster service account).
-    pub async fn connect(kubeconfig: Option<&Path>) -> Result<KubeStore> {
-        KubeStore::new(KubeStore::client(kubeconfig).await?)
     }
 
     /// A client for the cluster of `kubeconfig`, or for the inferred one
@@ -166,7 +256,8 @@ impl KubeStore {
         };
         match result {
             Ok(view) => {
-                self.shared.update(|s| s.apply_node(view, Source::Response));
+                self.shared
+                    .update_now(|s| s.apply_node(view, Source::Response));
                 Ok(())
             }
             Err(kube::Error::Api(s)) if s.code == 404 => Err(Error::invalid(
@@ -287,7 +378,8 @@ impl WarnOnce {
         let hint = match e {
             watcher::Error::InitialListFailed(kube::Error::Api(s))
             | watcher::Error::WatchStartFailed(kube::Error::Api(s))
-                if s.code == 404 && what == "ClusterRouting" =>
+                if s.code == 404
+                    && (what == "ClusterRouting" || what == "PodrouteNode records") =>
             {
                 " (is the CRD installed? `podroute crd | kubectl apply -f -`)"
             }
@@ -301,13 +393,35 @@ impl WarnOnce {
     }
 }
 
-/// Events that are already there are applied together and published once:
-/// while 5000 agents report during a switch, a snapshot is not rebuilt (and
-/// every subscriber woken) per event.
+/// Events that are already there are applied together, under one lock.
 const NODE_EVENT_BATCH: usize = 512;
 
-async fn follow_nodes(api: Api<KubeNode>, shared: Arc<Shared>) {
-    let config = watcher::Config::default().page_size(NODE_PAGE_SIZE);
+/// Records are small (under 1 kB as an event): a list page holds more.
+const RECORD_PAGE_SIZE: u32 = 500;
+
+/// Every Node, or the one `only` selects.
+async fn follow_nodes(api: Api<KubeNode>, only: Option<String>, shared: Arc<Shared>) {
+    let mut config = watcher::Config::default().page_size(NODE_PAGE_SIZE);
+    if let Some(selector) = &only {
+        config = config.fields(selector);
+    }
+    follow(api, config, Watched::Nodes, shared).await
+}
+
+async fn follow_records(api: Api<RecordView>, shared: Arc<Shared>) {
+    let config = watcher::Config::default().page_size(RECORD_PAGE_SIZE);
+    follow(api, config, Watched::Records, shared).await
+}
+
+async fn follow<K>(api: Api<K>, config: watcher::Config, watched: Watched, shared: Arc<Shared>)
+where
+    K: kube::Resource + Into<KubeNode> + Clone + std::fmt::Debug + Send + 'static,
+    K: serde::de::DeserializeOwned,
+{
+    let what = match watched {
+        Watched::Nodes => "Nodes",
+        Watched::Records => "PodrouteNode records",
+    };
     let mut batches = watcher(api, config)
         .default_backoff()
         .ready_chunks(NODE_EVENT_BATCH)
@@ -320,22 +434,22 @@ async fn follow_nodes(api: Api<KubeNode>, shared: Arc<Shared>) {
             for event in batch {
                 match event {
                     Ok(event) => {
-                        warn_once.ok("Nodes");
+                        warn_once.ok(what);
                         changed |= match event {
                             Event::Init => {
                                 listing.clear();
                                 false
                             }
                             Event::InitApply(view) => {
-                                listing.push(view);
+                                listing.push(view.into());
                                 false
                             }
-                            Event::InitDone => state.replace_nodes(std::mem::take(&mut listing)),
-                            Event::Apply(view) => state.apply_node(view, Source::Watch),
-                            Event::Delete(view) => state.delete_node(view.name()),
+                            Event::InitDone => state.replace(watched, std::mem::take(&mut listing)),
+                            Event::Apply(view) => state.apply(watched, view.into(), Source::Watch),
+                            Event::Delete(view) => state.delete(watched, view.into().name()),
                         };
                     }
-                    Err(e) => warn_once.failed("Nodes", &e),
+                    Err(e) => warn_once.failed(what, &e),
                 }
             }
             changed

@@ -70,6 +70,7 @@ mod tests {
             ready: true,
             report,
             network_status,
+            facts: Default::default(),
         }
     }
 

@@ -1,13 +1,45 @@
 //! The store's memory: one small record per Node, the ClusterRouting view,
 //! and the snapshot built from them. Pure: no I/O, no clock.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::view::{node_field, KubeNode, LeftOut, RoutingFields, RoutingView};
-use crate::api::Plan;
+use crate::api::{Plan, PodrouteNodeSpec};
 use crate::model::cross_node_conflicts;
 use crate::model::Settings;
 use crate::store::{ReportedNode, Snapshot};
+
+/// A write that brings one PodrouteNode record in step with its Node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecordWrite {
+    Keep(Keep),
+    /// A record with no Node in the list: deleted once a read of the Node
+    /// confirms it is gone (or is another Node of the same name), since the
+    /// record may be newer than the Node list.
+    DeleteIfNodeGone {
+        name: String,
+        owner: Option<String>,
+        rv: Option<String>,
+    },
+}
+
+/// The record `name` must hold `facts` and belong to the Node `uid`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Keep {
+    pub name: String,
+    pub uid: String,
+    pub facts: PodrouteNodeSpec,
+    pub write: KeepWrite,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeepWrite {
+    Create,
+    /// Replace the record known at `rv` (the write's precondition).
+    Replace {
+        rv: Option<String>,
+    },
+}
 
 /// Where a node version comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,37 +55,33 @@ pub enum Source {
 struct Record {
     /// resourceVersion as a number (etcd revision); `None` when it is not one.
     rv: Option<u64>,
+    /// The Node's uid (of a record: the uid in its ownerReference).
+    uid: Option<String>,
     fields: RoutingFields,
 }
 
+/// One watched kind: what its watch delivered, by name.
 #[derive(Debug, Default)]
-pub struct State {
-    nodes: BTreeMap<String, Record>,
-    nodes_synced: bool,
-    plan: Option<Plan>,
-    settings: Settings,
-    routing_synced: bool,
-    /// Nodes left out by the cross-node checks, with why (logged once).
-    conflicts: HashMap<String, LeftOut>,
+struct Table {
+    entries: BTreeMap<String, Record>,
+    synced: bool,
 }
 
-impl State {
-    /// Apply one node version; true when what the store knows changed.
-    pub fn apply_node(&mut self, view: KubeNode, source: Source) -> bool {
+impl Table {
+    /// Apply one version; true when what the table holds changed.
+    fn apply(&mut self, view: KubeNode, source: Source, log: bool) -> bool {
         let rv = view.resource_version().and_then(|v| v.parse::<u64>().ok());
+        let uid = view.uid().map(str::to_string);
         let name = view.name().to_string();
-        let Some(record) = self.nodes.get_mut(&name) else {
+        let Some(record) = self.entries.get_mut(&name) else {
             if source == Source::Response {
                 return false; // deleted meanwhile, or not listed yet: the watch decides
             }
-            note_excluded(&name, &view.fields, None);
-            self.nodes.insert(
-                name,
-                Record {
-                    rv,
-                    fields: view.fields,
-                },
-            );
+            if log {
+                note_excluded(&name, &view.fields, None);
+            }
+            let fields = view.fields;
+            self.entries.insert(name, Record { rv, uid, fields });
             return true;
         };
         match (source, record.rv, rv) {
@@ -62,49 +90,233 @@ impl State {
             _ => {}
         }
         record.rv = rv;
-        if record.fields == view.fields {
+        if record.fields == view.fields && record.uid == uid {
             return false;
         }
-        note_excluded(&name, &view.fields, Some(&record.fields));
+        if log {
+            note_excluded(&name, &view.fields, Some(&record.fields));
+        }
         record.fields = view.fields;
+        record.uid = uid;
         true
     }
 
-    pub fn delete_node(&mut self, name: &str) -> bool {
-        self.nodes.remove(name).is_some()
+    fn delete(&mut self, name: &str) -> bool {
+        self.entries.remove(name).is_some()
     }
 
-    /// A complete list (after a (re)connect). A node we know at a newer
-    /// version (from a patch response) keeps that version.
-    pub fn replace_nodes(&mut self, views: Vec<KubeNode>) -> bool {
-        let mut old = std::mem::take(&mut self.nodes);
-        let mut changed = !self.nodes_synced;
-        self.nodes_synced = true;
+    /// A complete list (after a (re)connect). An entry we know at a newer
+    /// version (from a write's response) keeps that version.
+    fn replace(&mut self, views: Vec<KubeNode>, log: bool) -> bool {
+        let mut old = std::mem::take(&mut self.entries);
+        let mut changed = !self.synced;
+        self.synced = true;
         for view in views {
             let name = view.name().to_string();
             let rv = view.resource_version().and_then(|v| v.parse::<u64>().ok());
+            let uid = view.uid().map(str::to_string);
             let record = match old.remove(&name) {
                 Some(known) if matches!((known.rv, rv), (Some(k), Some(n)) if k > n) => known,
-                Some(known) => {
-                    changed |= known.fields != view.fields;
-                    note_excluded(&name, &view.fields, Some(&known.fields));
-                    Record {
-                        rv,
-                        fields: view.fields,
+                known => {
+                    let before = known.as_ref().map(|k| &k.fields);
+                    changed |= before != Some(&view.fields)
+                        || known.as_ref().map(|k| &k.uid) != Some(&uid);
+                    if log {
+                        note_excluded(&name, &view.fields, before);
                     }
-                }
-                None => {
-                    changed = true;
-                    note_excluded(&name, &view.fields, None);
-                    Record {
-                        rv,
-                        fields: view.fields,
-                    }
+                    let fields = view.fields;
+                    Record { rv, uid, fields }
                 }
             };
-            self.nodes.insert(name, record);
+            self.entries.insert(name, record);
         }
         changed || !old.is_empty()
+    }
+}
+
+/// The two watched kinds read as nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Watched {
+    Nodes,
+    Records,
+}
+
+/// Where snapshots take the cluster's nodes from.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Peers {
+    /// Every Node (the coordinator, `--peers-from nodes`).
+    #[default]
+    Nodes,
+    /// The PodrouteNode records, and of Nodes only this agent's own.
+    Records { own: String },
+}
+
+#[derive(Debug, Default)]
+pub struct State {
+    peers: Peers,
+    /// Every Node, or with [`Peers::Records`] the agent's own.
+    nodes: Table,
+    /// PodrouteNode records: the peers, or for the coordinator the records
+    /// it keeps in step with the Nodes.
+    records: Table,
+    plan: Option<Plan>,
+    settings: Settings,
+    routing_synced: bool,
+    /// Nodes left out by the cross-node checks, with why (logged once).
+    conflicts: HashMap<String, LeftOut>,
+    /// Names whose Node or record changed since [`State::record_writes`]
+    /// last looked: under churn the keeper compares one node, not 5000.
+    unchecked: Unchecked,
+}
+
+#[derive(Debug, Default)]
+enum Unchecked {
+    #[default]
+    All,
+    Names(BTreeSet<String>),
+}
+
+impl Unchecked {
+    fn note(&mut self, name: &str, changed: bool) -> bool {
+        if let (true, Unchecked::Names(names)) = (changed, &mut *self) {
+            names.insert(name.to_string());
+        }
+        changed
+    }
+}
+
+impl State {
+    pub fn new(peers: Peers) -> State {
+        State {
+            peers,
+            ..State::default()
+        }
+    }
+
+    fn records_feed_snapshots(&self) -> bool {
+        matches!(self.peers, Peers::Records { .. })
+    }
+
+    /// A complete list of `watched` (after a (re)connect).
+    pub fn replace(&mut self, watched: Watched, views: Vec<KubeNode>) -> bool {
+        match watched {
+            Watched::Nodes => self.replace_nodes(views),
+            Watched::Records => self.replace_records(views),
+        }
+    }
+
+    pub fn apply(&mut self, watched: Watched, view: KubeNode, source: Source) -> bool {
+        match watched {
+            Watched::Nodes => self.apply_node(view, source),
+            Watched::Records => self.apply_record(view, source),
+        }
+    }
+
+    pub fn delete(&mut self, watched: Watched, name: &str) -> bool {
+        match watched {
+            Watched::Nodes => self.delete_node(name),
+            Watched::Records => self.delete_record(name),
+        }
+    }
+
+    /// Apply one Node version; true when what the store knows changed.
+    pub fn apply_node(&mut self, view: KubeNode, source: Source) -> bool {
+        let log = !self.records_feed_snapshots();
+        let name = view.name().to_string();
+        let changed = self.nodes.apply(view, source, log);
+        self.unchecked.note(&name, changed)
+    }
+
+    pub fn delete_node(&mut self, name: &str) -> bool {
+        let changed = self.nodes.delete(name);
+        self.unchecked.note(name, changed)
+    }
+
+    /// A complete Node list (after a (re)connect).
+    pub fn replace_nodes(&mut self, views: Vec<KubeNode>) -> bool {
+        let log = !self.records_feed_snapshots();
+        self.unchecked = Unchecked::All;
+        self.nodes.replace(views, log)
+    }
+
+    /// Apply one PodrouteNode record version (read as its Node).
+    pub fn apply_record(&mut self, view: KubeNode, source: Source) -> bool {
+        let log = self.records_feed_snapshots();
+        let name = view.name().to_string();
+        let changed = self.records.apply(view, source, log);
+        self.unchecked.note(&name, changed)
+    }
+
+    pub fn delete_record(&mut self, name: &str) -> bool {
+        let changed = self.records.delete(name);
+        self.unchecked.note(name, changed)
+    }
+
+    pub fn replace_records(&mut self, views: Vec<KubeNode>) -> bool {
+        let log = self.records_feed_snapshots();
+        self.unchecked = Unchecked::All;
+        self.records.replace(views, log)
+    }
+
+    /// Look at every record again at the next [`State::record_writes`]
+    /// (after a write failed).
+    pub fn recheck_records(&mut self) {
+        self.unchecked = Unchecked::All;
+    }
+
+    /// The record writes that bring the records in step with the Nodes
+    /// (nothing until both are listed), for the names changed since the
+    /// last call: with [`Peers::Records`] the agent's own record only, else
+    /// every Node's, and records of Nodes not seen.
+    pub fn record_writes(&mut self) -> Vec<RecordWrite> {
+        if !(self.nodes.synced && self.records.synced) {
+            return Vec::new();
+        }
+        let names: Vec<String> =
+            match std::mem::replace(&mut self.unchecked, Unchecked::Names(BTreeSet::new())) {
+                Unchecked::Names(names) => names.into_iter().collect(),
+                Unchecked::All => {
+                    let mut all: BTreeSet<&String> = self.nodes.entries.keys().collect();
+                    all.extend(self.records.entries.keys());
+                    all.into_iter().cloned().collect()
+                }
+            };
+        let only = match &self.peers {
+            Peers::Records { own } => Some(own.as_str()),
+            Peers::Nodes => None,
+        };
+        (names.iter())
+            .filter(|name| only.is_none_or(|own| own == name.as_str()))
+            .filter_map(|name| self.record_write(name, only.is_none()))
+            .collect()
+    }
+
+    fn record_write(&self, name: &str, delete_orphans: bool) -> Option<RecordWrite> {
+        let record = self.records.entries.get(name);
+        let Some(node) = self.nodes.entries.get(name) else {
+            let record = record.filter(|_| delete_orphans)?;
+            return Some(RecordWrite::DeleteIfNodeGone {
+                name: name.to_string(),
+                owner: record.uid.clone(),
+                rv: record.rv.map(|rv| rv.to_string()),
+            });
+        };
+        let uid = node.uid.as_ref()?;
+        let write = match record {
+            None => KeepWrite::Create,
+            Some(r) if r.fields.facts != node.fields.facts || r.uid.as_ref() != Some(uid) => {
+                KeepWrite::Replace {
+                    rv: r.rv.map(|rv| rv.to_string()),
+                }
+            }
+            Some(_) => return None,
+        };
+        Some(RecordWrite::Keep(Keep {
+            name: name.to_string(),
+            uid: uid.clone(),
+            facts: node.fields.facts.clone(),
+            write,
+        }))
     }
 
     /// The ClusterRouting object (`None`: there is none). A part that does
@@ -133,17 +345,40 @@ impl State {
 
     /// What a node shows now (for "report only what differs").
     pub fn fields(&self, name: &str) -> Option<&RoutingFields> {
-        self.nodes.get(name).map(|r| &r.fields)
+        self.nodes.entries.get(name).map(|r| &r.fields)
+    }
+
+    /// The nodes snapshots are made of: every Node; or every record, with
+    /// the agent's own Node in place of its own record.
+    fn routed(&self) -> Vec<(&String, &RoutingFields)> {
+        let Peers::Records { own } = &self.peers else {
+            return (self.nodes.entries.iter())
+                .map(|(name, r)| (name, &r.fields))
+                .collect();
+        };
+        let own_node = self.nodes.entries.get_key_value(own);
+        let mut routed: Vec<(&String, &RoutingFields)> = (self.records.entries.iter())
+            .filter(|(name, _)| own_node.is_none() || *name != own)
+            .map(|(name, r)| (name, &r.fields))
+            .collect();
+        if let Some((name, r)) = own_node {
+            let at = routed.partition_point(|(n, _)| *n < name);
+            routed.insert(at, (name, &r.fields));
+        }
+        routed
+    }
+
+    fn synced(&self) -> bool {
+        let records = !self.records_feed_snapshots() || self.records.synced;
+        self.nodes.synced && records && self.routing_synced
     }
 
     /// Nodes left out for values podroute refuses (not the ones that are
     /// merely not routable yet): name -> `field: reason`, as of the last
     /// snapshot.
     pub fn invalid_nodes(&self) -> BTreeMap<String, String> {
-        let per_node = self
-            .nodes
-            .iter()
-            .filter_map(|(name, r)| match &r.fields.node {
+        let per_node =
+            (self.routed().into_iter()).filter_map(|(name, fields)| match &fields.node {
                 Err(why @ LeftOut::Invalid { .. }) => Some((name.clone(), why.to_string())),
                 _ => None,
             });
@@ -156,18 +391,16 @@ impl State {
 
     /// `None` until both watches have listed once.
     pub fn snapshot(&mut self) -> Option<Snapshot> {
-        if !(self.nodes_synced && self.routing_synced) {
+        if !self.synced() {
             return None;
         }
-        let mut nodes: Vec<ReportedNode> = self
-            .nodes
-            .values()
-            .filter_map(|r| {
-                let node = r.fields.node.as_ref().ok()?;
+        let mut nodes: Vec<ReportedNode> = (self.routed().into_iter())
+            .filter_map(|(_, fields)| {
+                let node = fields.node.as_ref().ok()?;
                 Some(ReportedNode {
                     node: node.clone(),
-                    ready: r.fields.ready,
-                    report: r.fields.report.clone(),
+                    ready: fields.ready,
+                    report: fields.report.clone(),
                 })
             })
             .collect();
@@ -223,12 +456,22 @@ mod tests {
             annotations["podroute.io/applied"] = json!(a);
         }
         serde_json::from_value(json!({
-            "metadata": {"name": name, "resourceVersion": rv.to_string(), "annotations": annotations},
+            "metadata": {"name": name, "uid": format!("uid-{name}"), "resourceVersion": rv.to_string(), "annotations": annotations},
             "spec": {"podCIDRs": [cidr]},
             "status": {"addresses": [{"type": "InternalIP", "address": ip}],
                        "conditions": [{"type": "Ready", "status": "True"}]},
         }))
         .unwrap()
+    }
+
+    fn record(name: &str, rv: u64, ip: &str, cidr: &str) -> KubeNode {
+        let view: super::super::view::RecordView = serde_json::from_value(json!({
+            "metadata": {"name": name, "resourceVersion": rv.to_string(),
+                         "ownerReferences": [{"apiVersion": "v1", "kind": "Node", "name": name, "uid": format!("uid-{name}")}]},
+            "spec": {"nodeIPs": [ip], "podCIDRs": [cidr]},
+        }))
+        .unwrap();
+        KubeNode::from(view)
     }
 
     fn routing() -> RoutingView {
@@ -321,5 +564,125 @@ mod tests {
         let s = state.snapshot().unwrap();
         assert_eq!(names(&s), ["a", "e"]);
         assert_eq!(state.conflicts.len(), 4, "{:?}", state.conflicts);
+    }
+
+    #[test]
+    fn an_agent_routes_the_records_and_reports_from_its_own_node() {
+        let mut state = State::new(Peers::Records { own: "b".into() });
+        state.set_routing(Some(routing()));
+        state.replace_records(vec![
+            record("a", 1, "10.251.0.1", "10.244.1.0/24"),
+            record("b", 2, "10.251.0.2", "10.244.2.0/24"),
+        ]);
+        assert!(state.snapshot().is_none(), "its own Node is not listed yet");
+        state.replace_nodes(vec![view(
+            "b",
+            3,
+            "10.251.0.2",
+            "10.244.2.0/24",
+            Some("1/vxlan"),
+        )]);
+        let s = state.snapshot().unwrap();
+        assert_eq!(names(&s), ["a", "b"]);
+        assert_eq!(s.node("b").unwrap().report.applied.unwrap().generation, 1);
+        assert!(state.fields("b").unwrap().report.applied.is_some());
+        // A peer's record changes its pod CIDR: the snapshot follows.
+        assert!(state.apply_record(record("a", 4, "10.251.0.1", "10.244.9.0/24"), Source::Watch));
+        let a = state.snapshot().unwrap().node("a").unwrap().node.clone();
+        assert_eq!(a.pod_cidr().unwrap().to_string(), "10.244.9.0/24");
+        // The same record again, at a newer version, is no change.
+        assert!(!state.apply_record(record("a", 5, "10.251.0.1", "10.244.9.0/24"), Source::Watch));
+        // Its own node, with no record yet, is still routed from its Node.
+        assert!(state.delete_record("b"));
+        assert_eq!(names(&state.snapshot().unwrap()), ["a", "b"]);
+        // An invalid record is left out, and named.
+        state.apply_record(record("c", 6, "10.251.0.3", "127.0.0.0/24"), Source::Watch);
+        assert_eq!(names(&state.snapshot().unwrap()), ["a", "b"]);
+        assert!(
+            state.invalid_nodes().contains_key("c"),
+            "{:?}",
+            state.invalid_nodes()
+        );
+    }
+
+    fn keep(name: &str, write: KeepWrite, cidr: &str) -> RecordWrite {
+        RecordWrite::Keep(Keep {
+            name: name.into(),
+            uid: format!("uid-{name}"),
+            facts: PodrouteNodeSpec {
+                node_ips: vec![format!("10.251.0.{}", &name[1..])],
+                pod_cidrs: vec![cidr.into()],
+            },
+            write,
+        })
+    }
+
+    #[test]
+    fn an_agent_writes_its_own_record_only_and_only_when_it_differs() {
+        let mut state = State::new(Peers::Records { own: "n2".into() });
+        state.replace_nodes(vec![view("n2", 3, "10.251.0.2", "10.244.2.0/24", None)]);
+        assert_eq!(
+            state.record_writes(),
+            [],
+            "nothing before the records are listed"
+        );
+        state.replace_records(vec![record("n1", 1, "10.251.0.1", "10.244.1.0/24")]);
+        assert_eq!(
+            state.record_writes(),
+            [keep("n2", KeepWrite::Create, "10.244.2.0/24")]
+        );
+        state.apply_record(
+            record("n2", 4, "10.251.0.2", "10.244.2.0/24"),
+            Source::Watch,
+        );
+        assert_eq!(state.record_writes(), []);
+        // Its Node gets another pod CIDR: the record is replaced at the version read.
+        state.apply_node(
+            view("n2", 5, "10.251.0.2", "10.244.7.0/24", None),
+            Source::Watch,
+        );
+        let rv = Some("4".to_string());
+        assert_eq!(
+            state.record_writes(),
+            [keep("n2", KeepWrite::Replace { rv }, "10.244.7.0/24")]
+        );
+    }
+
+    #[test]
+    fn the_coordinator_writes_every_missing_or_stale_record_and_deletes_orphans() {
+        let mut state = State::new(Peers::Nodes);
+        state.replace_records(vec![
+            record("n1", 1, "10.251.0.1", "10.244.1.0/24"),
+            record("n2", 2, "10.251.0.2", "10.244.2.0/24"),
+            record("n9", 3, "10.251.0.9", "10.244.9.0/24"),
+        ]);
+        state.replace_nodes(vec![
+            view("n1", 4, "10.251.0.1", "10.244.1.0/24", None),
+            view("n2", 5, "10.251.0.2", "10.244.5.0/24", None),
+            view("n3", 6, "10.251.0.3", "10.244.3.0/24", None),
+        ]);
+        assert_eq!(
+            state.record_writes(),
+            [
+                keep(
+                    "n2",
+                    KeepWrite::Replace {
+                        rv: Some("2".into())
+                    },
+                    "10.244.5.0/24"
+                ),
+                keep("n3", KeepWrite::Create, "10.244.3.0/24"),
+                RecordWrite::DeleteIfNodeGone {
+                    name: "n9".into(),
+                    owner: Some("uid-n9".into()),
+                    rv: Some("3".into()),
+                },
+            ]
+        );
+        // Kubelet churn (a new resourceVersion, the same facts) asks for nothing new.
+        assert!(!state.apply_node(
+            view("n1", 7, "10.251.0.1", "10.244.1.0/24", None),
+            Source::Watch
+        ));
     }
 }

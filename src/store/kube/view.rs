@@ -14,8 +14,8 @@ use serde::de::{IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
 use crate::api::{
-    ClusterRouting, ClusterRoutingSpec, NodeCondition, Plan, APPLIED_ANNOTATION,
-    CLUSTER_ROUTING_NAME, NETWORK_UNAVAILABLE, REASON_ROUTE_CREATED,
+    ClusterRouting, ClusterRoutingSpec, NodeCondition, Plan, PodrouteNode, PodrouteNodeSpec,
+    APPLIED_ANNOTATION, CLUSTER_ROUTING_NAME, NETWORK_UNAVAILABLE, REASON_ROUTE_CREATED,
 };
 use crate::model::{Node, NodeIps, Settings};
 use crate::store::{Applied, Network, NodeReport};
@@ -104,10 +104,13 @@ pub struct RoutingFields {
     /// NetworkUnavailable as it stands, whoever wrote it: a report sets
     /// lastTransitionTime only when it flips this.
     pub network_status: CondStatus,
+    /// The routing facts as read, unvalidated: what the Node's
+    /// `PodrouteNode` record must hold.
+    pub facts: PodrouteNodeSpec,
 }
 
-/// A Node, projected while it is parsed. Only `metadata.name` and
-/// `metadata.resourceVersion` are kept of the metadata.
+/// A Node, projected while it is parsed. Only `metadata.name`,
+/// `metadata.uid` and `metadata.resourceVersion` are kept of the metadata.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(from = "RawNode")]
 pub struct KubeNode {
@@ -123,9 +126,88 @@ impl KubeNode {
     pub fn resource_version(&self) -> Option<&str> {
         self.metadata.resource_version.as_deref()
     }
+
+    /// The Node's uid; of a record, the uid of the Node it was written for.
+    pub fn uid(&self) -> Option<&str> {
+        self.metadata.uid.as_deref()
+    }
 }
 
 resource_view!(KubeNode, k8s_openapi::api::core::v1::Node);
+
+/// A `PodrouteNode` record, read as the Node it stands for: its facts
+/// validated as a Node's are, no readiness, no report. The uid is that of
+/// the Node in the record's ownerReference.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(from = "RawRecord")]
+pub struct RecordView {
+    metadata: ObjectMeta,
+    fields: RoutingFields,
+}
+
+resource_view!(RecordView, PodrouteNode);
+
+impl From<RecordView> for KubeNode {
+    fn from(record: RecordView) -> KubeNode {
+        KubeNode {
+            metadata: record.metadata,
+            fields: record.fields,
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, rename_all = "camelCase")]
+struct RawRecord {
+    metadata: RawRecordMeta,
+    spec: Option<PodrouteNodeSpec>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, rename_all = "camelCase")]
+struct RawRecordMeta {
+    name: Option<String>,
+    resource_version: Option<String>,
+    owner_references: Vec<RawOwner>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct RawOwner {
+    kind: String,
+    uid: String,
+}
+
+impl From<RawRecord> for RecordView {
+    fn from(raw: RawRecord) -> RecordView {
+        let name = raw.metadata.name.unwrap_or_default();
+        let facts = raw.spec.unwrap_or_default();
+        let uid = raw
+            .metadata
+            .owner_references
+            .into_iter()
+            .find(|o| o.kind == "Node")
+            .map(|o| o.uid);
+        RecordView {
+            fields: RoutingFields {
+                node: project_node(&name, &facts.node_ips, facts.pod_cidrs.clone()),
+                ready: false,
+                report: NodeReport {
+                    applied: None,
+                    network: None,
+                },
+                network_status: CondStatus::Absent,
+                facts,
+            },
+            metadata: ObjectMeta {
+                name: Some(name),
+                resource_version: raw.metadata.resource_version,
+                uid,
+                ..ObjectMeta::default()
+            },
+        }
+    }
+}
 
 #[derive(Deserialize, Default)]
 #[serde(default)]
@@ -139,6 +221,7 @@ struct RawNode {
 #[serde(default, rename_all = "camelCase")]
 struct RawMeta {
     name: Option<String>,
+    uid: Option<String>,
     resource_version: Option<String>,
     annotations: Option<AppliedAnnotation>,
 }
@@ -226,11 +309,15 @@ impl From<RawNode> for KubeNode {
             Some(cidrs) if !cidrs.is_empty() => cidrs,
             _ => spec.pod_cidr.into_iter().collect(),
         };
-        let addresses = status.addresses.unwrap_or_default();
-        let node = project_node(&name, &addresses, pod_cidrs);
+        let node_ips: Vec<String> = (status.addresses.unwrap_or_default().into_iter())
+            .filter(|a| a.type_ == "InternalIP")
+            .map(|a| a.address)
+            .collect();
+        let node = project_node(&name, &node_ips, pod_cidrs.clone());
         KubeNode {
             metadata: ObjectMeta {
                 name: Some(name),
+                uid: raw.metadata.uid,
                 resource_version: raw.metadata.resource_version,
                 ..ObjectMeta::default()
             },
@@ -239,6 +326,10 @@ impl From<RawNode> for KubeNode {
                 ready,
                 report,
                 network_status,
+                facts: PodrouteNodeSpec {
+                    node_ips,
+                    pod_cidrs,
+                },
             },
         }
     }
@@ -264,16 +355,7 @@ fn parse_network(c: &NodeCondition) -> Option<Network> {
 
 /// A node with its first InternalIP of each family and its pod CIDRs,
 /// validated as a cluster file's nodes are; errors name the Node's field.
-fn project_node(
-    name: &str,
-    addresses: &[RawAddress],
-    pod_cidrs: Vec<String>,
-) -> Result<Node, LeftOut> {
-    let internal: Vec<&str> = addresses
-        .iter()
-        .filter(|a| a.type_ == "InternalIP")
-        .map(|a| a.address.as_str())
-        .collect();
+fn project_node(name: &str, internal: &[String], pod_cidrs: Vec<String>) -> Result<Node, LeftOut> {
     let ip = internal.iter().find(|a| a.parse::<Ipv4Addr>().is_ok());
     let ip6 = internal.iter().find(|a| a.parse::<Ipv6Addr>().is_ok());
     let ips: Vec<String> = ip.into_iter().chain(ip6).map(|a| a.to_string()).collect();
