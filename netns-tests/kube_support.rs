@@ -228,15 +228,43 @@ pub fn keep_records(rt: &tokio::runtime::Runtime, client: &Client) -> KubeStore 
     KubeStore::for_coordinator(client.clone()).expect("record keeper")
 }
 
-/// The lab's nodes as Nodes in the API server.
+/// The lab's nodes as Nodes in the API server, with their PodrouteNode
+/// records, as in a running cluster (the coordinator wrote them when the
+/// Nodes joined). Without them, an agent started at once could report its
+/// plan applied while a peer's record is still being written, before the
+/// test's pods can talk.
 pub async fn create_lab_nodes(client: &Client, lab: &Lab) {
     let nodes: Api<Node> = Api::all(client.clone());
+    let names: Vec<String> = lab
+        .topo
+        .model_nodes()
+        .iter()
+        .map(|n| n.name.clone())
+        .collect();
     for n in lab.topo.model_nodes() {
         let node = kube_node_of(&n);
         nodes
             .create(&PostParams::default(), &node)
             .await
             .expect("create node");
+    }
+    let _keeper = KubeStore::for_coordinator(client.clone()).expect("record keeper");
+    let records: Api<PodrouteNode> = Api::all(client.clone());
+    let start = Instant::now();
+    loop {
+        let listed = records.list(&Default::default()).await;
+        let have: Vec<String> = (listed.map(|l| l.items).unwrap_or_default().into_iter())
+            .filter(|r| !r.spec.pod_cidrs.is_empty())
+            .filter_map(|r| r.metadata.name)
+            .collect();
+        if names.iter().all(|n| have.contains(n)) {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no PodrouteNode records for the lab's nodes"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
