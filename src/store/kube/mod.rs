@@ -257,7 +257,7 @@ impl KubeStore {
         match result {
             Ok(view) => {
                 self.shared
-                    .update_now(|s| s.apply_node(view, Source::Response));
+                    .update_now(|s| s.apply(Watched::Nodes, view, Source::Response));
                 Ok(())
             }
             Err(kube::Error::Api(s)) if s.code == 404 => Err(Error::invalid(

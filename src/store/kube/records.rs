@@ -14,7 +14,7 @@ use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, DeleteParams, PostParams, Preconditions};
 
-use super::state::{Keep, KeepWrite, RecordWrite, Source};
+use super::state::{Keep, KeepWrite, RecordWrite, Source, Watched};
 use super::view::{KubeNode, RecordView};
 use super::Shared;
 use crate::api::PodrouteNode;
@@ -118,7 +118,7 @@ async fn keep_one(shared: &Shared, records: &Api<PodrouteNode>, keep: &Keep) -> 
         ),
     }
     if let Some(view) = as_view(&object) {
-        shared.update(|s| s.apply_record(view, Source::Response));
+        shared.update(|s| s.apply(Watched::Records, view, Source::Response));
     }
     Ok(())
 }

@@ -197,65 +197,35 @@ impl State {
         matches!(self.peers, Peers::Records { .. })
     }
 
-    /// A complete list of `watched` (after a (re)connect).
-    pub fn replace(&mut self, watched: Watched, views: Vec<KubeNode>) -> bool {
+    /// The table of `watched`, and whether its entries feed snapshots (so
+    /// nodes left out of them are logged).
+    fn table(&mut self, watched: Watched) -> (&mut Table, bool) {
+        let records_feed = self.records_feed_snapshots();
         match watched {
-            Watched::Nodes => self.replace_nodes(views),
-            Watched::Records => self.replace_records(views),
+            Watched::Nodes => (&mut self.nodes, !records_feed),
+            Watched::Records => (&mut self.records, records_feed),
         }
     }
 
+    /// Apply one version of a Node or a record (read as its Node); true
+    /// when what the store knows changed.
     pub fn apply(&mut self, watched: Watched, view: KubeNode, source: Source) -> bool {
-        match watched {
-            Watched::Nodes => self.apply_node(view, source),
-            Watched::Records => self.apply_record(view, source),
-        }
+        let name = view.name().to_string();
+        let (table, log) = self.table(watched);
+        let changed = table.apply(view, source, log);
+        self.unchecked.note(&name, changed)
     }
 
     pub fn delete(&mut self, watched: Watched, name: &str) -> bool {
-        match watched {
-            Watched::Nodes => self.delete_node(name),
-            Watched::Records => self.delete_record(name),
-        }
-    }
-
-    /// Apply one Node version; true when what the store knows changed.
-    pub fn apply_node(&mut self, view: KubeNode, source: Source) -> bool {
-        let log = !self.records_feed_snapshots();
-        let name = view.name().to_string();
-        let changed = self.nodes.apply(view, source, log);
-        self.unchecked.note(&name, changed)
-    }
-
-    pub fn delete_node(&mut self, name: &str) -> bool {
-        let changed = self.nodes.delete(name);
+        let changed = self.table(watched).0.delete(name);
         self.unchecked.note(name, changed)
     }
 
-    /// A complete Node list (after a (re)connect).
-    pub fn replace_nodes(&mut self, views: Vec<KubeNode>) -> bool {
-        let log = !self.records_feed_snapshots();
+    /// A complete list of `watched` (after a (re)connect).
+    pub fn replace(&mut self, watched: Watched, views: Vec<KubeNode>) -> bool {
         self.unchecked = Unchecked::All;
-        self.nodes.replace(views, log)
-    }
-
-    /// Apply one PodrouteNode record version (read as its Node).
-    pub fn apply_record(&mut self, view: KubeNode, source: Source) -> bool {
-        let log = self.records_feed_snapshots();
-        let name = view.name().to_string();
-        let changed = self.records.apply(view, source, log);
-        self.unchecked.note(&name, changed)
-    }
-
-    pub fn delete_record(&mut self, name: &str) -> bool {
-        let changed = self.records.delete(name);
-        self.unchecked.note(name, changed)
-    }
-
-    pub fn replace_records(&mut self, views: Vec<KubeNode>) -> bool {
-        let log = self.records_feed_snapshots();
-        self.unchecked = Unchecked::All;
-        self.records.replace(views, log)
+        let (table, log) = self.table(watched);
+        table.replace(views, log)
     }
 
     /// Look at every record again at the next [`State::record_writes`]
@@ -491,7 +461,10 @@ mod tests {
     fn no_snapshot_until_both_lists_are_in() {
         let mut state = State::default();
         assert!(state.snapshot().is_none());
-        assert!(state.replace_nodes(vec![view("a", 1, "10.251.0.1", "10.244.1.0/24", None)]));
+        assert!(state.replace(
+            Watched::Nodes,
+            vec![view("a", 1, "10.251.0.1", "10.244.1.0/24", None)]
+        ));
         assert!(state.snapshot().is_none());
         assert!(state.set_routing(None));
         let s = state.snapshot().unwrap();
@@ -508,43 +481,56 @@ mod tests {
     #[test]
     fn only_content_counts_and_responses_never_go_back() {
         let mut state = State::default();
-        state.replace_nodes(vec![view("a", 5, "10.251.0.1", "10.244.1.0/24", None)]);
-        assert!(!state.apply_node(
+        state.replace(
+            Watched::Nodes,
+            vec![view("a", 5, "10.251.0.1", "10.244.1.0/24", None)],
+        );
+        assert!(!state.apply(
+            Watched::Nodes,
             view("a", 6, "10.251.0.1", "10.244.1.0/24", None),
             Source::Watch
         ));
-        assert!(state.apply_node(
+        assert!(state.apply(
+            Watched::Nodes,
             view("a", 8, "10.251.0.1", "10.244.1.0/24", Some("1/vxlan")),
             Source::Response
         ));
         // the watch catches up: same content
-        assert!(!state.apply_node(
+        assert!(!state.apply(
+            Watched::Nodes,
             view("a", 8, "10.251.0.1", "10.244.1.0/24", Some("1/vxlan")),
             Source::Watch
         ));
         // an older version (a late response, a late event) is ignored
-        assert!(!state.apply_node(
+        assert!(!state.apply(
+            Watched::Nodes,
             view("a", 7, "10.251.0.1", "10.244.1.0/24", None),
             Source::Response
         ));
-        assert!(!state.apply_node(
+        assert!(!state.apply(
+            Watched::Nodes,
             view("a", 7, "10.251.0.1", "10.244.1.0/24", None),
             Source::Watch
         ));
         assert!(state.fields("a").unwrap().report.applied.is_some());
         // a response never brings back a node the watch deleted
-        assert!(state.delete_node("a"));
-        assert!(!state.apply_node(
+        assert!(state.delete(Watched::Nodes, "a"));
+        assert!(!state.apply(
+            Watched::Nodes,
             view("a", 9, "10.251.0.1", "10.244.1.0/24", None),
             Source::Response
         ));
         assert!(state.fields("a").is_none());
         // a relist keeps a version we know to be newer
-        state.apply_node(
+        state.apply(
+            Watched::Nodes,
             view("b", 20, "10.251.0.2", "10.244.2.0/24", Some("2/ipip")),
             Source::Watch,
         );
-        state.replace_nodes(vec![view("b", 19, "10.251.0.2", "10.244.2.0/24", None)]);
+        state.replace(
+            Watched::Nodes,
+            vec![view("b", 19, "10.251.0.2", "10.244.2.0/24", None)],
+        );
         assert!(state.fields("b").unwrap().report.applied.is_some());
     }
 
@@ -552,15 +538,18 @@ mod tests {
     fn nodes_that_break_the_cluster_are_left_out() {
         let mut state = State::default();
         state.set_routing(None);
-        state.replace_nodes(vec![
-            view("a", 1, "10.251.0.1", "10.244.1.0/24", None),
-            view("b-dup-ip", 1, "10.251.0.1", "10.244.2.0/24", None),
-            view("c-overlap", 1, "10.251.0.3", "10.244.0.0/16", None),
-            view("d-swallow", 1, "10.251.0.4", "10.251.0.0/24", None),
-            view("e", 1, "10.251.0.5", "10.244.5.0/24", None),
-            view("f-inside", 1, "10.251.0.6", "10.244.5.128/25", None),
-            view("g-no-cidr-yet", 1, "10.251.0.7", "bad", None),
-        ]);
+        state.replace(
+            Watched::Nodes,
+            vec![
+                view("a", 1, "10.251.0.1", "10.244.1.0/24", None),
+                view("b-dup-ip", 1, "10.251.0.1", "10.244.2.0/24", None),
+                view("c-overlap", 1, "10.251.0.3", "10.244.0.0/16", None),
+                view("d-swallow", 1, "10.251.0.4", "10.251.0.0/24", None),
+                view("e", 1, "10.251.0.5", "10.244.5.0/24", None),
+                view("f-inside", 1, "10.251.0.6", "10.244.5.128/25", None),
+                view("g-no-cidr-yet", 1, "10.251.0.7", "bad", None),
+            ],
+        );
         let s = state.snapshot().unwrap();
         assert_eq!(names(&s), ["a", "e"]);
         assert_eq!(state.conflicts.len(), 4, "{:?}", state.conflicts);
@@ -570,33 +559,45 @@ mod tests {
     fn an_agent_routes_the_records_and_reports_from_its_own_node() {
         let mut state = State::new(Peers::Records { own: "b".into() });
         state.set_routing(Some(routing()));
-        state.replace_records(vec![
-            record("a", 1, "10.251.0.1", "10.244.1.0/24"),
-            record("b", 2, "10.251.0.2", "10.244.2.0/24"),
-        ]);
+        state.replace(
+            Watched::Records,
+            vec![
+                record("a", 1, "10.251.0.1", "10.244.1.0/24"),
+                record("b", 2, "10.251.0.2", "10.244.2.0/24"),
+            ],
+        );
         assert!(state.snapshot().is_none(), "its own Node is not listed yet");
-        state.replace_nodes(vec![view(
-            "b",
-            3,
-            "10.251.0.2",
-            "10.244.2.0/24",
-            Some("1/vxlan"),
-        )]);
+        state.replace(
+            Watched::Nodes,
+            vec![view("b", 3, "10.251.0.2", "10.244.2.0/24", Some("1/vxlan"))],
+        );
         let s = state.snapshot().unwrap();
         assert_eq!(names(&s), ["a", "b"]);
         assert_eq!(s.node("b").unwrap().report.applied.unwrap().generation, 1);
         assert!(state.fields("b").unwrap().report.applied.is_some());
         // A peer's record changes its pod CIDR: the snapshot follows.
-        assert!(state.apply_record(record("a", 4, "10.251.0.1", "10.244.9.0/24"), Source::Watch));
+        assert!(state.apply(
+            Watched::Records,
+            record("a", 4, "10.251.0.1", "10.244.9.0/24"),
+            Source::Watch
+        ));
         let a = state.snapshot().unwrap().node("a").unwrap().node.clone();
         assert_eq!(a.pod_cidr().unwrap().to_string(), "10.244.9.0/24");
         // The same record again, at a newer version, is no change.
-        assert!(!state.apply_record(record("a", 5, "10.251.0.1", "10.244.9.0/24"), Source::Watch));
+        assert!(!state.apply(
+            Watched::Records,
+            record("a", 5, "10.251.0.1", "10.244.9.0/24"),
+            Source::Watch
+        ));
         // Its own node, with no record yet, is still routed from its Node.
-        assert!(state.delete_record("b"));
+        assert!(state.delete(Watched::Records, "b"));
         assert_eq!(names(&state.snapshot().unwrap()), ["a", "b"]);
         // An invalid record is left out, and named.
-        state.apply_record(record("c", 6, "10.251.0.3", "127.0.0.0/24"), Source::Watch);
+        state.apply(
+            Watched::Records,
+            record("c", 6, "10.251.0.3", "127.0.0.0/24"),
+            Source::Watch,
+        );
         assert_eq!(names(&state.snapshot().unwrap()), ["a", "b"]);
         assert!(
             state.invalid_nodes().contains_key("c"),
@@ -620,24 +621,32 @@ mod tests {
     #[test]
     fn an_agent_writes_its_own_record_only_and_only_when_it_differs() {
         let mut state = State::new(Peers::Records { own: "n2".into() });
-        state.replace_nodes(vec![view("n2", 3, "10.251.0.2", "10.244.2.0/24", None)]);
+        state.replace(
+            Watched::Nodes,
+            vec![view("n2", 3, "10.251.0.2", "10.244.2.0/24", None)],
+        );
         assert_eq!(
             state.record_writes(),
             [],
             "nothing before the records are listed"
         );
-        state.replace_records(vec![record("n1", 1, "10.251.0.1", "10.244.1.0/24")]);
+        state.replace(
+            Watched::Records,
+            vec![record("n1", 1, "10.251.0.1", "10.244.1.0/24")],
+        );
         assert_eq!(
             state.record_writes(),
             [keep("n2", KeepWrite::Create, "10.244.2.0/24")]
         );
-        state.apply_record(
+        state.apply(
+            Watched::Records,
             record("n2", 4, "10.251.0.2", "10.244.2.0/24"),
             Source::Watch,
         );
         assert_eq!(state.record_writes(), []);
         // Its Node gets another pod CIDR: the record is replaced at the version read.
-        state.apply_node(
+        state.apply(
+            Watched::Nodes,
             view("n2", 5, "10.251.0.2", "10.244.7.0/24", None),
             Source::Watch,
         );
@@ -651,16 +660,22 @@ mod tests {
     #[test]
     fn the_coordinator_writes_every_missing_or_stale_record_and_deletes_orphans() {
         let mut state = State::new(Peers::Nodes);
-        state.replace_records(vec![
-            record("n1", 1, "10.251.0.1", "10.244.1.0/24"),
-            record("n2", 2, "10.251.0.2", "10.244.2.0/24"),
-            record("n9", 3, "10.251.0.9", "10.244.9.0/24"),
-        ]);
-        state.replace_nodes(vec![
-            view("n1", 4, "10.251.0.1", "10.244.1.0/24", None),
-            view("n2", 5, "10.251.0.2", "10.244.5.0/24", None),
-            view("n3", 6, "10.251.0.3", "10.244.3.0/24", None),
-        ]);
+        state.replace(
+            Watched::Records,
+            vec![
+                record("n1", 1, "10.251.0.1", "10.244.1.0/24"),
+                record("n2", 2, "10.251.0.2", "10.244.2.0/24"),
+                record("n9", 3, "10.251.0.9", "10.244.9.0/24"),
+            ],
+        );
+        state.replace(
+            Watched::Nodes,
+            vec![
+                view("n1", 4, "10.251.0.1", "10.244.1.0/24", None),
+                view("n2", 5, "10.251.0.2", "10.244.5.0/24", None),
+                view("n3", 6, "10.251.0.3", "10.244.3.0/24", None),
+            ],
+        );
         assert_eq!(
             state.record_writes(),
             [
@@ -680,7 +695,8 @@ mod tests {
             ]
         );
         // Kubelet churn (a new resourceVersion, the same facts) asks for nothing new.
-        assert!(!state.apply_node(
+        assert!(!state.apply(
+            Watched::Nodes,
             view("n1", 7, "10.251.0.1", "10.244.1.0/24", None),
             Source::Watch
         ));

@@ -190,7 +190,7 @@ impl From<RawRecord> for RecordView {
             .map(|o| o.uid);
         RecordView {
             fields: RoutingFields {
-                node: project_node(&name, &facts.node_ips, facts.pod_cidrs.clone()),
+                node: project_node(&name, &facts.node_ips, &facts.pod_cidrs),
                 ready: false,
                 report: NodeReport {
                     applied: None,
@@ -313,7 +313,7 @@ impl From<RawNode> for KubeNode {
             .filter(|a| a.type_ == "InternalIP")
             .map(|a| a.address)
             .collect();
-        let node = project_node(&name, &node_ips, pod_cidrs.clone());
+        let node = project_node(&name, &node_ips, &pod_cidrs);
         KubeNode {
             metadata: ObjectMeta {
                 name: Some(name),
@@ -355,7 +355,7 @@ fn parse_network(c: &NodeCondition) -> Option<Network> {
 
 /// A node with its first InternalIP of each family and its pod CIDRs,
 /// validated as a cluster file's nodes are; errors name the Node's field.
-fn project_node(name: &str, internal: &[String], pod_cidrs: Vec<String>) -> Result<Node, LeftOut> {
+fn project_node(name: &str, internal: &[String], pod_cidrs: &[String]) -> Result<Node, LeftOut> {
     let ip = internal.iter().find(|a| a.parse::<Ipv4Addr>().is_ok());
     let ip6 = internal.iter().find(|a| a.parse::<Ipv6Addr>().is_ok());
     let ips: Vec<String> = ip.into_iter().chain(ip6).map(|a| a.to_string()).collect();
@@ -371,7 +371,7 @@ fn project_node(name: &str, internal: &[String], pod_cidrs: Vec<String>) -> Resu
     if pod_cidrs.is_empty() {
         return Err(LeftOut::Pending("no pod CIDR yet".into()));
     }
-    Node::parse("", name, NodeIps::List(&ips), &pod_cidrs).map_err(|e| match e {
+    Node::parse("", name, NodeIps::List(&ips), pod_cidrs).map_err(|e| match e {
         crate::Error::Invalid { field, reason } => LeftOut::Invalid {
             field: node_field(&field),
             reason,
