@@ -3,6 +3,11 @@
 #
 #   docker build -t podroute:latest .
 #
+# Without docker.io and gcr.io (an air-gapped host, a package mirror only),
+# image/build.sh builds it with podman from local bases made of the same
+# Debian packages and Rust toolchain (image/bases.sh): README, "Build the
+# image offline".
+#
 # The manifests (manifests/) refer to the placeholder image podroute:latest:
 # push this image somewhere and set it with
 #   (cd manifests/restricted && kustomize edit set image podroute=REGISTRY/podroute:TAG)
@@ -13,24 +18,25 @@
 # only through file capabilities, which no_new_privs switches off.
 
 ARG RUST_VERSION=1.89
+ARG BUILDER_IMAGE=docker.io/library/rust:${RUST_VERSION}-slim-bookworm
+ARG RUNTIME_IMAGE=gcr.io/distroless/cc-debian12:nonroot
 
-FROM rust:${RUST_VERSION}-slim-bookworm AS builder
+FROM ${BUILDER_IMAGE} AS builder
 WORKDIR /src
-# Dependencies first, so that a source change does not rebuild them.
 COPY Cargo.toml Cargo.lock ./
 COPY crates ./crates
-RUN mkdir src \
-    && echo 'fn main() {}' > src/main.rs \
-    && cargo build --release --locked \
-    && rm -rf src target/release/podroute target/release/deps/podroute-*
 COPY src ./src
-# Debug info (line tables, for backtraces on a developer's machine) is 3/4 of
-# the binary: the image gets it stripped, symbols kept (21 MB instead of 98 MB).
-RUN cargo build --release --locked \
+# The registry and target caches survive between builds: a source change
+# recompiles podroute, not its dependencies. Debug info (line tables, for
+# backtraces on a developer's machine) is 3/4 of the binary: the image gets
+# it stripped, symbols kept (21 MB instead of 98 MB).
+RUN --mount=type=cache,id=podroute-cargo-registry,target=/usr/local/cargo/registry \
+    --mount=type=cache,id=podroute-target,target=/src/target \
+    cargo build --release --locked \
     && strip --strip-debug -o /podroute target/release/podroute
 
 # glibc + libgcc_s, nothing else (rustls: no OpenSSL); no shell, no package manager.
-FROM gcr.io/distroless/cc-debian12:nonroot
+FROM ${RUNTIME_IMAGE}
 COPY --from=builder /podroute /podroute
 USER 65532:65532
 EXPOSE 9469

@@ -32,7 +32,7 @@ use crate::kube_support::{
     create_lab_nodes, install_routing, start_agent, start_coordinator, switch, wait_for, PairCount,
     PodProbes, Process,
 };
-use crate::support::{have_root, Family, Lab};
+use crate::support::{have_root, http_get, Family, Lab};
 
 /// The smallest MTU of vxlan over both families: IPv6 costs 70 bytes, IPv4 50.
 const POD_MTU: u32 = 1430;
@@ -40,22 +40,6 @@ const POD_MTU: u32 = 1430;
 fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     listener.local_addr().expect("address").port()
-}
-
-/// (status code, body) of GET `path` on a coordinator's listener; `None`
-/// while it does not listen yet.
-fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let code = response.split_whitespace().nth(1)?.parse().ok()?;
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())?;
-    Some((code, body))
 }
 
 /// Waits until the replica is ready and its /metrics holds every `line`.

@@ -592,3 +592,26 @@ pub fn wait_until(
     }
     start.elapsed()
 }
+
+/// (status code, body) of GET `path` on 127.0.0.1:`port`; `None` while
+/// nothing answers there.
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let code = response.split_whitespace().nth(1)?.parse().ok()?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())?;
+    Some((code, body))
+}
+
+/// [`http_get`] from inside network namespace `netns`.
+pub fn http_get_in(netns: &str, port: u16, path: &str) -> Option<(u16, String)> {
+    podroute::lab::netns::run_in_netns(netns, || http_get(port, path))
+        .ok()
+        .flatten()
+}
