@@ -232,17 +232,27 @@ impl Container {
         )
     }
 
-    /// (uid, CapEff, CapPrm, CapBnd) of its main process, from /proc.
+    /// (uid, CapEff, CapPrm, CapBnd) of its main process, from /proc; every
+    /// thread of it must show the same (capabilities are per thread).
     pub fn identity(&self) -> (u32, u64, u64, u64) {
         let pid = self.inspect("{{.State.Pid}}");
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-            .unwrap_or_else(|e| panic!("{}: /proc/{pid}/status: {e}", self.name));
-        let field = |name: &str| {
-            status_field(&status, name).unwrap_or_else(|| panic!("{name} in /proc/{pid}/status"))
-        };
-        let caps = |name: &str| u64::from_str_radix(field(name), 16).expect("capability mask");
-        let uid = field("Uid:").parse().expect("uid");
-        (uid, caps("CapEff:"), caps("CapPrm:"), caps("CapBnd:"))
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
+            .unwrap_or_else(|e| panic!("{}: /proc/{pid}/task: {e}", self.name));
+        let mut seen = Vec::new();
+        for task in tasks {
+            let status = task.expect("task").path().join("status");
+            let status = std::fs::read_to_string(&status)
+                .unwrap_or_else(|e| panic!("{}: {}: {e}", self.name, status.display()));
+            let field = |name: &str| {
+                status_field(&status, name).unwrap_or_else(|| panic!("{name} in {status}"))
+            };
+            let caps = |name: &str| u64::from_str_radix(field(name), 16).expect("capability mask");
+            let uid: u32 = field("Uid:").parse().expect("uid");
+            seen.push((uid, caps("CapEff:"), caps("CapPrm:"), caps("CapBnd:")));
+        }
+        seen.dedup();
+        assert_eq!(seen.len(), 1, "{}: threads differ: {seen:x?}", self.name);
+        seen[0]
     }
 
     /// `podman stop` (SIGTERM, then SIGKILL after `grace_seconds`); the exit code.
