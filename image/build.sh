@@ -56,7 +56,7 @@ size=$(image/podman image inspect "$tag" --format '{{.Size}}')
 user=$(image/podman image inspect "$tag" --format '{{.Config.User}}')
 entrypoint=$(image/podman image inspect "$tag" --format '{{json .Config.Entrypoint}}')
 printf 'image %s: %s MB, user %s, entrypoint %s, built in %s s\n' \
-    "$tag" "$((size / 1000000))" "$user" "$entrypoint" "$build_seconds"
+    "$tag" "$((size / 1000000))" "$user" "$entrypoint" "$build_seconds" >&2
 [[ $user == 65532:65532 ]] || fail "runs as '$user', want 65532:65532 (non-root by default)"
 [[ $entrypoint == '["/podroute"]' ]] || fail "entrypoint $entrypoint, want [\"/podroute\"]"
 ((size < 60000000)) || fail "$size bytes: over 60 MB (distroless/cc and a 21 MB binary)"
@@ -64,4 +64,5 @@ version=$(image/podman run --rm --network none --read-only --cap-drop ALL --cap-
     "$tag" --version) || fail "podroute --version does not run in it"
 [[ $version == "podroute $(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)" ]] ||
     fail "--version says '$version'"
+echo "image $tag: $version runs with NET_ADMIN only on a read-only root" >&2
 echo "$tag"

@@ -74,7 +74,17 @@ fn netns_run_and_cleanup() {
     listed.sort();
     assert_eq!(devices, listed, "{dev}");
     assert!(devices.contains(&"lo".to_string()));
-    assert_eq!(ns.read_sysctl("net.ipv4.ip_forward").expect("sysctl"), "0");
+    // The namespace's own value, not the host's: a new namespace starts with
+    // the host's forwarding (devconf_inherit_init_net=0), so flip it.
+    let host = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").expect("host sysctl");
+    let flipped = if host.trim() == "1" { "0" } else { "1" };
+    ns.sysctl("net.ipv4.ip_forward", flipped).expect("sysctl");
+    assert_eq!(
+        ns.read_sysctl("net.ipv4.ip_forward").expect("sysctl"),
+        flipped
+    );
+    let host_after = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").expect("host");
+    assert_eq!(host_after, host, "the host's forwarding changed");
     let panicked = ns.run(|| panic!("boom")).expect_err("panic is an error");
     assert!(panicked.to_string().contains("boom"), "{panicked}");
     drop(ns);
@@ -106,7 +116,17 @@ fn three_nodes_native_routes_and_mtu() {
     // Node namespaces start without forwarding; pod host routes are not proto 91.
     for node in topo.nodes() {
         let ns = topo.node_netns(&node.name).expect("node ns");
-        assert_eq!(ns.read_sysctl("net.ipv4.ip_forward").expect("sysctl"), "0");
+        // The namespace's own value, not the host's: a new namespace starts with
+        // the host's forwarding (devconf_inherit_init_net=0), so flip it.
+        let host = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").expect("host sysctl");
+        let flipped = if host.trim() == "1" { "0" } else { "1" };
+        ns.sysctl("net.ipv4.ip_forward", flipped).expect("sysctl");
+        assert_eq!(
+            ns.read_sysctl("net.ipv4.ip_forward").expect("sysctl"),
+            flipped
+        );
+        let host_after = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").expect("host");
+        assert_eq!(host_after, host, "the host's forwarding changed");
         let pod = format!("{}/32", node.pods[0].ip);
         let boot = ns
             .ip(&["route", "show", &pod, "proto", "boot"])
