@@ -30,7 +30,7 @@ if ! $local_bases; then
         base=${base//\$\{RUST_VERSION\}/$rust_version}
         if ! image/podman image exists "$base" &&
             ! timeout 120 image/podman pull -q "$base" >/dev/null 2>&1; then
-            echo "==> $base cannot be pulled: building local bases (image/bases.sh)" >&2
+            echo "==> $base cannot be pulled: using local bases (image/bases.sh)" >&2
             local_bases=true
             break
         fi
