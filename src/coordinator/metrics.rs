@@ -6,7 +6,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use crate::api::ClusterRoutingStatus;
+use crate::api::{ClusterRoutingStatus, Phase};
 use crate::http::{encode_registry, Endpoints};
 
 pub struct CoordinatorMetrics {
@@ -16,6 +16,7 @@ pub struct CoordinatorMetrics {
     pub nodes_in_scope: Gauge,
     pub nodes_applied: Gauge,
     pub blocked: Gauge,
+    pub switch_phase: Gauge,
     pub api_errors: Counter,
     /// The last Lease attempt got an answer from the API server.
     reachable: AtomicBool,
@@ -54,6 +55,11 @@ impl Default for CoordinatorMetrics {
             "blocked",
             "1 while late nodes block the switch (leader only)",
         );
+        let switch_phase = gauge(
+            &mut registry,
+            "switch_phase",
+            "Phase of the switch: 0 Steady, 1 Prepare, 2 Switch, 3 Finalize (leader only)",
+        );
         let api_errors = Counter::default();
         registry.register(
             "api_errors",
@@ -67,6 +73,7 @@ impl Default for CoordinatorMetrics {
             nodes_in_scope,
             nodes_applied,
             blocked,
+            switch_phase,
             api_errors,
             reachable: AtomicBool::new(false),
         }
@@ -101,6 +108,18 @@ impl CoordinatorMetrics {
         self.nodes_applied.set(i64::from(applied));
         self.blocked
             .set(i64::from(status.phase.as_deref() == Some("Blocked")));
+        self.switch_phase.set(phase_number(status.current_phase()));
+    }
+}
+
+/// The value of `podroute_coordinator_switch_phase`, in the order a switch
+/// goes through them (dashboards map it back to names).
+fn phase_number(phase: Phase) -> i64 {
+    match phase {
+        Phase::Steady => 0,
+        Phase::Prepare => 1,
+        Phase::Switch => 2,
+        Phase::Finalize => 3,
     }
 }
 
@@ -116,5 +135,31 @@ impl Endpoints for CoordinatorMetrics {
 
     fn render(&self) -> String {
         encode_registry(&self.registry)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn switch_phase_follows_the_status_in_switch_order() {
+        let metrics = CoordinatorMetrics::default();
+        for (phase, want) in [
+            (Phase::Prepare, 1),
+            (Phase::Switch, 2),
+            (Phase::Finalize, 3),
+            (Phase::Steady, 0),
+        ] {
+            let status = ClusterRoutingStatus {
+                switch_phase: Some(phase),
+                ..Default::default()
+            };
+            metrics.status_written(&status);
+            assert_eq!(metrics.switch_phase.get(), want, "{phase}");
+        }
+        assert!(metrics
+            .render()
+            .contains("# TYPE podroute_coordinator_switch_phase gauge"));
     }
 }
