@@ -357,6 +357,7 @@ impl PodProbes {
                         nodes.clone().map(|n| Pod {
                             netns: lab.node(&n).pods[0].netns.clone(),
                             ip: lab.pod_addr(&n, family),
+                            name: n,
                         })
                     })
                     .collect();

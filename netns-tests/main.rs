@@ -28,6 +28,7 @@ mod ipv6;
 mod ipv6_only;
 mod lab_cli;
 mod lab_plumbing;
+mod lab_report;
 mod lab_runs;
 mod modes;
 mod monitor;

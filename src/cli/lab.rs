@@ -3,6 +3,7 @@
 
 use std::fs::File;
 use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -67,6 +68,10 @@ pub struct LabArgs {
     /// Same as `-o json`: the report scripts and benchmarks read.
     #[arg(long, conflicts_with = "output")]
     pub json: bool,
+    /// Also write the report as one self-contained HTML page: a timeline of
+    /// probes, the phases with their DF check, the loss of every pod pair.
+    #[arg(long, value_name = "FILE.html")]
+    pub report: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -120,6 +125,9 @@ pub async fn run(args: LabArgs) -> Result<()> {
         settle: Duration::from_millis(args.settle_ms),
     };
     opts.validate()?;
+    if let Some(path) = &args.report {
+        check_report_path(path)?;
+    }
     let output = if args.json { Output::Json } else { args.output };
     if output == Output::Table {
         eprintln!("{modes_chosen}");
@@ -163,11 +171,61 @@ pub async fn run(args: LabArgs) -> Result<()> {
     let report = worker
         .await
         .map_err(|e| Error::io("lab", std::io::Error::other(e.to_string())))??;
+    if let Some(path) = &args.report {
+        write_report(path, &report)?;
+        eprintln!("report written to {}", path.display());
+    }
     if output == Output::Json && !report.kept_namespaces.is_empty() {
         // stdout stays one JSON document.
         eprint!("{}", how_to_enter(&report.kept_namespaces));
     }
     output.print(&report, render)
+}
+
+/// Before the run: a report that cannot be written would cost the run.
+fn check_report_path(path: &Path) -> Result<()> {
+    let dir = directory_of(path);
+    if path.is_dir() {
+        return Err(Error::invalid(
+            "--report",
+            format!(
+                "{} is a directory; name the HTML file to write",
+                path.display()
+            ),
+        ));
+    }
+    if !dir.is_dir() {
+        return Err(Error::invalid(
+            "--report",
+            format!("{}: no directory {}", path.display(), dir.display()),
+        ));
+    }
+    Ok(())
+}
+
+fn directory_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    }
+}
+
+/// Written whole or not at all: a temporary file beside it, renamed.
+fn write_report(path: &Path, report: &LabReport) -> Result<()> {
+    let dir = directory_of(path);
+    let context = || format!("writing the report {}", path.display());
+    let mut file = tempfile::NamedTempFile::new_in(dir).map_err(|e| Error::io(context(), e))?;
+    file.write_all(crate::lab::html::render(report).as_bytes())
+        .map_err(|e| Error::io(context(), e))?;
+    // A page to share: readable as any file the user writes (the temporary
+    // file is private).
+    use std::os::unix::fs::PermissionsExt;
+    file.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(0o644))
+        .map_err(|e| Error::io(context(), e))?;
+    file.persist(path)
+        .map_err(|e| Error::io(context(), e.error))?;
+    Ok(())
 }
 
 /// SIGINT (Ctrl-C) and SIGTERM set the flag the run polls.

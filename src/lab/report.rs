@@ -3,6 +3,7 @@
 use serde::Serialize;
 
 use super::topology::IpFamily;
+use super::traffic::{FamilyTallies, BUCKET};
 use crate::api::Mode;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -97,6 +98,8 @@ impl Families {
 pub struct PhaseReport {
     pub name: String,
     pub generation: u64,
+    /// When it began, from the first probe of the run.
+    pub start_ms: u64,
     pub duration_ms: u64,
     /// Every family added up (as [`PhaseReport::families`] has them apart).
     pub sent: u64,
@@ -120,6 +123,40 @@ pub struct RunReport {
     pub lost: u64,
     pub families: Families,
     pub phases: Vec<PhaseReport>,
+    /// Probes from each pod to each other pod of its family, over the run.
+    pub pairs: Vec<PairReport>,
+    pub timeline: Timeline,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PairReport {
+    pub from: String,
+    pub to: String,
+    /// `ipv4` or `ipv6`.
+    pub family: &'static str,
+    pub sent: u64,
+    pub lost: u64,
+}
+
+/// Probes sent and lost per `bucket_ms` from the first probe of the run,
+/// every family added up; a probe counts in the bucket it was sent in.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Timeline {
+    pub bucket_ms: u64,
+    pub sent: Vec<u64>,
+    pub lost: Vec<u64>,
+}
+
+impl Timeline {
+    pub fn of(buckets: &[FamilyTallies]) -> Timeline {
+        Timeline {
+            bucket_ms: BUCKET.as_millis() as u64,
+            sent: buckets.iter().map(|[a, b]| a.sent + b.sent).collect(),
+            lost: buckets.iter().map(|[a, b]| a.lost + b.lost).collect(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]

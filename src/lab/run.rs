@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use super::netns::unique_name;
 use super::node_agent::NodeAgent;
 use super::probe::{overhead, udp_roundtrip, EchoServer};
-use super::report::{Families, MtuCheck, PhaseReport, RunReport};
+use super::report::{Families, MtuCheck, PairReport, PhaseReport, RunReport, Timeline};
 use super::topology::{IpFamily, Topology, UPLINK};
 use super::traffic::{family_index, FamilyTallies, Live, Pod, Traffic};
 use crate::agent::AgentOptions;
@@ -182,15 +182,27 @@ impl Lab {
 
     /// Every pod once per address it has: the IPv4 ones, then the IPv6 ones.
     fn pods(&self) -> Vec<Pod> {
-        let pods = || self.topo.nodes().iter().flat_map(|n| &n.pods);
-        let v4 = pods().filter_map(|p| {
+        let pods = || {
+            self.topo.nodes().iter().flat_map(|n| {
+                n.pods.iter().enumerate().map(move |(k, p)| {
+                    let name = match n.pods.len() {
+                        1 => n.name.clone(),
+                        _ => format!("{}/pod{k}", n.name),
+                    };
+                    (name, p)
+                })
+            })
+        };
+        let v4 = pods().filter_map(|(name, p)| {
             Some(Pod {
+                name,
                 netns: p.netns.clone(),
                 ip: p.ip4()?.into(),
             })
         });
-        let v6 = pods().filter_map(|p| {
+        let v6 = pods().filter_map(|(name, p)| {
             Some(Pod {
+                name,
                 netns: p.netns.clone(),
                 ip: p.ip6?.into(),
             })
@@ -311,7 +323,9 @@ impl Lab {
         self.set_pod_mtu(pod_mtu)?;
 
         let phase = Arc::new(AtomicUsize::new(0));
-        let traffic = Traffic::start(&self.pods(), PROBE_PORT, opts.interval, phase.clone())?;
+        let pods = self.pods();
+        let traffic = Traffic::start(&pods, PROBE_PORT, opts.interval, phase.clone())?;
+        let traffic_started = traffic.started();
         let mut reports = Vec::new();
         let mut began = Instant::now();
         let mut current = (format!("steady {}", opts.from), start_generation);
@@ -328,6 +342,7 @@ impl Lab {
         let mut record =
             |name: &str, generation: u64, began: Instant, pod_mtu: u32| -> Result<()> {
                 let duration_ms = began.elapsed().as_millis() as u64;
+                let start_ms = began.duration_since(traffic_started).as_millis() as u64;
                 let [v4, v6] = self.mtu_check(pod_mtu)?;
                 let mut families = Families::of(opts.ip_family);
                 for (family, check) in [(&mut families.ipv4, v4), (&mut families.ipv6, v6)] {
@@ -338,6 +353,7 @@ impl Lab {
                 reports.push(PhaseReport {
                     name: name.to_string(),
                     generation,
+                    start_ms,
                     duration_ms,
                     sent: 0,
                     lost: 0,
@@ -385,9 +401,9 @@ impl Lab {
         pause(opts.settle, cancel)?;
         pod_mtu = self.lower_pod_mtu(pod_mtu)?;
         record(&current.0, current.1, began, pod_mtu)?;
-        let tallies = traffic.stop_per_family()?;
+        let measured = traffic.finish()?;
         let mut families = Families::of(opts.ip_family);
-        for (report, tally) in reports.iter_mut().zip(&tallies) {
+        for (report, tally) in reports.iter_mut().zip(&measured.phases) {
             fill(report, tally);
             families.add(&report.families);
         }
@@ -402,6 +418,22 @@ impl Lab {
             lost: reports.iter().map(|r| r.lost).sum(),
             families,
             phases: reports,
+            pairs: measured
+                .pairs
+                .iter()
+                .map(|&((from, to), tally)| PairReport {
+                    from: pods[from].name.clone(),
+                    to: pods[to].name.clone(),
+                    family: if pods[from].ip.is_ipv4() {
+                        "ipv4"
+                    } else {
+                        "ipv6"
+                    },
+                    sent: tally.sent,
+                    lost: tally.lost,
+                })
+                .collect(),
+            timeline: Timeline::of(&measured.timeline),
         })
     }
 

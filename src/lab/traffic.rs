@@ -2,7 +2,8 @@
 //! at a fixed interval, each probe tagged with the phase it was sent in, so
 //! losses are counted per phase once the late echoes had their chance. In a
 //! dual-stack lab each pod sends in both families, each family from its own
-//! socket, and every count is kept per family.
+//! socket, and every count is kept per family. Each probe is also counted
+//! for its pod pair and for the [`BUCKET`] of time it was sent in.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
@@ -19,11 +20,17 @@ use crate::{Error, Result};
 /// so the live count and the final tallies agree.
 pub const LOST_AFTER: Duration = Duration::from_millis(500);
 
+/// The timeline's resolution: probes are counted per this much time since
+/// the traffic started.
+pub const BUCKET: Duration = Duration::from_millis(100);
+
 /// The pods that take part: their namespace and one address. A pod with
 /// an address in each family is listed once per family; a pod probes the
 /// other pods of its address's family.
 #[derive(Debug, Clone)]
 pub struct Pod {
+    /// What reports call it: its node's name (and its index with more pods).
+    pub name: String,
     pub netns: String,
     pub ip: IpAddr,
 }
@@ -82,6 +89,50 @@ impl std::ops::AddAssign for Tally {
 /// The tallies of one phase by family (see [`family_index`]).
 pub type FamilyTallies = [Tally; 2];
 
+/// Everything the traffic counted, once the late echoes had their chance.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Measured {
+    /// Per phase index, per family.
+    pub phases: Vec<FamilyTallies>,
+    /// Per pod pair, by index into the pods the traffic started with.
+    pub pairs: Vec<((usize, usize), Tally)>,
+    /// Per [`BUCKET`] since the traffic started, per family.
+    pub timeline: Vec<FamilyTallies>,
+}
+
+/// One sender's counts: per phase, per target (in its target order) and per
+/// time bucket.
+#[derive(Debug, Default)]
+struct SenderTallies {
+    phases: Vec<Tally>,
+    targets: Vec<Tally>,
+    timeline: Vec<Tally>,
+}
+
+/// What a probe in flight is counted under when its fate is known.
+#[derive(Debug, Clone, Copy)]
+struct Sent {
+    phase: usize,
+    target: usize,
+    bucket: usize,
+}
+
+impl SenderTallies {
+    fn count(&mut self, at: Sent, add: Tally) {
+        *tally(&mut self.phases, at.phase) += add;
+        *tally(&mut self.targets, at.target) += add;
+        *tally(&mut self.timeline, at.bucket) += add;
+    }
+}
+
+/// A sender thread, with what its counts are of.
+struct Thread {
+    family: usize,
+    from: usize,
+    targets: Vec<usize>,
+    handle: JoinHandle<Result<SenderTallies>>,
+}
+
 /// The sender threads. [`Traffic::stop`] collects their tallies; dropping
 /// the value (a failed or cancelled run) stops them without waiting for
 /// late echoes, so no thread outlives the run.
@@ -89,8 +140,8 @@ pub struct Traffic {
     stop: Arc<AtomicBool>,
     abandon: Arc<AtomicBool>,
     live: Arc<Live>,
-    /// Each thread with the family it sends in.
-    threads: Vec<(usize, JoinHandle<Result<Vec<Tally>>>)>,
+    started: Instant,
+    threads: Vec<Thread>,
 }
 
 impl Traffic {
@@ -106,15 +157,20 @@ impl Traffic {
             stop: Arc::new(AtomicBool::new(false)),
             abandon: Arc::new(AtomicBool::new(false)),
             live: Arc::new(Live::default()),
+            started: Instant::now(),
             threads: Vec::new(),
         };
         for (i, pod) in pods.iter().enumerate() {
             let family = family_index(pod.ip);
-            let targets: Vec<SocketAddr> = pods
+            let targets: Vec<usize> = pods
                 .iter()
                 .enumerate()
                 .filter(|(j, p)| *j != i && family_index(p.ip) == family)
-                .map(|(_, p)| SocketAddr::new(p.ip, port))
+                .map(|(j, _)| j)
+                .collect();
+            let addresses: Vec<SocketAddr> = targets
+                .iter()
+                .map(|&j| SocketAddr::new(pods[j].ip, port))
                 .collect();
             // On error the threads started so far stop with `traffic`.
             let prober = Prober::for_family(&pod.netns, pod.ip, false)?;
@@ -124,6 +180,7 @@ impl Traffic {
                 live: traffic.live.clone(),
                 family,
                 phase: phase.clone(),
+                started: traffic.started,
             };
             let thread = std::thread::Builder::new()
                 .name(format!(
@@ -131,9 +188,14 @@ impl Traffic {
                     if family == 0 { 4 } else { 6 },
                     pod.netns
                 ))
-                .spawn(move || sender.run(prober, &targets, interval))
+                .spawn(move || sender.run(prober, &addresses, interval))
                 .map_err(|e| Error::io(format!("spawning a probe thread for {}", pod.netns), e))?;
-            traffic.threads.push((family, thread));
+            traffic.threads.push(Thread {
+                family,
+                from: i,
+                targets,
+                handle: thread,
+            });
         }
         Ok(traffic)
     }
@@ -141,6 +203,11 @@ impl Traffic {
     /// The counters the terminal shows while the traffic runs.
     pub fn live(&self) -> Arc<Live> {
         self.live.clone()
+    }
+
+    /// When the traffic started: the timeline's zero.
+    pub fn started(&self) -> Instant {
+        self.started
     }
 
     /// Stop sending, wait [`LOST_AFTER`] for late echoes, and return the
@@ -157,21 +224,37 @@ impl Traffic {
     }
 
     /// [`Traffic::stop`], the tallies kept apart per family.
-    pub fn stop_per_family(mut self) -> Result<Vec<FamilyTallies>> {
+    pub fn stop_per_family(self) -> Result<Vec<FamilyTallies>> {
+        Ok(self.finish()?.phases)
+    }
+
+    /// Stop sending, wait [`LOST_AFTER`] for late echoes, and return every
+    /// count: per phase, per pod pair and per time bucket.
+    pub fn finish(mut self) -> Result<Measured> {
         self.stop.store(true, Ordering::SeqCst);
-        let mut total: Vec<FamilyTallies> = Vec::new();
-        for (family, thread) in std::mem::take(&mut self.threads) {
+        let mut measured = Measured::default();
+        for thread in std::mem::take(&mut self.threads) {
             let tallies = thread
+                .handle
                 .join()
                 .map_err(|_| Error::io("probe thread", std::io::Error::other("panicked")))??;
-            if total.len() < tallies.len() {
-                total.resize(tallies.len(), FamilyTallies::default());
-            }
-            for (t, add) in total.iter_mut().zip(tallies) {
-                t[family] += add;
+            add_per_family(&mut measured.phases, thread.family, &tallies.phases);
+            add_per_family(&mut measured.timeline, thread.family, &tallies.timeline);
+            for (to, tally) in thread.targets.iter().zip(&tallies.targets) {
+                measured.pairs.push(((thread.from, *to), *tally));
             }
         }
-        Ok(total)
+        measured.pairs.sort_by_key(|(pair, _)| *pair);
+        Ok(measured)
+    }
+}
+
+fn add_per_family(total: &mut Vec<FamilyTallies>, family: usize, tallies: &[Tally]) {
+    if total.len() < tallies.len() {
+        total.resize(tallies.len(), FamilyTallies::default());
+    }
+    for (t, add) in total.iter_mut().zip(tallies) {
+        t[family] += *add;
     }
 }
 
@@ -179,8 +262,8 @@ impl Drop for Traffic {
     fn drop(&mut self) {
         self.abandon.store(true, Ordering::SeqCst);
         self.stop.store(true, Ordering::SeqCst);
-        for (_, thread) in self.threads.drain(..) {
-            let _ = thread.join();
+        for thread in self.threads.drain(..) {
+            let _ = thread.handle.join();
         }
     }
 }
@@ -193,6 +276,7 @@ struct Sender {
     /// The family this sender's probes are counted under.
     family: usize,
     phase: Arc<AtomicUsize>,
+    started: Instant,
 }
 
 impl Sender {
@@ -201,24 +285,32 @@ impl Sender {
         mut prober: Prober,
         targets: &[SocketAddr],
         interval: Duration,
-    ) -> Result<Vec<Tally>> {
-        let mut phase_of: HashMap<u64, usize> = HashMap::new();
-        let mut tallies: Vec<Tally> = Vec::new();
+    ) -> Result<SenderTallies> {
+        let mut in_flight: HashMap<u64, Sent> = HashMap::new();
+        let mut tallies = SenderTallies::default();
         let mut losses = LiveLoss::default();
         let live = &self.live.families[self.family];
         let mut next = Instant::now();
+        let sent = Tally { sent: 1, lost: 0 };
+        let lost = Tally { sent: 0, lost: 1 };
         while !self.stop.load(Ordering::SeqCst) {
-            let now_phase = self.phase.load(Ordering::SeqCst);
-            for to in targets {
-                tally(&mut tallies, now_phase).sent += 1;
+            let phase = self.phase.load(Ordering::SeqCst);
+            let bucket = (self.started.elapsed().as_millis() / BUCKET.as_millis()) as usize;
+            for (target, to) in targets.iter().enumerate() {
+                let at = Sent {
+                    phase,
+                    target,
+                    bucket,
+                };
+                tallies.count(at, sent);
                 live.sent.fetch_add(1, Ordering::Relaxed);
                 match prober.send(*to, HEADER_LEN)? {
                     Some(seq) => {
-                        phase_of.insert(seq, now_phase);
+                        in_flight.insert(seq, at);
                         losses.sent(seq);
                     }
                     None => {
-                        tally(&mut tallies, now_phase).lost += 1;
+                        tallies.count(at, lost);
                         losses.refused += 1;
                     }
                 }
@@ -232,8 +324,8 @@ impl Sender {
         }
         self.receive_until(&mut prober, Instant::now() + LOST_AFTER)?;
         for seq in prober.pending() {
-            if let Some(p) = phase_of.get(&seq) {
-                tally(&mut tallies, *p).lost += 1;
+            if let Some(at) = in_flight.get(&seq) {
+                tallies.count(*at, lost);
             }
         }
         losses.finish(&prober, live);
@@ -296,9 +388,9 @@ impl LiveLoss {
     }
 }
 
-fn tally(tallies: &mut Vec<Tally>, phase: usize) -> &mut Tally {
-    if tallies.len() <= phase {
-        tallies.resize(phase + 1, Tally::default());
+fn tally(tallies: &mut Vec<Tally>, index: usize) -> &mut Tally {
+    if tallies.len() <= index {
+        tallies.resize(index + 1, Tally::default());
     }
-    &mut tallies[phase]
+    &mut tallies[index]
 }
