@@ -7,11 +7,11 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use crate::image_support::{find, image_or_skip, render, run_args, Container, PodPlace};
-use crate::kube_env::{self, ControlPlane};
+use crate::kube_env::ControlPlane;
+use crate::kube_support::{apply_except_workloads, kubectl};
 use crate::support::{have_root, http_get, poll_until};
 
 const NAMESPACE: &str = "podroute-system";
@@ -98,28 +98,6 @@ fn coordinator_image_answers_its_probes_and_leads() {
     );
 }
 
-/// Everything but the workloads (no kubelet runs them here), applied with
-/// kubectl as an installer would; repeated while the new CRDs are not yet
-/// served.
-fn apply_except_workloads(cp: &ControlPlane, objects: &[serde_yaml::Value], dir: &Path) {
-    let workloads = ["DaemonSet", "Deployment", "PodDisruptionBudget"];
-    let docs: Vec<String> = objects
-        .iter()
-        .filter(|o| !workloads.iter().any(|k| o["kind"] == *k))
-        .map(|o| serde_yaml::to_string(o).expect("YAML"))
-        .collect();
-    let file = dir.join("install.yaml");
-    std::fs::write(&file, docs.join("---\n")).expect("write install.yaml");
-    let file = file.to_string_lossy().into_owned();
-    let mut last = String::new();
-    let applied = poll_until(Duration::from_secs(30), || {
-        let out = kubectl_output(cp, &["apply", "-f", &file]);
-        last = String::from_utf8_lossy(&out.stderr).into_owned();
-        out.status.success()
-    });
-    assert!(applied, "kubectl apply of the manifests: {last}");
-}
-
 /// A copy of the service account's kubeconfig and the API server's CA that
 /// the container's user can read, the CA at its path inside the container.
 fn readable_kubeconfig(kubeconfig: &Path, dir: &Path) -> std::path::PathBuf {
@@ -142,19 +120,4 @@ fn readable_kubeconfig(kubeconfig: &Path, dir: &Path) -> std::path::PathBuf {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
     }
     config_dir
-}
-
-fn kubectl_output(cp: &ControlPlane, args: &[&str]) -> std::process::Output {
-    let kubectl = kube_env::find_kubectl().unwrap_or_else(|e| panic!("kubectl: {e}"));
-    Command::new(kubectl)
-        .arg("--kubeconfig")
-        .arg(cp.admin_kubeconfig())
-        .args(args)
-        .output()
-        .expect("run kubectl")
-}
-
-fn kubectl(cp: &ControlPlane, args: &[&str]) -> String {
-    let out = kubectl_output(cp, args);
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }

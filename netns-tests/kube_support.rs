@@ -22,7 +22,8 @@ use podroute::store::KubeStore;
 use serde_json::json;
 
 pub use crate::kube_env::kube_node;
-use crate::support::{Lab, Log};
+use crate::kube_env::{self, ControlPlane};
+use crate::support::{poll_until, Lab, Log};
 
 /// A child process, killed when dropped.
 pub struct Process(pub Child);
@@ -404,4 +405,41 @@ impl PairProbes {
             arrived,
         }
     }
+}
+
+/// Everything but the workloads (no kubelet runs them here), applied with
+/// kubectl as an installer would; repeated while the new CRDs are not yet
+/// served.
+pub fn apply_except_workloads(cp: &ControlPlane, objects: &[serde_yaml::Value], dir: &Path) {
+    let workloads = ["DaemonSet", "Deployment", "PodDisruptionBudget"];
+    let docs: Vec<String> = objects
+        .iter()
+        .filter(|o| !workloads.iter().any(|k| o["kind"] == *k))
+        .map(|o| serde_yaml::to_string(o).expect("YAML"))
+        .collect();
+    let file = dir.join("install.yaml");
+    std::fs::write(&file, docs.join("---\n")).expect("write install.yaml");
+    let file = file.to_string_lossy().into_owned();
+    let mut last = String::new();
+    let applied = poll_until(Duration::from_secs(30), || {
+        let out = kubectl_output(cp, &["apply", "-f", &file]);
+        last = String::from_utf8_lossy(&out.stderr).into_owned();
+        out.status.success()
+    });
+    assert!(applied, "kubectl apply of the manifests: {last}");
+}
+
+pub fn kubectl_output(cp: &ControlPlane, args: &[&str]) -> std::process::Output {
+    let kubectl = kube_env::find_kubectl().unwrap_or_else(|e| panic!("kubectl: {e}"));
+    Command::new(kubectl)
+        .arg("--kubeconfig")
+        .arg(cp.admin_kubeconfig())
+        .args(args)
+        .output()
+        .expect("run kubectl")
+}
+
+pub fn kubectl(cp: &ControlPlane, args: &[&str]) -> String {
+    let out = kubectl_output(cp, args);
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }

@@ -35,6 +35,7 @@ mod monitor;
 mod ownership;
 mod repair;
 mod restricted_agent;
+mod status_kube;
 mod subnets;
 mod switching;
 mod vxlan6;

@@ -2,6 +2,7 @@
 //! plan, status, cleanup, nodes, switch, lab, bench) take `-o table|json`.
 
 mod agent;
+mod api_view;
 mod apply;
 mod bench;
 mod cleanup;

@@ -1,4 +1,8 @@
-//! `podroute status [--cluster FILE] [--node NAME]`
+//! `podroute status [--cluster FILE | --kubeconfig FILE] [--node NAME]`
+//!
+//! The kernel's state, and with a desired state the drift from it: from a
+//! cluster file, or from the Kubernetes API (`--kubeconfig`, or in a pod the
+//! service account) exactly as this node's agent computes it.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -6,6 +10,7 @@ use std::path::PathBuf;
 use ipnetwork::IpNetwork;
 use serde::Serialize;
 
+use super::api_view::{self, ApiView};
 use super::apply::{notes_text, steps_table, warnings_text};
 use super::host::{Host, NodeArgs};
 use super::output::table;
@@ -13,16 +18,26 @@ use super::{ConfigArgs, Output};
 use crate::dataplane::{read_sysctl, Dataplane};
 use crate::engine;
 use crate::input::read_text;
+use crate::lab::netns::run_in_netns;
 use crate::model::address::family_name;
+use crate::model::Cluster;
 use crate::plan::health::{self, rp_filter_key};
 use crate::plan::{self, ForeignState, Observed, Step, Uplink};
-use crate::Result;
+use crate::{Error, Result};
 
 #[derive(Debug, clap::Args)]
 pub struct StatusArgs {
     /// Static cluster file: adds drift (what apply would change) to the report.
     #[arg(long, env = "PODROUTE_CLUSTER")]
     pub cluster: Option<PathBuf>,
+    /// Read the desired state from the Kubernetes API as this node's agent
+    /// does (read-only). In a pod the service account is used without it.
+    #[arg(long, conflicts_with = "cluster")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Read the kernel of this network namespace (`ip netns`) instead of
+    /// this process's own; the API is still reached from here (labs, tests).
+    #[arg(long, value_name = "NAME")]
+    pub netns: Option<String>,
     #[command(flatten)]
     pub node: NodeArgs,
     #[command(flatten)]
@@ -78,28 +93,142 @@ pub struct StatusReport {
     /// How the plan treats a family as a whole (only with --cluster).
     pub notes: Vec<String>,
     pub warnings: Vec<String>,
+    /// What the Kubernetes API says (only when read from it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ApiView>,
+}
+
+/// What the kernel is compared with.
+struct Compared {
+    dp: Dataplane,
+    drift: Option<Vec<Step>>,
+    uplink: Option<Uplink>,
+    adopt: plan::AdoptScope,
+    notes: Vec<String>,
+    api: Option<ApiView>,
+}
+
+/// The node whose desired state the API is read for, when it is read:
+/// `--kubeconfig`, or in a pod, unless a cluster file is given.
+fn api_node(args: &StatusArgs) -> Result<Option<String>> {
+    let in_a_pod = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some();
+    if args.cluster.is_some() || (args.kubeconfig.is_none() && !in_a_pod) {
+        return Ok(None);
+    }
+    let node = args.node.node.clone().ok_or_else(|| {
+        Error::invalid(
+            "--node",
+            "reading the Kubernetes API needs this node's name (--node or NODE_NAME)",
+        )
+    })?;
+    Ok(Some(node))
+}
+
+/// The cluster file's desired state, the API's (read before: `api`), or
+/// none (kernel only).
+async fn compared(args: &StatusArgs, api: Option<(Option<Cluster>, ApiView)>) -> Result<Compared> {
+    if let Some(path) = &args.cluster {
+        let mut host = Host::load(path, &args.node, &args.config).await?;
+        let drift = engine::dry_run(&mut host.dp, &host.desired).await?.steps;
+        return Ok(Compared {
+            dp: host.dp,
+            drift: Some(drift),
+            uplink: Some(host.uplink),
+            adopt: host.desired.adopt,
+            notes: host.desired.notes,
+            api: None,
+        });
+    }
+    let Some((cluster, mut view)) = api else {
+        let config = args.config.config(None)?;
+        let adopt = plan::nothing(&config).adopt;
+        return Ok(Compared {
+            dp: Dataplane::connect(config)?,
+            drift: None,
+            uplink: None,
+            adopt,
+            notes: Vec::new(),
+            api: None,
+        });
+    };
+    let node = view.node.clone();
+    let local = cluster
+        .as_ref()
+        .and_then(|c| c.nodes.iter().find(|n| n.name == node).map(|n| (c, n)));
+    let Some((cluster, local)) = local else {
+        let mut view = view;
+        let config = args.config.config(cluster.as_ref())?;
+        let adopt = plan::nothing(&config).adopt;
+        let why = match (&cluster, view.peers_left_out.get(&node)) {
+            (None, _) => "no plan published yet: nothing to compare with".to_string(),
+            (Some(_), Some(reason)) => format!("this node is left out of the cluster: {reason}"),
+            (Some(_), None) => "this node is not in the cluster yet (no pod CIDR?)".to_string(),
+        };
+        view.peers_routed = 0;
+        return Ok(Compared {
+            dp: Dataplane::connect(config)?,
+            drift: None,
+            uplink: None,
+            adopt,
+            notes: vec![why],
+            api: Some(view),
+        });
+    };
+    let config = args.config.config(Some(cluster))?;
+    let mut dp = Dataplane::connect(config)?;
+    let (desired, uplink) = engine::desired_for(&mut dp, cluster, local).await?;
+    let drift = engine::dry_run(&mut dp, &desired).await?.steps;
+    for e in &desired.excluded {
+        view.peers_left_out.insert(e.node.clone(), e.reason.clone());
+    }
+    view.peers_routed = view.peers_routed.saturating_sub(desired.excluded.len());
+    Ok(Compared {
+        dp,
+        drift: Some(drift),
+        uplink: Some(uplink),
+        adopt: desired.adopt,
+        notes: desired.notes,
+        api: Some(view),
+    })
 }
 
 pub async fn run(args: StatusArgs) -> Result<()> {
-    let (mut dp, drift, mut uplink, adopt, notes) = match &args.cluster {
-        Some(path) => {
-            let mut host = Host::load(path, &args.node, &args.config).await?;
-            let drift = engine::dry_run(&mut host.dp, &host.desired).await?.steps;
-            let desired = host.desired;
-            (
-                host.dp,
-                Some(drift),
-                Some(host.uplink),
-                desired.adopt,
-                desired.notes,
-            )
-        }
-        None => {
-            let config = args.config.config(None)?;
-            let adopt = plan::nothing(&config).adopt;
-            (Dataplane::connect(config)?, None, None, adopt, Vec::new())
-        }
+    let api = match api_node(&args)? {
+        Some(node) => Some(api_view::read(args.kubeconfig.as_deref(), &node).await?),
+        None => None,
     };
+    let output = args.output;
+    let report = match args.netns.clone() {
+        None => report(&args, api).await?,
+        // The kernel's state, sysctls included, as a thread inside the
+        // namespace sees it.
+        Some(netns) => tokio::task::spawn_blocking(move || {
+            run_in_netns(&netns, || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| Error::io(format!("tokio runtime in netns {netns}"), e))?;
+                rt.block_on(report(&args, api))
+            })?
+        })
+        .await
+        .map_err(|e| Error::io("status", std::io::Error::other(e.to_string())))??,
+    };
+    output.print(&report, render)
+}
+
+async fn report(
+    args: &StatusArgs,
+    api: Option<(Option<Cluster>, ApiView)>,
+) -> Result<StatusReport> {
+    let Compared {
+        mut dp,
+        drift,
+        mut uplink,
+        adopt,
+        notes,
+        api,
+    } = compared(args, api).await?;
     let config = dp.config().clone();
     let observed = dp.observe(std::iter::empty()).await?;
     if uplink.is_none() {
@@ -161,8 +290,52 @@ pub async fn run(args: StatusArgs) -> Result<()> {
         drift,
         notes,
         warnings,
+        cluster: api,
     };
-    args.output.print(&report, render)
+    Ok(report)
+}
+
+fn render_api(v: &ApiView) -> String {
+    let mut out = format!("node {} (from the Kubernetes API)\n", v.node);
+    match (v.plan_generation, &v.plan_mode, &v.phase) {
+        (Some(generation), Some(mode), Some(phase)) => out.push_str(&format!(
+            "plan: generation {generation}, {mode}, phase {phase}\n"
+        )),
+        _ => out.push_str("plan: none published yet\n"),
+    }
+    if !v.blocked.is_empty() {
+        out.push_str(&format!("switch blocked by: {}\n", v.blocked.join(", ")));
+    } else if !v.waiting.is_empty() {
+        out.push_str(&format!("switch waits for: {}\n", v.waiting.join(", ")));
+    }
+    out.push_str(&format!(
+        "this node: applied {}; NetworkUnavailable {}\n",
+        v.applied_annotation.as_deref().unwrap_or("(no annotation)"),
+        v.network_unavailable
+            .as_ref()
+            .map_or("(no condition)".to_string(), |c| {
+                format!(
+                    "{} {} {}",
+                    c.status,
+                    c.reason.as_deref().unwrap_or(""),
+                    c.message
+                        .as_deref()
+                        .map(|m| format!("({m})"))
+                        .unwrap_or_default()
+                )
+                .trim_end()
+                .to_string()
+            })
+    ));
+    out.push_str(&format!(
+        "peers: {} routed, {} left out\n",
+        v.peers_routed,
+        v.peers_left_out.len()
+    ));
+    for (name, why) in &v.peers_left_out {
+        out.push_str(&format!("  left out {name}: {why}\n"));
+    }
+    out
 }
 
 /// Without a cluster file: the VXLAN device's link, or the device of a native route.
@@ -252,7 +425,8 @@ fn host_addresses(addresses: &std::collections::BTreeSet<std::net::IpAddr>) -> V
 }
 
 fn render(r: &StatusReport) -> String {
-    let mut out = format!("mode in the kernel: {}\n", r.mode);
+    let mut out = r.cluster.as_ref().map(render_api).unwrap_or_default();
+    out.push_str(&format!("mode in the kernel: {}\n", r.mode));
     if let Some(u) = &r.uplink {
         out.push_str(&format!("uplink: {} {} mtu {}\n", u.name, u.address, u.mtu));
     }

@@ -58,6 +58,9 @@ enum Role {
     Agent(String),
     /// Every Node, and every record kept.
     Coordinator,
+    /// What an agent of this node watches, and nothing written: `status`
+    /// and `plan` computing the agent's desired state from the API.
+    Observer(String),
 }
 
 /// [`ClusterStore`] on the Kubernetes API.
@@ -169,6 +172,12 @@ impl KubeStore {
         KubeStore::start(client, Role::Agent(node.to_string()))
     }
 
+    /// The agent's view of `node` (records, its own Node, ClusterRouting),
+    /// read-only: no record is written, whatever is missing.
+    pub fn observing(client: Client, node: &str) -> Result<KubeStore> {
+        KubeStore::start(client, Role::Observer(node.to_string()))
+    }
+
     /// The coordinator's store: every Node, and the records of all of them
     /// kept in step (created, updated, deleted with their Node).
     pub fn for_coordinator(client: Client) -> Result<KubeStore> {
@@ -179,7 +188,7 @@ impl KubeStore {
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|e| Error::io("starting the Kubernetes watchers", std::io::Error::other(e)))?;
         let (peers, only) = match &role {
-            Role::Agent(own) => {
+            Role::Agent(own) | Role::Observer(own) => {
                 let only = format!("metadata.name={own}");
                 (Peers::Records { own: own.clone() }, Some(only))
             }
@@ -193,7 +202,7 @@ impl KubeStore {
             changed: tokio::sync::Notify::new(),
             publish_every: match role {
                 Role::Coordinator => COORDINATOR_PUBLISHES_EVERY,
-                Role::Watcher | Role::Agent(_) => std::time::Duration::ZERO,
+                Role::Watcher | Role::Agent(_) | Role::Observer(_) => std::time::Duration::ZERO,
             },
         });
         let nodes: Api<KubeNode> = Api::all(client.clone());
@@ -204,9 +213,11 @@ impl KubeStore {
             runtime.spawn(follow_nodes(nodes.clone(), only, shared.clone())),
             runtime.spawn(follow_routing(routings, shared.clone())),
         ];
-        if matches!(role, Role::Agent(_) | Role::Coordinator) {
+        if matches!(role, Role::Agent(_) | Role::Coordinator | Role::Observer(_)) {
             let records: Api<RecordView> = Api::all(client.clone());
             tasks.push(runtime.spawn(follow_records(records, shared.clone())));
+        }
+        if matches!(role, Role::Agent(_) | Role::Coordinator) {
             let writer = records::keep(shared.clone(), Api::all(client), nodes.clone());
             tasks.push(runtime.spawn(writer));
         }

@@ -1,0 +1,169 @@
+//! `podroute status --kubeconfig` on a node of a real cluster: the desired
+//! state read from the API as the node's agent reads it, with the agent's
+//! own service account (node-bound token, shipped RBAC). It shows no drift
+//! on a converged node and the drift once someone deletes a route, the
+//! plan's generation and phase, the node's annotation and condition, and a
+//! peer left out with the field it was refused for; and it writes nothing,
+//! not even the node's own missing record, which an agent would write.
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Node;
+use kube::api::{Api, DeleteParams, PostParams};
+use podroute::api::{Mode, Plan, PodrouteNode};
+use serde_json::Value;
+
+use crate::image_support::render;
+use crate::kube_env::ControlPlane;
+use crate::kube_support::{
+    apply_except_workloads, create_lab_nodes, keep_records, kube_node, publish_plan, reported,
+    start_agent, wait_for,
+};
+use crate::support::{have_root, our_routes, Lab};
+
+fn status(lab: &Lab, kubeconfig: &std::path::Path, node: &str) -> Value {
+    let out = status_command(lab, kubeconfig, node, "json");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "podroute status: {stderr}");
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("status JSON: {e}\n{stderr}"))
+}
+
+fn status_command(
+    lab: &Lab,
+    kubeconfig: &std::path::Path,
+    node: &str,
+    output: &str,
+) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_podroute"))
+        .args(["status", "-o", output, "--node", node])
+        .args(["--netns", &lab.node(node).netns])
+        // Where this lab's agents write the pod MTU (a node's default is
+        // /run/podroute/mtu, for agent and status alike).
+        .arg("--mtu-file")
+        .arg(lab.config(node).mtu_file)
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .output()
+        .expect("run podroute status")
+}
+
+#[test]
+fn status_reads_the_agents_desired_state_from_the_api_and_writes_nothing() {
+    if !have_root() {
+        return;
+    }
+    let Some(cp) = ControlPlane::start_or_skip() else {
+        return;
+    };
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let client = rt.block_on(cp.client());
+    let work = tempfile::tempdir().expect("temp dir");
+    // The shipped CRDs, RBAC, admission policies and ClusterRouting (vxlan).
+    apply_except_workloads(&cp, &render("restricted"), work.path());
+    let lab = Lab::flat(3);
+    rt.block_on(create_lab_nodes(&client, &lab));
+    rt.block_on(publish_plan(&client, &Plan::steady(Mode::Vxlan, 1)));
+    let keeper = keep_records(&rt, &client);
+    let admin = cp.admin_kubeconfig().to_path_buf();
+    let mut agents: Vec<_> = lab
+        .names()
+        .iter()
+        .map(|n| start_agent(&lab, n, &admin))
+        .collect();
+    for node in lab.names() {
+        wait_for("vxlan routes", Duration::from_secs(20), || {
+            our_routes(&lab, &node).len() == 2
+        });
+        wait_for("report", Duration::from_secs(20), || {
+            rt.block_on(reported(&client, &node)).0.as_deref() == Some("1/vxlan")
+        });
+    }
+    // What the agent pod of node-1 has: its service account, bound to node-1.
+    let agent_sa =
+        rt.block_on(cp.service_account("podroute-system", "podroute-agent", Some("node-1")));
+
+    let s = status(&lab, &agent_sa.kubeconfig, "node-1");
+    assert_eq!(s["drift"], serde_json::json!([]), "{s:#}");
+    let c = &s["cluster"];
+    assert_eq!(c["planGeneration"], 1, "{s:#}");
+    assert_eq!(c["planMode"], "vxlan");
+    assert_eq!(c["phase"], "Steady");
+    assert_eq!(c["appliedAnnotation"], "1/vxlan");
+    assert_eq!(c["networkUnavailable"]["status"], "False");
+    assert_eq!(c["networkUnavailable"]["reason"], "RouteCreated");
+    assert_eq!(c["peersRouted"], 2);
+    assert_eq!(c["peersLeftOut"], serde_json::json!({}));
+
+    // A peer the agents refuse: its pod CIDR overlaps node-2's (and its
+    // name sorts after node-2's: the first in name order keeps a CIDR).
+    let node2_cidr = lab.node("node-2").pod_cidr.to_string();
+    let bad = kube_node("zz-bad", "10.250.0.99", &node2_cidr);
+    rt.block_on(Api::<Node>::all(client.clone()).create(&PostParams::default(), &bad))
+        .expect("create zz-bad");
+    let mut last = Value::Null;
+    let left_out = (0..100).any(|_| {
+        last = status(&lab, &agent_sa.kubeconfig, "node-1");
+        let found = last["cluster"]["peersLeftOut"]["zz-bad"].is_string();
+        if !found {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        found
+    });
+    assert!(left_out, "zz-bad not shown as left out: {last:#}");
+    let why = last["cluster"]["peersLeftOut"]["zz-bad"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(why.contains("podCIDR"), "the reason names the field: {why}");
+
+    // Drift: node-1's agent stops, someone deletes its route to node-2.
+    drop(agents.remove(0));
+    lab.ip("node-1", &["route", "del", &node2_cidr]);
+    let s = status(&lab, &agent_sa.kubeconfig, "node-1");
+    let text = status_command(&lab, &agent_sa.kubeconfig, "node-1", "table");
+    eprintln!("{}", String::from_utf8_lossy(&text.stdout));
+    let drift = s["drift"].to_string();
+    assert!(drift.contains(&node2_cidr), "drift names the route: {s:#}");
+
+    // Nothing written: without the coordinator's keeper, node-1's record is
+    // deleted; an agent's store would write it back, status must not.
+    drop(keeper);
+    let records: Api<PodrouteNode> = Api::all(client.clone());
+    rt.block_on(records.delete("node-1", &DeleteParams::default()))
+        .expect("delete node-1's record");
+    let before = rt.block_on(reported(&client, "node-1"));
+    let s = status(&lab, &agent_sa.kubeconfig, "node-1");
+    assert!(s["drift"].is_array(), "{s:#}");
+    std::thread::sleep(Duration::from_millis(500));
+    let record = rt.block_on(records.get_opt("node-1")).expect("get record");
+    assert!(record.is_none(), "status wrote node-1's record: {record:?}");
+    assert_eq!(
+        rt.block_on(reported(&client, "node-1")),
+        before,
+        "status changed the Node's report"
+    );
+}
+
+#[test]
+fn status_from_the_api_needs_the_node_name_and_says_so() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_podroute"))
+        .args(["status", "--kubeconfig", "/nonexistent/kubeconfig"])
+        .env_remove("NODE_NAME")
+        .output()
+        .expect("run podroute status");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--node"), "{stderr}");
+    let both = std::process::Command::new(env!("CARGO_BIN_EXE_podroute"))
+        .args([
+            "status",
+            "--kubeconfig",
+            "/x",
+            "--cluster",
+            "/y",
+            "--node",
+            "n",
+        ])
+        .output()
+        .expect("run podroute status");
+    assert_eq!(both.status.code(), Some(2), "--cluster with --kubeconfig");
+}
