@@ -124,8 +124,12 @@ impl Shared {
         let mut state = self.lock();
         if f(&mut state) {
             self.records_dirty.notify_one();
-            self.publish(&mut state);
         }
+        // Even when the answer changed nothing: the watch may have brought
+        // the same version first and left its snapshot to the publisher,
+        // which may not have run yet. (Only reports call this: a few writes
+        // per plan, never the coordinator's record writes.)
+        self.publish(&mut state);
     }
 
     /// Publishes the snapshot when its content differs from the last one.
