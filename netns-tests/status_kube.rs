@@ -167,3 +167,30 @@ fn status_from_the_api_needs_the_node_name_and_says_so() {
         .expect("run podroute status");
     assert_eq!(both.status.code(), Some(2), "--cluster with --kubeconfig");
 }
+
+/// `kubectl exec` into an agent pod while the API server is away: status
+/// still shows the kernel, and says why it shows nothing more.
+#[test]
+fn in_a_pod_without_the_api_status_shows_the_kernel_alone() {
+    if !have_root() {
+        return;
+    }
+    let ns = crate::support::scratch_node("prst");
+    let home = tempfile::tempdir().expect("temp dir");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_podroute"))
+        .args(["status", "-o", "json", "--netns", ns.name()])
+        // In-cluster config with no service account token: no API.
+        .env("KUBERNETES_SERVICE_HOST", "127.0.0.1")
+        .env("KUBERNETES_SERVICE_PORT", "1")
+        .env("NODE_NAME", "node-1")
+        .env("HOME", home.path())
+        .env_remove("KUBECONFIG")
+        .output()
+        .expect("run podroute status");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("could not be read"), "{stderr}");
+    let s: Value = serde_json::from_slice(&out.stdout).expect("status JSON");
+    assert!(s.get("cluster").is_none(), "{s:#}");
+    assert!(s["drift"].is_null(), "{s:#}");
+}

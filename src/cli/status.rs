@@ -115,6 +115,10 @@ fn api_node(args: &StatusArgs) -> Result<Option<String>> {
     if args.cluster.is_some() || (args.kubeconfig.is_none() && !in_a_pod) {
         return Ok(None);
     }
+    // In a pod that is not an agent's (no NODE_NAME): the kernel alone.
+    if args.kubeconfig.is_none() && args.node.node.is_none() {
+        return Ok(None);
+    }
     let node = args.node.node.clone().ok_or_else(|| {
         Error::invalid(
             "--node",
@@ -194,7 +198,16 @@ async fn compared(args: &StatusArgs, api: Option<(Option<Cluster>, ApiView)>) ->
 
 pub async fn run(args: StatusArgs) -> Result<()> {
     let api = match api_node(&args)? {
-        Some(node) => Some(api_view::read(args.kubeconfig.as_deref(), &node).await?),
+        Some(node) => match api_view::read(args.kubeconfig.as_deref(), &node).await {
+            Ok(api) => Some(api),
+            // Asked for with --kubeconfig: an error. Found in a pod: the
+            // kernel is still worth showing while the API is away.
+            Err(e) if args.kubeconfig.is_none() => {
+                tracing::warn!("the Kubernetes API could not be read ({e}): the kernel alone");
+                None
+            }
+            Err(e) => return Err(e),
+        },
         None => None,
     };
     let output = args.output;
