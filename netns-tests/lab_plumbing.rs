@@ -74,17 +74,7 @@ fn netns_run_and_cleanup() {
     listed.sort();
     assert_eq!(devices, listed, "{dev}");
     assert!(devices.contains(&"lo".to_string()));
-    // The namespace's own value, not the host's: a new namespace starts with
-    // the host's forwarding (devconf_inherit_init_net=0), so flip it.
-    let host = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").expect("host sysctl");
-    let flipped = if host.trim() == "1" { "0" } else { "1" };
-    ns.sysctl("net.ipv4.ip_forward", flipped).expect("sysctl");
-    assert_eq!(
-        ns.read_sysctl("net.ipv4.ip_forward").expect("sysctl"),
-        flipped
-    );
-    let host_after = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").expect("host");
-    assert_eq!(host_after, host, "the host's forwarding changed");
+    assert_forwarding_is_its_own(&ns);
     let panicked = ns.run(|| panic!("boom")).expect_err("panic is an error");
     assert!(panicked.to_string().contains("boom"), "{panicked}");
     drop(ns);
@@ -113,20 +103,10 @@ fn three_nodes_native_routes_and_mtu() {
     assert_eq!(n2.pod_cidr.to_string(), "10.244.2.0/24");
     assert_eq!(n2.pods[0].ip.to_string(), "10.244.2.2");
 
-    // Node namespaces start without forwarding; pod host routes are not proto 91.
+    // Node namespaces have their own forwarding; pod host routes are not proto 91.
     for node in topo.nodes() {
         let ns = topo.node_netns(&node.name).expect("node ns");
-        // The namespace's own value, not the host's: a new namespace starts with
-        // the host's forwarding (devconf_inherit_init_net=0), so flip it.
-        let host = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").expect("host sysctl");
-        let flipped = if host.trim() == "1" { "0" } else { "1" };
-        ns.sysctl("net.ipv4.ip_forward", flipped).expect("sysctl");
-        assert_eq!(
-            ns.read_sysctl("net.ipv4.ip_forward").expect("sysctl"),
-            flipped
-        );
-        let host_after = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").expect("host");
-        assert_eq!(host_after, host, "the host's forwarding changed");
+        assert_forwarding_is_its_own(ns);
         let pod = format!("{}/32", node.pods[0].ip);
         let boot = ns
             .ip(&["route", "show", &pod, "proto", "boot"])
@@ -224,4 +204,20 @@ fn three_nodes_native_routes_and_mtu() {
     }
     drop(topo);
     assert_gone(&names);
+}
+
+/// `ns` reads and writes its own IPv4 forwarding, not the host's. A new
+/// namespace starts with the host's value (devconf_inherit_init_net=0), so
+/// the test flips it and checks the host's stayed.
+fn assert_forwarding_is_its_own(ns: &Netns) {
+    let host_file = "/proc/sys/net/ipv4/ip_forward";
+    let host = std::fs::read_to_string(host_file).expect("host sysctl");
+    let flipped = if host.trim() == "1" { "0" } else { "1" };
+    ns.sysctl("net.ipv4.ip_forward", flipped).expect("sysctl");
+    assert_eq!(
+        ns.read_sysctl("net.ipv4.ip_forward").expect("sysctl"),
+        flipped
+    );
+    let host_after = std::fs::read_to_string(host_file).expect("host sysctl");
+    assert_eq!(host_after, host, "the host's forwarding changed");
 }

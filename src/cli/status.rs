@@ -18,9 +18,9 @@ use super::{ConfigArgs, Output};
 use crate::dataplane::{read_sysctl, Dataplane};
 use crate::engine;
 use crate::input::read_text;
-use crate::lab::netns::run_in_netns;
+use crate::lab::netns::run_async_in_netns;
 use crate::model::address::family_name;
-use crate::model::Cluster;
+use crate::model::{Cluster, Config};
 use crate::plan::health::{self, rp_filter_key};
 use crate::plan::{self, ForeignState, Observed, Step, Uplink};
 use crate::{Error, Result};
@@ -108,6 +108,21 @@ struct Compared {
     api: Option<ApiView>,
 }
 
+impl Compared {
+    /// Nothing to compare with: the kernel alone, and why in `notes`.
+    fn kernel_only(config: Config, notes: Vec<String>, api: Option<ApiView>) -> Result<Compared> {
+        let adopt = plan::nothing(&config).adopt;
+        Ok(Compared {
+            dp: Dataplane::connect(config)?,
+            drift: None,
+            uplink: None,
+            adopt,
+            notes,
+            api,
+        })
+    }
+}
+
 /// The node whose desired state the API is read for, when it is read:
 /// `--kubeconfig`, or in a pod, unless a cluster file is given.
 fn api_node(args: &StatusArgs) -> Result<Option<String>> {
@@ -144,16 +159,7 @@ async fn compared(args: &StatusArgs, api: Option<(Option<Cluster>, ApiView)>) ->
         });
     }
     let Some((cluster, mut view)) = api else {
-        let config = args.config.config(None)?;
-        let adopt = plan::nothing(&config).adopt;
-        return Ok(Compared {
-            dp: Dataplane::connect(config)?,
-            drift: None,
-            uplink: None,
-            adopt,
-            notes: Vec::new(),
-            api: None,
-        });
+        return Compared::kernel_only(args.config.config(None)?, Vec::new(), None);
     };
     let node = view.node.clone();
     let local = cluster
@@ -162,21 +168,13 @@ async fn compared(args: &StatusArgs, api: Option<(Option<Cluster>, ApiView)>) ->
     let Some((cluster, local)) = local else {
         let mut view = view;
         let config = args.config.config(cluster.as_ref())?;
-        let adopt = plan::nothing(&config).adopt;
         let why = match (&cluster, view.peers_left_out.get(&node)) {
             (None, _) => "no plan published yet: nothing to compare with".to_string(),
             (Some(_), Some(reason)) => format!("this node is left out of the cluster: {reason}"),
             (Some(_), None) => "this node is not in the cluster yet (no pod CIDR?)".to_string(),
         };
         view.peers_routed = 0;
-        return Ok(Compared {
-            dp: Dataplane::connect(config)?,
-            drift: None,
-            uplink: None,
-            adopt,
-            notes: vec![why],
-            api: Some(view),
-        });
+        return Compared::kernel_only(config, vec![why], Some(view));
     };
     let config = args.config.config(Some(cluster))?;
     let mut dp = Dataplane::connect(config)?;
@@ -215,17 +213,11 @@ pub async fn run(args: StatusArgs) -> Result<()> {
         None => report(&args, api).await?,
         // The kernel's state, sysctls included, as a thread inside the
         // namespace sees it.
-        Some(netns) => tokio::task::spawn_blocking(move || {
-            run_in_netns(&netns, || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .map_err(|e| Error::io(format!("tokio runtime in netns {netns}"), e))?;
-                rt.block_on(report(&args, api))
-            })?
-        })
-        .await
-        .map_err(|e| Error::io("status", std::io::Error::other(e.to_string())))??,
+        Some(netns) => {
+            tokio::task::spawn_blocking(move || run_async_in_netns(&netns, || report(&args, api))?)
+                .await
+                .map_err(|e| Error::io("status", std::io::Error::other(e.to_string())))??
+        }
     };
     output.print(&report, render)
 }

@@ -74,14 +74,7 @@ impl Netns {
         Fut: Future<Output = R>,
         R: Send,
     {
-        let name = self.name.clone();
-        run_in_netns(&self.name, move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| Error::io(format!("tokio runtime in netns {name}"), e))?;
-            Ok(rt.block_on(f()))
-        })?
+        run_async_in_netns(&self.name, f)
     }
 
     /// Writes a sysctl inside the namespace: `net.ipv4.ip_forward`, or with
@@ -122,6 +115,23 @@ pub fn enter_current_thread(name: &str) -> Result<()> {
         name: name.to_string(),
         reason: format!("setns(CLONE_NEWNET): {e}"),
     })
+}
+
+/// [`run_in_netns`] with a current-thread tokio runtime inside the
+/// namespace, for netlink (rtnetlink) code.
+pub fn run_async_in_netns<F, Fut, R>(name: &str, f: F) -> Result<R>
+where
+    F: FnOnce() -> Fut + Send,
+    Fut: Future<Output = R>,
+    R: Send,
+{
+    run_in_netns(name, move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Error::io(format!("tokio runtime in netns {name}"), e))?;
+        Ok(rt.block_on(f()))
+    })?
 }
 
 /// Runs `f` on a scoped thread inside namespace `name`. A panic in `f` comes
