@@ -31,6 +31,16 @@ impl AgentProcess {
         cluster: &Path,
         format: &str,
     ) -> AgentProcess {
+        AgentProcess::start_args(lab, node, cluster, &["--log-format", format])
+    }
+
+    /// With `extra` arguments after the usual ones.
+    pub(crate) fn start_args(
+        lab: &Lab,
+        node: &str,
+        cluster: &Path,
+        extra: &[&str],
+    ) -> AgentProcess {
         let mtu_file = lab.config(node).mtu_file;
         let mut child = Command::new("ip")
             .args([
@@ -45,7 +55,7 @@ impl AgentProcess {
             .arg("--mtu-file")
             .arg(&mtu_file)
             .args(["--listen", "127.0.0.1:9469", "--log", "podroute=debug"])
-            .args(["--log-format", format])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

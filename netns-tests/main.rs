@@ -14,6 +14,7 @@ mod agent_kcm;
 mod agent_kube;
 mod agent_memory;
 mod agent_promises;
+mod check;
 mod cli;
 mod coexist_kube;
 mod coordinator_kube;

@@ -6,6 +6,7 @@ use futures::future::BoxFuture;
 use crate::dataplane::{Dataplane, Held};
 use crate::engine::{self, Outcome};
 use crate::model::{Cluster, Node};
+use crate::plan::check::{self, ProbeTarget};
 use crate::plan::Touched;
 use crate::Result;
 
@@ -21,6 +22,11 @@ pub trait Kernel: Send {
     /// drops routes through a device that goes down without a word).
     fn uplink(&self) -> Option<String> {
         None
+    }
+
+    /// Where the periodic check probes the peers the last converge routed.
+    fn probe_targets(&self) -> Vec<ProbeTarget> {
+        Vec::new()
     }
 
     /// What the kernel held of ours at the last read (the gauges).
@@ -45,6 +51,10 @@ impl Kernel for Dataplane {
         Box::pin(async move {
             self.last_desired = None;
             let (desired, uplink) = engine::desired_for(self, cluster, node).await?;
+            let mut config = self.config().clone();
+            cluster.apply_to(&mut config);
+            self.last_probe_targets =
+                check::targets(&desired, &cluster.nodes, node, &config, uplink.mtu);
             self.last_uplink = Some(uplink.name);
             let outcome = engine::converge(self, &desired).await?;
             self.last_desired = Some(desired);
@@ -62,5 +72,9 @@ impl Kernel for Dataplane {
 
     fn held(&self) -> Option<Held> {
         Dataplane::held(self)
+    }
+
+    fn probe_targets(&self) -> Vec<ProbeTarget> {
+        self.last_probe_targets.clone()
     }
 }

@@ -8,6 +8,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
+use crate::check::metrics::PeerMetrics;
 use crate::http::{encode_registry, Endpoints};
 
 pub struct Metrics {
@@ -28,6 +29,8 @@ pub struct Metrics {
     pub excluded_peers: Gauge,
     pub condition_overwrites: Counter,
     pub condition_contested: Gauge,
+    /// The periodic check's.
+    pub peers: PeerMetrics,
     /// What `/readyz` answers: the latest pass verified a plan in the
     /// kernel (with a note, e.g. an update it refused), or why not.
     readiness: Mutex<Result<String, String>>,
@@ -108,8 +111,10 @@ impl Default for Metrics {
             "condition_overwrites",
             "Times another writer changed the NetworkUnavailable condition the agent had written",
         );
+        let peers = PeerMetrics::register(&mut registry);
         Metrics {
             registry,
+            peers,
             owned_routes,
             owned_neighbours,
             owned_fdb_entries,

@@ -28,9 +28,11 @@ pub use metrics::Metrics;
 pub use readiness::Refusal;
 
 use self::contest::Contest;
+use crate::check::{periodic, CheckOptions, Responder};
 use crate::dataplane::monitor::KernelEvent;
 use crate::engine::Outcome;
 use crate::model::{Cluster, Node};
+use crate::plan::check::ProbeTarget;
 use crate::plan::Excluded;
 use crate::store::{ClusterStore, NodeReport, Snapshot};
 use crate::{Error, Result};
@@ -51,6 +53,8 @@ pub struct AgentOptions {
     /// How long failures must last (besides their count) before the node
     /// reports NetworkUnavailable=True.
     pub unavailable_after: Duration,
+    /// The check responder and the periodic check; `None`: neither.
+    pub check: Option<CheckOptions>,
 }
 
 impl AgentOptions {
@@ -61,6 +65,7 @@ impl AgentOptions {
             debounce: Duration::from_millis(5),
             backoff: Duration::from_millis(200),
             unavailable_after: readiness::UNAVAILABLE_AFTER,
+            check: None,
         }
     }
 }
@@ -141,6 +146,8 @@ pub struct Agent<K: Kernel> {
     last_pass_applied: bool,
     metrics: Arc<Metrics>,
     uplink: watch::Sender<Option<String>>,
+    /// The peers the last applied plan routes, as probes see them.
+    probes: watch::Sender<Arc<Vec<ProbeTarget>>>,
     passes: Option<mpsc::UnboundedSender<Pass>>,
 }
 
@@ -167,6 +174,7 @@ impl<K: Kernel> Agent<K> {
             last_pass_applied: false,
             metrics,
             uplink: watch::Sender::new(None),
+            probes: watch::Sender::new(Arc::new(Vec::new())),
             passes: None,
         }
     }
@@ -194,6 +202,7 @@ impl<K: Kernel> Agent<K> {
         mut events: mpsc::Receiver<KernelEvent>,
         mut shutdown: watch::Receiver<bool>,
     ) -> Result<()> {
+        self.start_checks(&shutdown)?;
         let mut snapshots = self.store.subscribe();
         let mut wake = Wake {
             resync: true,
@@ -402,6 +411,7 @@ impl<K: Kernel> Agent<K> {
         self.follow_uplink();
         let (report, pass) = match result {
             Ok(outcome) => {
+                self.follow_probes();
                 self.failures = 0;
                 self.failing_since = None;
                 if outcome.changes > 0 {
@@ -453,6 +463,35 @@ impl<K: Kernel> Agent<K> {
         };
         self.publish(Some(&shown), report).await;
         pass
+    }
+
+    /// The responder (bound now: a taken port is a start-up error) and the
+    /// periodic check, when configured.
+    fn start_checks(&self, shutdown: &watch::Receiver<bool>) -> Result<()> {
+        let Some(check) = self.options.check.clone() else {
+            return Ok(());
+        };
+        let responder = Responder::bind(check.port)?;
+        tracing::debug!(port = responder.port(), "check responder listening");
+        tokio::spawn(responder.run(shutdown.clone()));
+        if !check.interval.is_zero() {
+            let targets = self.probes.subscribe();
+            let metrics = self.metrics.peers.clone();
+            tokio::spawn(periodic::run(check, targets, metrics, shutdown.clone()));
+        }
+        Ok(())
+    }
+
+    /// Publish the peers the applied plan routes to the periodic check.
+    fn follow_probes(&self) {
+        let targets = self.kernel.probe_targets();
+        self.probes.send_if_modified(|current| {
+            if **current == targets {
+                return false;
+            }
+            *current = Arc::new(targets);
+            true
+        });
     }
 
     /// Arm the monitor on the uplink the pass used.

@@ -9,6 +9,7 @@ use tokio::sync::watch;
 
 use super::ConfigArgs;
 use crate::agent::{pump, Agent, AgentOptions};
+use crate::check::{self, CheckOptions};
 use crate::dataplane::monitor::Monitor;
 use crate::dataplane::Dataplane;
 use crate::http;
@@ -47,6 +48,19 @@ pub struct AgentArgs {
     /// still connects from the agent's namespace. Keeps every capability.
     #[arg(long, value_name = "NAME")]
     pub netns: Option<String>,
+    /// UDP port of the check responder, which answers `podroute check` and
+    /// the peers' periodic checks; 0 turns the responder and the periodic
+    /// check off.
+    #[arg(long, env = "PODROUTE_CHECK_PORT", default_value_t = check::DEFAULT_PORT)]
+    pub check_port: u16,
+    /// Probe every routed peer once per this many seconds (the periodic
+    /// check, exported as podroute_peer_reachable); 0: only answer probes.
+    #[arg(long, default_value_t = 60)]
+    pub check_interval_seconds: u64,
+    /// Peers the periodic check probes per second, at most: with many
+    /// peers a round then takes longer than the interval.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    pub check_max_rate: u32,
     /// Keep every capability the process started with (default: drop all but CAP_NET_ADMIN).
     #[arg(long)]
     pub keep_capabilities: bool,
@@ -86,6 +100,12 @@ pub async fn run(args: AgentArgs) -> Result<()> {
     };
     let mut options = AgentOptions::new(&args.node_name);
     options.resync = Duration::from_secs(args.resync_seconds.max(1));
+    options.check = (args.check_port != 0).then(|| CheckOptions {
+        port: args.check_port,
+        interval: Duration::from_secs(args.check_interval_seconds),
+        max_rate: args.check_max_rate,
+        timeout: check::PROBE_TIMEOUT,
+    });
     let (stop, shutdown) = watch::channel(false);
     tokio::spawn(async move {
         super::wait_for_signal().await;

@@ -1,10 +1,11 @@
 //! `podroute` subcommands, one file each. The ones that print a result (apply,
-//! plan, status, cleanup, nodes, switch, lab, bench) take `-o table|json`.
+//! plan, status, check, cleanup, nodes, switch, lab, bench) take `-o table|json`.
 
 mod agent;
 mod api_view;
 mod apply;
 mod bench;
+mod check;
 mod cleanup;
 mod config_args;
 mod coordinator;
@@ -60,6 +61,8 @@ pub enum Command {
     Plan(plan::PlanArgs),
     /// Show what the kernel holds of ours, drift against a cluster file, and warnings.
     Status(status::StatusArgs),
+    /// Probe every peer over the pods' path: reachable, RTT, MTU, and where it breaks.
+    Check(check::CheckArgs),
     /// Remove everything podroute owns from this host.
     Cleanup(cleanup::CleanupArgs),
     /// A virtual cluster in network namespaces: a live switch under traffic.
@@ -92,6 +95,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Apply(args) => apply::run(args).await,
         Command::Plan(args) => plan::run(args).await,
         Command::Status(args) => status::run(args).await,
+        Command::Check(args) => check::run(args).await,
         Command::Cleanup(args) => cleanup::run(args).await,
         Command::Lab(args) => lab::run(args).await,
         Command::Bench(args) => bench::run(args),

@@ -68,6 +68,8 @@ pub struct Dataplane {
     /// The plan the last converge made the kernel hold: what a drift
     /// repair of one object puts back.
     pub last_desired: Option<crate::plan::Desired>,
+    /// The probes of the peers the last converge's plan routes.
+    pub last_probe_targets: Vec<crate::plan::check::ProbeTarget>,
     recent_repairs: repair::Recent,
     requests: AtomicU64,
 }
@@ -88,6 +90,7 @@ impl Dataplane {
             held: None,
             last_uplink: None,
             last_desired: None,
+            last_probe_targets: Vec::new(),
             recent_repairs: repair::Recent::default(),
             requests: AtomicU64::new(0),
         })

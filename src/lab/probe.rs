@@ -159,7 +159,7 @@ fn bind_echo(netns: &str, port: u16) -> Result<Vec<UdpSocket>> {
 
 /// A UDP socket on `[::]:port` for IPv6 alone: with the default
 /// `bindv6only=0` it would also claim IPv4's port, which the IPv4 socket holds.
-fn bind_v6_only(port: u16) -> std::io::Result<UdpSocket> {
+pub(crate) fn bind_v6_only(port: u16) -> std::io::Result<UdpSocket> {
     use nix::sys::socket::{self, sockopt, AddressFamily, SockFlag, SockType, SockaddrIn6};
     let fd: OwnedFd = socket::socket(
         AddressFamily::Inet6,
@@ -385,7 +385,7 @@ pub fn udp_roundtrip(
     )
 }
 
-fn set_df(sock: &UdpSocket, df: bool) -> Result<()> {
+pub(crate) fn set_df(sock: &UdpSocket, df: bool) -> Result<()> {
     let v6 = sock
         .local_addr()
         .map_err(|e| Error::io("reading a UDP socket's address", e))?

@@ -44,6 +44,9 @@ pub enum Error {
         source: Source,
     },
 
+    /// A check ran and found something broken (what it printed says what).
+    #[error("{0}")]
+    Failing(String),
     #[error("interrupted")]
     Cancelled,
 

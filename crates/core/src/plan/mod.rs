@@ -1,5 +1,6 @@
 //! Pure planning: what the kernel must hold, and the writes that get it there.
 
+pub mod check;
 mod desired;
 mod diff;
 mod family4;

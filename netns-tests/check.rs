@@ -1,0 +1,215 @@
+//! `podroute check` moves packets over the pods' path to every peer's
+//! agent, and when a path is broken it names where: five peers, five
+//! different breaks (route, FDB entry, neighbour, a stopped agent, an
+//! underlay that drops full-size packets), each found at its place. And the
+//! agent's periodic check exports what it sees.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use podroute::api::Mode;
+use serde_json::Value;
+
+use crate::agent::{bridge, wait_for, AgentProcess};
+use crate::support::{have_root, http_get_in, our_routes, steady, write_cluster, Lab};
+
+/// `podroute check -o json` from `node`, and its exit code.
+fn check(lab: &Lab, cluster: &Path, node: &str, extra: &[&str]) -> (Value, Option<i32>) {
+    let out = Command::new(env!("CARGO_BIN_EXE_podroute"))
+        .args(["check", "-o", "json", "--node", node])
+        .args(["--netns", &lab.node(node).netns])
+        .arg("--cluster")
+        .arg(cluster)
+        .args(extra)
+        .output()
+        .expect("run podroute check");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let report =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("check JSON: {e}\n{stderr}"));
+    (report, out.status.code())
+}
+
+fn peer<'a>(report: &'a Value, name: &str) -> &'a Value {
+    report["peers"]
+        .as_array()
+        .and_then(|peers| peers.iter().find(|p| p["peer"] == name))
+        .unwrap_or_else(|| panic!("no {name} in {report:#}"))
+}
+
+/// Where `name`'s path breaks: (stage, detail).
+fn broken_at(report: &Value, name: &str) -> (String, String) {
+    let b = &peer(report, name)["broken"];
+    (
+        b["stage"].as_str().unwrap_or("none").to_string(),
+        b["detail"].as_str().unwrap_or_default().to_string(),
+    )
+}
+
+fn start_agents(lab: &Lab, cluster: &Path, nodes: &[&str]) -> Vec<AgentProcess> {
+    let agents = nodes
+        .iter()
+        .map(|n| AgentProcess::start_args(lab, n, cluster, &["--check-interval-seconds", "1"]))
+        .collect();
+    let peers = lab.names().len() - 1;
+    for node in nodes {
+        wait_for("vxlan routes", Duration::from_secs(20), || {
+            our_routes(lab, node).len() == peers
+        });
+    }
+    agents
+}
+
+#[test]
+fn check_reaches_every_peer_and_locates_each_kind_of_break() {
+    if !have_root() {
+        return;
+    }
+    let lab = Lab::flat(6);
+    let work = tempfile::tempdir().expect("temp dir");
+    let cluster = work.path().join("cluster.yaml");
+    let names = lab.names();
+    let all: Vec<&str> = names.iter().map(String::as_str).collect();
+    write_cluster(&lab, &cluster, "vxlan", &all);
+    // node-1 has no agent: nothing repairs the breaks made there.
+    lab.converge("node-1", &steady(Mode::Vxlan));
+    let mut agents = start_agents(&lab, &cluster, &all[1..]);
+
+    let (report, code) = check(&lab, &cluster, "node-1", &[]);
+    assert_eq!(code, Some(0), "{report:#}");
+    assert_eq!(report["checked"], 5, "{report:#}");
+    assert_eq!(report["ok"], 5, "{report:#}");
+    let p2 = peer(&report, "node-2");
+    assert_eq!(p2["dst"], lab.node("node-2").pod_cidr.network().to_string());
+    assert_eq!(p2["dev"], "vxlan.calico");
+    assert_eq!(p2["mtu"], 1450);
+    assert_eq!(p2["mtuOk"], true);
+    assert!(p2["rttMs"].as_f64().is_some_and(|ms| ms > 0.0), "{p2:#}");
+
+    // One break per peer, each where a packet meets it first.
+    let cidr = |n: &str| lab.node(n).pod_cidr.to_string();
+    lab.ip("node-1", &["route", "del", &cidr("node-2")]);
+    let node3_ip = lab.node("node-3").ip.to_string();
+    let fdb = bridge(&lab, "node-1", &["fdb", "show", "dev", "vxlan.calico"]);
+    let mac = fdb
+        .lines()
+        .find(|l| l.contains(&node3_ip))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("node-3's FDB entry in {fdb}"))
+        .to_string();
+    bridge(
+        &lab,
+        "node-1",
+        &["fdb", "del", &mac, "dev", "vxlan.calico", "dst", &node3_ip],
+    );
+    let node4_vtep = lab.node("node-4").pod_cidr.network().to_string();
+    lab.ip(
+        "node-1",
+        &["neigh", "del", &node4_vtep, "dev", "vxlan.calico"],
+    );
+    agents.remove(3); // node-5's agent: its kernel refuses the probe port
+    lab.ip("node-6", &["link", "set", "eth0", "mtu", "1400"]);
+
+    let (report, code) = check(&lab, &cluster, "node-1", &[]);
+    eprintln!("{report:#}");
+    assert_eq!(code, Some(1), "broken paths exit 1");
+    assert_eq!(report["ok"], 0, "{report:#}");
+    let (stage, detail) = broken_at(&report, "node-2");
+    assert_eq!(stage, "route");
+    assert!(
+        detail.contains(&format!("no route to {}", cidr("node-2"))),
+        "{detail}"
+    );
+    let (stage, detail) = broken_at(&report, "node-3");
+    assert_eq!(stage, "fdb");
+    assert!(detail.contains(&node3_ip), "{detail}");
+    let (stage, detail) = broken_at(&report, "node-4");
+    assert_eq!(stage, "neighbour");
+    assert!(detail.contains(&node4_vtep), "{detail}");
+    let (stage, detail) = broken_at(&report, "node-5");
+    assert_eq!(stage, "answer");
+    assert!(detail.contains("nothing listens on UDP 9471"), "{detail}");
+    assert_eq!(peer(&report, "node-6")["reachable"], true, "{report:#}");
+    assert_eq!(peer(&report, "node-6")["mtuOk"], false, "{report:#}");
+    let (stage, detail) = broken_at(&report, "node-6");
+    assert_eq!(stage, "mtu");
+    assert!(detail.contains("1450"), "{detail}");
+    let took = report["tookMs"].as_u64().unwrap_or(u64::MAX);
+    eprintln!("check located 5 breaks in {took} ms");
+
+    // The table names them too.
+    let table = Command::new(env!("CARGO_BIN_EXE_podroute"))
+        .args([
+            "check",
+            "--node",
+            "node-1",
+            "--netns",
+            &lab.node("node-1").netns,
+        ])
+        .arg("--cluster")
+        .arg(&cluster)
+        .output()
+        .expect("run podroute check");
+    let text = String::from_utf8_lossy(&table.stdout);
+    eprintln!("{text}");
+    assert!(text.contains("0 ok, 5 broken"), "{text}");
+    assert!(text.contains("fdb: no FDB entry"), "{text}");
+
+    // --peer narrows the check; a name that is not a peer is bad input.
+    let (one, code) = check(&lab, &cluster, "node-1", &["--peer", "node-6"]);
+    assert_eq!(code, Some(1));
+    assert_eq!(one["checked"], 1, "{one:#}");
+    let out = Command::new(env!("CARGO_BIN_EXE_podroute"))
+        .args(["check", "--node", "node-1", "--peer", "node-9"])
+        .args(["--netns", &lab.node("node-1").netns])
+        .arg("--cluster")
+        .arg(&cluster)
+        .output()
+        .expect("run podroute check");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--peer") && stderr.contains("node-9"),
+        "{stderr}"
+    );
+
+    // Repaired, the same peers pass again: the breaks were the cause.
+    lab.converge("node-1", &steady(Mode::Vxlan));
+    let (report, _) = check(&lab, &cluster, "node-1", &[]);
+    for name in ["node-2", "node-3", "node-4"] {
+        assert!(peer(&report, name)["broken"].is_null(), "{report:#}");
+    }
+}
+
+#[test]
+fn the_agents_periodic_check_exports_each_peers_reachability() {
+    if !have_root() {
+        return;
+    }
+    let lab = Lab::flat(3);
+    let work = tempfile::tempdir().expect("temp dir");
+    let cluster = work.path().join("cluster.yaml");
+    write_cluster(&lab, &cluster, "vxlan", &["node-1", "node-2", "node-3"]);
+    let mut agents = start_agents(&lab, &cluster, &["node-1", "node-2", "node-3"]);
+    let netns = lab.node("node-1").netns.clone();
+    let metrics = || {
+        http_get_in(&netns, 9469, "/metrics")
+            .map(|(_, body)| body)
+            .unwrap_or_default()
+    };
+    let reachable = |peer: &str, v: u8| {
+        format!("podroute_peer_reachable{{peer=\"{peer}\",family=\"ipv4\"}} {v}")
+    };
+    wait_for("both peers reachable", Duration::from_secs(10), || {
+        let m = metrics();
+        m.contains(&reachable("node-2", 1)) && m.contains(&reachable("node-3", 1))
+    });
+    assert!(metrics().contains("podroute_peer_rtt_seconds_count"));
+
+    agents.remove(2); // node-3's agent, and with it its responder
+    wait_for("node-3 unreachable", Duration::from_secs(10), || {
+        let m = metrics();
+        m.contains(&reachable("node-3", 0)) && m.contains("podroute_peers_unreachable 1")
+    });
+    assert!(metrics().contains(&reachable("node-2", 1)));
+}

@@ -1,0 +1,245 @@
+//! `podroute check [--cluster FILE | --kubeconfig FILE] [--peer NAME]...`
+//!
+//! Packets, not just routes: from this node, a probe to every peer (or the
+//! named ones) over the path pods' packets take, answered by the peer's
+//! agent. Per peer: reachable, round trip, whether full-size packets with DF
+//! pass, and where the path breaks. Exits 1 when a path is broken.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::api_view;
+use super::host::NodeArgs;
+use super::output::table;
+use super::{ConfigArgs, Output};
+use crate::check::{self, verdict, PeerCheck};
+use crate::dataplane::Dataplane;
+use crate::engine;
+use crate::lab::netns::run_async_in_netns;
+use crate::model::Cluster;
+use crate::plan::check::{locate, targets, ProbeTarget};
+use crate::{Error, Result};
+
+#[derive(Debug, clap::Args)]
+pub struct CheckArgs {
+    /// Static cluster file: the peers and the mode to check.
+    #[arg(long, env = "PODROUTE_CLUSTER")]
+    pub cluster: Option<PathBuf>,
+    /// Read the peers and the mode from the Kubernetes API, as the agent
+    /// does (read-only). In the agent's pod the service account is used without it.
+    #[arg(long, conflicts_with = "cluster")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Check only this peer (repeatable); default: every peer this node routes.
+    #[arg(long = "peer", value_name = "NAME")]
+    pub peers: Vec<String>,
+    /// UDP port the peers' agents answer on (their --check-port).
+    #[arg(long, env = "PODROUTE_CHECK_PORT", default_value_t = check::DEFAULT_PORT,
+          value_parser = clap::value_parser!(u16).range(1..))]
+    pub port: u16,
+    /// How long to wait for each peer's answers, in milliseconds (3 tries within it).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(30..=60_000))]
+    pub timeout_ms: u64,
+    /// Probe from this network namespace (`ip netns`) instead of this
+    /// process's own; the API is still reached from here (labs, tests).
+    #[arg(long, value_name = "NAME")]
+    pub netns: Option<String>,
+    #[command(flatten)]
+    pub node: NodeArgs,
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    #[arg(short, long, value_enum, default_value = "table")]
+    pub output: Output,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckReport {
+    pub node: String,
+    pub mode: String,
+    pub port: u16,
+    pub peers: Vec<PeerCheck>,
+    pub checked: usize,
+    pub ok: usize,
+    pub unreachable: usize,
+    pub mtu_failing: usize,
+    /// From the first probe to the last verdict, in milliseconds.
+    pub took_ms: u64,
+}
+
+pub async fn run(args: CheckArgs) -> Result<()> {
+    let cluster = desired_cluster(&args).await?;
+    let output = args.output;
+    let report = match args.netns.clone() {
+        None => check(&args, &cluster).await?,
+        Some(netns) => tokio::task::spawn_blocking(move || {
+            run_async_in_netns(&netns, || check(&args, &cluster))?
+        })
+        .await
+        .map_err(|e| Error::io("check", std::io::Error::other(e.to_string())))??,
+    };
+    output.print(&report, render)?;
+    let broken = report.checked - report.ok;
+    if broken > 0 {
+        return Err(Error::Failing(format!(
+            "{broken} of {} peer paths are broken",
+            report.checked
+        )));
+    }
+    Ok(())
+}
+
+/// The cluster to check against: the file, or the API's view for this node.
+async fn desired_cluster(args: &CheckArgs) -> Result<Cluster> {
+    if let Some(path) = &args.cluster {
+        return Cluster::load(path);
+    }
+    let in_a_pod = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some();
+    if args.kubeconfig.is_none() && !in_a_pod {
+        return Err(Error::invalid(
+            "--cluster",
+            "check needs the cluster: --cluster FILE, --kubeconfig FILE, or run it in the agent's pod",
+        ));
+    }
+    let node = args.node.node.clone().ok_or_else(|| {
+        Error::invalid(
+            "--node",
+            "reading the Kubernetes API needs this node's name (--node or NODE_NAME)",
+        )
+    })?;
+    let (cluster, _) = api_view::read(args.kubeconfig.as_deref(), &node).await?;
+    cluster.ok_or_else(|| {
+        Error::io(
+            "reading the cluster",
+            std::io::Error::other("no plan published yet: nothing to check"),
+        )
+    })
+}
+
+async fn check(args: &CheckArgs, cluster: &Cluster) -> Result<CheckReport> {
+    let config = args.config.config(Some(cluster))?;
+    let mut dp = Dataplane::connect(config)?;
+    let local = engine::local_node(&dp, cluster, args.node.node.as_deref())
+        .await?
+        .clone();
+    let (desired, uplink) = engine::desired_for(&mut dp, cluster, &local).await?;
+    let mut effective = dp.config().clone();
+    cluster.apply_to(&mut effective);
+    let all = targets(&desired, &cluster.nodes, &local, &effective, uplink.mtu);
+    let chosen = chosen(all, &args.peers, cluster, &desired.excluded)?;
+    let timeout = Duration::from_millis(args.timeout_ms);
+    let started = Instant::now();
+    let probed = check::probe_all(&chosen, args.port, timeout).await;
+    // What this node's kernel lacks explains a silence best: read it once,
+    // and only when some probe went unanswered.
+    let observed = match probed.iter().any(|p| p.small.is_err()) {
+        true => Some(dp.observe(std::iter::empty()).await?),
+        false => None,
+    };
+    let peers: Vec<PeerCheck> = chosen
+        .iter()
+        .zip(&probed)
+        .map(|(t, p)| {
+            let located = observed
+                .as_ref()
+                .filter(|_| p.small.is_err())
+                .and_then(|o| locate(t, &desired, o));
+            verdict(t, p, located, args.port, timeout)
+        })
+        .collect();
+    for p in peers.iter().filter(|p| !p.ok()) {
+        tracing::debug!(peer = %p.peer, family = p.family, broken = ?p.broken, "broken path");
+    }
+    let count = |f: fn(&PeerCheck) -> bool| peers.iter().filter(|p| f(p)).count();
+    Ok(CheckReport {
+        node: local.name.clone(),
+        mode: cluster.plan.route_mode.to_string(),
+        port: args.port,
+        checked: peers.len(),
+        ok: count(PeerCheck::ok),
+        unreachable: count(|p| !p.reachable),
+        mtu_failing: count(|p| p.mtu_ok == Some(false)),
+        took_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        peers,
+    })
+}
+
+/// The targets of the `--peer` names (all without any); a name this node
+/// does not route is bad input, named with the reason.
+fn chosen(
+    all: Vec<ProbeTarget>,
+    names: &[String],
+    cluster: &Cluster,
+    excluded: &[crate::plan::Excluded],
+) -> Result<Vec<ProbeTarget>> {
+    for name in names {
+        if all.iter().any(|t| &t.peer == name) {
+            continue;
+        }
+        let why = match (
+            cluster.node(name),
+            excluded.iter().find(|e| &e.node == name),
+        ) {
+            (_, Some(e)) => format!("{name} is left out by this node: {}", e.reason),
+            (Some(_), None) => format!("{name} is this node, or has no route from it"),
+            (None, None) => format!("no node named {name} in the cluster"),
+        };
+        return Err(Error::invalid("--peer", why));
+    }
+    Ok(all
+        .into_iter()
+        .filter(|t| names.is_empty() || names.contains(&t.peer))
+        .collect())
+}
+
+fn render(r: &CheckReport) -> String {
+    let broken = r.checked - r.ok;
+    let mut out = format!(
+        "node {} ({}): {} peer paths checked in {} ms: {} ok, {} broken\n",
+        r.node, r.mode, r.checked, r.took_ms, r.ok, broken
+    );
+    let rows: Vec<Vec<String>> = r
+        .peers
+        .iter()
+        .map(|p| {
+            vec![
+                p.peer.clone(),
+                p.family.to_string(),
+                p.dst.to_string(),
+                p.dev.clone(),
+                if p.reachable { "yes" } else { "no" }.to_string(),
+                p.rtt_ms.map_or("-".into(), |ms| format!("{ms:.2} ms")),
+                match p.mtu_ok {
+                    Some(true) => format!("{} ok", p.mtu),
+                    Some(false) => format!("{} FAILS", p.mtu),
+                    None => format!("{} ?", p.mtu),
+                },
+                p.broken.as_ref().map_or("-".into(), |b| {
+                    format!("{}: {}", stage_name(b.stage), b.detail)
+                }),
+            ]
+        })
+        .collect();
+    out.push_str(&table(
+        &[
+            "PEER",
+            "FAMILY",
+            "TO",
+            "DEV",
+            "REACHABLE",
+            "RTT",
+            "MTU",
+            "BROKEN AT",
+        ],
+        &rows,
+    ));
+    out
+}
+
+fn stage_name(stage: crate::plan::check::Stage) -> String {
+    serde_json::to_value(stage)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
