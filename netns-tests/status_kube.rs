@@ -5,6 +5,8 @@
 //! plan's generation and phase, the node's annotation and condition, and a
 //! peer left out with the field it was refused for; and it writes nothing,
 //! not even the node's own missing record, which an agent would write.
+//! `podroute plan --kubeconfig` previews the ops from the same desired state,
+//! and writes nothing either.
 
 use std::time::Duration;
 
@@ -47,6 +49,31 @@ fn status_command(
         .expect("run podroute status")
 }
 
+/// `podroute plan -o json` from the API, as the agent of `node` would plan.
+fn plan(lab: &Lab, kubeconfig: &std::path::Path, node: &str) -> Value {
+    let out = plan_command(lab, kubeconfig, node, "json");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "podroute plan: {stderr}");
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("plan JSON: {e}\n{stderr}"))
+}
+
+fn plan_command(
+    lab: &Lab,
+    kubeconfig: &std::path::Path,
+    node: &str,
+    output: &str,
+) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_podroute"))
+        .args(["plan", "-o", output, "--node", node])
+        .args(["--netns", &lab.node(node).netns])
+        .arg("--mtu-file")
+        .arg(lab.config(node).mtu_file)
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .output()
+        .expect("run podroute plan")
+}
+
 #[test]
 fn status_reads_the_agents_desired_state_from_the_api_and_writes_nothing() {
     if !have_root() {
@@ -62,9 +89,14 @@ fn status_reads_the_agents_desired_state_from_the_api_and_writes_nothing() {
     apply_except_workloads(&cp, &render("restricted"), work.path());
     let lab = Lab::flat(3);
     rt.block_on(create_lab_nodes(&client, &lab));
+    let admin = cp.admin_kubeconfig().to_path_buf();
+    // No plan published yet: nothing to plan, which is not bad input.
+    let out = plan_command(&lab, &admin, "node-1", "json");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("no plan published yet"), "{stderr}");
     rt.block_on(publish_plan(&client, &Plan::steady(Mode::Vxlan, 1)));
     let keeper = keep_records(&rt, &client);
-    let admin = cp.admin_kubeconfig().to_path_buf();
     let mut agents: Vec<_> = lab
         .names()
         .iter()
@@ -124,6 +156,28 @@ fn status_reads_the_agents_desired_state_from_the_api_and_writes_nothing() {
     let drift = s["drift"].to_string();
     assert!(drift.contains(&node2_cidr), "drift names the route: {s:#}");
 
+    // plan from the same desired state: the op that puts the route back,
+    // the plan it comes from, the peer left out; and nothing written.
+    let p = plan(&lab, &agent_sa.kubeconfig, "node-1");
+    let ops = p["ops"].as_array().cloned().unwrap_or_default();
+    let adds_route = ops
+        .iter()
+        .any(|op| op["op"] == "replace-route" && op["route"]["key"]["dst"] == node2_cidr.as_str());
+    assert!(adds_route, "plan adds the route to node-2: {p:#}");
+    assert_eq!(p["cluster"]["planGeneration"], 1, "{p:#}");
+    assert!(p["peersLeftOut"]["zz-bad"].is_string(), "{p:#}");
+    let text = plan_command(&lab, &agent_sa.kubeconfig, "node-1", "table");
+    let text = String::from_utf8_lossy(&text.stdout);
+    eprintln!("{text}");
+    assert!(text.contains("plan: generation 1, vxlan"), "{text}");
+    assert!(text.contains("left out zz-bad"), "{text}");
+    assert!(text.contains(&node2_cidr), "{text}");
+    let routes = our_routes(&lab, "node-1");
+    assert!(
+        !routes.iter().any(|r| r.starts_with(&node2_cidr)),
+        "plan wrote the route: {routes:?}"
+    );
+
     // Nothing written: without the coordinator's keeper, node-1's record is
     // deleted; an agent's store would write it back, status must not.
     drop(keeper);
@@ -166,6 +220,30 @@ fn status_from_the_api_needs_the_node_name_and_says_so() {
         .output()
         .expect("run podroute status");
     assert_eq!(both.status.code(), Some(2), "--cluster with --kubeconfig");
+}
+
+#[test]
+fn plan_needs_a_desired_state_and_from_the_api_the_node_name() {
+    let plan = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_podroute"))
+            .arg("plan")
+            .args(args)
+            .env_remove("NODE_NAME")
+            .env_remove("PODROUTE_CLUSTER")
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .output()
+            .expect("run podroute plan");
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        (out.status.code(), stderr)
+    };
+    let (code, stderr) = plan(&[]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("--cluster"), "{stderr}");
+    let (code, stderr) = plan(&["--kubeconfig", "/nonexistent/kubeconfig"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("--node"), "{stderr}");
+    let (code, stderr) = plan(&["--kubeconfig", "/x", "--cluster", "/y", "--node", "n"]);
+    assert_eq!(code, Some(2), "--cluster with --kubeconfig: {stderr}");
 }
 
 /// `kubectl exec` into an agent pod while the API server is away: status

@@ -1,20 +1,39 @@
-//! `podroute plan --cluster FILE [--node NAME]`: the ops apply would run.
+//! `podroute plan [--cluster FILE | --kubeconfig FILE] [--node NAME]`: the
+//! ops apply would run, for the desired state of a cluster file or the one
+//! this node's agent computes from the Kubernetes API (`--kubeconfig`, or in
+//! a pod the service account). Writes nothing, to the kernel or the API.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 use serde::Serialize;
 
+use super::api_view::{self, api_node, render_api, ApiDesired, ApiView, Planned};
 use super::apply::{conflicts_text, families_text, notes_text, steps_table, warnings_text};
-use super::host::{ClusterArgs, Host};
+use super::host::{Host, NodeArgs};
 use super::{ConfigArgs, Output};
 use crate::engine::{self, FamilyRoutes};
+use crate::lab::netns::in_netns_or_here;
+use crate::model::Cluster;
 use crate::plan::{RouteKey, Step};
-use crate::Result;
+use crate::{Error, Result};
 
 #[derive(Debug, clap::Args)]
 pub struct PlanArgs {
+    /// Static cluster file (YAML): mode, options, nodes with name, ip, podCIDR(s).
+    #[arg(long, env = "PODROUTE_CLUSTER")]
+    pub cluster: Option<PathBuf>,
+    /// Plan from the desired state in the Kubernetes API, as this node's
+    /// agent reads it (read-only). In a pod the service account is used
+    /// without it.
+    #[arg(long, conflicts_with = "cluster")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Plan against the kernel of this network namespace (`ip netns`)
+    /// instead of this process's own; the API is still reached from here.
+    #[arg(long, value_name = "NAME")]
+    pub netns: Option<String>,
     #[command(flatten)]
-    pub target: ClusterArgs,
+    pub node: NodeArgs,
     #[command(flatten)]
     pub config: ConfigArgs,
     #[arg(short, long, value_enum, default_value = "table")]
@@ -35,19 +54,82 @@ pub struct PlanReport {
     /// Each family's peer routes: how many, through which devices.
     pub families: BTreeMap<&'static str, FamilyRoutes>,
     pub pod_mtu: Option<u32>,
+    /// Peers this node leaves out, with why: from the API (a cluster file
+    /// with such a peer is refused instead).
+    pub peers_left_out: BTreeMap<String, String>,
+    /// What the Kubernetes API says (only when read from it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ApiView>,
+}
+
+/// Where the desired state comes from.
+enum Source {
+    File(PathBuf),
+    /// What the API said, read before entering `--netns`.
+    Api(Option<Cluster>, Box<ApiView>),
 }
 
 pub async fn run(args: PlanArgs) -> Result<()> {
-    let Host {
-        mut dp,
-        cluster,
-        local,
-        desired,
-        ..
-    } = Host::load(&args.target.cluster, &args.target.node, &args.config).await?;
+    let kubeconfig = args.kubeconfig.as_deref();
+    let source = match (
+        api_node(args.cluster.as_deref(), kubeconfig, &args.node)?,
+        &args.cluster,
+    ) {
+        (Some(node), _) => {
+            let (cluster, view) = api_view::read(kubeconfig, &node).await?;
+            Source::Api(cluster, Box::new(view))
+        }
+        (None, Some(path)) => Source::File(path.clone()),
+        (None, None) => {
+            return Err(Error::invalid(
+                "--cluster",
+                "plan needs a desired state: --cluster FILE, or --kubeconfig FILE \
+                 --node NAME (in an agent pod: its service account and NODE_NAME)",
+            ))
+        }
+    };
+    let output = args.output;
+    let netns = args.netns.clone();
+    let report =
+        in_netns_or_here(netns, move || async move { report(&args, source).await }).await?;
+    output.print(&report, render)
+}
+
+/// The desired state previewed against this kernel.
+async fn report(args: &PlanArgs, source: Source) -> Result<PlanReport> {
+    let (node, mut dp, cluster, desired, view) = match source {
+        Source::File(path) => {
+            let host = Host::load(&path, &args.node, &args.config).await?;
+            (host.local.name, host.dp, host.cluster, host.desired, None)
+        }
+        Source::Api(cluster, view) => {
+            match api_view::desired_state(cluster, *view, &args.config).await? {
+                ApiDesired::Planned(planned) => {
+                    let Planned {
+                        dp,
+                        cluster,
+                        desired,
+                        view,
+                        ..
+                    } = *planned;
+                    (view.node.clone(), dp, cluster, desired, Some(view))
+                }
+                // Nothing to plan: not bad input, the cluster is not there yet.
+                ApiDesired::Unplanned(unplanned) => {
+                    return Err(Error::io(
+                        format!(
+                            "planning node {} from the Kubernetes API",
+                            unplanned.view.node
+                        ),
+                        std::io::Error::other(unplanned.why),
+                    ))
+                }
+            }
+        }
+    };
     let outcome = engine::preview(&mut dp, &desired).await?;
-    let report = PlanReport {
-        node: local.name.clone(),
+    Ok(PlanReport {
+        node,
         mode: cluster.plan.route_mode.to_string(),
         ops: outcome.steps,
         conflicts: outcome.conflicts,
@@ -55,23 +137,30 @@ pub async fn run(args: PlanArgs) -> Result<()> {
         notes: outcome.notes,
         families: outcome.families,
         pod_mtu: desired.pod_mtu,
-    };
-    args.output.print(&report, |r| {
-        let mut out = if r.ops.is_empty() {
-            format!("node {}: converged, no ops\n", r.node)
-        } else {
-            format!(
-                "node {}: {} ops to reach mode {}\n{}",
-                r.node,
-                r.ops.len(),
-                r.mode,
-                steps_table(&r.ops)
-            )
-        };
-        out.push_str(&conflicts_text(&r.conflicts));
-        out.push_str(&warnings_text(&r.kept));
-        out.push_str(&families_text(&r.families));
-        out.push_str(&notes_text(&r.notes));
-        out
+        peers_left_out: view
+            .as_ref()
+            .map(|v| v.peers_left_out.clone())
+            .unwrap_or_default(),
+        cluster: view,
     })
+}
+
+fn render(r: &PlanReport) -> String {
+    let mut out = r.cluster.as_ref().map(render_api).unwrap_or_default();
+    if r.ops.is_empty() {
+        out.push_str(&format!("node {}: converged, no ops\n", r.node));
+    } else {
+        out.push_str(&format!(
+            "node {}: {} ops to reach mode {}\n{}",
+            r.node,
+            r.ops.len(),
+            r.mode,
+            steps_table(&r.ops)
+        ));
+    }
+    out.push_str(&conflicts_text(&r.conflicts));
+    out.push_str(&warnings_text(&r.kept));
+    out.push_str(&families_text(&r.families));
+    out.push_str(&notes_text(&r.notes));
+    out
 }

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use ipnetwork::IpNetwork;
 use serde::Serialize;
 
-use super::api_view::{self, ApiView};
+use super::api_view::{self, api_node, render_api, ApiDesired, ApiView, Planned, Unplanned};
 use super::apply::{notes_text, steps_table, warnings_text};
 use super::host::{Host, NodeArgs};
 use super::output::table;
@@ -18,12 +18,12 @@ use super::{ConfigArgs, Output};
 use crate::dataplane::{read_sysctl, Dataplane};
 use crate::engine;
 use crate::input::read_text;
-use crate::lab::netns::run_async_in_netns;
+use crate::lab::netns::in_netns_or_here;
 use crate::model::address::family_name;
 use crate::model::{Cluster, Config};
 use crate::plan::health::{self, rp_filter_key};
 use crate::plan::{self, ForeignState, Observed, Step, Uplink};
-use crate::{Error, Result};
+use crate::Result;
 
 #[derive(Debug, clap::Args)]
 pub struct StatusArgs {
@@ -123,26 +123,6 @@ impl Compared {
     }
 }
 
-/// The node whose desired state the API is read for, when it is read:
-/// `--kubeconfig`, or in a pod, unless a cluster file is given.
-fn api_node(args: &StatusArgs) -> Result<Option<String>> {
-    let in_a_pod = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some();
-    if args.cluster.is_some() || (args.kubeconfig.is_none() && !in_a_pod) {
-        return Ok(None);
-    }
-    // In a pod that is not an agent's (no NODE_NAME): the kernel alone.
-    if args.kubeconfig.is_none() && args.node.node.is_none() {
-        return Ok(None);
-    }
-    let node = args.node.node.clone().ok_or_else(|| {
-        Error::invalid(
-            "--node",
-            "reading the Kubernetes API needs this node's name (--node or NODE_NAME)",
-        )
-    })?;
-    Ok(Some(node))
-}
-
 /// The cluster file's desired state, the API's (read before: `api`), or
 /// none (kernel only).
 async fn compared(args: &StatusArgs, api: Option<(Option<Cluster>, ApiView)>) -> Result<Compared> {
@@ -158,44 +138,39 @@ async fn compared(args: &StatusArgs, api: Option<(Option<Cluster>, ApiView)>) ->
             api: None,
         });
     }
-    let Some((cluster, mut view)) = api else {
+    let Some((cluster, view)) = api else {
         return Compared::kernel_only(args.config.config(None)?, Vec::new(), None);
     };
-    let node = view.node.clone();
-    let local = cluster
-        .as_ref()
-        .and_then(|c| c.nodes.iter().find(|n| n.name == node).map(|n| (c, n)));
-    let Some((cluster, local)) = local else {
-        let mut view = view;
-        let config = args.config.config(cluster.as_ref())?;
-        let why = match (&cluster, view.peers_left_out.get(&node)) {
-            (None, _) => "no plan published yet: nothing to compare with".to_string(),
-            (Some(_), Some(reason)) => format!("this node is left out of the cluster: {reason}"),
-            (Some(_), None) => "this node is not in the cluster yet (no pod CIDR?)".to_string(),
-        };
-        view.peers_routed = 0;
-        return Compared::kernel_only(config, vec![why], Some(view));
-    };
-    let config = args.config.config(Some(cluster))?;
-    let mut dp = Dataplane::connect(config)?;
-    let (desired, uplink) = engine::desired_for(&mut dp, cluster, local).await?;
-    let drift = engine::dry_run(&mut dp, &desired).await?.steps;
-    for e in &desired.excluded {
-        view.peers_left_out.insert(e.node.clone(), e.reason.clone());
+    match api_view::desired_state(cluster, view, &args.config).await? {
+        ApiDesired::Unplanned(unplanned) => {
+            let Unplanned { config, why, view } = *unplanned;
+            let why = format!("{why}: nothing to compare with");
+            Compared::kernel_only(config, vec![why], Some(view))
+        }
+        ApiDesired::Planned(planned) => {
+            let Planned {
+                mut dp,
+                desired,
+                uplink,
+                view,
+                ..
+            } = *planned;
+            let drift = engine::dry_run(&mut dp, &desired).await?.steps;
+            Ok(Compared {
+                dp,
+                drift: Some(drift),
+                uplink: Some(uplink),
+                adopt: desired.adopt,
+                notes: desired.notes,
+                api: Some(view),
+            })
+        }
     }
-    view.peers_routed = view.peers_routed.saturating_sub(desired.excluded.len());
-    Ok(Compared {
-        dp,
-        drift: Some(drift),
-        uplink: Some(uplink),
-        adopt: desired.adopt,
-        notes: desired.notes,
-        api: Some(view),
-    })
 }
 
 pub async fn run(args: StatusArgs) -> Result<()> {
-    let api = match api_node(&args)? {
+    let cluster = args.cluster.as_deref();
+    let api = match api_node(cluster, args.kubeconfig.as_deref(), &args.node)? {
         Some(node) => match api_view::read(args.kubeconfig.as_deref(), &node).await {
             Ok(api) => Some(api),
             // Asked for with --kubeconfig: an error. Found in a pod: the
@@ -209,16 +184,10 @@ pub async fn run(args: StatusArgs) -> Result<()> {
         None => None,
     };
     let output = args.output;
-    let report = match args.netns.clone() {
-        None => report(&args, api).await?,
-        // The kernel's state, sysctls included, as a thread inside the
-        // namespace sees it.
-        Some(netns) => {
-            tokio::task::spawn_blocking(move || run_async_in_netns(&netns, || report(&args, api))?)
-                .await
-                .map_err(|e| Error::io("status", std::io::Error::other(e.to_string())))??
-        }
-    };
+    // The kernel's state, sysctls included, as a thread inside the
+    // namespace sees it.
+    let netns = args.netns.clone();
+    let report = in_netns_or_here(netns, move || async move { report(&args, api).await }).await?;
     output.print(&report, render)
 }
 
@@ -298,49 +267,6 @@ async fn report(
         cluster: api,
     };
     Ok(report)
-}
-
-fn render_api(v: &ApiView) -> String {
-    let mut out = format!("node {} (from the Kubernetes API)\n", v.node);
-    match (v.plan_generation, &v.plan_mode, &v.phase) {
-        (Some(generation), Some(mode), Some(phase)) => out.push_str(&format!(
-            "plan: generation {generation}, {mode}, phase {phase}\n"
-        )),
-        _ => out.push_str("plan: none published yet\n"),
-    }
-    if !v.blocked.is_empty() {
-        out.push_str(&format!("switch blocked by: {}\n", v.blocked.join(", ")));
-    } else if !v.waiting.is_empty() {
-        out.push_str(&format!("switch waits for: {}\n", v.waiting.join(", ")));
-    }
-    out.push_str(&format!(
-        "this node: applied {}; NetworkUnavailable {}\n",
-        v.applied_annotation.as_deref().unwrap_or("(no annotation)"),
-        v.network_unavailable
-            .as_ref()
-            .map_or("(no condition)".to_string(), |c| {
-                format!(
-                    "{} {} {}",
-                    c.status,
-                    c.reason.as_deref().unwrap_or(""),
-                    c.message
-                        .as_deref()
-                        .map(|m| format!("({m})"))
-                        .unwrap_or_default()
-                )
-                .trim_end()
-                .to_string()
-            })
-    ));
-    out.push_str(&format!(
-        "peers: {} routed, {} left out\n",
-        v.peers_routed,
-        v.peers_left_out.len()
-    ));
-    for (name, why) in &v.peers_left_out {
-        out.push_str(&format!("  left out {name}: {why}\n"));
-    }
-    out
 }
 
 /// Without a cluster file: the VXLAN device's link, or the device of a native route.

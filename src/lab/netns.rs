@@ -134,6 +134,26 @@ where
     })?
 }
 
+/// From async code: `f` inside namespace `name` when one is given (on a
+/// blocking thread, with [`run_async_in_netns`]), else right here.
+pub async fn in_netns_or_here<F, Fut, R>(name: Option<String>, f: F) -> Result<R>
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = Result<R>>,
+    R: Send + 'static,
+{
+    let Some(name) = name else {
+        return f().await;
+    };
+    let netns = name.clone();
+    tokio::task::spawn_blocking(move || run_async_in_netns(&netns, f))
+        .await
+        .map_err(|e| Error::Netns {
+            name,
+            reason: e.to_string(),
+        })??
+}
+
 /// Runs `f` on a scoped thread inside namespace `name`. A panic in `f` comes
 /// back as `Error::Netns` carrying the panic message.
 pub fn run_in_netns<F, R>(name: &str, f: F) -> Result<R>
