@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
+use tokio::time::{Instant, MissedTickBehavior};
 
 use super::metrics::{labels, PeerMetrics};
 use super::probe::{probe, Probed};
@@ -98,15 +99,23 @@ pub async fn run(
     let mut latest = Latest::default();
     let mut round: Arc<Vec<ProbeTarget>> = Arc::new(Vec::new());
     let mut next = 0usize;
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut gap = options.interval;
+    let mut tick = tokio::time::interval(gap);
+    // One ticker across rounds: the first probe of a round waits its gap
+    // after the last of the previous one, as every other probe does.
+    let mut last_sent: Option<Instant> = None;
     loop {
         if next >= round.len() {
             round = targets.borrow_and_update().clone();
             latest.retain(&metrics, &round);
             next = 0;
-            tick = tokio::time::interval(spacing(round.len(), options.interval, options.max_rate));
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let wanted = spacing(round.len(), options.interval, options.max_rate);
+            if wanted != gap {
+                gap = wanted;
+                let start = last_sent.map_or_else(Instant::now, |at| at + gap);
+                tick = tokio::time::interval_at(start, gap);
+            }
+            tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         }
         tokio::select! {
             _ = shutdown.wait_for(|stop| *stop) => return,
@@ -117,6 +126,7 @@ pub async fn run(
                 }
             }
             _ = tick.tick(), if !round.is_empty() => {
+                last_sent = Some(Instant::now());
                 let target = round[next].clone();
                 next += 1;
                 let done_tx = done_tx.clone();

@@ -10,14 +10,12 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::api_view;
 use super::host::NodeArgs;
 use super::output::table;
+use super::source::{Loaded, Source};
 use super::{ConfigArgs, Output};
 use crate::check::{self, verdict, PeerCheck};
-use crate::dataplane::Dataplane;
-use crate::engine;
-use crate::lab::netns::run_async_in_netns;
+use crate::lab::netns::in_netns_or_here;
 use crate::model::Cluster;
 use crate::plan::check::{locate, targets, ProbeTarget};
 use crate::{Error, Result};
@@ -69,16 +67,16 @@ pub struct CheckReport {
 }
 
 pub async fn run(args: CheckArgs) -> Result<()> {
-    let cluster = desired_cluster(&args).await?;
+    let source = Source::from_flags(
+        args.cluster.as_deref(),
+        args.kubeconfig.as_deref(),
+        &args.node,
+        "check",
+    )
+    .await?;
     let output = args.output;
-    let report = match args.netns.clone() {
-        None => check(&args, &cluster).await?,
-        Some(netns) => tokio::task::spawn_blocking(move || {
-            run_async_in_netns(&netns, || check(&args, &cluster))?
-        })
-        .await
-        .map_err(|e| Error::io("check", std::io::Error::other(e.to_string())))??,
-    };
+    let netns = args.netns.clone();
+    let report = in_netns_or_here(netns, move || async move { check(&args, source).await }).await?;
     output.print(&report, render)?;
     let broken = report.checked - report.ok;
     if broken > 0 {
@@ -90,44 +88,19 @@ pub async fn run(args: CheckArgs) -> Result<()> {
     Ok(())
 }
 
-/// The cluster to check against: the file, or the API's view for this node.
-async fn desired_cluster(args: &CheckArgs) -> Result<Cluster> {
-    if let Some(path) = &args.cluster {
-        return Cluster::load(path);
-    }
-    let in_a_pod = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some();
-    if args.kubeconfig.is_none() && !in_a_pod {
-        return Err(Error::invalid(
-            "--cluster",
-            "check needs the cluster: --cluster FILE, --kubeconfig FILE, or run it in the agent's pod",
-        ));
-    }
-    let node = args.node.node.clone().ok_or_else(|| {
-        Error::invalid(
-            "--node",
-            "reading the Kubernetes API needs this node's name (--node or NODE_NAME)",
-        )
-    })?;
-    let (cluster, _) = api_view::read(args.kubeconfig.as_deref(), &node).await?;
-    cluster.ok_or_else(|| {
-        Error::io(
-            "reading the cluster",
-            std::io::Error::other("no plan published yet: nothing to check"),
-        )
-    })
-}
-
-async fn check(args: &CheckArgs, cluster: &Cluster) -> Result<CheckReport> {
-    let config = args.config.config(Some(cluster))?;
-    let mut dp = Dataplane::connect(config)?;
-    let local = engine::local_node(&dp, cluster, args.node.node.as_deref())
-        .await?
-        .clone();
-    let (desired, uplink) = engine::desired_for(&mut dp, cluster, &local).await?;
+async fn check(args: &CheckArgs, source: Source) -> Result<CheckReport> {
+    let Loaded {
+        mut dp,
+        cluster,
+        local,
+        desired,
+        uplink,
+        ..
+    } = source.load(&args.node, &args.config, "checking").await?;
     let mut effective = dp.config().clone();
     cluster.apply_to(&mut effective);
     let all = targets(&desired, &cluster.nodes, &local, &effective, uplink.mtu);
-    let chosen = chosen(all, &args.peers, cluster, &desired.excluded)?;
+    let chosen = chosen(all, &args.peers, &cluster, &desired.excluded)?;
     let timeout = Duration::from_millis(args.timeout_ms);
     let started = Instant::now();
     let probed = check::probe_all(&chosen, args.port, timeout).await;

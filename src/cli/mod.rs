@@ -15,6 +15,7 @@ mod lab;
 mod nodes;
 mod output;
 mod plan;
+mod source;
 mod status;
 mod switch;
 

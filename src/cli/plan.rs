@@ -8,15 +8,15 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use super::api_view::{self, api_node, render_api, ApiDesired, ApiView, Planned};
+use super::api_view::{render_api, ApiView};
 use super::apply::{conflicts_text, families_text, notes_text, steps_table, warnings_text};
-use super::host::{Host, NodeArgs};
+use super::host::NodeArgs;
+use super::source::{Loaded, Source};
 use super::{ConfigArgs, Output};
 use crate::engine::{self, FamilyRoutes};
 use crate::lab::netns::in_netns_or_here;
-use crate::model::Cluster;
 use crate::plan::{RouteKey, Step};
-use crate::{Error, Result};
+use crate::Result;
 
 #[derive(Debug, clap::Args)]
 pub struct PlanArgs {
@@ -62,32 +62,14 @@ pub struct PlanReport {
     pub cluster: Option<ApiView>,
 }
 
-/// Where the desired state comes from.
-enum Source {
-    File(PathBuf),
-    /// What the API said, read before entering `--netns`.
-    Api(Option<Cluster>, Box<ApiView>),
-}
-
 pub async fn run(args: PlanArgs) -> Result<()> {
-    let kubeconfig = args.kubeconfig.as_deref();
-    let source = match (
-        api_node(args.cluster.as_deref(), kubeconfig, &args.node)?,
-        &args.cluster,
-    ) {
-        (Some(node), _) => {
-            let (cluster, view) = api_view::read(kubeconfig, &node).await?;
-            Source::Api(cluster, Box::new(view))
-        }
-        (None, Some(path)) => Source::File(path.clone()),
-        (None, None) => {
-            return Err(Error::invalid(
-                "--cluster",
-                "plan needs a desired state: --cluster FILE, or --kubeconfig FILE \
-                 --node NAME (in an agent pod: its service account and NODE_NAME)",
-            ))
-        }
-    };
+    let source = Source::from_flags(
+        args.cluster.as_deref(),
+        args.kubeconfig.as_deref(),
+        &args.node,
+        "plan",
+    )
+    .await?;
     let output = args.output;
     let netns = args.netns.clone();
     let report =
@@ -97,39 +79,17 @@ pub async fn run(args: PlanArgs) -> Result<()> {
 
 /// The desired state previewed against this kernel.
 async fn report(args: &PlanArgs, source: Source) -> Result<PlanReport> {
-    let (node, mut dp, cluster, desired, view) = match source {
-        Source::File(path) => {
-            let host = Host::load(&path, &args.node, &args.config).await?;
-            (host.local.name, host.dp, host.cluster, host.desired, None)
-        }
-        Source::Api(cluster, view) => {
-            match api_view::desired_state(cluster, *view, &args.config).await? {
-                ApiDesired::Planned(planned) => {
-                    let Planned {
-                        dp,
-                        cluster,
-                        desired,
-                        view,
-                        ..
-                    } = *planned;
-                    (view.node.clone(), dp, cluster, desired, Some(view))
-                }
-                // Nothing to plan: not bad input, the cluster is not there yet.
-                ApiDesired::Unplanned(unplanned) => {
-                    return Err(Error::io(
-                        format!(
-                            "planning node {} from the Kubernetes API",
-                            unplanned.view.node
-                        ),
-                        std::io::Error::other(unplanned.why),
-                    ))
-                }
-            }
-        }
-    };
+    let Loaded {
+        mut dp,
+        cluster,
+        local,
+        desired,
+        view,
+        ..
+    } = source.load(&args.node, &args.config, "planning").await?;
     let outcome = engine::preview(&mut dp, &desired).await?;
     Ok(PlanReport {
-        node,
+        node: local.name,
         mode: cluster.plan.route_mode.to_string(),
         ops: outcome.steps,
         conflicts: outcome.conflicts,
