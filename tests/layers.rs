@@ -25,6 +25,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("engine", 6),
     ("http", 6),
     ("privilege", 6),
+    ("check", 6),
     ("agent", 7),
     ("coordinator", 8),
     ("lab", 9),

@@ -7,6 +7,7 @@ pub mod metrics;
 pub mod periodic;
 pub mod probe;
 pub mod responder;
+pub mod socket;
 pub mod verdict;
 pub mod wire;
 

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tokio::net::UdpSocket;
 
+use super::socket::{overhead, set_df};
 use super::wire::{self, Kind, HEADER_LEN};
-use crate::lab::probe::{overhead, set_df};
 use crate::plan::check::ProbeTarget;
 
 /// Sends of each probe before it counts as lost.

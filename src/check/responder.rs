@@ -22,8 +22,8 @@ use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::watch;
 
+use super::socket::{bind_v6_only, set_df};
 use super::wire;
-use crate::lab::probe::{bind_v6_only, set_df};
 use crate::{Error, Result};
 
 /// Answers per second (both families together) beyond which requests are

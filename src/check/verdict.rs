@@ -7,8 +7,8 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::probe::{Lost, Probed};
+use super::socket::overhead;
 use super::wire::HEADER_LEN;
-use crate::lab::probe::overhead;
 use crate::plan::check::{Break, ProbeTarget, Stage};
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -11,32 +11,21 @@
 
 use std::collections::HashMap;
 use std::io::ErrorKind;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6, UdpSocket};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::netns::run_in_netns;
+use crate::check::socket::{bind_v6_only, set_df};
+pub use crate::check::socket::{overhead, OVERHEAD, OVERHEAD_V6};
 use crate::{Error, Result};
 
-/// IPv4 + UDP header bytes: payload_len + OVERHEAD = IP packet size.
-pub const OVERHEAD: usize = 28;
-/// IPv6 + UDP header bytes (40 + 8): IPv6's [`OVERHEAD`].
-pub const OVERHEAD_V6: usize = 48;
 /// Probe payload header: magic (4 bytes) + sequence number (8 bytes).
 pub const HEADER_LEN: usize = 12;
 const MAGIC: [u8; 4] = *b"prb1";
 const POLL: Duration = Duration::from_millis(50);
-
-/// [`OVERHEAD`] or [`OVERHEAD_V6`], by the family of `ip`.
-pub fn overhead(ip: IpAddr) -> usize {
-    match ip {
-        IpAddr::V4(_) => OVERHEAD,
-        IpAddr::V6(_) => OVERHEAD_V6,
-    }
-}
 
 /// A UDP echo responder bound to 0.0.0.0:port, and to [::]:port where the
 /// namespace has IPv6, inside a namespace, one thread per socket. Stops on
@@ -155,22 +144,6 @@ fn bind_echo(netns: &str, port: u16) -> Result<Vec<UdpSocket>> {
         set_df(sock, false)?;
     }
     Ok(sockets)
-}
-
-/// A UDP socket on `[::]:port` for IPv6 alone: with the default
-/// `bindv6only=0` it would also claim IPv4's port, which the IPv4 socket holds.
-pub(crate) fn bind_v6_only(port: u16) -> std::io::Result<UdpSocket> {
-    use nix::sys::socket::{self, sockopt, AddressFamily, SockFlag, SockType, SockaddrIn6};
-    let fd: OwnedFd = socket::socket(
-        AddressFamily::Inet6,
-        SockType::Datagram,
-        SockFlag::SOCK_CLOEXEC,
-        None,
-    )?;
-    socket::setsockopt(&fd, sockopt::Ipv6V6Only, &true)?;
-    let addr = SockaddrIn6::from(SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, port, 0, 0));
-    socket::bind(fd.as_raw_fd(), &addr)?;
-    Ok(UdpSocket::from(fd))
 }
 
 fn echo_loop(netns: &str, sock: &UdpSocket, stop: &AtomicBool, echoed: &AtomicU64) -> Result<()> {
@@ -383,56 +356,6 @@ pub fn udp_roundtrip(
         payload_len,
         timeout,
     )
-}
-
-pub(crate) fn set_df(sock: &UdpSocket, df: bool) -> Result<()> {
-    let v6 = sock
-        .local_addr()
-        .map_err(|e| Error::io("reading a UDP socket's address", e))?
-        .is_ipv6();
-    let (level, name, option, value) = match (v6, df) {
-        (false, true) => (
-            libc::IPPROTO_IP,
-            libc::IP_MTU_DISCOVER,
-            "IP_MTU_DISCOVER",
-            libc::IP_PMTUDISC_DO,
-        ),
-        (false, false) => (
-            libc::IPPROTO_IP,
-            libc::IP_MTU_DISCOVER,
-            "IP_MTU_DISCOVER",
-            libc::IP_PMTUDISC_DONT,
-        ),
-        (true, true) => (
-            libc::IPPROTO_IPV6,
-            libc::IPV6_MTU_DISCOVER,
-            "IPV6_MTU_DISCOVER",
-            libc::IPV6_PMTUDISC_DO,
-        ),
-        (true, false) => (
-            libc::IPPROTO_IPV6,
-            libc::IPV6_MTU_DISCOVER,
-            "IPV6_MTU_DISCOVER",
-            libc::IPV6_PMTUDISC_DONT,
-        ),
-    };
-    // SAFETY: valid fd owned by `sock`; pointer and length describe a c_int.
-    let rc = unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            level,
-            name,
-            (&value as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        return Err(Error::io(
-            format!("setsockopt({option})"),
-            std::io::Error::last_os_error(),
-        ));
-    }
-    Ok(())
 }
 
 fn probe_payload(seq: u64, len: usize) -> Vec<u8> {
