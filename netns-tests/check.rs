@@ -1,8 +1,9 @@
 //! `podroute check` moves packets over the pods' path to every peer's
-//! agent, and when a path is broken it names where: five peers, five
-//! different breaks (route, FDB entry, neighbour, a stopped agent, an
-//! underlay that drops full-size packets), each found at its place. And the
-//! agent's periodic check exports what it sees.
+//! agent, and when a path is broken it names where: six peers, six
+//! different breaks (route, FDB entry, VTEP neighbour, a stopped agent, an
+//! underlay that drops full-size packets, a peer whose link is down), each
+//! found at its place; native, ipip and IPv6 paths too. And the agent's
+//! periodic check exports what it sees, at its pace.
 
 use std::path::Path;
 use std::process::Command;
@@ -65,7 +66,7 @@ fn check_reaches_every_peer_and_locates_each_kind_of_break() {
     if !have_root() {
         return;
     }
-    let lab = Lab::flat(6);
+    let lab = Lab::flat(7);
     let work = tempfile::tempdir().expect("temp dir");
     let cluster = work.path().join("cluster.yaml");
     let names = lab.names();
@@ -77,8 +78,8 @@ fn check_reaches_every_peer_and_locates_each_kind_of_break() {
 
     let (report, code) = check(&lab, &cluster, "node-1", &[]);
     assert_eq!(code, Some(0), "{report:#}");
-    assert_eq!(report["checked"], 5, "{report:#}");
-    assert_eq!(report["ok"], 5, "{report:#}");
+    assert_eq!(report["checked"], 6, "{report:#}");
+    assert_eq!(report["ok"], 6, "{report:#}");
     let p2 = peer(&report, "node-2");
     assert_eq!(p2["dst"], lab.node("node-2").pod_cidr.network().to_string());
     assert_eq!(p2["dev"], "vxlan.calico");
@@ -109,6 +110,14 @@ fn check_reaches_every_peer_and_locates_each_kind_of_break() {
     );
     agents.remove(3); // node-5's agent: its kernel refuses the probe port
     lab.ip("node-6", &["link", "set", "eth0", "mtu", "1400"]);
+    // node-7's link goes down; its ARP entry on node-1 is gone, as it is
+    // once a node has been away longer than the kernel keeps a stale one.
+    lab.ip("node-7", &["link", "set", "eth0", "down"]);
+    let node7_ip = lab.node("node-7").ip.to_string();
+    lab.ip(
+        "node-1",
+        &["neigh", "flush", "to", &node7_ip, "dev", "eth0"],
+    );
 
     let (report, code) = check(&lab, &cluster, "node-1", &[]);
     eprintln!("{report:#}");
@@ -134,8 +143,14 @@ fn check_reaches_every_peer_and_locates_each_kind_of_break() {
     let (stage, detail) = broken_at(&report, "node-6");
     assert_eq!(stage, "mtu");
     assert!(detail.contains("1450"), "{detail}");
+    let (stage, detail) = broken_at(&report, "node-7");
+    assert_eq!(stage, "neighbour");
+    assert!(
+        detail.contains(&format!("underlay neighbour {node7_ip} on eth0 is")),
+        "{detail}"
+    );
     let took = report["tookMs"].as_u64().unwrap_or(u64::MAX);
-    eprintln!("check located 5 breaks in {took} ms");
+    eprintln!("check located 6 breaks in {took} ms");
 
     // The table names them too.
     let table = Command::new(env!("CARGO_BIN_EXE_podroute"))
@@ -152,7 +167,7 @@ fn check_reaches_every_peer_and_locates_each_kind_of_break() {
         .expect("run podroute check");
     let text = String::from_utf8_lossy(&table.stdout);
     eprintln!("{text}");
-    assert!(text.contains("0 ok, 5 broken"), "{text}");
+    assert!(text.contains("0 ok, 6 broken"), "{text}");
     assert!(text.contains("fdb: no FDB entry"), "{text}");
 
     // --peer narrows the check; a name that is not a peer is bad input.
@@ -179,6 +194,69 @@ fn check_reaches_every_peer_and_locates_each_kind_of_break() {
     for name in ["node-2", "node-3", "node-4"] {
         assert!(peer(&report, name)["broken"].is_null(), "{report:#}");
     }
+}
+
+/// Every peer over the path of the mode in use: the node address and the
+/// uplink MTU in native mode, tunl0 over ipip (where the kernel has it),
+/// and the IPv6 VXLAN device beside the IPv4 one in a dual-stack cluster.
+#[test]
+fn check_follows_the_dataplane_in_use() {
+    if !have_root() {
+        return;
+    }
+    let mut modes = vec![("native", Mode::Native, "eth0", 1500)];
+    if crate::support::have_ipip() {
+        modes.push(("ipip", Mode::Ipip, "tunl0", 1480));
+    }
+    for (name, mode, dev, mtu) in modes {
+        let lab = Lab::flat(3);
+        let work = tempfile::tempdir().expect("temp dir");
+        let cluster = work.path().join("cluster.yaml");
+        write_cluster(&lab, &cluster, name, &["node-1", "node-2", "node-3"]);
+        lab.converge("node-1", &steady(mode));
+        let _agents = start_agents(&lab, &cluster, &["node-2", "node-3"]);
+        let (report, code) = check(&lab, &cluster, "node-1", &[]);
+        assert_eq!(code, Some(0), "{name}: {report:#}");
+        let p = peer(&report, "node-3");
+        let dst = match mode {
+            Mode::Native => lab.node("node-3").ip.to_string(),
+            _ => lab.node("node-3").pod_cidr.network().to_string(),
+        };
+        assert_eq!(p["dst"], dst, "{name}: {p:#}");
+        assert_eq!(p["dev"], dev, "{name}: {p:#}");
+        assert_eq!(p["mtu"], mtu, "{name}: {p:#}");
+        assert_eq!(p["mtuOk"], true, "{name}: {p:#}");
+    }
+
+    let lab = Lab::dual(3);
+    let work = tempfile::tempdir().expect("temp dir");
+    let cluster = work.path().join("cluster.yaml");
+    crate::support::write_dual_cluster(&lab, &cluster, "vxlan");
+    let _agents = start_agents(&lab, &cluster, &["node-1", "node-2", "node-3"]);
+    for node in lab.names() {
+        wait_for("IPv6 routes", Duration::from_secs(20), || {
+            let routes = lab.ip(&node, &["-6", "route", "show", "proto", "91"]);
+            routes
+                .lines()
+                .filter(|l| !l.starts_with("unreachable"))
+                .count()
+                == 2
+        });
+    }
+    let (report, code) = check(&lab, &cluster, "node-1", &[]);
+    assert_eq!(code, Some(0), "{report:#}");
+    assert_eq!(report["checked"], 4, "{report:#}");
+    let v6 = report["peers"]
+        .as_array()
+        .and_then(|peers| {
+            peers
+                .iter()
+                .find(|p| p["peer"] == "node-2" && p["family"] == "ipv6")
+        })
+        .unwrap_or_else(|| panic!("node-2 over IPv6 in {report:#}"));
+    assert_eq!(v6["dev"], "vxlan-v6.calico", "{v6:#}");
+    assert_eq!(v6["mtu"], 1430, "{v6:#}");
+    assert_eq!(v6["mtuOk"], true, "{v6:#}");
 }
 
 #[test]
@@ -267,6 +345,7 @@ fn check_at_5000_peers() {
             dst: node2.into(),
             src: Some(node1.into()),
             mtu: 1450,
+            underlay: Some(lab.node("node-2").ip.into()),
         })
         .collect();
     let counters = |lab: &Lab| {
@@ -358,4 +437,76 @@ fn metrics_text(m: &podroute::check::metrics::PeerMetrics) -> String {
     let mut registry = prometheus_client::registry::Registry::default();
     registry.register("peer_checks", "", m.results.clone());
     podroute::http::encode_registry(&registry)
+}
+
+/// The responder answers a probe from the address it was sent to (so a
+/// connected prober accepts it), as large as the probe, in both families;
+/// it answers nothing else: not a reply (no reflection between two
+/// responders), not a stranger's packet.
+#[test]
+fn the_responder_answers_probes_only_and_from_the_address_probed() {
+    use podroute::check::wire::{self, Kind};
+    use podroute::check::Responder;
+    use std::net::{IpAddr, SocketAddr};
+    use tokio::net::UdpSocket;
+    if !have_root() {
+        return;
+    }
+    let ns = crate::support::scratch_node("prresp");
+    for args in [
+        &["addr", "add", "10.9.9.9/32", "dev", "lo"][..],
+        &["addr", "add", "fd00:9::9/128", "dev", "lo", "nodad"],
+        &["addr", "add", "fd00:8::8/128", "dev", "lo", "nodad"],
+    ] {
+        ns.ip(args).expect("address");
+    }
+    let outcome = podroute::lab::netns::run_async_in_netns(ns.name(), || async {
+        let responder = Responder::bind(0).expect("bind the responder");
+        let port = responder.port();
+        let (_stop, shutdown) = tokio::sync::watch::channel(false);
+        tokio::spawn(responder.run(shutdown));
+        let ask = |to: IpAddr, packet: Vec<u8>| async move {
+            // From another local address: an answer whose source the
+            // kernel picked would come from this one.
+            let from: IpAddr = if to.is_ipv4() {
+                "10.250.0.1"
+            } else {
+                "fd00:8::8"
+            }
+            .parse()
+            .expect("ip");
+            let sock = UdpSocket::bind((from, 0)).await.expect("client socket");
+            sock.send_to(&packet, (to, port)).await.expect("send");
+            let mut buf = vec![0u8; 2048];
+            let answer =
+                tokio::time::timeout(Duration::from_millis(300), sock.recv_from(&mut buf)).await;
+            answer
+                .ok()
+                .map(|r| r.expect("recv"))
+                .map(|(len, from): (usize, SocketAddr)| (buf[..len].to_vec(), from))
+        };
+        let mut seen = Vec::new();
+        for to in ["10.9.9.9", "127.0.0.1", "fd00:9::9", "::1"] {
+            let to: IpAddr = to.parse().expect("ip");
+            let answer = ask(to, wire::encode(Kind::Request, 7, 300)).await;
+            seen.push((to, answer));
+        }
+        let reply = ask(
+            "10.9.9.9".parse().expect("ip"),
+            wire::encode(Kind::Reply, 8, 300),
+        )
+        .await;
+        let stranger = ask("10.9.9.9".parse().expect("ip"), vec![0x42; 100]).await;
+        (seen, reply, stranger)
+    })
+    .expect("in the namespace");
+    let (seen, reply, stranger) = outcome;
+    for (to, answer) in seen {
+        let (packet, from) = answer.unwrap_or_else(|| panic!("no answer from {to}"));
+        assert_eq!(from.ip(), to, "answered from another address");
+        assert_eq!(packet.len(), 300, "answer to {to} cut");
+        assert_eq!(wire::decode(&packet), Some((Kind::Reply, 7)));
+    }
+    assert!(reply.is_none(), "a reply was answered: {reply:?}");
+    assert!(stranger.is_none(), "a stranger was answered: {stranger:?}");
 }

@@ -65,6 +65,23 @@ pub fn verdict(
     }
 }
 
+/// When ARP or NDP for the peer's node address failed (or is still
+/// trying), that is where the path breaks. `states`: (device, state) of the
+/// kernel's entries for `target.underlay`.
+pub fn underlay_break(target: &ProbeTarget, states: &[(String, String)]) -> Option<Break> {
+    let ip = target.underlay?;
+    let (dev, state) = states
+        .iter()
+        .find(|(_, state)| state == "failed" || state == "incomplete")?;
+    Some(Break::new(
+        Stage::Neighbour,
+        format!(
+            "the underlay neighbour {ip} on {dev} is {state}: nothing answers ARP/NDP for it (is {} or its link down?)",
+            target.peer
+        ),
+    ))
+}
+
 fn mtu_break(target: &ProbeTarget, lost: &Lost) -> Break {
     let mtu = target.mtu;
     let small = HEADER_LEN + overhead(target.dst);
@@ -119,6 +136,7 @@ mod tests {
             dst: "10.244.2.0".parse().expect("ip"),
             src: Some("10.244.1.0".parse().expect("ip")),
             mtu: 1450,
+            underlay: Some("10.250.0.2".parse().expect("ip")),
         }
     }
 
@@ -161,6 +179,17 @@ mod tests {
         assert!(!c.reachable);
         assert_eq!(c.mtu_ok, None);
         assert_eq!(c.broken, Some(located));
+    }
+
+    #[test]
+    fn an_unresolved_underlay_neighbour_is_where_it_breaks() {
+        let states = |s: &str| vec![("eth0".to_string(), s.to_string())];
+        let b = underlay_break(&target(), &states("failed")).expect("broken");
+        assert_eq!(b.stage, Stage::Neighbour);
+        assert!(b.detail.contains("10.250.0.2 on eth0 is failed"), "{b:?}");
+        assert!(underlay_break(&target(), &states("incomplete")).is_some());
+        assert_eq!(underlay_break(&target(), &states("reachable")), None);
+        assert_eq!(underlay_break(&target(), &[]), None);
     }
 
     #[test]

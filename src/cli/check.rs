@@ -14,6 +14,7 @@ use super::host::NodeArgs;
 use super::output::table;
 use super::source::{Loaded, Source};
 use super::{ConfigArgs, Output};
+use crate::check::verdict::underlay_break;
 use crate::check::{self, verdict, PeerCheck};
 use crate::lab::netns::in_netns_or_here;
 use crate::model::Cluster;
@@ -110,17 +111,17 @@ async fn check(args: &CheckArgs, source: Source) -> Result<CheckReport> {
         true => Some(dp.observe(std::iter::empty()).await?),
         false => None,
     };
-    let peers: Vec<PeerCheck> = chosen
-        .iter()
-        .zip(&probed)
-        .map(|(t, p)| {
-            let located = observed
-                .as_ref()
-                .filter(|_| p.small.is_err())
-                .and_then(|o| locate(t, &desired, o));
-            verdict(t, p, located, args.port, timeout)
-        })
-        .collect();
+    let mut peers = Vec::with_capacity(chosen.len());
+    for (t, p) in chosen.iter().zip(&probed) {
+        let mut located = observed
+            .as_ref()
+            .filter(|_| p.small.is_err())
+            .and_then(|o| locate(t, &desired, o));
+        if let (None, Err(_), Some(ip)) = (&located, &p.small, t.underlay) {
+            located = underlay_break(t, &dp.neighbour_states(ip).await?);
+        }
+        peers.push(verdict(t, p, located, args.port, timeout));
+    }
     for p in peers.iter().filter(|p| !p.ok()) {
         tracing::debug!(peer = %p.peer, family = p.family, broken = ?p.broken, "broken path");
     }

@@ -149,6 +149,22 @@ impl Dataplane {
             .collect())
     }
 
+    /// How far ARP or NDP got for `ip`: (device, state) of each entry the
+    /// kernel has for it, e.g. `("eth0", "failed")`.
+    pub async fn neighbour_states(&mut self, ip: IpAddr) -> Result<Vec<(String, String)>> {
+        self.count(1);
+        self.refresh_links().await?;
+        let states = neighbours::states_of(&self.handle, ip).await?;
+        Ok(states
+            .into_iter()
+            .map(|(index, state)| {
+                let dev = self.links.iter().find(|l| l.index == index);
+                let name = dev.map_or_else(|| format!("if{index}"), |l| l.name.clone());
+                (name, format!("{state:?}").to_lowercase())
+            })
+            .collect())
+    }
+
     /// The interface that holds each of `node_ips`, from one read of the
     /// links and addresses.
     pub async fn uplinks(&mut self, node_ips: &[IpAddr]) -> Result<Vec<Uplink>> {

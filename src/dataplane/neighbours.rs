@@ -3,6 +3,8 @@
 
 use std::net::IpAddr;
 
+use futures::TryStreamExt;
+
 use rtnetlink::packet_core::{NlasIterator, ParseableParametrized};
 use rtnetlink::packet_route::neighbour::NeighbourHeader;
 use rtnetlink::packet_route::neighbour::{
@@ -18,6 +20,36 @@ use crate::plan::{Fdb, Neigh};
 use crate::Result;
 
 pub(super) const NUD_PERMANENT: u16 = 0x80;
+
+/// The kernel's entries for `ip` on any device, resolved or not, as
+/// (ifindex, state): how far ARP or NDP got for a next hop.
+pub async fn states_of(handle: &Handle, ip: IpAddr) -> Result<Vec<(u32, NeighbourState)>> {
+    let family = match ip {
+        IpAddr::V4(_) => AddressFamily::Inet,
+        IpAddr::V6(_) => AddressFamily::Inet6,
+    };
+    let mut entries = handle
+        .neighbours()
+        .get()
+        .set_address_family(family)
+        .execute();
+    let mut out = Vec::new();
+    while let Some(msg) = entries
+        .try_next()
+        .await
+        .map_err(nl_err(|| format!("reading the neighbour entry of {ip}")))?
+    {
+        let dst = msg.attributes.iter().find_map(|a| match a {
+            NeighbourAttribute::Destination(NeighbourAddress::Inet(v4)) => Some(IpAddr::V4(*v4)),
+            NeighbourAttribute::Destination(NeighbourAddress::Inet6(v6)) => Some(IpAddr::V6(*v6)),
+            _ => None,
+        });
+        if dst == Some(ip) {
+            out.push((msg.header.ifindex, msg.header.state));
+        }
+    }
+    Ok(out)
+}
 /// `struct ndmsg`, before the attributes.
 const NDMSG_LEN: usize = 12;
 

@@ -40,6 +40,9 @@ pub struct ProbeTarget {
     pub src: Option<IpAddr>,
     /// The largest IP packet a pod may send on this route: the DF probe's size.
     pub mtu: u32,
+    /// The peer's node address the packet leaves this node for: the next
+    /// hop of a native or ipip route, the FDB destination over VXLAN.
+    pub underlay: Option<IpAddr>,
 }
 
 /// Every peer address `desired` routes, in route order. `uplink_mtu` is the
@@ -61,6 +64,7 @@ pub fn targets(
                 .iter()
                 .find(|n| n.name != local.name && n.pod_cidrs.contains(&cidr))?;
             let tunnel = is_tunnel(config, &route.dev);
+            let underlay = underlay(desired, route);
             let (dst, src) = if tunnel {
                 let own = local
                     .pod_cidrs
@@ -80,9 +84,21 @@ pub fn targets(
                 dst,
                 src,
                 mtu: route.mtu.unwrap_or(uplink_mtu),
+                underlay,
             })
         })
         .collect()
+}
+
+/// The node address a packet on `route` goes to: over VXLAN the FDB entry
+/// of the next hop's MAC, else the next hop itself (a native or ipip route
+/// goes via the peer's node address).
+fn underlay(desired: &Desired, route: &Route) -> Option<IpAddr> {
+    let via = route.via?;
+    match desired.neighs.get(&via) {
+        Some(neigh) if neigh.dev == route.dev => desired.fdb.get(&neigh.mac).map(|f| f.dst),
+        _ => Some(via),
+    }
 }
 
 fn is_tunnel(config: &Config, dev: &str) -> bool {

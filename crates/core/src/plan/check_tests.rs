@@ -75,11 +75,16 @@ fn over_vxlan_a_probe_goes_tunnel_address_to_tunnel_address_at_the_tunnel_mtu() 
     assert_eq!(t[0].dev, "vxlan.calico");
     assert!(t[0].tunnel);
     assert_eq!(t[0].mtu, 1450);
+    assert_eq!(
+        t[0].underlay,
+        Some(IpAddr::V4(Ipv4Addr::new(10, 250, 0, 2)))
+    );
     let six: Vec<_> = all.iter().filter(|t| t.family == "ipv6").collect();
     assert_eq!(six.len(), 2, "{all:#?}");
     assert_eq!(six[0].dst, "fd00:244:2::".parse::<Ipv6Addr>().expect("ip6"));
     assert_eq!(six[0].dev, "vxlan-v6.calico");
     assert_eq!(six[0].mtu, 1430);
+    assert_eq!(six[0].underlay, Some("fd00:250::2".parse().expect("ip6")));
 }
 
 #[test]
@@ -91,6 +96,7 @@ fn over_ipip_a_probe_goes_to_the_peers_tunnel_address_via_its_node() {
     assert_eq!(t.via, Some(IpAddr::V4(Ipv4Addr::new(10, 250, 0, 2))));
     assert_eq!(t.dev, "tunl0");
     assert_eq!(t.mtu, 1480);
+    assert_eq!(t.underlay, t.via);
 }
 
 #[test]
@@ -103,6 +109,7 @@ fn native_probes_go_to_the_next_hop_of_the_pod_route_at_the_uplink_mtu() {
     assert!(!t.tunnel);
     assert_eq!(t.dev, "eth0");
     assert_eq!(t.mtu, 1500);
+    assert_eq!(t.underlay, Some(t.dst));
 }
 
 #[test]
