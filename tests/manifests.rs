@@ -309,6 +309,16 @@ fn variants_render_as_kustomize_does_and_keep_the_agent_contract() {
     assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
     assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
     assert_eq!(c["livenessProbe"]["httpGet"]["port"], 9469);
+    // The check responder: one port for the agent and `podroute check` in
+    // the pod, declared so that a second agent on the node cannot be scheduled.
+    assert_eq!(
+        entry(c, "env", "name", "PODROUTE_CHECK_PORT"),
+        Some(&json!({"name": "PODROUTE_CHECK_PORT", "value": "9471"}))
+    );
+    assert_eq!(
+        entry(c, "ports", "name", "check"),
+        Some(&json!({"name": "check", "containerPort": 9471, "protocol": "UDP"}))
+    );
     let mounts: Vec<&str> = c["volumeMounts"]
         .as_array()
         .unwrap()
