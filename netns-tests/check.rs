@@ -366,6 +366,7 @@ fn check_at_5000_peers() {
             .collect();
         f[11] + f[12]
     };
+    let targets_copy = targets.clone();
     let metrics = PeerMetrics::register(&mut prometheus_client::registry::Registry::default());
     let answering_before = crate::support::cpu_ticks(responder.child.id());
     let (tx0, rx0) = counters(&lab);
@@ -389,6 +390,21 @@ fn check_at_5000_peers() {
     })
     .expect("prober in node-1");
     let (tx1, rx1) = counters(&lab);
+    // What `podroute check` does: all 5000 at once (256 in flight).
+    let all = targets_copy;
+    let (one_shot, answered) =
+        podroute::lab::netns::run_async_in_netns(&netns, move || async move {
+            let started = Instant::now();
+            let probed =
+                podroute::check::probe_all(&all, DEFAULT_PORT, podroute::check::PROBE_TIMEOUT)
+                    .await;
+            let answered = probed
+                .iter()
+                .filter(|p| p.small.is_ok() && p.full.is_ok())
+                .count();
+            (started.elapsed(), answered)
+        })
+        .expect("one-shot check in node-1");
     let answering = crate::support::cpu_ticks(responder.child.id()) - answering_before;
     let secs = WINDOW.as_secs_f64();
     let hz = 100.0; // USER_HZ
@@ -426,6 +442,7 @@ fn check_at_5000_peers() {
         (tx1 - tx0) as f64 / secs,
         (rx1 - rx0) as f64 / secs
     );
+    eprintln!("  one-shot check of all {PEERS}: {one_shot:?}, {answered} answered at full size");
     eprintln!(
         "  /metrics with {PEERS} peers: {} KiB, encoded in {:?}",
         render.0 / 1024,
