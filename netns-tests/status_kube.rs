@@ -126,26 +126,27 @@ fn status_reads_the_agents_desired_state_from_the_api_and_writes_nothing() {
     assert_eq!(c["peersRouted"], 2);
     assert_eq!(c["peersLeftOut"], serde_json::json!({}));
 
-    // A peer the agents refuse: its pod CIDR overlaps node-2's (and its
-    // name sorts after node-2's: the first in name order keeps a CIDR).
+    // A peer the agents refuse: its pod CIDR overlaps node-2's. Its name
+    // sorts before node-2's, but node-2 was there first and keeps its CIDR.
     let node2_cidr = lab.node("node-2").pod_cidr.to_string();
-    let bad = kube_node("zz-bad", "10.250.0.99", &node2_cidr);
+    let bad = kube_node("aaa-bad", "10.250.0.99", &node2_cidr);
     rt.block_on(Api::<Node>::all(client.clone()).create(&PostParams::default(), &bad))
-        .expect("create zz-bad");
+        .expect("create aaa-bad");
     let mut last = Value::Null;
     let left_out = (0..100).any(|_| {
         last = status(&lab, &agent_sa.kubeconfig, "node-1");
-        let found = last["cluster"]["peersLeftOut"]["zz-bad"].is_string();
+        let found = last["cluster"]["peersLeftOut"]["aaa-bad"].is_string();
         if !found {
             std::thread::sleep(Duration::from_millis(100));
         }
         found
     });
-    assert!(left_out, "zz-bad not shown as left out: {last:#}");
-    let why = last["cluster"]["peersLeftOut"]["zz-bad"]
+    assert!(left_out, "aaa-bad not shown as left out: {last:#}");
+    let why = last["cluster"]["peersLeftOut"]["aaa-bad"]
         .as_str()
         .unwrap_or_default();
     assert!(why.contains("podCIDR"), "the reason names the field: {why}");
+    assert_eq!(last["cluster"]["peersRouted"], 2, "node-2 stays routed: {last:#}");
 
     // Drift: node-1's agent stops, someone deletes its route to node-2.
     drop(agents.remove(0));
@@ -165,12 +166,12 @@ fn status_reads_the_agents_desired_state_from_the_api_and_writes_nothing() {
         .any(|op| op["op"] == "replace-route" && op["route"]["key"]["dst"] == node2_cidr.as_str());
     assert!(adds_route, "plan adds the route to node-2: {p:#}");
     assert_eq!(p["cluster"]["planGeneration"], 1, "{p:#}");
-    assert!(p["peersLeftOut"]["zz-bad"].is_string(), "{p:#}");
+    assert!(p["peersLeftOut"]["aaa-bad"].is_string(), "{p:#}");
     let text = plan_command(&lab, &agent_sa.kubeconfig, "node-1", "table");
     let text = String::from_utf8_lossy(&text.stdout);
     eprintln!("{text}");
     assert!(text.contains("plan: generation 1, vxlan"), "{text}");
-    assert!(text.contains("left out zz-bad"), "{text}");
+    assert!(text.contains("left out aaa-bad"), "{text}");
     assert!(text.contains(&node2_cidr), "{text}");
     let routes = our_routes(&lab, "node-1");
     assert!(

@@ -71,6 +71,7 @@ mod tests {
             report,
             network_status,
             facts: Default::default(),
+            created: None,
         }
     }
 

@@ -320,6 +320,19 @@ impl State {
 
     /// The nodes snapshots are made of: every Node; or every record, with
     /// the agent's own Node in place of its own record.
+    /// When a node's routing facts first appeared: its record's creation
+    /// where peers come from records (the own node's too, so every agent
+    /// orders nodes alike), else its Node's.
+    fn created<'a>(&'a self, name: &str, fields: &'a RoutingFields) -> Option<&'a str> {
+        let record = match &self.peers {
+            Peers::Records { .. } => self.records.entries.get(name),
+            _ => None,
+        };
+        record
+            .and_then(|r| r.fields.created.as_deref())
+            .or(fields.created.as_deref())
+    }
+
     fn routed(&self) -> Vec<(&String, &RoutingFields)> {
         let Peers::Records { own } = &self.peers else {
             return (self.nodes.entries.iter())
@@ -364,25 +377,34 @@ impl State {
         if !self.synced() {
             return None;
         }
-        let mut nodes: Vec<ReportedNode> = (self.routed().into_iter())
-            .filter_map(|(_, fields)| {
-                let node = fields.node.as_ref().ok()?;
-                Some(ReportedNode {
-                    node: node.clone(),
-                    ready: fields.ready,
-                    report: fields.report.clone(),
+        let (mut nodes, created): (Vec<ReportedNode>, Vec<Option<&str>>) =
+            (self.routed().into_iter())
+                .filter_map(|(name, fields)| {
+                    let node = fields.node.as_ref().ok()?;
+                    let reported = ReportedNode {
+                        node: node.clone(),
+                        ready: fields.ready,
+                        report: fields.report.clone(),
+                    };
+                    Some((reported, self.created(name, fields)))
                 })
-            })
-            .collect();
+                .unzip();
+        // Of two nodes that clash, the one known longest keeps what they
+        // clash over: a newcomer (misconfigured or hostile) never takes an
+        // established node's pod CIDR, whatever its name. Same second: by name.
+        let mut order: Vec<usize> = (0..nodes.len()).collect();
+        order.sort_by_key(|&i| (created[i].is_none(), created[i], &nodes[i].node.name));
+        let by_age: Vec<&ReportedNode> = order.iter().map(|&i| &nodes[i]).collect();
         let mut conflicts = HashMap::new();
         let mut keep = vec![true; nodes.len()];
-        for c in cross_node_conflicts(&nodes) {
-            keep[c.index] = false;
+        for c in cross_node_conflicts(&by_age) {
+            let index = order[c.index];
+            keep[index] = false;
             let why = LeftOut::Invalid {
                 field: node_field(c.field),
                 reason: c.reason,
             };
-            conflicts.insert(nodes[c.index].node.name.clone(), why);
+            conflicts.insert(nodes[index].node.name.clone(), why);
         }
         for (name, why) in &conflicts {
             if self.conflicts.get(name) != Some(why) {
@@ -604,6 +626,88 @@ mod tests {
             "{:?}",
             state.invalid_nodes()
         );
+    }
+
+    /// A Node or record (`kind`) created at `created`.
+    fn created_at(kind: Watched, name: &str, created: &str, ip: &str, cidr: &str) -> KubeNode {
+        let metadata = json!({"name": name, "uid": format!("uid-{name}"), "resourceVersion": "1",
+                              "creationTimestamp": created,
+                              "ownerReferences": [{"apiVersion": "v1", "kind": "Node", "name": name, "uid": format!("uid-{name}")}]});
+        match kind {
+            Watched::Records => {
+                let view: super::super::view::RecordView = serde_json::from_value(
+                    json!({"metadata": metadata, "spec": {"nodeIPs": [ip], "podCIDRs": [cidr]}}),
+                )
+                .unwrap();
+                KubeNode::from(view)
+            }
+            _ => serde_json::from_value(json!({
+                "metadata": metadata,
+                "spec": {"podCIDRs": [cidr]},
+                "status": {"addresses": [{"type": "InternalIP", "address": ip}]},
+            }))
+            .unwrap(),
+        }
+    }
+
+    const EARLY: &str = "2026-01-01T00:00:00Z";
+    const LATE: &str = "2026-06-01T00:00:00Z";
+
+    #[test]
+    fn an_established_node_keeps_its_pod_cidr_against_a_newcomer_of_any_name() {
+        let mut state = State::default();
+        state.set_routing(Some(routing()));
+        let node =
+            |name, created, ip| created_at(Watched::Nodes, name, created, ip, "10.244.2.0/24");
+        state.replace(
+            Watched::Nodes,
+            vec![
+                node("node-2", EARLY, "10.251.0.2"),
+                // Sorts first by name, came last.
+                node("aaa", LATE, "10.251.0.9"),
+            ],
+        );
+        let s = state.snapshot().unwrap();
+        assert_eq!(names(&s), ["node-2"]);
+        let why = &state.invalid_nodes()["aaa"];
+        assert!(why.contains("node-2"), "{why}");
+        // Created in the same second: the name decides, as before.
+        state.replace(
+            Watched::Nodes,
+            vec![
+                node("b1", EARLY, "10.251.0.2"),
+                node("b0", EARLY, "10.251.0.9"),
+            ],
+        );
+        assert_eq!(names(&state.snapshot().unwrap()), ["b0"]);
+    }
+
+    #[test]
+    fn with_records_every_agent_orders_nodes_by_their_records_own_one_included() {
+        let mut state = State::new(Peers::Records { own: "aaa".into() });
+        state.set_routing(Some(routing()));
+        let cidr = "10.244.2.0/24";
+        state.replace(
+            Watched::Records,
+            vec![
+                created_at(Watched::Records, "node-2", EARLY, "10.251.0.2", cidr),
+                created_at(Watched::Records, "aaa", LATE, "10.251.0.9", cidr),
+            ],
+        );
+        // Its own Node claims to be older than node-2's record: the records
+        // decide, as they do on every other agent.
+        state.replace(
+            Watched::Nodes,
+            vec![created_at(
+                Watched::Nodes,
+                "aaa",
+                "2025-01-01T00:00:00Z",
+                "10.251.0.9",
+                cidr,
+            )],
+        );
+        assert_eq!(names(&state.snapshot().unwrap()), ["node-2"]);
+        assert!(state.invalid_nodes().contains_key("aaa"));
     }
 
     fn keep(name: &str, write: KeepWrite, cidr: &str) -> RecordWrite {

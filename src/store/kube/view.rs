@@ -107,6 +107,10 @@ pub struct RoutingFields {
     /// The routing facts as read, unvalidated: what the Node's
     /// `PodrouteNode` record must hold.
     pub facts: PodrouteNodeSpec,
+    /// `metadata.creationTimestamp` as the API server writes it (RFC 3339,
+    /// UTC, whole seconds), so text order is time order: of two nodes
+    /// claiming the same pod CIDR, the one known longest keeps it.
+    pub created: Option<String>,
 }
 
 /// A Node, projected while it is parsed. Only `metadata.name`,
@@ -168,6 +172,7 @@ struct RawRecord {
 struct RawRecordMeta {
     name: Option<String>,
     resource_version: Option<String>,
+    creation_timestamp: Option<String>,
     owner_references: Vec<RawOwner>,
 }
 
@@ -198,6 +203,7 @@ impl From<RawRecord> for RecordView {
                 },
                 network_status: CondStatus::Absent,
                 facts,
+                created: raw.metadata.creation_timestamp,
             },
             metadata: ObjectMeta {
                 name: Some(name),
@@ -223,6 +229,7 @@ struct RawMeta {
     name: Option<String>,
     uid: Option<String>,
     resource_version: Option<String>,
+    creation_timestamp: Option<String>,
     annotations: Option<AppliedAnnotation>,
 }
 
@@ -330,6 +337,7 @@ impl From<RawNode> for KubeNode {
                     node_ips,
                     pod_cidrs,
                 },
+                created: raw.metadata.creation_timestamp,
             },
         }
     }
