@@ -146,7 +146,10 @@ fn status_reads_the_agents_desired_state_from_the_api_and_writes_nothing() {
         .as_str()
         .unwrap_or_default();
     assert!(why.contains("podCIDR"), "the reason names the field: {why}");
-    assert_eq!(last["cluster"]["peersRouted"], 2, "node-2 stays routed: {last:#}");
+    assert_eq!(
+        last["cluster"]["peersRouted"], 2,
+        "node-2 stays routed: {last:#}"
+    );
 
     // Drift: node-1's agent stops, someone deletes its route to node-2.
     drop(agents.remove(0));

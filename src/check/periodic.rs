@@ -1,6 +1,6 @@
 //! The agent's periodic check: every peer the plan routes, probed once per
 //! interval, at a bounded rate. At 5000 peers and the defaults (60 s, at
-//! most 100 probes pairs a second) a round takes 60 s: 83 pairs of probes
+//! most 100 peers a second) a round takes 60 s: 83 pairs of probes
 //! a second, each answered, so about 330 packets a second in and out.
 
 use std::collections::HashMap;
