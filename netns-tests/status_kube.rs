@@ -129,6 +129,9 @@ fn status_reads_the_agents_desired_state_from_the_api_and_writes_nothing() {
     // A peer the agents refuse: its pod CIDR overlaps node-2's. Its name
     // sorts before node-2's, but node-2 was there first and keeps its CIDR.
     let node2_cidr = lab.node("node-2").pod_cidr.to_string();
+    // Creation times have whole seconds, and within one the name decides:
+    // aaa-bad comes in a later second than node-2's record.
+    std::thread::sleep(Duration::from_millis(1100));
     let bad = kube_node("aaa-bad", "10.250.0.99", &node2_cidr);
     rt.block_on(Api::<Node>::all(client.clone()).create(&PostParams::default(), &bad))
         .expect("create aaa-bad");
