@@ -51,10 +51,7 @@ impl Kernel for Dataplane {
         Box::pin(async move {
             self.last_desired = None;
             let (desired, uplink) = engine::desired_for(self, cluster, node).await?;
-            let mut config = self.config().clone();
-            cluster.apply_to(&mut config);
-            self.last_probe_targets =
-                check::targets(&desired, &cluster.nodes, node, &config, uplink.mtu);
+            self.last_probe_targets = check::targets(&desired, &cluster.nodes, node, uplink.mtu);
             self.last_uplink = Some(uplink.name);
             let outcome = engine::converge(self, &desired).await?;
             self.last_desired = Some(desired);

@@ -98,9 +98,7 @@ async fn check(args: &CheckArgs, source: Source) -> Result<CheckReport> {
         uplink,
         ..
     } = source.load(&args.node, &args.config, "checking").await?;
-    let mut effective = dp.config().clone();
-    cluster.apply_to(&mut effective);
-    let all = targets(&desired, &cluster.nodes, &local, &effective, uplink.mtu);
+    let all = targets(&desired, &cluster.nodes, &local, uplink.mtu);
     let chosen = chosen(all, &args.peers, &cluster, &desired.excluded)?;
     let timeout = Duration::from_millis(args.timeout_ms);
     let started = Instant::now();

@@ -10,13 +10,14 @@
 //! native mode). Each probe is as large as the route lets a pod's packet
 //! be, with DF set: the MTU is checked on the way.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 
 use ipnetwork::IpNetwork;
 use serde::Serialize;
 
 use crate::model::address::family_name;
-use crate::model::{Config, Node};
+use crate::model::Node;
 
 use super::state::{Desired, Observed, Route, RouteKind};
 
@@ -51,19 +52,25 @@ pub fn targets(
     desired: &Desired,
     nodes: &[Node],
     local: &Node,
-    config: &Config,
     uplink_mtu: u32,
 ) -> Vec<ProbeTarget> {
+    // One lookup per route: a cluster of 5000 is planned every pass. The
+    // first node holding a CIDR owns it, as in the node list.
+    let mut owners: HashMap<&IpNetwork, &Node> = HashMap::with_capacity(nodes.len());
+    for n in nodes.iter().filter(|n| n.name != local.name) {
+        for cidr in &n.pod_cidrs {
+            owners.entry(cidr).or_insert(n);
+        }
+    }
+    let tunnels = tunnel_devices(desired);
     desired
         .routes
         .values()
         .filter(|r| r.kind == RouteKind::Unicast)
         .filter_map(|route| {
             let cidr = route.key.dst;
-            let peer = nodes
-                .iter()
-                .find(|n| n.name != local.name && n.pod_cidrs.contains(&cidr))?;
-            let tunnel = is_tunnel(config, &route.dev);
+            let peer = owners.get(&cidr)?;
+            let tunnel = tunnels.contains(&route.dev.as_str());
             let underlay = underlay(desired, route);
             let (dst, src) = if tunnel {
                 let own = local
@@ -101,14 +108,13 @@ fn underlay(desired: &Desired, route: &Route) -> Option<IpAddr> {
     }
 }
 
-fn is_tunnel(config: &Config, dev: &str) -> bool {
-    [
-        &config.ipip_device,
-        &config.vxlan_device,
-        &config.vxlan6_device,
-    ]
-    .iter()
-    .any(|d| *d == dev)
+/// The tunnel devices the plan holds: a route through one is tunnelled.
+fn tunnel_devices(desired: &Desired) -> Vec<&str> {
+    let vxlans = [&desired.vxlan, &desired.vxlan6].into_iter().flatten();
+    vxlans
+        .map(|d| d.name.as_str())
+        .chain(desired.ipip.iter().map(|d| d.name.as_str()))
+        .collect()
 }
 
 /// Where along the path a probe was lost.

@@ -42,13 +42,7 @@ fn plan_of(mode: Mode, nodes: &[Node]) -> Desired {
 }
 
 fn targets_of(mode: Mode, nodes: &[Node]) -> Vec<ProbeTarget> {
-    targets(
-        &plan_of(mode, nodes),
-        nodes,
-        &nodes[0],
-        &Config::default(),
-        1500,
-    )
+    targets(&plan_of(mode, nodes), nodes, &nodes[0], 1500)
 }
 
 /// The kernel after applying `desired` to nothing.
@@ -132,7 +126,7 @@ fn a_converged_node_holds_every_path() {
         let nodes = [node(1), node(2), node(3)];
         let desired = plan_of(mode, &nodes);
         let observed = converged(&desired);
-        for t in targets(&desired, &nodes, &nodes[0], &Config::default(), 1500) {
+        for t in targets(&desired, &nodes, &nodes[0], 1500) {
             assert_eq!(locate(&t, &desired, &observed), None, "{mode} {t:?}");
         }
     }
@@ -142,7 +136,7 @@ fn vxlan_node2() -> (Desired, Observed, ProbeTarget) {
     let nodes = [node(1), node(2), node(3)];
     let desired = plan_of(Mode::Vxlan, &nodes);
     let observed = converged(&desired);
-    let t = targets(&desired, &nodes, &nodes[0], &Config::default(), 1500)
+    let t = targets(&desired, &nodes, &nodes[0], 1500)
         .into_iter()
         .find(|t| t.peer == "node-2" && t.family == "ipv4")
         .expect("target");
@@ -232,7 +226,7 @@ fn the_ipv6_path_has_its_own_neighbour_and_fdb_entry() {
     let desired = plan_of(Mode::Vxlan, &nodes);
     let mut observed = converged(&desired);
     observed.fdb.remove(&Mac::for_node_v6("node-2"));
-    let broken: Vec<_> = targets(&desired, &nodes, &nodes[0], &Config::default(), 1500)
+    let broken: Vec<_> = targets(&desired, &nodes, &nodes[0], 1500)
         .iter()
         .map(|t| (t.family, locate(t, &desired, &observed).map(|b| b.stage)))
         .collect();
@@ -276,7 +270,7 @@ proptest! {
                 Stage::Fdb
             }
         };
-        for t in targets(&desired, &nodes, &nodes[0], &Config::default(), 1500) {
+        for t in targets(&desired, &nodes, &nodes[0], 1500) {
             let found = locate(&t, &desired, &observed).map(|b| b.stage);
             let through_victim = t.peer == format!("node-{victim}");
             // The IPv6 path has its own route, neighbour and MAC.
