@@ -10,7 +10,7 @@
 //! [`MAX_REPLIES_PER_SECOND`] leave per second: no use as an amplifier.
 
 use std::io::{IoSlice, IoSliceMut};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket as StdUdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
@@ -22,7 +22,7 @@ use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::watch;
 
-use super::socket::{bind_v6_only, set_df};
+use super::socket::{bind_both_families, set_df};
 use super::wire;
 use crate::{Error, Result};
 
@@ -42,26 +42,11 @@ pub struct Responder {
 impl Responder {
     /// Bind now (a taken port is a start-up error). Inside a tokio runtime.
     pub fn bind(port: u16) -> Result<Responder> {
-        let what = |family: &str| format!("binding the check responder to UDP {family}:{port}");
-        let v4 = StdUdpSocket::bind((Ipv4Addr::UNSPECIFIED, port))
-            .map_err(|e| Error::io(what("0.0.0.0"), e))?;
-        let port = v4
+        let std_sockets = bind_both_families(port, "the check responder")?;
+        let port = std_sockets[0]
             .local_addr()
             .map_err(|e| Error::io("check responder address", e))?
             .port();
-        let mut std_sockets = vec![v4];
-        match bind_v6_only(port) {
-            Ok(v6) => std_sockets.push(v6),
-            Err(e)
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc::EAFNOSUPPORT | libc::EADDRNOTAVAIL)
-                ) =>
-            {
-                tracing::debug!("check responder: no IPv6 on this host");
-            }
-            Err(e) => return Err(Error::io(what("[::]"), e)),
-        }
         let mut sockets = Vec::new();
         for sock in std_sockets {
             let v6 = sock.local_addr().is_ok_and(|a| a.is_ipv6());

@@ -10,9 +10,35 @@ pub const OVERHEAD: usize = 28;
 /// IPv6 + UDP header bytes (40 + 8): IPv6's [`OVERHEAD`].
 pub const OVERHEAD_V6: usize = 48;
 
+/// UDP sockets on `0.0.0.0:port` and, where the host has IPv6, on
+/// `[::]:port`: one port for both families (port 0: a free one, that of the
+/// IPv4 socket, which comes first). `what` names the sockets in errors.
+pub fn bind_both_families(port: u16, what: &str) -> Result<Vec<UdpSocket>> {
+    let v4 = UdpSocket::bind((std::net::Ipv4Addr::UNSPECIFIED, port))
+        .map_err(|e| Error::io(format!("{what}: binding UDP 0.0.0.0:{port}"), e))?;
+    let port = v4
+        .local_addr()
+        .map_err(|e| Error::io(format!("{what}: socket address"), e))?
+        .port();
+    let mut sockets = vec![v4];
+    match bind_v6_only(port) {
+        Ok(v6) => sockets.push(v6),
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::EAFNOSUPPORT | libc::EADDRNOTAVAIL)
+            ) =>
+        {
+            tracing::debug!(what, error = %e, "IPv4 only: no IPv6 here");
+        }
+        Err(e) => return Err(Error::io(format!("{what}: binding UDP [::]:{port}"), e)),
+    }
+    Ok(sockets)
+}
+
 /// A UDP socket on `[::]:port` for IPv6 alone: with the default
 /// `bindv6only=0` it would also claim IPv4's port, which the IPv4 socket holds.
-pub fn bind_v6_only(port: u16) -> std::io::Result<UdpSocket> {
+fn bind_v6_only(port: u16) -> std::io::Result<UdpSocket> {
     use nix::sys::socket::{self, sockopt, AddressFamily, SockFlag, SockType, SockaddrIn6};
     let fd: OwnedFd = socket::socket(
         AddressFamily::Inet6,

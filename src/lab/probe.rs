@@ -18,7 +18,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::netns::run_in_netns;
-use crate::check::socket::{bind_v6_only, set_df};
+use crate::check::socket::{bind_both_families, set_df};
 pub use crate::check::socket::{overhead, OVERHEAD, OVERHEAD_V6};
 use crate::{Error, Result};
 
@@ -114,30 +114,7 @@ impl Drop for EchoServer {
 /// the port when `port` is 0), then IPv6 on the same port unless the
 /// namespace has no IPv6.
 fn bind_echo(netns: &str, port: u16) -> Result<Vec<UdpSocket>> {
-    let v4 = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, port))
-        .map_err(|e| Error::io(format!("netns {netns}: binding UDP 0.0.0.0:{port}"), e))?;
-    let port = v4
-        .local_addr()
-        .map_err(|e| Error::io(format!("netns {netns}: echo socket address"), e))?
-        .port();
-    let mut sockets = vec![v4];
-    match bind_v6_only(port) {
-        Ok(v6) => sockets.push(v6),
-        Err(e)
-            if matches!(
-                e.raw_os_error(),
-                Some(libc::EAFNOSUPPORT | libc::EADDRNOTAVAIL)
-            ) =>
-        {
-            tracing::debug!(netns, error = %e, "no IPv6 echo: the namespace has no IPv6");
-        }
-        Err(e) => {
-            return Err(Error::io(
-                format!("netns {netns}: binding UDP [::]:{port}"),
-                e,
-            ))
-        }
-    }
+    let sockets = bind_both_families(port, &format!("netns {netns}: echo"))?;
     for sock in &sockets {
         sock.set_read_timeout(Some(POLL))
             .map_err(|e| Error::io("setting echo read timeout", e))?;
