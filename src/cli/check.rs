@@ -5,14 +5,12 @@
 //! agent. Per peer: reachable, round trip, whether full-size packets with DF
 //! pass, and where the path breaks. Exits 1 when a path is broken.
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::host::NodeArgs;
 use super::output::table;
-use super::source::{Loaded, Source};
+use super::source::{Loaded, Source, SourceArgs};
 use super::{ConfigArgs, Output};
 use crate::check::verdict::underlay_break;
 use crate::check::{self, verdict, PeerCheck};
@@ -23,13 +21,8 @@ use crate::{Error, Result};
 
 #[derive(Debug, clap::Args)]
 pub struct CheckArgs {
-    /// Static cluster file: the peers and the mode to check.
-    #[arg(long, env = "PODROUTE_CLUSTER")]
-    pub cluster: Option<PathBuf>,
-    /// Read the peers and the mode from the Kubernetes API, as the agent
-    /// does (read-only). In the agent's pod the service account is used without it.
-    #[arg(long, conflicts_with = "cluster")]
-    pub kubeconfig: Option<PathBuf>,
+    #[command(flatten)]
+    pub source: SourceArgs,
     /// Check only this peer (repeatable); default: every peer this node routes.
     #[arg(long = "peer", value_name = "NAME")]
     pub peers: Vec<String>,
@@ -40,12 +33,6 @@ pub struct CheckArgs {
     /// How long to wait for each peer's answers, in milliseconds (3 tries within it).
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(30..=60_000))]
     pub timeout_ms: u64,
-    /// Probe from this network namespace (`ip netns`) instead of this
-    /// process's own; the API is still reached from here (labs, tests).
-    #[arg(long, value_name = "NAME")]
-    pub netns: Option<String>,
-    #[command(flatten)]
-    pub node: NodeArgs,
     #[command(flatten)]
     pub config: ConfigArgs,
     #[arg(short, long, value_enum, default_value = "table")]
@@ -68,15 +55,9 @@ pub struct CheckReport {
 }
 
 pub async fn run(args: CheckArgs) -> Result<()> {
-    let source = Source::from_flags(
-        args.cluster.as_deref(),
-        args.kubeconfig.as_deref(),
-        &args.node,
-        "check",
-    )
-    .await?;
+    let source = Source::from_flags(&args.source, "check").await?;
     let output = args.output;
-    let netns = args.netns.clone();
+    let netns = args.source.netns.clone();
     let report = in_netns_or_here(netns, move || async move { check(&args, source).await }).await?;
     output.print(&report, render)?;
     let broken = report.checked - report.ok;
@@ -97,7 +78,9 @@ async fn check(args: &CheckArgs, source: Source) -> Result<CheckReport> {
         desired,
         uplink,
         ..
-    } = source.load(&args.node, &args.config, "checking").await?;
+    } = source
+        .load(&args.source.node, &args.config, "checking")
+        .await?;
     let all = targets(&desired, &cluster.nodes, &local, uplink.mtu);
     let chosen = chosen(all, &args.peers, &cluster, &desired.excluded)?;
     let timeout = Duration::from_millis(args.timeout_ms);

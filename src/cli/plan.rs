@@ -4,14 +4,12 @@
 //! a pod the service account). Writes nothing, to the kernel or the API.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 use serde::Serialize;
 
 use super::api_view::{render_api, ApiView};
 use super::apply::{conflicts_text, families_text, notes_text, steps_table, warnings_text};
-use super::host::NodeArgs;
-use super::source::{Loaded, Source};
+use super::source::{Loaded, Source, SourceArgs};
 use super::{ConfigArgs, Output};
 use crate::engine::{self, FamilyRoutes};
 use crate::lab::netns::in_netns_or_here;
@@ -20,20 +18,8 @@ use crate::Result;
 
 #[derive(Debug, clap::Args)]
 pub struct PlanArgs {
-    /// Static cluster file (YAML): mode, options, nodes with name, ip, podCIDR(s).
-    #[arg(long, env = "PODROUTE_CLUSTER")]
-    pub cluster: Option<PathBuf>,
-    /// Plan from the desired state in the Kubernetes API, as this node's
-    /// agent reads it (read-only). In a pod the service account is used
-    /// without it.
-    #[arg(long, conflicts_with = "cluster")]
-    pub kubeconfig: Option<PathBuf>,
-    /// Plan against the kernel of this network namespace (`ip netns`)
-    /// instead of this process's own; the API is still reached from here.
-    #[arg(long, value_name = "NAME")]
-    pub netns: Option<String>,
     #[command(flatten)]
-    pub node: NodeArgs,
+    pub source: SourceArgs,
     #[command(flatten)]
     pub config: ConfigArgs,
     #[arg(short, long, value_enum, default_value = "table")]
@@ -63,15 +49,9 @@ pub struct PlanReport {
 }
 
 pub async fn run(args: PlanArgs) -> Result<()> {
-    let source = Source::from_flags(
-        args.cluster.as_deref(),
-        args.kubeconfig.as_deref(),
-        &args.node,
-        "plan",
-    )
-    .await?;
+    let source = Source::from_flags(&args.source, "plan").await?;
     let output = args.output;
-    let netns = args.netns.clone();
+    let netns = args.source.netns.clone();
     let report =
         in_netns_or_here(netns, move || async move { report(&args, source).await }).await?;
     output.print(&report, render)
@@ -86,7 +66,9 @@ async fn report(args: &PlanArgs, source: Source) -> Result<PlanReport> {
         desired,
         view,
         ..
-    } = source.load(&args.node, &args.config, "planning").await?;
+    } = source
+        .load(&args.source.node, &args.config, "planning")
+        .await?;
     let outcome = engine::preview(&mut dp, &desired).await?;
     Ok(PlanReport {
         node: local.name,

@@ -1,7 +1,7 @@
 //! Where `plan` and `check` take this node's desired state from: a cluster
 //! file, or the Kubernetes API exactly as this node's agent reads it.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use super::api_view::{self, api_node, ApiDesired, ApiView, Planned};
 use super::host::{Host, NodeArgs};
@@ -10,6 +10,26 @@ use crate::dataplane::Dataplane;
 use crate::model::{Cluster, Node};
 use crate::plan::{Desired, Uplink};
 use crate::{Error, Result};
+
+/// Where this node's desired state comes from, and which kernel to read:
+/// the flags `status`, `plan` and `check` share.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SourceArgs {
+    /// Static cluster file (YAML): mode, options, nodes with name, ip, podCIDR(s).
+    #[arg(long, env = "PODROUTE_CLUSTER")]
+    pub cluster: Option<PathBuf>,
+    /// Read the desired state from the Kubernetes API as this node's agent
+    /// does (read-only). In an agent pod its service account is used
+    /// without it.
+    #[arg(long, conflicts_with = "cluster")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Work in this network namespace (`ip netns`) instead of this
+    /// process's own; the API is still reached from here (labs, tests).
+    #[arg(long, value_name = "NAME")]
+    pub netns: Option<String>,
+    #[command(flatten)]
+    pub node: NodeArgs,
+}
 
 pub enum Source {
     File(PathBuf),
@@ -31,13 +51,9 @@ pub struct Loaded {
 impl Source {
     /// From the flags; the API is read now. `command` names the subcommand
     /// in the error for neither.
-    pub async fn from_flags(
-        cluster: Option<&Path>,
-        kubeconfig: Option<&Path>,
-        node: &NodeArgs,
-        command: &str,
-    ) -> Result<Source> {
-        match (api_node(cluster, kubeconfig, node)?, cluster) {
+    pub async fn from_flags(args: &SourceArgs, command: &str) -> Result<Source> {
+        let (cluster, kubeconfig) = (args.cluster.as_deref(), args.kubeconfig.as_deref());
+        match (api_node(cluster, kubeconfig, &args.node)?, cluster) {
             (Some(node), _) => {
                 let (cluster, view) = api_view::read(kubeconfig, &node).await?;
                 Ok(Source::Api(cluster, Box::new(view)))

@@ -5,15 +5,15 @@
 //! service account) exactly as this node's agent computes it.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 use ipnetwork::IpNetwork;
 use serde::Serialize;
 
 use super::api_view::{self, api_node, render_api, ApiDesired, ApiView, Planned, Unplanned};
 use super::apply::{notes_text, steps_table, warnings_text};
-use super::host::{Host, NodeArgs};
+use super::host::Host;
 use super::output::table;
+use super::source::SourceArgs;
 use super::{ConfigArgs, Output};
 use crate::dataplane::{read_sysctl, Dataplane};
 use crate::engine;
@@ -27,19 +27,8 @@ use crate::Result;
 
 #[derive(Debug, clap::Args)]
 pub struct StatusArgs {
-    /// Static cluster file: adds drift (what apply would change) to the report.
-    #[arg(long, env = "PODROUTE_CLUSTER")]
-    pub cluster: Option<PathBuf>,
-    /// Read the desired state from the Kubernetes API as this node's agent
-    /// does (read-only). In a pod the service account is used without it.
-    #[arg(long, conflicts_with = "cluster")]
-    pub kubeconfig: Option<PathBuf>,
-    /// Read the kernel of this network namespace (`ip netns`) instead of
-    /// this process's own; the API is still reached from here (labs, tests).
-    #[arg(long, value_name = "NAME")]
-    pub netns: Option<String>,
     #[command(flatten)]
-    pub node: NodeArgs,
+    pub source: SourceArgs,
     #[command(flatten)]
     pub config: ConfigArgs,
     #[arg(short, long, value_enum, default_value = "table")]
@@ -126,8 +115,8 @@ impl Compared {
 /// The cluster file's desired state, the API's (read before: `api`), or
 /// none (kernel only).
 async fn compared(args: &StatusArgs, api: Option<(Option<Cluster>, ApiView)>) -> Result<Compared> {
-    if let Some(path) = &args.cluster {
-        let mut host = Host::load(path, &args.node, &args.config).await?;
+    if let Some(path) = &args.source.cluster {
+        let mut host = Host::load(path, &args.source.node, &args.config).await?;
         let drift = engine::dry_run(&mut host.dp, &host.desired).await?.steps;
         return Ok(Compared {
             dp: host.dp,
@@ -169,13 +158,17 @@ async fn compared(args: &StatusArgs, api: Option<(Option<Cluster>, ApiView)>) ->
 }
 
 pub async fn run(args: StatusArgs) -> Result<()> {
-    let cluster = args.cluster.as_deref();
-    let api = match api_node(cluster, args.kubeconfig.as_deref(), &args.node)? {
-        Some(node) => match api_view::read(args.kubeconfig.as_deref(), &node).await {
+    let cluster = args.source.cluster.as_deref();
+    let api = match api_node(
+        cluster,
+        args.source.kubeconfig.as_deref(),
+        &args.source.node,
+    )? {
+        Some(node) => match api_view::read(args.source.kubeconfig.as_deref(), &node).await {
             Ok(api) => Some(api),
             // Asked for with --kubeconfig: an error. Found in a pod: the
             // kernel is still worth showing while the API is away.
-            Err(e) if args.kubeconfig.is_none() => {
+            Err(e) if args.source.kubeconfig.is_none() => {
                 tracing::warn!("the Kubernetes API could not be read ({e}): the kernel alone");
                 None
             }
@@ -186,7 +179,7 @@ pub async fn run(args: StatusArgs) -> Result<()> {
     let output = args.output;
     // The kernel's state, sysctls included, as a thread inside the
     // namespace sees it.
-    let netns = args.netns.clone();
+    let netns = args.source.netns.clone();
     let report = in_netns_or_here(netns, move || async move { report(&args, api).await }).await?;
     output.print(&report, render)
 }
