@@ -13,23 +13,18 @@ use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, DeleteParams, PostParams};
 use podroute::api::{Mode, Plan};
 
-use crate::kube_env::{kubelet_shaped, ControlPlane};
+use crate::kube_env::kubelet_shaped;
 use crate::kube_support::{
-    create_lab_nodes, install_routing, keep_records, kube_node, publish_plan, reported,
+    create_lab_nodes, install_routing, keep_records, kube_node, kube_test, publish_plan, reported,
     start_agent, wait_for, Process, WatchedAgent,
 };
-use crate::support::{cpu_ticks, have_root, our_routes, scale_peer, scratch_node, wait_until, Lab};
+use crate::support::{cpu_ticks, our_routes, scale_peer, scratch_node, wait_until, Lab};
 
 #[test]
 fn agents_on_a_real_api_server() {
-    if !have_root() {
-        return;
-    }
-    let Some(cp) = ControlPlane::start_or_skip() else {
+    let Some((cp, rt, client)) = kube_test() else {
         return;
     };
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let client = rt.block_on(cp.client());
     let lab = Lab::flat(3);
     rt.block_on(async {
         install_routing(&client, Mode::Vxlan).await;
@@ -163,14 +158,9 @@ fn agents_on_a_real_api_server() {
 #[ignore]
 fn agent_resources_with_many_peers() {
     use futures::StreamExt;
-    if !have_root() {
-        return;
-    }
-    let Some(cp) = ControlPlane::start_or_skip() else {
+    let Some((cp, rt, client)) = kube_test() else {
         return;
     };
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let client = rt.block_on(cp.client());
     let ns = scratch_node("prbk");
     let node = |i: usize| {
         let (ip, cidr) = scale_peer(i);

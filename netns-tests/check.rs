@@ -286,14 +286,7 @@ fn the_agents_periodic_check_exports_each_peers_reachability_at_its_pace() {
     // Its pace: each agent probes its one peer once a second (a small and
     // a full-size probe, both answered), so node-1's tunnel receives about
     // 4 packets a second. A round must not follow the last without its gap.
-    let rx = || {
-        let json = lab.ip(
-            "node-1",
-            &["-j", "-s", "link", "show", "dev", "vxlan.calico"],
-        );
-        let v: Value = serde_json::from_str(&json).expect("ip -j");
-        v[0]["stats64"]["rx"]["packets"].as_u64().unwrap_or(0)
-    };
+    let rx = || lab.rx_packets("node-1", "vxlan.calico");
     let before = rx();
     std::thread::sleep(Duration::from_secs(3));
     let received = rx() - before;
@@ -349,13 +342,8 @@ fn check_at_5000_peers() {
         })
         .collect();
     let counters = |lab: &Lab| {
-        let json = lab.ip(
-            "node-1",
-            &["-j", "-s", "link", "show", "dev", "vxlan.calico"],
-        );
-        let v: Value = serde_json::from_str(&json).expect("ip -j");
-        let stat = |dir: &str| v[0]["stats64"][dir]["packets"].as_u64().unwrap_or(0);
-        (stat("tx"), stat("rx"))
+        let dev = "vxlan.calico";
+        (lab.tx_packets("node-1", dev), lab.rx_packets("node-1", dev))
     };
     let thread_ticks = || {
         let stat = std::fs::read_to_string("/proc/thread-self/stat").expect("stat");

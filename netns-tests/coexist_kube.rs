@@ -17,12 +17,11 @@ use kube::Client;
 use podroute::api::{Mode, Plan};
 use serde_json::json;
 
-use crate::kube_env::ControlPlane;
 use crate::kube_support::{
-    create_lab_nodes, install_routing, kube_node, network_unavailable, publish_plan,
+    create_lab_nodes, install_routing, kube_node, kube_test, network_unavailable, publish_plan,
     start_coordinator, wait_for, WatchedAgent,
 };
-use crate::support::{have_root, our_routes, Lab};
+use crate::support::{our_routes, Lab};
 
 /// NetworkUnavailable of a Node: (status, reason, message).
 async fn condition(client: &Client, name: &str) -> Option<(String, String, String)> {
@@ -75,14 +74,9 @@ fn metric(agent: &WatchedAgent, name: &str) -> Option<String> {
 
 #[test]
 fn the_agent_shares_network_unavailable_with_a_cloud_route_controller() {
-    if !have_root() {
-        return;
-    }
-    let Some(cp) = ControlPlane::start_or_skip() else {
+    let Some((cp, rt, client)) = kube_test() else {
         return;
     };
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let client = rt.block_on(cp.client());
     let lab = Lab::flat(2);
     rt.block_on(async {
         install_routing(&client, Mode::Native).await;
@@ -205,14 +199,9 @@ fn the_agent_shares_network_unavailable_with_a_cloud_route_controller() {
 
 #[test]
 fn a_node_podroute_refuses_is_left_out_and_named_in_an_event() {
-    if !have_root() {
-        return;
-    }
-    let Some(cp) = ControlPlane::start_or_skip() else {
+    let Some((cp, rt, client)) = kube_test() else {
         return;
     };
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let client = rt.block_on(cp.client());
     let lab = Lab::flat(2);
     rt.block_on(async {
         crate::kube_env::ensure_namespace(&client, "podroute-system").await;

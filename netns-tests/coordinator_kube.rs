@@ -27,12 +27,11 @@ use podroute::api::Mode;
 use podroute::api::{ClusterRouting, ClusterRoutingStatus};
 use tokio::runtime::Handle;
 
-use crate::kube_env::ControlPlane;
 use crate::kube_support::{
-    create_lab_nodes, install_routing, start_agent, start_coordinator, switch, wait_for, PairCount,
-    PodProbes, Process,
+    create_lab_nodes, install_routing, kube_test, start_agent, start_coordinator, switch, wait_for,
+    PairCount, PodProbes, Process,
 };
-use crate::support::{have_root, http_get, Family, Lab};
+use crate::support::{http_get, Family, Lab};
 
 /// The smallest MTU of vxlan over both families: IPv6 costs 70 bytes, IPv4 50.
 const POD_MTU: u32 = 1430;
@@ -267,14 +266,9 @@ fn assert_no_probe_lost(what: &str, counts: &[PairCount], phases: &[String], fam
 
 #[test]
 fn coordinator_on_a_real_api_server() {
-    if !have_root() {
-        return;
-    }
-    let Some(cp) = ControlPlane::start_or_skip() else {
+    let Some((cp, rt, client)) = kube_test() else {
         return;
     };
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let client = rt.block_on(cp.client());
     // Dual-stack: the switch must hold for both families at once.
     let lab = Lab::dual(3);
     rt.block_on(install(&client, &lab));
@@ -560,14 +554,9 @@ fn coordinator_on_a_real_api_server() {
 /// IPv6 probes without losing one, and no node holds IPv4 state of ours.
 #[test]
 fn an_ipv6_only_cluster_switches_on_a_real_api_server() {
-    if !have_root() {
-        return;
-    }
-    let Some(cp) = ControlPlane::start_or_skip() else {
+    let Some((cp, rt, client)) = kube_test() else {
         return;
     };
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let client = rt.block_on(cp.client());
     let lab = Lab::v6_only(3);
     rt.block_on(install(&client, &lab));
     let kubeconfig: PathBuf = cp.admin_kubeconfig().to_path_buf();

@@ -37,6 +37,19 @@ impl Drop for Process {
 
 /// An agent whose dataplane is `node`'s namespace and whose API
 /// connection stays in the host's (`--netns`).
+/// How a kube test starts: root and a control plane (else `None`, and the
+/// test skips, as root tests do), a runtime, and an admin client. Keep the
+/// control plane until the end: dropping it stops the API server.
+pub fn kube_test() -> Option<(ControlPlane, tokio::runtime::Runtime, Client)> {
+    if !crate::support::have_root() {
+        return None;
+    }
+    let cp = ControlPlane::start_or_skip()?;
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let client = rt.block_on(cp.client());
+    Some((cp, rt, client))
+}
+
 pub fn start_agent(lab: &Lab, node: &str, kubeconfig: &Path) -> Process {
     let child = agent_command(lab, node, kubeconfig, "127.0.0.1:0", "warn")
         .spawn()

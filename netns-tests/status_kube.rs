@@ -16,74 +16,46 @@ use podroute::api::{Mode, Plan, PodrouteNode};
 use serde_json::Value;
 
 use crate::image_support::render;
-use crate::kube_env::ControlPlane;
 use crate::kube_support::{
-    apply_except_workloads, create_lab_nodes, keep_records, kube_node, publish_plan, reported,
-    start_agent, wait_for,
+    apply_except_workloads, create_lab_nodes, keep_records, kube_node, kube_test, publish_plan,
+    reported, start_agent, wait_for,
 };
 use crate::support::{have_root, our_routes, Lab};
 
-fn status(lab: &Lab, kubeconfig: &std::path::Path, node: &str) -> Value {
-    let out = status_command(lab, kubeconfig, node, "json");
+/// `podroute <command> -o json` (status or plan) from the API, for `node`
+/// as its agent reads it; it must succeed.
+fn json_of(command: &str, lab: &Lab, kubeconfig: &std::path::Path, node: &str) -> Value {
+    let out = run(command, lab, kubeconfig, node, "json");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "podroute status: {stderr}");
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("status JSON: {e}\n{stderr}"))
+    assert!(out.status.success(), "podroute {command}: {stderr}");
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{command} JSON: {e}\n{stderr}"))
 }
 
-fn status_command(
+fn run(
+    command: &str,
     lab: &Lab,
     kubeconfig: &std::path::Path,
     node: &str,
     output: &str,
 ) -> std::process::Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_podroute"))
-        .args(["status", "-o", output, "--node", node])
+        .args([command, "-o", output, "--node", node])
         .args(["--netns", &lab.node(node).netns])
         // Where this lab's agents write the pod MTU (a node's default is
-        // /run/podroute/mtu, for agent and status alike).
+        // /run/podroute/mtu, for agent, status and plan alike).
         .arg("--mtu-file")
         .arg(lab.config(node).mtu_file)
         .arg("--kubeconfig")
         .arg(kubeconfig)
         .output()
-        .expect("run podroute status")
-}
-
-/// `podroute plan -o json` from the API, as the agent of `node` would plan.
-fn plan(lab: &Lab, kubeconfig: &std::path::Path, node: &str) -> Value {
-    let out = plan_command(lab, kubeconfig, node, "json");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "podroute plan: {stderr}");
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("plan JSON: {e}\n{stderr}"))
-}
-
-fn plan_command(
-    lab: &Lab,
-    kubeconfig: &std::path::Path,
-    node: &str,
-    output: &str,
-) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_podroute"))
-        .args(["plan", "-o", output, "--node", node])
-        .args(["--netns", &lab.node(node).netns])
-        .arg("--mtu-file")
-        .arg(lab.config(node).mtu_file)
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .output()
-        .expect("run podroute plan")
+        .unwrap_or_else(|e| panic!("run podroute {command}: {e}"))
 }
 
 #[test]
 fn status_reads_the_agents_desired_state_from_the_api_and_writes_nothing() {
-    if !have_root() {
-        return;
-    }
-    let Some(cp) = ControlPlane::start_or_skip() else {
+    let Some((cp, rt, client)) = kube_test() else {
         return;
     };
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let client = rt.block_on(cp.client());
     let work = tempfile::tempdir().expect("temp dir");
     // The shipped CRDs, RBAC, admission policies and ClusterRouting (vxlan).
     apply_except_workloads(&cp, &render("restricted"), work.path());
@@ -91,7 +63,7 @@ fn status_reads_the_agents_desired_state_from_the_api_and_writes_nothing() {
     rt.block_on(create_lab_nodes(&client, &lab));
     let admin = cp.admin_kubeconfig().to_path_buf();
     // No plan published yet: nothing to plan, which is not bad input.
-    let out = plan_command(&lab, &admin, "node-1", "json");
+    let out = run("plan", &lab, &admin, "node-1", "json");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("no plan published yet"), "{stderr}");
@@ -114,7 +86,7 @@ fn status_reads_the_agents_desired_state_from_the_api_and_writes_nothing() {
     let agent_sa =
         rt.block_on(cp.service_account("podroute-system", "podroute-agent", Some("node-1")));
 
-    let s = status(&lab, &agent_sa.kubeconfig, "node-1");
+    let s = json_of("status", &lab, &agent_sa.kubeconfig, "node-1");
     assert_eq!(s["drift"], serde_json::json!([]), "{s:#}");
     let c = &s["cluster"];
     assert_eq!(c["planGeneration"], 1, "{s:#}");
@@ -137,7 +109,7 @@ fn status_reads_the_agents_desired_state_from_the_api_and_writes_nothing() {
         .expect("create aaa-bad");
     let mut last = Value::Null;
     let left_out = (0..100).any(|_| {
-        last = status(&lab, &agent_sa.kubeconfig, "node-1");
+        last = json_of("status", &lab, &agent_sa.kubeconfig, "node-1");
         let found = last["cluster"]["peersLeftOut"]["aaa-bad"].is_string();
         if !found {
             std::thread::sleep(Duration::from_millis(100));
@@ -157,15 +129,15 @@ fn status_reads_the_agents_desired_state_from_the_api_and_writes_nothing() {
     // Drift: node-1's agent stops, someone deletes its route to node-2.
     drop(agents.remove(0));
     lab.ip("node-1", &["route", "del", &node2_cidr]);
-    let s = status(&lab, &agent_sa.kubeconfig, "node-1");
-    let text = status_command(&lab, &agent_sa.kubeconfig, "node-1", "table");
+    let s = json_of("status", &lab, &agent_sa.kubeconfig, "node-1");
+    let text = run("status", &lab, &agent_sa.kubeconfig, "node-1", "table");
     eprintln!("{}", String::from_utf8_lossy(&text.stdout));
     let drift = s["drift"].to_string();
     assert!(drift.contains(&node2_cidr), "drift names the route: {s:#}");
 
     // plan from the same desired state: the op that puts the route back,
     // the plan it comes from, the peer left out; and nothing written.
-    let p = plan(&lab, &agent_sa.kubeconfig, "node-1");
+    let p = json_of("plan", &lab, &agent_sa.kubeconfig, "node-1");
     let ops = p["ops"].as_array().cloned().unwrap_or_default();
     let adds_route = ops
         .iter()
@@ -173,7 +145,7 @@ fn status_reads_the_agents_desired_state_from_the_api_and_writes_nothing() {
     assert!(adds_route, "plan adds the route to node-2: {p:#}");
     assert_eq!(p["cluster"]["planGeneration"], 1, "{p:#}");
     assert!(p["peersLeftOut"]["aaa-bad"].is_string(), "{p:#}");
-    let text = plan_command(&lab, &agent_sa.kubeconfig, "node-1", "table");
+    let text = run("plan", &lab, &agent_sa.kubeconfig, "node-1", "table");
     let text = String::from_utf8_lossy(&text.stdout);
     eprintln!("{text}");
     assert!(text.contains("plan: generation 1, vxlan"), "{text}");
@@ -192,7 +164,7 @@ fn status_reads_the_agents_desired_state_from_the_api_and_writes_nothing() {
     rt.block_on(records.delete("node-1", &DeleteParams::default()))
         .expect("delete node-1's record");
     let before = rt.block_on(reported(&client, "node-1"));
-    let s = status(&lab, &agent_sa.kubeconfig, "node-1");
+    let s = json_of("status", &lab, &agent_sa.kubeconfig, "node-1");
     assert!(s["drift"].is_array(), "{s:#}");
     std::thread::sleep(Duration::from_millis(500));
     let record = rt.block_on(records.get_opt("node-1")).expect("get record");

@@ -310,8 +310,17 @@ impl Lab {
     /// Transmitted packet count of a device in a node (from
     /// /proc/thread-self/net/dev: /sys shows the mounter's namespace).
     pub fn tx_packets(&self, node: &str, dev: &str) -> u64 {
+        self.packets(node, dev, TX_PACKETS)
+    }
+
+    /// Received packet count of a device in a node, as [`Lab::tx_packets`].
+    pub fn rx_packets(&self, node: &str, dev: &str) -> u64 {
+        self.packets(node, dev, RX_PACKETS)
+    }
+
+    fn packets(&self, node: &str, dev: &str, column: usize) -> u64 {
         let netns = self.topo.node_netns(node).expect("netns");
-        tx_packets_by_device(netns)
+        packets_by_device(netns, column)
             .into_iter()
             .find(|(name, _)| name == dev)
             .map_or(0, |(_, packets)| packets)
@@ -324,9 +333,17 @@ impl Drop for Lab {
     }
 }
 
+/// Columns of /proc/net/dev after the device name.
+const RX_PACKETS: usize = 1;
+const TX_PACKETS: usize = 9;
+
 /// Transmitted packets of every device of `netns`, from
 /// /proc/thread-self/net/dev (/sys shows the mounter's namespace).
 pub fn tx_packets_by_device(netns: &podroute::lab::netns::Netns) -> Vec<(String, u64)> {
+    packets_by_device(netns, TX_PACKETS)
+}
+
+fn packets_by_device(netns: &podroute::lab::netns::Netns, column: usize) -> Vec<(String, u64)> {
     let table = netns
         .run(|| std::fs::read_to_string("/proc/thread-self/net/dev"))
         .expect("netns")
@@ -335,7 +352,7 @@ pub fn tx_packets_by_device(netns: &podroute::lab::netns::Netns) -> Vec<(String,
         .lines()
         .filter_map(|l| l.trim().split_once(':'))
         .filter_map(|(name, counters)| {
-            let packets = counters.split_whitespace().nth(9)?.parse().ok()?;
+            let packets = counters.split_whitespace().nth(column)?.parse().ok()?;
             Some((name.to_string(), packets))
         })
         .collect()
